@@ -1,0 +1,250 @@
+import CBLAS
+import Foundation
+
+/// A llama-architecture decoder, or a contiguous slice of one.
+///
+/// A model instance holds the blocks of `loadedLayers` and, optionally, the token
+/// embeddings and the output norm + LM head. The coordinator of a cluster loads only
+/// the latter, each worker only its layers; a single-process run loads everything.
+/// Compute is pure: hidden states and a KV cache in, hidden states out.
+public final class LlamaModel: Sendable {
+    public let config: LlamaConfig
+    public let loadedLayers: Range<Int>
+    public let rope: RoPE
+    /// Blocks of loadedLayers, in order.
+    let layers: [LlamaLayer]
+    /// (vocab, dim); also the LM head when embeddings are tied
+    let tokenEmbedding: WeightMatrix?
+    /// (dim)
+    let outputNorm: [Float]?
+    /// (vocab, dim) when the model has its own output.weight
+    let untiedHead: WeightMatrix?
+
+    /// Loads the blocks in `layers` (all when nil), and the embeddings and head if asked.
+    /// Tensors outside the selection are never read.
+    public init(gguf: GGUFFile, layers range: Range<Int>? = nil, embeddings: Bool = true, head: Bool = true) throws {
+        let c = try LlamaConfig(gguf: gguf)
+        let range = range ?? 0..<c.layerCount
+        guard range.lowerBound >= 0, range.upperBound <= c.layerCount else {
+            throw ModelError.layerRangeOutOfBounds(requested: range, layerCount: c.layerCount)
+        }
+        config = c
+        loadedLayers = range
+        rope = RoPE(config: c)
+        layers = try range.map { try LlamaLayer(gguf: gguf, index: $0, config: c) }
+        let needEmbedding = embeddings || (head && c.tiedEmbeddings)
+        tokenEmbedding = needEmbedding
+            ? try WeightMatrix(gguf: gguf, name: "token_embd.weight", rows: c.vocabularySize, cols: c.embeddingLength)
+            : nil
+        outputNorm = head ? try gguf.floats("output_norm.weight", shape: [c.embeddingLength]) : nil
+        untiedHead = head && !c.tiedEmbeddings
+            ? try WeightMatrix(gguf: gguf, name: "output.weight", rows: c.vocabularySize, cols: c.embeddingLength)
+            : nil
+    }
+
+    /// Opens `path` and loads as `init(gguf:...)` does; the file is unmapped afterwards.
+    public convenience init(path: String, layers: Range<Int>? = nil, embeddings: Bool = true, head: Bool = true) throws {
+        try self.init(gguf: try GGUFFile(path: path), layers: layers, embeddings: embeddings, head: head)
+    }
+
+    public var hasEmbeddings: Bool { tokenEmbedding != nil }
+    public var hasHead: Bool { outputNorm != nil }
+
+    /// Bytes of weights this instance holds (fp32 in memory).
+    public var weightBytes: Int {
+        layers.reduce(0) { $0 + $1.byteCount } + (tokenEmbedding?.byteCount ?? 0)
+            + (outputNorm?.count ?? 0) * 4 + (untiedHead?.byteCount ?? 0)
+    }
+
+    /// An empty cache for this instance's layers.
+    public func makeCache(_ type: KVCacheType, capacity: Int? = nil) -> any KVCache {
+        type.makeCache(geometry: cacheGeometry(capacity: capacity), rope: rope)
+    }
+
+    public func cacheGeometry(capacity: Int? = nil) -> KVCacheGeometry {
+        KVCacheGeometry(layers: loadedLayers, kvHeads: config.kvHeadCount, headDim: config.headDim,
+                        capacity: capacity ?? config.contextLength)
+    }
+
+    // MARK: - Embedding
+
+    /// Hidden states (n, dim) for `tokens`.
+    public func embed(_ tokens: [Int32]) throws -> [Float] {
+        guard let e = tokenEmbedding else { throw ModelError.embeddingsNotLoaded }
+        let dim = config.embeddingLength
+        var out = [Float](repeating: 0, count: tokens.count * dim)
+        try e.data.withUnsafeBufferPointer { w in
+            try out.withUnsafeMutableBufferPointer { o in
+                for (i, t) in tokens.enumerated() {
+                    guard t >= 0, Int(t) < config.vocabularySize else {
+                        throw ModelError.tokenOutOfVocabulary(token: t, vocabularySize: config.vocabularySize)
+                    }
+                    (o.baseAddress! + i * dim).update(from: w.baseAddress! + Int(t) * dim, count: dim)
+                }
+            }
+        }
+        return out
+    }
+
+    // MARK: - Transformer blocks
+
+    /// Runs blocks `range` (all loaded ones when nil) on hidden states (n, dim) in place.
+    /// The n tokens take the positions after those the cache already holds for each layer.
+    public func forward(_ hidden: inout [Float], count n: Int, layers range: Range<Int>? = nil, cache: any KVCache,
+                        profile: ForwardProfile? = nil) throws {
+        let range = range ?? loadedLayers
+        guard n > 0 else { return }
+        guard hidden.count == n * config.embeddingLength else {
+            throw ModelError.hiddenStateShape(expected: n * config.embeddingLength, found: hidden.count)
+        }
+        for l in range where !loadedLayers.contains(l) {
+            throw ModelError.layerNotLoaded(layer: l, loaded: loadedLayers)
+        }
+        let ws = Workspace(config: config, tokens: n)
+        try hidden.withUnsafeMutableBufferPointer { x in
+            for l in range {
+                try block(l, x.baseAddress!, n, cache, ws, profile)
+            }
+        }
+    }
+
+    private func block(_ l: Int, _ x: UnsafeMutablePointer<Float>, _ n: Int, _ cache: any KVCache, _ ws: Workspace,
+                       _ profile: ForwardProfile?) throws {
+        let c = config, w = layers[l - loadedLayers.lowerBound]
+        let dim = c.embeddingLength, qDim = c.headCount * c.headDim, hd = c.headDim
+        let start = cache.count(layer: l)
+        guard start + n <= cache.geometry.capacity else {
+            throw ModelError.contextFull(needed: start + n, contextLength: cache.geometry.capacity)
+        }
+
+        var t = profile?.now() ?? 0
+        // MARK: attention
+        w.attentionNorm.withUnsafeBufferPointer { Kernels.rmsNorm(x, weight: $0.baseAddress!, rows: n, dim: dim, eps: c.rmsEpsilon, into: ws.xb) }
+        t = profile?.lap(.elementwise, since: t) ?? 0
+        w.wq.apply(ws.xb, count: n, into: ws.q)
+        w.wk.apply(ws.xb, count: n, into: ws.k)
+        w.wv.apply(ws.xb, count: n, into: ws.v)
+        t = profile?.lap(.projections, since: t) ?? 0
+        rope.apply(ws.q, rows: n, heads: c.headCount, startPosition: start)
+        t = profile?.lap(.elementwise, since: t) ?? 0
+        try cache.append(layer: l, keys: ws.k, values: ws.v, count: n)
+
+        let scale = 1 / Float(hd).squareRoot()
+        let group = c.groupSize
+        for g in 0..<c.kvHeadCount {
+            cache.withKeysAndValues(layer: l, kvHead: g) { keys, values, total in
+                let s = ws.scores(total: total)
+                if n == 1 {
+                    // One token: the group's query heads are adjacent rows, one matrix product.
+                    let q = ws.q + g * group * hd, out = ws.att + g * group * hd
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(group), Int32(total), Int32(hd), scale,
+                                q, Int32(hd), keys, Int32(hd), 0, s, Int32(total))
+                    for r in 0..<group { Kernels.softmax(s + r * total, count: total) }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(group), Int32(hd), Int32(total), 1,
+                                s, Int32(total), values, Int32(hd), 0, out, Int32(hd))
+                    return
+                }
+                for h in g * group..<(g + 1) * group {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(total), Int32(hd), scale,
+                                ws.q + h * hd, Int32(qDim), keys, Int32(hd), 0, s, Int32(total))
+                    for i in 0..<n {
+                        // Causal mask: token i (position start + i) sees positions 0 ... start + i.
+                        let row = s + i * total, visible = start + i + 1
+                        Kernels.softmax(row, count: visible)
+                        if visible < total { (row + visible).update(repeating: 0, count: total - visible) }
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(hd), Int32(total), 1,
+                                s, Int32(total), values, Int32(hd), 0, ws.att + h * hd, Int32(qDim))
+                }
+            }
+        }
+        t = profile?.lap(.attention, since: t) ?? 0
+        w.wo.apply(ws.att, count: n, into: ws.xb)
+        t = profile?.lap(.projections, since: t) ?? 0
+        Kernels.add(x, ws.xb, count: n * dim)
+
+        // MARK: feed-forward (SwiGLU)
+        w.ffnNorm.withUnsafeBufferPointer { Kernels.rmsNorm(x, weight: $0.baseAddress!, rows: n, dim: dim, eps: c.rmsEpsilon, into: ws.xb) }
+        t = profile?.lap(.elementwise, since: t) ?? 0
+        w.wGate.apply(ws.xb, count: n, into: ws.gate)
+        w.wUp.apply(ws.xb, count: n, into: ws.up)
+        t = profile?.lap(.ffn, since: t) ?? 0
+        Kernels.swiGLU(ws.gate, ws.up, count: n * c.feedForwardLength)
+        t = profile?.lap(.elementwise, since: t) ?? 0
+        w.wDown.apply(ws.gate, count: n, into: ws.xb)
+        t = profile?.lap(.ffn, since: t) ?? 0
+        Kernels.add(x, ws.xb, count: n * dim)
+        profile?.lap(.elementwise, since: t)
+    }
+
+    // MARK: - Output head
+
+    /// Logits (rows.count, vocab) for rows `rows` of hidden states (n, dim): final norm, then LM head.
+    public func logits(_ hidden: [Float], count n: Int, rows: Range<Int>? = nil, profile: ForwardProfile? = nil) throws -> [Float] {
+        let t = profile?.now() ?? 0
+        defer { profile?.lap(.head, since: t) }
+        guard let norm = outputNorm, let head = untiedHead ?? tokenEmbedding else { throw ModelError.outputHeadNotLoaded }
+        let dim = config.embeddingLength
+        guard hidden.count == n * dim else { throw ModelError.hiddenStateShape(expected: n * dim, found: hidden.count) }
+        let rows = rows ?? 0..<n
+        var normed = [Float](repeating: 0, count: rows.count * dim)
+        var out = [Float](repeating: 0, count: rows.count * config.vocabularySize)
+        hidden.withUnsafeBufferPointer { h in
+            norm.withUnsafeBufferPointer { w in
+                normed.withUnsafeMutableBufferPointer { o in
+                    Kernels.rmsNorm(h.baseAddress! + rows.lowerBound * dim, weight: w.baseAddress!, rows: rows.count,
+                                    dim: dim, eps: config.rmsEpsilon, into: o.baseAddress!)
+                }
+            }
+        }
+        normed.withUnsafeBufferPointer { x in
+            out.withUnsafeMutableBufferPointer { y in head.apply(x.baseAddress!, count: rows.count, into: y.baseAddress!) }
+        }
+        return out
+    }
+}
+
+/// Scratch buffers of one forward call, sized for n tokens.
+private final class Workspace {
+    /// (n, dim)
+    let xb: UnsafeMutablePointer<Float>
+    /// (n, heads * headDim)
+    let q: UnsafeMutablePointer<Float>
+    /// (n, heads * headDim) attention output
+    let att: UnsafeMutablePointer<Float>
+    /// (n, kvDim) each
+    let k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>
+    /// (n, ffn) each
+    let gate: UnsafeMutablePointer<Float>, up: UnsafeMutablePointer<Float>
+    /// attention probabilities, grown on demand: (n or group, total)
+    private(set) var scores: UnsafeMutablePointer<Float>
+    private var scoresCapacity: Int
+    private let rows: Int
+
+    init(config c: LlamaConfig, tokens n: Int) {
+        rows = max(n, c.groupSize)
+        xb = .allocate(capacity: n * c.embeddingLength)
+        q = .allocate(capacity: n * c.headCount * c.headDim)
+        att = .allocate(capacity: n * c.headCount * c.headDim)
+        k = .allocate(capacity: n * c.kvDim)
+        v = .allocate(capacity: n * c.kvDim)
+        gate = .allocate(capacity: n * c.feedForwardLength)
+        up = .allocate(capacity: n * c.feedForwardLength)
+        scoresCapacity = rows * 1024
+        scores = .allocate(capacity: scoresCapacity)
+    }
+
+    /// Scores buffer of at least (rows, total).
+    func scores(total: Int) -> UnsafeMutablePointer<Float> {
+        if rows * total > scoresCapacity {
+            scores.deallocate()
+            scoresCapacity = rows * total
+            scores = .allocate(capacity: scoresCapacity)
+        }
+        return scores
+    }
+
+    deinit {
+        for p in [xb, q, att, k, v, gate, up, scores] { p.deallocate() }
+    }
+}

@@ -1,0 +1,90 @@
+import ArgumentParser
+import Foundation
+import SparseKVEngine
+
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate", abstract: "Generate text from a prompt, streaming it to stdout.")
+
+    @OptionGroup var common: ModelOptions
+
+    @Option(name: .shortAndLong, help: "Prompt text.")
+    var prompt: String?
+
+    @Option(name: .long, help: "Read the prompt from this file.")
+    var promptFile: String?
+
+    @Option(name: .short, help: "Tokens to generate.")
+    var n: Int = 64
+
+    @Flag(help: "Wrap the prompt in the model's chat template (ChatML) and stop at end of turn.")
+    var chat = false
+
+    @Option(help: "Sampling temperature; 0 is greedy.")
+    var temp: Float = 0
+
+    @Option(help: "Top-k sampling cut (0 = off).")
+    var topK: Int = 40
+
+    @Option(help: "Top-p (nucleus) sampling cut (1 = off).")
+    var topP: Float = 0.95
+
+    @Option(help: "Random seed for sampling.")
+    var seed: UInt64 = 0
+
+    @Option(help: "KV cache type: fp32 or fp16.")
+    var kv: KVCacheType = .fp32
+
+    @Option(help: "Context length (positions) of the session.")
+    var ctx: Int?
+
+    @Flag(help: "Keep generating past the end-of-generation token.")
+    var ignoreEos = false
+
+    @Flag(help: "Print one JSON object (prompt ids, generated ids, text, timings) instead of streaming.")
+    var json = false
+
+    func validate() throws {
+        guard (prompt == nil) != (promptFile == nil) else { throw ValidationError("give exactly one of -p TEXT or --prompt-file PATH") }
+        guard n >= 0 else { throw ValidationError("-n must be >= 0") }
+        guard temp >= 0 else { throw ValidationError("--temp must be >= 0") }
+        guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
+    }
+
+    func run() throws {
+        let (gguf, logger) = try common.setUp()
+        let tokenizer = try BPETokenizer(gguf: gguf)
+        let loadStart = Date()
+        let model = try LlamaModel(gguf: gguf)
+        logger.debug("model loaded in \(String(format: "%.2f", Date().timeIntervalSince(loadStart))) s, \(model.weightBytes / 1_000_000) MB of weights")
+
+        var text = try prompt ?? readTextFile(promptFile!)
+        if chat { text = tokenizer.applyChatTemplate(messages: [(role: "user", content: text)], addGenerationPrompt: true) }
+        let ids = tokenizer.encode(text, addSpecial: true, parseSpecial: chat)
+        guard !ids.isEmpty else { throw ValidationError("the prompt is empty after tokenization") }
+
+        let generator = TextGenerator(model: model, cacheType: kv, contextLength: ctx)
+        var decoder = StreamingDecoder(tokenizer: tokenizer)
+        let sampling = SamplingOptions(temperature: temp, topK: topK, topP: topP, seed: seed)
+        var result = try generator.generate(
+            prompt: ids, maxTokens: n, sampling: sampling,
+            isStop: { !ignoreEos && tokenizer.isEndOfGeneration($0) },
+            onToken: { id in
+                guard !json else { return }
+                let piece = decoder.feed(id)
+                if !piece.isEmpty {
+                    FileHandle.standardOutput.write(piece.data(using: .utf8)!)
+                }
+            })
+        result.text = tokenizer.decode(result.generatedTokens)
+        if json {
+            print(try jsonString(result))
+        } else {
+            let rest = decoder.flush()
+            print(rest)
+        }
+        printErr(String(format: "prefill: %d tokens, %.1f tok/s | decode: %d tokens, %.1f tok/s | kv %@ %d bytes | stop: %@",
+                        result.promptTokens.count, result.prefillTokensPerSecond, result.generatedTokens.count,
+                        result.decodeTokensPerSecond, result.kvCache, result.kvCacheBytes, result.stopReason))
+    }
+}

@@ -1,0 +1,13 @@
+import ArgumentParser
+
+struct SparseKVCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sparsekv",
+        abstract: "Distributed LLM inference with sparse-coded (CSR) KV caches.",
+        discussion: """
+            Model and texts live in $SPARSEKV_HOME (default ~/.cache/sparsekv); \
+            scripts/setup.sh fetches them. --model may be omitted once the model is there.
+            """,
+        subcommands: [GenerateCommand.self, PerplexityCommand.self, TokenizeCommand.self, InfoCommand.self,
+                      BenchCommand.self])
+}

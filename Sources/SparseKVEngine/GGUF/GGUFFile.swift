@@ -85,7 +85,7 @@ public final class GGUFFile: @unchecked Sendable {
 
             var align = Self.defaultAlignment
             if let a = meta["general.alignment"] {
-                guard let v = a.intValue, v > 0, v & (v - 1) == 0 else {
+                guard case .uint32 = a, let v = a.intValue, v > 0, v & (v - 1) == 0 else {
                     throw GGUFError.malformed(path: path, what: "general.alignment must be a power of two")
                 }
                 align = v
@@ -94,7 +94,8 @@ public final class GGUFFile: @unchecked Sendable {
 
             struct Raw { var name: String; var shape: [Int]; var type: GGMLType; var offset: Int }
             var raws: [Raw] = []
-            raws.reserveCapacity(nTensors)
+            // Each entry takes at least 24 bytes; never trust a count beyond that.
+            raws.reserveCapacity(min(nTensors, r.remaining / 24))
             for _ in 0..<nTensors {
                 let name = try r.string("tensor name")
                 let nDims = Int(try r.u32("dimensions of '\(name)'"))
@@ -121,7 +122,8 @@ public final class GGUFFile: @unchecked Sendable {
                     throw GGUFError.malformed(path: path, what: "tensor '\(name)' row length \(shape[0]) is not a multiple of \(type)'s block size \(type.blockSize)")
                 }
                 let off = try r.u64("offset of '\(name)'")
-                guard off < UInt64(Int.max / 2), Int(off) % align == 0 else {
+                guard off < UInt64(size) else { throw GGUFError.tensorOutOfRange(path: path, tensor: name) }
+                guard Int(off) % align == 0 else {
                     throw GGUFError.malformed(path: path, what: "tensor '\(name)' offset \(off) is not aligned to \(align)")
                 }
                 raws.append(Raw(name: name, shape: shape, type: type, offset: Int(off)))
@@ -261,11 +263,13 @@ private struct Reader {
     mutating func u32(_ what: String) throws -> UInt32 { try load(UInt32.self, what) }
     mutating func u64(_ what: String) throws -> UInt64 { try load(UInt64.self, what) }
 
+    var remaining: Int { size - position }
+
     /// A u64 count that must fit what is left of the file (each item takes at least a byte).
     mutating func count(_ what: String) throws -> Int {
         let n = try u64(what)
-        guard n <= UInt64(size - position) else {
-            throw GGUFError.malformed(path: path, what: "\(what) \(n) exceeds the file size")
+        guard n <= UInt64(remaining) else {
+            throw GGUFError.malformed(path: path, what: "\(what) \(n) exceeds the \(remaining) bytes left (corrupt or truncated file)")
         }
         return Int(n)
     }
@@ -302,7 +306,7 @@ private struct Reader {
             }
             let n = try count("length of array '\(key)'")
             var items: [GGUFValue] = []
-            items.reserveCapacity(n)
+            items.reserveCapacity(min(n, remaining))
             for _ in 0..<n { items.append(try value(et, key: key, depth: depth + 1)) }
             return .array(elementType: et, items)
         }

@@ -1,0 +1,24 @@
+# SparseKV: the two commands a new user needs are `make demo` and `make test`.
+SWIFT ?= swift
+RELEASE = -c release
+BIN = .build/release/sparsekv
+
+.PHONY: setup build demo test bench clean
+
+setup:            ## system packages, model, texts (idempotent)
+	bash scripts/setup.sh
+
+build: setup
+	$(SWIFT) build $(RELEASE) --product sparsekv
+
+demo: build       ## the main job
+	bash scripts/demo.sh
+
+test: setup       ## the test suite (optimized build; the real model runs in it)
+	$(SWIFT) test $(RELEASE) -Xswiftc -enable-testing
+
+bench: build      ## speed benchmark vs llama.cpp (when llama-cpp-python is installed)
+	bash scripts/bench_speed.sh
+
+clean:
+	rm -rf .build

@@ -1,0 +1,334 @@
+import Dispatch
+import Foundation
+
+/// A weight matrix kept in its GGUF block-quantized form (Q4_1 or Q8_0), `rows` x `cols`
+/// row-major like `WeightMatrix`, with a matrix-vector product that works on the blocks
+/// directly instead of on a dequantized fp32 copy.
+///
+/// Decoding one token reads every weight once, so the fp32 path is bound by memory
+/// traffic at 4 bytes per weight; here a weight costs 0.625 (Q4_1) or 1.0625 (Q8_0)
+/// bytes. The input vector is quantized once per call to 16-bit integers per block of
+/// 32 (scale = max|x| / 32767) so that each block's dot product is integer
+/// multiply-adds (`pmaddwd`, the only SSE2 instruction that multiplies and adds 8 lane
+/// pairs at once) followed by one float multiply.
+///
+/// SwiftPM builds for baseline x86-64 (SSE2: no AVX2, FMA, F16C or byte multiplies),
+/// so weights must be widened to 16-bit lanes anyway; 16-bit rather than llama.cpp's
+/// int8 input then costs nothing and is about 250 times more accurate.
+public struct QuantizedMatrix: Sendable {
+    /// Why bytes could not be taken as a quantized matrix.
+    public enum LayoutError: LocalizedError, Sendable, Equatable {
+        case unsupportedType(GGMLType)
+        case badShape(rows: Int, cols: Int)
+        case byteCountMismatch(type: GGMLType, rows: Int, cols: Int, expected: Int, found: Int)
+
+        public var errorDescription: String? {
+            switch self {
+            case .unsupportedType(let t):
+                return "weights of type \(t) have no quantized kernel (Q4_1 and Q8_0 do); load them as fp32 instead."
+            case .badShape(let r, let c):
+                return "a \(r) x \(c) matrix cannot hold 32-element blocks: the column count must be a positive multiple of 32."
+            case .byteCountMismatch(let t, let r, let c, let e, let f):
+                return "a \(r) x \(c) \(t) matrix takes \(e) bytes but \(f) were given; the tensor data is truncated or mislabelled."
+            }
+        }
+    }
+
+    public let type: GGMLType
+    public let rows: Int
+    public let cols: Int
+    /// (rows, cols / 32) blocks in ggml's layout: Q4_1 = d, m (f16), 16 nibble bytes;
+    /// Q8_0 = d (f16), 32 int8.
+    let blocks: [UInt8]
+
+    /// Copies `bytes` (a whole GGUF tensor, e.g. `GGUFFile.rawData`) so the matrix
+    /// outlives the file mapping. `bytes` may start at any alignment.
+    public init(type: GGMLType, rows: Int, cols: Int, bytes: UnsafeRawBufferPointer) throws {
+        guard type == .q4_1 || type == .q8_0 else { throw LayoutError.unsupportedType(type) }
+        guard rows > 0, cols > 0, cols % 32 == 0 else { throw LayoutError.badShape(rows: rows, cols: cols) }
+        let (blockCount, overflow1) = rows.multipliedReportingOverflow(by: cols / 32)
+        let (expected, overflow2) = blockCount.multipliedReportingOverflow(by: type.blockBytes)
+        guard !overflow1, !overflow2, expected == bytes.count else {
+            throw LayoutError.byteCountMismatch(type: type, rows: rows, cols: cols,
+                                                expected: overflow1 || overflow2 ? Int.max : expected, found: bytes.count)
+        }
+        self.type = type
+        self.rows = rows
+        self.cols = cols
+        self.blocks = [UInt8](bytes)
+    }
+
+    /// Copies tensor `name`, of GGUF shape [cols, rows], out of `gguf`.
+    public init(gguf: GGUFFile, name: String, rows: Int, cols: Int) throws {
+        let info = try gguf.requireTensor(name, shape: [cols, rows])
+        try self.init(type: info.type, rows: rows, cols: cols, bytes: gguf.rawData(info))
+    }
+
+    /// Bytes of weight data held (the same as in the GGUF file).
+    public var byteCount: Int { blocks.count }
+
+    // MARK: - y = W x
+
+    /// y (rows) = W (rows, cols) x (cols), on up to `parallelism` threads for large
+    /// matrices. `x` and `y` must not overlap.
+    ///
+    /// The result differs from the fp32 product of the dequantized weights only by the
+    /// rounding of `x` to 16 bits: each element moves by at most max|x| of its block
+    /// / 65534, which left y within 7e-5 of max|y| on the SmolLM2 tensors (int8 input
+    /// as in llama.cpp would give about 1e-2).
+    public func apply(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) {
+        apply(x, into: y, threads: Self.parallelism)
+    }
+
+    /// `apply` on at most `threads` threads (benchmarks compare 1 and 2).
+    func apply(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, threads: Int) {
+        let nb = cols / 32
+        // 3 multiplier vectors, then (nb, 4, 8) quantized x (see Input)
+        withUnsafeTemporaryAllocation(of: SIMD8<Int16>.self, capacity: 3 + nb * 4) { xq in
+            // (2, nb): per-block x scale, then per-block sum of x
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * nb) { xf in
+                guard let k = xq.baseAddress, let f = xf.baseAddress else { return }
+                let input = Input(multipliers: k, q: k + 3, scale: f, sum: f + nb)
+                Self.quantizeInput(x, blocks: nb, into: input)
+                blocks.withUnsafeBytes { w in
+                    guard let base = w.baseAddress else { return }
+                    let parts = min(threads, max(1, rows * cols / Self.weightsPerThread))
+                    if parts == 1 {
+                        rowRange(0..<rows, base, input, y)
+                        return
+                    }
+                    let shared = Shared(base: base, x: input, y: y)
+                    DispatchQueue.concurrentPerform(iterations: parts) { part in
+                        let lo = rows * part / parts, hi = rows * (part + 1) / parts
+                        rowRange(lo..<hi, shared.base, shared.x, shared.y)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Threads used for one product (the cores of this machine).
+    static let parallelism = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    /// Weights each extra thread must get before it is worth waking: a GCD worker
+    /// takes from a few µs (idle machine) to far longer (busy one) to start, and
+    /// SSE2 code gets through 256k Q4_1 weights in about 20 µs on one Zen 3 core.
+    /// So 576x576 stays on one thread; the FFN matrices and the LM head split.
+    static let weightsPerThread = 256 * 1024
+
+    /// The pointers one product's threads share. Safe to send: the weights and the
+    /// quantized input are only read while the threads run, each thread writes a
+    /// disjoint slice of y, and `concurrentPerform` returns only when all are done.
+    private struct Shared: @unchecked Sendable {
+        let base: UnsafeRawPointer
+        let x: Input
+        let y: UnsafeMutablePointer<Float>
+    }
+
+    private func rowRange(_ range: Range<Int>, _ base: UnsafeRawPointer, _ x: Input, _ y: UnsafeMutablePointer<Float>) {
+        let nb = cols / 32
+        let rowBytes = nb * type.blockBytes
+        if type == .q4_1 {
+            for r in range { y[r] = Self.rowQ4_1(base + r * rowBytes, nb, x) }
+        } else {
+            for r in range { y[r] = Self.rowQ8_0(base + r * rowBytes, nb, x) }
+        }
+    }
+
+    // MARK: - Input quantization
+
+    /// The input vector rounded to 16-bit integers per block of 32.
+    struct Input {
+        /// (3, 8) lanes of 4096, 256 and 16, which the kernels multiply weight lanes by
+        /// to move a nibble or byte to the top. They are written here, in memory, by a
+        /// function that is never inlined, so that LLVM cannot see their values: with
+        /// constant masks and shifts it proves the lanes small and "narrows" the
+        /// pmaddwd pattern into pack/unpack sequences three times longer.
+        let multipliers: UnsafeMutablePointer<SIMD8<Int16>>
+        /// (blocks, 4, 8) per block: x[0, 2, ..., 30] then x[1, 3, ..., 31], i.e. the even
+        /// and odd elements of each half, matching how the kernels split weight bytes.
+        let q: UnsafeMutablePointer<SIMD8<Int16>>
+        /// (blocks) x ≈ scale * q
+        let scale: UnsafeMutablePointer<Float>
+        /// (blocks) exact fp32 sum of the block's x, for Q4_1's offset term
+        let sum: UnsafeMutablePointer<Float>
+    }
+
+    @inline(never)
+    static func quantizeInput(_ x: UnsafePointer<Float>, blocks nb: Int, into out: Input) {
+        out.multipliers[0] = SIMD8(repeating: 4096)
+        out.multipliers[1] = SIMD8(repeating: 256)
+        out.multipliers[2] = SIMD8(repeating: 16)
+        // Written with integer tricks and SIMD8 rather than pointwiseMax, .max(),
+        // .sum() or SIMD rounding: on SIMD32 those compile to per-lane loops and libm calls.
+        let raw = UnsafeRawPointer(x)
+        for b in 0..<nb {
+            let p = raw + b * 128
+            let v0 = p.loadUnaligned(as: SIMD8<Float>.self)
+            let v1 = p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
+            let v2 = p.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self)
+            let v3 = p.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self)
+            let amax = absMax(absMax(v0, v1), absMax(v2, v3)).max()
+            // 32767, not 32768: keeps q symmetric and pmaddwd clear of its one overflow
+            // case (-32768 * -32768 twice).
+            let inv: Float = amax > 0 ? 32767 / amax : 0
+            let q = SIMD32<Int16>(lowHalf: SIMD16(lowHalf: round16(v0, inv), highHalf: round16(v1, inv)),
+                                  highHalf: SIMD16(lowHalf: round16(v2, inv), highHalf: round16(v3, inv)))
+            let even = q.evenHalf, odd = q.oddHalf
+            out.q[4 * b] = even.lowHalf
+            out.q[4 * b + 1] = even.highHalf
+            out.q[4 * b + 2] = odd.lowHalf
+            out.q[4 * b + 3] = odd.highHalf
+            out.scale[b] = amax / 32767
+            out.sum[b] = ((v0 + v1) + (v2 + v3)).sum()
+        }
+    }
+
+    /// Lane-wise max(|a|, |b|) as the bit patterns of |a| and |b|, which order like the
+    /// values for non-negative floats; `a - (d & (d >> 31))` picks the larger.
+    @inline(__always)
+    static func absMax(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+        let mask = SIMD8<Int32>(repeating: 0x7FFF_FFFF)
+        let x = unsafeBitCast(a, to: SIMD8<Int32>.self) & mask
+        let y = unsafeBitCast(b, to: SIMD8<Int32>.self) & mask
+        let d = x &- y
+        return unsafeBitCast(x &- (d & (d &>> 31)), to: SIMD8<Float>.self)
+    }
+
+    /// round(v * inv) to Int16, ties to even. Adding 1.5 * 2^23 leaves the rounded
+    /// integer in the low mantissa bits (SSE2 has no vector round instruction); valid
+    /// for |v * inv| < 2^22, far above 32767.
+    @inline(__always)
+    static func round16(_ v: SIMD8<Float>, _ inv: Float) -> SIMD8<Int16> {
+        let r = v * inv + SIMD8<Float>(repeating: 12_582_912)
+        return SIMD8<Int16>(truncatingIfNeeded: unsafeBitCast(r, to: SIMD8<Int32>.self) &- 0x4B40_0000)
+    }
+
+    // MARK: - Row kernels
+
+    /// One Q4_1 row: sum over blocks of d * (q . xq) * xscale + m * sum(x).
+    @inline(__always)
+    static func rowQ4_1(_ row: UnsafeRawPointer, _ nb: Int, _ x: Input) -> Float {
+        let k = (x.multipliers[0], x.multipliers[1], x.multipliers[2])
+        var acc = SIMD4<Float>(), offsets = SIMD4<Float>()
+        var b = 0
+        // Four blocks at a time so their scales convert and multiply as one vector.
+        while b + 4 <= nb {
+            let p = row + b * 20
+            let dm = gather4(p, stride: 20)  // d in the low half, m in the high half
+            let d = highHalfToFloat(dm &<< 16), m = highHalfToFloat(dm)
+            let s = reduce4(dotQ4_1(p + 4, x.q + 4 * b, k), dotQ4_1(p + 24, x.q + 4 * b + 4, k),
+                            dotQ4_1(p + 44, x.q + 4 * b + 8, k), dotQ4_1(p + 64, x.q + 4 * b + 12, k))
+            acc += SIMD4<Float>(s) * d * load4(x.scale + b)
+            offsets += m * load4(x.sum + b)
+            b += 4
+        }
+        var tail: Float = 0
+        while b < nb {
+            let p = row + b * 20
+            let s = Float(dotQ4_1(p + 4, x.q + 4 * b, k).wrappedSum())
+            tail += s * half(p) * x.scale[b] + half(p + 2) * x.sum[b]
+            b += 1
+        }
+        return (acc + offsets).sum() + tail
+    }
+
+    /// One Q8_0 row: sum over blocks of d * (q . xq) * xscale.
+    @inline(__always)
+    static func rowQ8_0(_ row: UnsafeRawPointer, _ nb: Int, _ x: Input) -> Float {
+        let k = x.multipliers[1]
+        var acc = SIMD4<Float>()
+        var b = 0
+        while b + 4 <= nb {
+            let p = row + b * 34
+            let d = highHalfToFloat(gather4(p, stride: 34) &<< 16)
+            let s = reduce4(dotQ8_0(p + 2, x.q + 4 * b, k), dotQ8_0(p + 36, x.q + 4 * b + 4, k),
+                            dotQ8_0(p + 70, x.q + 4 * b + 8, k), dotQ8_0(p + 104, x.q + 4 * b + 12, k))
+            acc += SIMD4<Float>(s) * d * load4(x.scale + b)
+            b += 4
+        }
+        var tail: Float = 0
+        while b < nb {
+            let p = row + b * 34
+            tail += Float(dotQ8_0(p + 2, x.q + 4 * b, k).wrappedSum()) * half(p) * x.scale[b]
+            b += 1
+        }
+        return acc.sum() + tail
+    }
+
+    // MARK: - Block dot products
+
+    /// 16 nibble bytes . one block of xq, as four partial Int32 sums. Read as 8 UInt16
+    /// lanes, lane i holds bytes 2i and 2i+1, so its four nibbles are elements 2i, 2i+16,
+    /// 2i+1, 2i+17, the even/odd order of `Input.q`. Multiplying by 4096, 256 or 16
+    /// moves a nibble to the top and a logical shift by 12 brings it down alone.
+    @inline(__always)
+    static func dotQ4_1(_ qs: UnsafeRawPointer, _ x: UnsafePointer<SIMD8<Int16>>,
+                        _ k: (SIMD8<Int16>, SIMD8<Int16>, SIMD8<Int16>)) -> SIMD4<Int32> {
+        let v = qs.loadUnaligned(as: SIMD8<UInt16>.self)
+        @inline(__always) func nibble(_ u: SIMD8<UInt16>) -> SIMD8<Int16> { unsafeBitCast(u &>> 12, to: SIMD8<Int16>.self) }
+        @inline(__always) func times(_ m: SIMD8<Int16>) -> SIMD8<UInt16> { v &* unsafeBitCast(m, to: SIMD8<UInt16>.self) }
+        let e0 = nibble(times(k.0)), e1 = nibble(times(k.1)), o0 = nibble(times(k.2)), o1 = nibble(v)
+        return madd(e0, x[0]) &+ madd(e1, x[1]) &+ madd(o0, x[2]) &+ madd(o1, x[3])
+    }
+
+    /// 32 int8 . one block of xq. As Int16 lanes, `lane * 256 >> 8` (arithmetic)
+    /// sign-extends the even byte and `lane >> 8` the odd one; `k` is 256.
+    @inline(__always)
+    static func dotQ8_0(_ qs: UnsafeRawPointer, _ x: UnsafePointer<SIMD8<Int16>>, _ k: SIMD8<Int16>) -> SIMD4<Int32> {
+        let v0 = qs.loadUnaligned(as: SIMD8<Int16>.self)
+        let v1 = qs.loadUnaligned(fromByteOffset: 16, as: SIMD8<Int16>.self)
+        let e0 = (v0 &* k) &>> 8, o0 = v0 &>> 8
+        let e1 = (v1 &* k) &>> 8, o1 = v1 &>> 8
+        return madd(e0, x[0]) &+ madd(e1, x[1]) &+ madd(o0, x[2]) &+ madd(o1, x[3])
+    }
+
+    /// Products of Int16 lanes summed in adjacent pairs; LLVM emits one `pmaddwd`.
+    /// Cannot overflow here: |w| <= 128 and |x| <= 32767 keep a block's total under 2^28.
+    @inline(__always)
+    static func madd(_ w: SIMD8<Int16>, _ x: SIMD8<Int16>) -> SIMD4<Int32> {
+        let p = SIMD8<Int32>(truncatingIfNeeded: w) &* SIMD8<Int32>(truncatingIfNeeded: x)
+        return p.evenHalf &+ p.oddHalf
+    }
+
+    /// The totals of four vectors, [a.sum, b.sum, c.sum, d.sum], by pairwise adds.
+    @inline(__always)
+    static func reduce4(_ a: SIMD4<Int32>, _ b: SIMD4<Int32>, _ c: SIMD4<Int32>, _ d: SIMD4<Int32>) -> SIMD4<Int32> {
+        let ab = SIMD8(lowHalf: a, highHalf: b), cd = SIMD8(lowHalf: c, highHalf: d)
+        let s = SIMD8(lowHalf: ab.evenHalf &+ ab.oddHalf, highHalf: cd.evenHalf &+ cd.oddHalf)
+        return s.evenHalf &+ s.oddHalf
+    }
+
+    // MARK: - Scalars
+
+    @inline(__always)
+    static func load4(_ p: UnsafePointer<Float>) -> SIMD4<Float> {
+        UnsafeRawPointer(p).loadUnaligned(as: SIMD4<Float>.self)
+    }
+
+    @inline(__always)
+    static func half(_ p: UnsafeRawPointer) -> Float {
+        halfToFloat(UInt16(littleEndian: p.loadUnaligned(as: UInt16.self)))
+    }
+
+    /// Four little-endian UInt32 `stride` bytes apart.
+    @inline(__always)
+    static func gather4(_ p: UnsafeRawPointer, stride: Int) -> SIMD4<UInt32> {
+        @inline(__always) func at(_ i: Int) -> UInt32 {
+            UInt32(littleEndian: p.loadUnaligned(fromByteOffset: i * stride, as: UInt32.self))
+        }
+        return SIMD4(at(0), at(1), at(2), at(3))
+    }
+
+    /// The fp16 values in the top 16 bits of each lane, as Float. Exponent and
+    /// mantissa shifted into fp32 position read as 2^-112 times the value, so one
+    /// multiply by 2^112 rebiases normals, subnormals (fp32 denormals, scaled exactly)
+    /// and zero alike: 6 instructions instead of `halfToFloat`'s 13, which matters
+    /// when there is no F16C. Infinities and NaNs come out as large finite numbers;
+    /// quantizers never write them.
+    @inline(__always)
+    static func highHalfToFloat(_ w: SIMD4<UInt32>) -> SIMD4<Float> {
+        let magnitude = unsafeBitCast((w & 0x7FFF_0000) &>> 3, to: SIMD4<Float>.self) * Float(bitPattern: 0x7780_0000)
+        return unsafeBitCast(unsafeBitCast(magnitude, to: SIMD4<UInt32>.self) | (w & 0x8000_0000), to: SIMD4<Float>.self)
+    }
+}

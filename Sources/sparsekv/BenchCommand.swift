@@ -85,7 +85,7 @@ struct SpeedBench: ParsableCommand {
                 prefillRates.append(Double(promptTokens) / tp)
                 decodeRates.append(Double(genTokens) / td)
             }
-            printErr("\r[\(r + 1)/\(repeats)]", terminator: r + 1 == repeats ? "\n" : "")
+            if r >= 0 { printErr("\r[\(r + 1)/\(repeats)]", terminator: r + 1 == repeats ? "\n" : "") }
         }
 
         // Profiled decode: same work, timers on.

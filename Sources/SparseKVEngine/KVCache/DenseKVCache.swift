@@ -63,8 +63,6 @@ public final class DenseKVCache<Element: DenseKVElement>: KVCache {
         }
         var row = [Float](repeating: 0, count: d)
         for h in 0..<geometry.kvHeads {
-            keys[s][h].reserveCapacity((start + n) * d)
-            values[s][h].reserveCapacity((start + n) * d)
             for t in 0..<n {
                 let src = k + t * width + h * d
                 if rotateOnRead {

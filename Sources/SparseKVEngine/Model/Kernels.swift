@@ -42,6 +42,58 @@ enum Kernels {
         for i in 0..<count { x[i] *= inv }
     }
 
+    /// Attention of one query over `count` cached positions:
+    /// out (dim) = softmax(scale * K q) V, with K and V (count, dim) row-major.
+    /// `scores` needs room for `count` floats.
+    static func attendOne(query q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+                          count: Int, dim: Int, scale: Float, scores: UnsafeMutablePointer<Float>,
+                          into out: UnsafeMutablePointer<Float>) {
+        for t in 0..<count { scores[t] = dot(q, keys + t * dim, dim) * scale }
+        softmax(scores, count: count)
+        out.update(repeating: 0, count: dim)
+        for t in 0..<count { axpy(scores[t], values + t * dim, out, dim) }
+    }
+
+    /// Dot product with 4 independent 8-lane accumulators (float adds do not reassociate,
+    /// so the compiler would not vectorize a plain loop).
+    @inline(__always)
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
+        var s0 = SIMD8<Float>(), s1 = SIMD8<Float>(), s2 = SIMD8<Float>(), s3 = SIMD8<Float>()
+        var i = 0
+        while i + 32 <= n {
+            s0 += ra.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) * rb.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            s1 += ra.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self) * rb.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self)
+            s2 += ra.loadUnaligned(fromByteOffset: i * 4 + 64, as: SIMD8<Float>.self) * rb.loadUnaligned(fromByteOffset: i * 4 + 64, as: SIMD8<Float>.self)
+            s3 += ra.loadUnaligned(fromByteOffset: i * 4 + 96, as: SIMD8<Float>.self) * rb.loadUnaligned(fromByteOffset: i * 4 + 96, as: SIMD8<Float>.self)
+            i += 32
+        }
+        var s = ((s0 + s1) + (s2 + s3)).sum()
+        while i < n {
+            s += a[i] * b[i]
+            i += 1
+        }
+        return s
+    }
+
+    /// y += a * x
+    @inline(__always)
+    static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+        let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
+        let av = SIMD8<Float>(repeating: a)
+        var i = 0
+        while i + 8 <= n {
+            let v = ry.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                + av * rx.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            ry.storeBytes(of: v, toByteOffset: i * 4, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n {
+            y[i] += a * x[i]
+            i += 1
+        }
+    }
+
     /// log(sum(exp(x))) computed stably.
     static func logSumExp(_ x: UnsafePointer<Float>, count: Int) -> Float {
         var m = -Float.infinity

@@ -135,13 +135,12 @@ public final class LlamaModel: Sendable {
             cache.withKeysAndValues(layer: l, kvHead: g) { keys, values, total in
                 let s = ws.scores(total: total)
                 if n == 1 {
-                    // One token: the group's query heads are adjacent rows, one matrix product.
-                    let q = ws.q + g * group * hd, out = ws.att + g * group * hd
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(group), Int32(total), Int32(hd), scale,
-                                q, Int32(hd), keys, Int32(hd), 0, s, Int32(total))
-                    for r in 0..<group { Kernels.softmax(s + r * total, count: total) }
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(group), Int32(hd), Int32(total), 1,
-                                s, Int32(total), values, Int32(hd), 0, out, Int32(hd))
+                    // One token: a few dot products per position; BLAS calls this small
+                    // cost more in dispatch and thread wake-ups than they compute.
+                    for h in g * group..<(g + 1) * group {
+                        Kernels.attendOne(query: ws.q + h * hd, keys: keys, values: values, count: total, dim: hd,
+                                          scale: scale, scores: s, into: ws.att + h * hd)
+                    }
                     return
                 }
                 for h in g * group..<(g + 1) * group {

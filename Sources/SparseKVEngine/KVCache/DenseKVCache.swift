@@ -26,9 +26,10 @@ public final class DenseKVCache<Element: DenseKVElement>: KVCache {
     public let rotateOnRead: Bool
     public var kind: String { Element.kindName }
 
-    /// [layer - first][kvHead]: (count, headDim)
-    private var keys: [[[Element]]]
-    private var values: [[[Element]]]
+    /// [(layer - first) * kvHeads + kvHead]: (count, headDim). One level of arrays, so
+    /// appends mutate in place (nested arrays copied the whole buffer on every append).
+    private let keys: [GrowableBuffer<Element>]
+    private let values: [GrowableBuffer<Element>]
     private var counts: [Int]
     /// fp32 copies handed out by reads that must convert or rotate: (count, headDim)
     private var keyScratch: [Float] = []
@@ -38,9 +39,8 @@ public final class DenseKVCache<Element: DenseKVElement>: KVCache {
         self.geometry = geometry
         self.rope = rope
         self.rotateOnRead = rotateOnRead
-        let empty = [[Element]](repeating: [], count: geometry.kvHeads)
-        keys = Array(repeating: empty, count: geometry.layers.count)
-        values = keys
+        keys = (0..<geometry.layers.count * geometry.kvHeads).map { _ in GrowableBuffer() }
+        values = (0..<geometry.layers.count * geometry.kvHeads).map { _ in GrowableBuffer() }
         counts = Array(repeating: 0, count: geometry.layers.count)
     }
 
@@ -61,21 +61,16 @@ public final class DenseKVCache<Element: DenseKVElement>: KVCache {
         guard start + n <= geometry.capacity else {
             throw KVCacheError.full(layer: layer, capacity: geometry.capacity, needed: start + n)
         }
-        var row = [Float](repeating: 0, count: d)
-        for h in 0..<geometry.kvHeads {
-            for t in 0..<n {
-                let src = k + t * width + h * d
-                if rotateOnRead {
-                    for i in 0..<d { keys[s][h].append(Element(src[i])) }
-                } else {
-                    row.withUnsafeMutableBufferPointer { r in
-                        r.baseAddress!.update(from: src, count: d)
-                        rope.apply(r.baseAddress!, heads: 1, position: start + t)
-                        for i in 0..<d { keys[s][h].append(Element(r[i])) }
-                    }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: d) { row in
+            let r = row.baseAddress!
+            for h in 0..<geometry.kvHeads {
+                let slot = s * geometry.kvHeads + h
+                for t in 0..<n {
+                    r.update(from: k + t * width + h * d, count: d)
+                    if !rotateOnRead { rope.apply(r, heads: 1, position: start + t) }
+                    keys[slot].append(r, count: d, Element.init)
+                    values[slot].append(v + t * width + h * d, count: d, Element.init)
                 }
-                let vsrc = v + t * width + h * d
-                for i in 0..<d { values[s][h].append(Element(vsrc[i])) }
             }
         }
         counts[s] = start + n
@@ -86,15 +81,12 @@ public final class DenseKVCache<Element: DenseKVElement>: KVCache {
         _ body: (UnsafePointer<Float>, UnsafePointer<Float>, Int) throws -> R
     ) rethrows -> R {
         let s = layer - geometry.layers.lowerBound
+        let slot = s * geometry.kvHeads + kvHead
         let n = counts[s], d = geometry.headDim
         if Element.self == Float.self && !rotateOnRead {
-            return try keys[s][kvHead].withUnsafeBufferPointer { kb in
-                try values[s][kvHead].withUnsafeBufferPointer { vb in
-                    try kb.withMemoryRebound(to: Float.self) { kf in
-                        try vb.withMemoryRebound(to: Float.self) { vf in
-                            try body(kf.baseAddress ?? UnsafePointer(bitPattern: 16)!, vf.baseAddress ?? UnsafePointer(bitPattern: 16)!, n)
-                        }
-                    }
+            return try keys[slot].buffer.withMemoryRebound(to: Float.self) { kf in
+                try values[slot].buffer.withMemoryRebound(to: Float.self) { vf in
+                    try body(kf.baseAddress!, vf.baseAddress!, n)
                 }
             }
         }
@@ -102,7 +94,7 @@ public final class DenseKVCache<Element: DenseKVElement>: KVCache {
             keyScratch = [Float](repeating: 0, count: n * d)
             valueScratch = keyScratch
         }
-        let ks = keys[s][kvHead], vs = values[s][kvHead]
+        let ks = keys[slot].buffer, vs = values[slot].buffer
         keyScratch.withUnsafeMutableBufferPointer { kd in
             valueScratch.withUnsafeMutableBufferPointer { vd in
                 for i in 0..<n * d {
@@ -127,8 +119,8 @@ public final class DenseKVCache<Element: DenseKVElement>: KVCache {
         let d = geometry.headDim
         for s in counts.indices where counts[s] > count {
             for h in 0..<geometry.kvHeads {
-                keys[s][h].removeLast((counts[s] - count) * d)
-                values[s][h].removeLast((counts[s] - count) * d)
+                keys[s * geometry.kvHeads + h].removeLast((counts[s] - count) * d)
+                values[s * geometry.kvHeads + h].removeLast((counts[s] - count) * d)
             }
             counts[s] = max(0, count)
         }
@@ -152,8 +144,8 @@ public final class DenseKVCache<Element: DenseKVElement>: KVCache {
                 throw KVCacheError.incompatiblePayload("layer \(layer) holds \(counts[s]) tokens, layer \(layers.lowerBound) holds \(n)")
             }
             for h in 0..<geometry.kvHeads {
-                w.write(array: keys[s][h])
-                w.write(array: values[s][h])
+                w.write(raw: UnsafeRawBufferPointer(keys[s * geometry.kvHeads + h].buffer))
+                w.write(raw: UnsafeRawBufferPointer(values[s * geometry.kvHeads + h].buffer))
             }
         }
         return w.bytes
@@ -181,8 +173,8 @@ public final class DenseKVCache<Element: DenseKVElement>: KVCache {
             do {
                 for s in 0..<h.layers.count {
                     for head in 0..<h.kvHeads {
-                        cache.keys[s][head] = try r.readArray(Element.self, count: perHead, "keys")
-                        cache.values[s][head] = try r.readArray(Element.self, count: perHead, "values")
+                        cache.keys[s * h.kvHeads + head].append(contentsOf: try r.readArray(Element.self, count: perHead, "keys"))
+                        cache.values[s * h.kvHeads + head].append(contentsOf: try r.readArray(Element.self, count: perHead, "values"))
                     }
                     cache.counts[s] = h.tokenCount
                 }

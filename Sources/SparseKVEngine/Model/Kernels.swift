@@ -42,16 +42,22 @@ enum Kernels {
         for i in 0..<count { x[i] *= inv }
     }
 
-    /// Attention of one query over `count` cached positions:
-    /// out (dim) = softmax(scale * K q) V, with K and V (count, dim) row-major.
-    /// `scores` needs room for `count` floats.
-    static func attendOne(query q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
-                          count: Int, dim: Int, scale: Float, scores: UnsafeMutablePointer<Float>,
-                          into out: UnsafeMutablePointer<Float>) {
-        for t in 0..<count { scores[t] = dot(q, keys + t * dim, dim) * scale }
-        softmax(scores, count: count)
-        out.update(repeating: 0, count: dim)
-        for t in 0..<count { axpy(scores[t], values + t * dim, out, dim) }
+    /// `heads` queries (heads, dim) sharing one KV head, in one pass over K and V (each
+    /// cached row is read once for the whole group instead of once per query head).
+    /// `scores` needs room for heads * count floats; out is (heads, dim).
+    static func attendGroup(queries q: UnsafePointer<Float>, heads: Int, keys: UnsafePointer<Float>,
+                            values: UnsafePointer<Float>, count: Int, dim: Int, scale: Float,
+                            scores: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        for t in 0..<count {
+            let k = keys + t * dim
+            for h in 0..<heads { scores[h * count + t] = dot(q + h * dim, k, dim) * scale }
+        }
+        for h in 0..<heads { softmax(scores + h * count, count: count) }
+        out.update(repeating: 0, count: heads * dim)
+        for t in 0..<count {
+            let v = values + t * dim
+            for h in 0..<heads { axpy(scores[h * count + t], v, out + h * dim, dim) }
+        }
     }
 
     /// Dot product with 4 independent 8-lane accumulators (float adds do not reassociate,

@@ -137,10 +137,8 @@ public final class LlamaModel: Sendable {
                 if n == 1 {
                     // One token: a few dot products per position; BLAS calls this small
                     // cost more in dispatch and thread wake-ups than they compute.
-                    for h in g * group..<(g + 1) * group {
-                        Kernels.attendOne(query: ws.q + h * hd, keys: keys, values: values, count: total, dim: hd,
-                                          scale: scale, scores: s, into: ws.att + h * hd)
-                    }
+                    Kernels.attendGroup(queries: ws.q + g * group * hd, heads: group, keys: keys, values: values,
+                                        count: total, dim: hd, scale: scale, scores: s, into: ws.att + g * group * hd)
                     return
                 }
                 for h in g * group..<(g + 1) * group {

@@ -1,0 +1,58 @@
+/// Fixed-width unsigned integers in a little-endian bit stream: value i occupies stream
+/// bits [i * width, (i + 1) * width), least significant bit first, and stream bit j is bit
+/// (j % 8) of byte j / 8. The last byte's unused high bits are zero.
+enum BitPacking {
+    /// Bytes holding `count` values of `width` bits: ceil(count * width / 8).
+    static func byteCount(count: Int, width: Int) -> Int {
+        (count * width + 7) / 8
+    }
+
+    /// Writes `count` values (each below 2^width, width <= 16) into `out`, which must hold
+    /// `byteCount(count:width:)` bytes.
+    static func pack(_ values: UnsafePointer<UInt16>, count: Int, width: Int, into out: UnsafeMutablePointer<UInt8>) {
+        guard width > 0 else { return }
+        var acc: UInt64 = 0, bits = 0, o = 0
+        for i in 0..<count {
+            acc |= UInt64(values[i]) << UInt64(bits)
+            bits += width
+            while bits >= 8 {
+                out[o] = UInt8(truncatingIfNeeded: acc)
+                o += 1
+                acc >>= 8
+                bits -= 8
+            }
+        }
+        if bits > 0 { out[o] = UInt8(truncatingIfNeeded: acc) }
+    }
+
+    /// Reads `count` values of `width` bits starting at value `first` of the stream in
+    /// `bytes` (which must hold at least `byteCount(count: first + count, width:)` bytes).
+    static func unpack(_ bytes: UnsafePointer<UInt8>, first: Int, count: Int, width: Int,
+                       into out: UnsafeMutablePointer<UInt16>) {
+        guard width > 0, count > 0 else {
+            out.initialize(repeating: 0, count: count)
+            return
+        }
+        let mask = (UInt64(1) << UInt64(width)) - 1
+        let startBit = first * width
+        var p = startBit / 8
+        var acc = UInt64(bytes[p]) >> UInt64(startBit % 8)
+        var bits = 8 - startBit % 8
+        p += 1
+        for i in 0..<count {
+            while bits < width {
+                acc |= UInt64(bytes[p]) << UInt64(bits)
+                p += 1
+                bits += 8
+            }
+            out[i] = UInt16(truncatingIfNeeded: acc & mask)
+            acc >>= UInt64(width)
+            bits -= width
+        }
+    }
+
+    /// Bits per index for a dictionary of `atomCount` atoms: ceil(log2 N), 0 for N = 1.
+    static func width(atomCount: Int) -> Int {
+        atomCount <= 1 ? 0 : Int.bitWidth - (atomCount - 1).leadingZeroBitCount
+    }
+}

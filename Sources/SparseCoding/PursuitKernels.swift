@@ -1,0 +1,232 @@
+/// The per-vector loops of Matching Pursuit and Orthogonal Matching Pursuit, on raw
+/// pointers so that the encoder can run them on disjoint rows from several threads.
+///
+/// Both work on a row of correlations corr[n] = <R, d_n> that the caller initialised with
+/// one sgemm for the whole batch. After a step changes the residual by sum_j c_j d_j, the
+/// new correlations are corr - sum_j c_j G[j, :], one pass over a Gram row per atom,
+/// instead of the m-times costlier D^T R.
+///
+/// The MP update and the search for the next atom are one fused pass in Swift SIMD. Built
+/// for AVX2 (the package's default target CPU) it measured 1.06-1.38x faster than
+/// OpenBLAS saxpy + isamax (two passes) for N = 256 ... 16384; built for baseline x86-64
+/// (SSE2 only) it is about 1.3x slower than them.
+enum PursuitKernels {
+    /// Called after step `k` (0-based) once `corr` describes the new residual and the
+    /// outputs hold the first k + 1 pairs; used only by the tracing API.
+    typealias Observer = (_ step: Int) -> Void
+
+    // MARK: - Matching Pursuit
+
+    /// Codes one vector with `s` MP steps.
+    ///
+    /// - Parameters:
+    ///   - corr: (N) correlations of the vector with every atom; left describing the
+    ///     final residual only when `observer` is set (the last update is skipped otherwise).
+    ///   - gram: (N, N) Gram matrix.
+    ///   - indices, coefficients: (s) outputs.
+    @inline(__always)
+    static func matchingPursuit(corr: UnsafeMutablePointer<Float>, gram: UnsafePointer<Float>, atomCount n: Int,
+                                sparsity s: Int, indices: UnsafeMutablePointer<UInt16>,
+                                coefficients: UnsafeMutablePointer<Float>, observer: Observer?) {
+        var best = argmaxAbs(corr, n)
+        for k in 0..<s {
+            let c = corr[best]
+            indices[k] = UInt16(truncatingIfNeeded: best)
+            coefficients[k] = c
+            if k == s - 1 && observer == nil { break }
+            best = axpyArgmaxAbs(corr, -c, gram + best * n, n)
+            observer?(k)
+        }
+    }
+
+    // MARK: - Orthogonal Matching Pursuit
+
+    /// Working memory of one OMP thread.
+    struct OMPScratch {
+        /// (N) correlations of the input vector itself, D^T x.
+        let corr0: UnsafeMutablePointer<Float>
+        /// (s, s) row-major lower-triangular Cholesky factor of G[S, S].
+        let chol: UnsafeMutablePointer<Float>
+        /// (s) selected atoms, in selection order.
+        let selected: UnsafeMutablePointer<Int>
+        /// (s) work vector for the triangular solves.
+        let work: UnsafeMutablePointer<Float>
+        /// (excludedCapacity) atoms skipped because they lie in the span of the selection.
+        let excluded: UnsafeMutablePointer<Int>
+        let excludedCapacity: Int
+
+        /// Floats and Ints one scratch needs, for a single allocation per thread.
+        static func floatCount(atomCount n: Int, sparsity s: Int) -> Int { n + s * s + s }
+        static func intCount(sparsity s: Int) -> Int { s + excludedCapacity(sparsity: s) }
+        static func excludedCapacity(sparsity s: Int) -> Int { 4 * s + 16 }
+
+        init(floats: UnsafeMutablePointer<Float>, ints: UnsafeMutablePointer<Int>, atomCount n: Int, sparsity s: Int) {
+            corr0 = floats
+            chol = floats + n
+            work = floats + n + s * s
+            selected = ints
+            excluded = ints + s
+            excludedCapacity = Self.excludedCapacity(sparsity: s)
+        }
+    }
+
+    /// Below this squared distance from the span of the atoms already chosen, a new atom
+    /// adds nothing but round-off (duplicates in an online dictionary), so it is skipped.
+    static let minNewDirection: Float = 1e-5
+
+    /// Codes one vector with `s` OMP steps: MP's selection rule, then the coefficients of
+    /// all chosen atoms re-fitted by least squares (Cholesky of G[S, S], grown one row per
+    /// step). Pairs that cannot be filled (the residual vanished, or every candidate lies
+    /// in the span already chosen) get coefficient 0 and repeat the first index.
+    static func orthogonalMatchingPursuit(corr: UnsafeMutablePointer<Float>, gram: UnsafePointer<Float>, atomCount n: Int,
+                                          sparsity s: Int, indices: UnsafeMutablePointer<UInt16>,
+                                          coefficients: UnsafeMutablePointer<Float>, scratch: OMPScratch,
+                                          observer: Observer?) {
+        let corr0 = scratch.corr0, chol = scratch.chol, sel = scratch.selected, w = scratch.work
+        corr0.update(from: corr, count: n)
+        var k = 0, excludedCount = 0
+        var best = argmaxAbs(corr, n)
+        while k < s {
+            let peak = corr[best]
+            guard peak != 0, peak.isFinite else { break }
+            // Grow the Cholesky factor: L w = G[S, best], d^2 = G[best, best] - |w|^2.
+            for j in 0..<k { w[j] = gram[sel[j] * n + best] }
+            forwardSolve(chol, s, k, w)
+            var d2 = gram[best * n + best]
+            for j in 0..<k { d2 -= w[j] * w[j] }
+            if !(d2 > minNewDirection) {
+                guard excludedCount < scratch.excludedCapacity else { break }
+                scratch.excluded[excludedCount] = best
+                excludedCount += 1
+                corr[best] = 0
+                best = argmaxAbs(corr, n)
+                continue
+            }
+            for j in 0..<k { chol[k * s + j] = w[j] }
+            chol[k * s + k] = d2.squareRoot()
+            sel[k] = best
+            k += 1
+            // Least squares on the selection: L L^T c = D_S^T x.
+            for j in 0..<k { w[j] = corr0[sel[j]] }
+            forwardSolve(chol, s, k, w)
+            backwardSolve(chol, s, k, w)
+            for j in 0..<k {
+                indices[j] = UInt16(truncatingIfNeeded: sel[j])
+                coefficients[j] = w[j]
+            }
+            if k == s && observer == nil { break }
+            // corr = D^T (x - D_S c) = corr0 - sum_j c_j G[S_j, :]; the chosen atoms and the
+            // skipped ones are zeroed so that round-off cannot pick them again.
+            corr.update(from: corr0, count: n)
+            for j in 0..<k { axpy(corr, -w[j], gram + sel[j] * n, n) }
+            for j in 0..<k { corr[sel[j]] = 0 }
+            for j in 0..<excludedCount { corr[scratch.excluded[j]] = 0 }
+            best = argmaxAbs(corr, n)
+            observer?(k - 1)
+        }
+        let filler: UInt16 = k > 0 ? indices[0] : 0
+        for j in k..<s {
+            indices[j] = filler
+            coefficients[j] = 0
+        }
+    }
+
+    /// Solves L y = b in place for the leading k x k block of `l` (row stride `ld`).
+    @inline(__always)
+    static func forwardSolve(_ l: UnsafePointer<Float>, _ ld: Int, _ k: Int, _ b: UnsafeMutablePointer<Float>) {
+        for i in 0..<k {
+            var v = b[i]
+            for j in 0..<i { v -= l[i * ld + j] * b[j] }
+            b[i] = v / l[i * ld + i]
+        }
+    }
+
+    /// Solves L^T x = y in place for the leading k x k block of `l` (row stride `ld`).
+    @inline(__always)
+    static func backwardSolve(_ l: UnsafePointer<Float>, _ ld: Int, _ k: Int, _ b: UnsafeMutablePointer<Float>) {
+        var i = k - 1
+        while i >= 0 {
+            var v = b[i]
+            for j in (i + 1)..<k { v -= l[j * ld + i] * b[j] }
+            b[i] = v / l[i * ld + i]
+            i -= 1
+        }
+    }
+
+    // MARK: - Vector loops
+
+    /// y += a x over n values.
+    @inline(__always)
+    static func axpy(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, _ n: Int) {
+        for i in 0..<n { y[i] += a * x[i] }
+    }
+
+    /// Index of the largest |x[i]|, the first one on ties; 0 when every value is NaN,
+    /// so the result is always a valid index.
+    @inline(__always)
+    static func argmaxAbs(_ x: UnsafePointer<Float>, _ n: Int) -> Int {
+        var bestValue = SIMD8<Float>(repeating: -1)
+        var bestIndex = SIMD8<Int32>(repeating: 0)
+        var lane = SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7)
+        var i = 0
+        let raw = UnsafeRawPointer(x)
+        while i + 8 <= n {
+            let v = abs8(raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self))
+            let better = v .> bestValue
+            bestValue.replace(with: v, where: better)
+            bestIndex.replace(with: lane, where: better)
+            lane &+= 8
+            i += 8
+        }
+        return finish(bestValue, bestIndex, x, from: i, n)
+    }
+
+    /// y += a x, returning the index of the largest |y[i]| afterwards (the same rule as
+    /// `argmaxAbs`): one pass over y instead of two.
+    @inline(__always)
+    static func axpyArgmaxAbs(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, _ n: Int) -> Int {
+        var bestValue = SIMD8<Float>(repeating: -1)
+        var bestIndex = SIMD8<Int32>(repeating: 0)
+        var lane = SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7)
+        let av = SIMD8<Float>(repeating: a)
+        let yRaw = UnsafeMutableRawPointer(y), xRaw = UnsafeRawPointer(x)
+        var i = 0
+        while i + 8 <= n {
+            let r = yRaw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                + av * xRaw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            yRaw.storeBytes(of: r, toByteOffset: i * 4, as: SIMD8<Float>.self)
+            let v = abs8(r)
+            let better = v .> bestValue
+            bestValue.replace(with: v, where: better)
+            bestIndex.replace(with: lane, where: better)
+            lane &+= 8
+            i += 8
+        }
+        for j in i..<n { y[j] += a * x[j] }
+        return finish(bestValue, bestIndex, UnsafePointer(y), from: i, n)
+    }
+
+    @inline(__always)
+    private static func abs8(_ v: SIMD8<Float>) -> SIMD8<Float> {
+        unsafeBitCast(unsafeBitCast(v, to: SIMD8<UInt32>.self) & 0x7FFF_FFFF, to: SIMD8<Float>.self)
+    }
+
+    /// Reduces the eight lanes (smallest index among equal maxima) and scans the tail.
+    @inline(__always)
+    private static func finish(_ value: SIMD8<Float>, _ index: SIMD8<Int32>, _ x: UnsafePointer<Float>,
+                               from start: Int, _ n: Int) -> Int {
+        var bestV: Float = -1, bestI = 0
+        for l in 0..<8 where value[l] > bestV || (value[l] == bestV && Int(index[l]) < bestI) {
+            bestV = value[l]
+            bestI = Int(index[l])
+        }
+        for j in start..<n {
+            let v = abs(x[j])
+            if v > bestV {
+                bestV = v
+                bestI = j
+            }
+        }
+        return bestI
+    }
+}

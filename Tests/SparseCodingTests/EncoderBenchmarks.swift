@@ -1,0 +1,87 @@
+import Dispatch
+import Foundation
+import Testing
+@testable import SparseCoding
+
+// Benchmarks, not tests: run with SPARSEKV_BENCH=1. They print medians over repeated runs
+// and ratios against a baseline measured in the same invocation; nothing asserts on time.
+
+private let benchEnabled = ProcessInfo.processInfo.environment["SPARSEKV_BENCH"] != nil
+
+/// Median seconds of `runs` calls of `body`, after one warm-up call.
+private func medianSeconds(runs: Int, _ body: () throws -> Void) rethrows -> Double {
+    try body()
+    var times: [Double] = []
+    for _ in 0..<runs {
+        let start = DispatchTime.now().uptimeNanoseconds
+        try body()
+        times.append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)
+    }
+    return times.sorted()[times.count / 2]
+}
+
+/// One at a time: benchmarks that share two cores measure each other.
+@Suite(.serialized, .enabled(if: benchEnabled))
+struct EncoderBenchmarks {
+
+@Test(arguments: [1024, 4096])
+func encodeThroughput(atomCount n: Int) throws {
+    let m = 64, s = 8, batch = 16_384
+    let d = try SparseDictionary(randomAtomCount: n, dimension: m, seed: 1)
+    var sig = Signals(seed: 2)
+    let x = sig.gaussian(count: batch, dimension: m)
+    _ = try d.gram()
+    var baseline = 0.0
+    print("[bench] OPENBLAS_NUM_THREADS=\(ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] ?? "unset")")
+    for (algorithm, threads) in [(PursuitAlgorithm.matchingPursuit, 1), (.matchingPursuit, 2), (.orthogonal, 2)] {
+        let enc = try MatchingPursuitEncoder(dictionary: d, options: .init(sparsity: s, algorithm: algorithm, threads: threads))
+        let t = try medianSeconds(runs: 7) { _ = try enc.encode(x, count: batch) }
+        let rate = Double(batch) / t
+        if algorithm == .matchingPursuit && threads == 1 { baseline = rate }
+        print(String(format: "[bench] encode m=%d N=%d s=%d B=%d %@ threads=%d: %.0f vectors/s (median of 7, %.1f ms), %.2fx vs MP 1 thread",
+                     m, n, s, batch, algorithm.rawValue, threads, rate, t * 1e3, rate / baseline))
+    }
+    // The one sgemm per chunk alone, to show what the pursuit loops add.
+    let gemmOnly = try MatchingPursuitEncoder(dictionary: d, options: .init(sparsity: 1, threads: 2))
+    let t1 = try medianSeconds(runs: 5) { _ = try gemmOnly.encode(x, count: batch) }
+    print(String(format: "[bench] encode m=%d N=%d s=1 (correlation sgemm + one argmax) B=%d: %.0f vectors/s", m, n, batch, Double(batch) / t1))
+
+    let codes = try MatchingPursuitEncoder(dictionary: d, options: .init(sparsity: s)).encode(x, count: batch)
+    let td = medianSeconds(runs: 5) { _ = try? d.decode(codes) }
+    let packed = try PackedCodes(codes)
+    let tp = try medianSeconds(runs: 5) { _ = try PackedCodes(codes) }
+    let tu = medianSeconds(runs: 5) { _ = packed.unpack() }
+    print(String(format: "[bench] N=%d s=%d B=%d: decode %.0f vectors/s, pack fp16 %.0f vectors/s, unpack %.0f vectors/s, %d bytes (%.2f bits/channel)",
+                 n, s, batch, Double(batch) / td, Double(batch) / tp, Double(batch) / tu, packed.byteCount,
+                 Double(packed.payloadByteCount * 8) / Double(batch * m)))
+}
+
+/// Does OMP earn its keep? Reconstruction MSE at equal s, on data with no sparse structure
+/// (Gaussian) and on data that is sparse plus noise.
+@Test
+func ompAgainstMP() throws {
+    let m = 64, n = 1024, count = 4096
+    let d = try SparseDictionary(randomAtomCount: n, dimension: m, seed: 3)
+    var sig = Signals(seed: 4)
+    let gaussian = sig.gaussian(count: count, dimension: m)
+    var (structured, _) = sig.sparseSignals(count: count, sparsity: 6, dictionary: d, magnitudes: 0.3...2)
+    let noise = sig.gaussian(count: count, dimension: m)
+    for i in structured.indices { structured[i] += 0.05 * noise[i] }
+    for (name, x) in [("gaussian", gaussian), ("6-sparse+noise", structured)] {
+        let energy = meanSquaredError(x, [Float](repeating: 0, count: x.count))
+        for s in [2, 4, 8, 16] {
+            var line = "[bench] \(name) N=\(n) s=\(s):"
+            var mse: [PursuitAlgorithm: Double] = [:]
+            for algorithm in PursuitAlgorithm.allCases {
+                let enc = try MatchingPursuitEncoder(dictionary: d, options: .init(sparsity: s, algorithm: algorithm))
+                let codes = try enc.encode(x, count: count)
+                mse[algorithm] = meanSquaredError(x, try d.decode(codes))
+                let t = try medianSeconds(runs: 3) { _ = try enc.encode(x, count: count) }
+                line += String(format: " %@ rel.MSE %.4f (%.0f vec/s);", algorithm.rawValue, (mse[algorithm] ?? 0) / energy, Double(count) / t)
+            }
+            line += String(format: " OMP/MP MSE ratio %.3f", (mse[.orthogonal] ?? 0) / (mse[.matchingPursuit] ?? 1))
+            print(line)
+        }
+    }
+}
+}

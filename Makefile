@@ -17,7 +17,7 @@ demo: build       ## the main job
 test: setup       ## the test suite (optimized build; the real model runs in it)
 	$(SWIFT) test $(RELEASE) -Xswiftc -enable-testing
 
-bench: build      ## speed benchmark vs llama.cpp (when llama-cpp-python is installed)
+bench: build      ## speed benchmark vs llama.cpp in the same run (when llama-cpp-python is installed)
 	bash scripts/bench_speed.sh
 
 clean:

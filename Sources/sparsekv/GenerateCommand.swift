@@ -80,8 +80,8 @@ struct GenerateCommand: ParsableCommand {
         if json {
             print(try jsonString(result))
         } else {
-            let rest = decoder.flush()
-            print(rest)
+            // Same unbuffered handle as the streamed pieces, so the text ends before the stats line.
+            FileHandle.standardOutput.write((decoder.flush() + "\n").data(using: .utf8)!)
         }
         printErr(String(format: "prefill: %d tokens, %.1f tok/s | decode: %d tokens, %.1f tok/s | kv %@ %d bytes | stop: %@",
                         result.promptTokens.count, result.prefillTokensPerSecond, result.generatedTokens.count,

@@ -1,9 +1,10 @@
-/// IEEE binary16 conversions for coefficient storage.
-enum HalfPrecision {
+/// IEEE binary16 conversions, shared by coefficient storage here and GGUF dequantization
+/// in the engine.
+public enum HalfPrecision {
     /// Float to binary16 bits, rounding to nearest even. Values beyond ±65504 become
     /// infinite; callers check `isFinite(bits)` where that matters.
     @inline(__always)
-    static func bits(_ value: Float) -> UInt16 {
+    public static func bits(_ value: Float) -> UInt16 {
         Float16(value).bitPattern
     }
 
@@ -11,7 +12,7 @@ enum HalfPrecision {
     /// arithmetic rather than `Float16`, whose conversion is a library call on x86_64
     /// builds without F16C, so that it inlines into unpacking loops.
     @inline(__always)
-    static func float(_ bits: UInt16) -> Float {
+    public static func float(_ bits: UInt16) -> Float {
         let w = UInt32(bits) << 16
         let sign = w & 0x8000_0000
         let twice = w &+ w  // without the sign bit
@@ -26,7 +27,7 @@ enum HalfPrecision {
 
     /// Whether binary16 `bits` is neither infinite nor NaN.
     @inline(__always)
-    static func isFinite(_ bits: UInt16) -> Bool {
+    public static func isFinite(_ bits: UInt16) -> Bool {
         bits & 0x7C00 != 0x7C00
     }
 }

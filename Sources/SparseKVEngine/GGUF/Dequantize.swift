@@ -1,3 +1,5 @@
+import SparseCoding
+
 /// Conversion of GGUF tensor data (every `GGMLType`) to fp32.
 ///
 /// Block layouts follow ggml's `ggml-common.h` and the value formulas its reference
@@ -233,31 +235,14 @@ public enum Dequantize {
 
 // MARK: - Half-precision helpers
 
-/// IEEE binary16 bits to Float, exact for every input (subnormals, infinities, NaN).
-///
-/// Pure integer/float arithmetic rather than `Float16` so it inlines into the
-/// dequantization loops on x86_64, where Swift's `Float16` conversion is a library call
-/// unless the target enables F16C.
+/// IEEE binary16 bits to Float, exact for every input (subnormals, infinities, NaN);
+/// arithmetic only, so it inlines into the dequantization loops.
 @inline(__always)
-public func halfToFloat(_ bits: UInt16) -> Float {
-    let w = UInt32(bits) << 16
-    let sign = w & 0x8000_0000
-    let twice = w &+ w  // drops the sign bit
-    // Normal (and inf/NaN): move exponent and mantissa into place, then rebias by
-    // scaling with 2^-112 so that the fp16 exponent range maps onto fp32's.
-    let normal = Float(bitPattern: (twice >> 4) &+ (0xE0 << 23)) * Float(bitPattern: 0x0780_0000)
-    // Subnormal: put the 10 mantissa bits under an exponent of 2^-1 and subtract 0.5,
-    // which leaves mantissa * 2^-24 exactly.
-    let subnormal = Float(bitPattern: (twice >> 17) | (126 << 23)) - 0.5
-    let magnitude = twice < (1 << 27) ? subnormal.bitPattern : normal.bitPattern
-    return Float(bitPattern: sign | magnitude)
-}
+public func halfToFloat(_ bits: UInt16) -> Float { HalfPrecision.float(bits) }
 
 /// Float to IEEE binary16 bits, rounding to nearest even (as ggml's `GGML_FP32_TO_FP16`).
 @inline(__always)
-public func floatToHalf(_ value: Float) -> UInt16 {
-    Float16(value).bitPattern
-}
+public func floatToHalf(_ value: Float) -> UInt16 { HalfPrecision.bits(value) }
 
 /// bfloat16 bits to Float (the top half of the fp32 bit pattern).
 @inline(__always)

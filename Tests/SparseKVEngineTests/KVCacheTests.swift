@@ -138,3 +138,41 @@ import Testing
         #expect(try gen.step(ref[0], cache: moved) == gen.step(ref[0], cache: cache))
     }
 }
+
+@Suite struct KVSampleCollectorTests {
+    @Test func collectsPreRoPEKeysAndValuesOfEveryLayer() throws {
+        let path = try TinyModel.write()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let model = try LlamaModel(path: path)
+        let tokens: [Int32] = (0..<20).map { Int32(($0 * 37) % 100) }
+        let samples = try KVSampleCollector.collect(model: model, tokens: tokens, window: 8)
+        let c = model.config
+        #expect(samples.rowCount == 2 * 8 * c.kvHeadCount)  // 2 whole windows; the last 4 tokens are dropped
+        #expect(samples.keys.count == c.layerCount)
+
+        // Reference: the second window through a rotate-on-write cache. Collected keys,
+        // rotated at their positions, must equal what that cache holds.
+        let cache = model.makeCache(.fp32, capacity: 8)
+        _ = try TextGenerator(model: model).prefill(Array(tokens[8..<16]), cache: cache)
+        for layer in 0..<c.layerCount {
+            for h in 0..<c.kvHeadCount {
+                let (k, v) = cache.withKeysAndValues(layer: layer, kvHead: h) { k, v, n in
+                    (Array(UnsafeBufferPointer(start: k, count: n * c.headDim)), Array(UnsafeBufferPointer(start: v, count: n * c.headDim)))
+                }
+                for t in 0..<8 {
+                    let row = (8 + t) * c.kvHeadCount + h
+                    var key = Array(samples.keys[layer][row * c.headDim..<(row + 1) * c.headDim])
+                    key.withUnsafeMutableBufferPointer { model.rope.apply($0.baseAddress!, heads: 1, position: t) }
+                    #expect(maxAbsDiff(key, Array(k[t * c.headDim..<(t + 1) * c.headDim])) < 1e-5)
+                    let value = Array(samples.values[layer][row * c.headDim..<(row + 1) * c.headDim])
+                    #expect(value == Array(v[t * c.headDim..<(t + 1) * c.headDim]))
+                }
+            }
+        }
+        // Chunk view: same buffer, shorter rows.
+        let split = try #require(samples.vectors(layer: 1, keys: false, chunks: 2))
+        #expect(split.dimension == c.headDim / 2 && split.data == samples.values[1])
+        #expect(samples.vectors(layer: 1, keys: true, chunks: 3) == nil)
+        #expect(throws: PerplexityError.self) { _ = try KVSampleCollector.collect(model: model, tokens: [1, 2], window: 8) }
+    }
+}

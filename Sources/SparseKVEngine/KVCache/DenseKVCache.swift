@@ -111,6 +111,14 @@ public final class DenseKVCache<Element: DenseKVElement>: KVCache {
         }
     }
 
+    /// Keys and values of one KV head exactly as stored (pre-RoPE keys when
+    /// `rotateOnRead`), as fp32: ((count, headDim), (count, headDim)).
+    public func storedRows(layer: Int, kvHead: Int) -> (keys: [Float], values: [Float]) {
+        guard geometry.layers.contains(layer), (0..<geometry.kvHeads).contains(kvHead) else { return ([], []) }
+        let slot = (layer - geometry.layers.lowerBound) * geometry.kvHeads + kvHead
+        return (keys[slot].buffer.map(\.floatValue), values[slot].buffer.map(\.floatValue))
+    }
+
     public func byteCount(layer: Int) -> Int {
         count(layer: layer) * geometry.rowWidth * 2 * MemoryLayout<Element>.size
     }

@@ -1,0 +1,71 @@
+import Foundation
+
+/// Keys (before RoPE) and values that a model produced over a text, per layer: the
+/// training data of sparse-coding dictionaries.
+///
+/// Each layer's matrix holds one row per (token, KV head): (tokens * kvHeads, headDim),
+/// row-major, tokens in order and heads within a token. The channel chunks of the CSR
+/// method are contiguous, so the same buffer read as (rows * s_n, headDim / s_n) is the
+/// data split into s_n chunks, with no copy.
+public struct KVSamples: Sendable {
+    public let layers: Range<Int>
+    public let kvHeads: Int
+    public let headDim: Int
+    /// [layer - first]: (rows, headDim) pre-RoPE keys
+    public var keys: [[Float]]
+    /// [layer - first]: (rows, headDim) values
+    public var values: [[Float]]
+
+    /// Rows per layer (tokens * kvHeads).
+    public var rowCount: Int { keys.first.map { $0.count / headDim } ?? 0 }
+
+    /// Keys or values of `layer` as (rows * chunks, headDim / chunks).
+    public func vectors(layer: Int, keys useKeys: Bool, chunks: Int) -> (data: [Float], dimension: Int)? {
+        guard layers.contains(layer), chunks > 0, headDim % chunks == 0 else { return nil }
+        let m = useKeys ? keys[layer - layers.lowerBound] : values[layer - layers.lowerBound]
+        return (m, headDim / chunks)
+    }
+}
+
+/// Runs a model over windows of a token sequence and keeps every layer's pre-RoPE keys
+/// and values.
+public enum KVSampleCollector {
+    /// - Parameters:
+    ///   - window: tokens per window; each window starts from an empty cache, as in perplexity runs
+    ///   - maxWindows: stop after this many windows (all when nil)
+    ///   - progress: called with (windows done, windows in all)
+    public static func collect(model: LlamaModel, tokens: [Int32], window: Int, maxWindows: Int? = nil,
+                               progress: (Int, Int) -> Void = { _, _ in }) throws -> KVSamples {
+        let available = tokens.count / max(window, 1)
+        let windows = min(available, maxWindows ?? available)
+        guard window > 0, windows > 0 else {
+            throw PerplexityError.textTooShort(tokens: tokens.count, contextLength: window)
+        }
+        let c = model.config, range = model.loadedLayers
+        var keys = [[Float]](repeating: [], count: range.count)
+        var values = keys
+        for l in keys.indices {
+            keys[l].reserveCapacity(windows * window * c.kvDim)
+            values[l].reserveCapacity(windows * window * c.kvDim)
+        }
+        let gen = TextGenerator(model: model, cacheType: .fp32, contextLength: window)
+        for w in 0..<windows {
+            let cache = DenseKVCache<Float>(geometry: model.cacheGeometry(capacity: window), rope: model.rope,
+                                            rotateOnRead: true)
+            _ = try gen.prefill(Array(tokens[w * window..<(w + 1) * window]), cache: cache)
+            for layer in range {
+                // Interleave heads per token: row (t, h).
+                let perHead = (0..<c.kvHeadCount).map { cache.storedRows(layer: layer, kvHead: $0) }
+                let i = layer - range.lowerBound
+                for t in 0..<window {
+                    for h in 0..<c.kvHeadCount {
+                        keys[i] += perHead[h].keys[t * c.headDim..<(t + 1) * c.headDim]
+                        values[i] += perHead[h].values[t * c.headDim..<(t + 1) * c.headDim]
+                    }
+                }
+            }
+            progress(w + 1, windows)
+        }
+        return KVSamples(layers: range, kvHeads: c.kvHeadCount, headDim: c.headDim, keys: keys, values: values)
+    }
+}

@@ -64,7 +64,7 @@ enum CLIError: Error, CustomStringConvertible {
 
 extension KVCacheType: ExpressibleByArgument {
     public init?(argument: String) { try? self.init(parsing: argument) }
-    public static var allValueStrings: [String] { ["fp32", "fp16"] }
+    public static var allValueStrings: [String] { ["fp32", "fp16", "kivi2", "kivi4", "kivi8"] }
 }
 
 /// Writes to stderr (progress, timings) without buffering surprises.

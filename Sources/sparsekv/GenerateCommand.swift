@@ -32,7 +32,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Random seed for sampling.")
     var seed: UInt64 = 0
 
-    @Option(help: "KV cache type: fp32 or fp16.")
+    @Option(help: "KV cache type: fp32, fp16, kivi2, kivi4 or kivi8.")
     var kv: KVCacheType = .fp32
 
     @Option(help: "Context length (positions) of the session.")

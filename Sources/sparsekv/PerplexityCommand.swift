@@ -18,7 +18,7 @@ struct PerplexityCommand: ParsableCommand {
     @Option(help: "Score only the first N windows.")
     var chunks: Int?
 
-    @Option(help: "KV cache type: fp32 or fp16.")
+    @Option(help: "KV cache type: fp32, fp16, kivi2, kivi4 or kivi8.")
     var kv: KVCacheType = .fp32
 
     @Flag(help: "Print one JSON object with ppl and tokens scored.")

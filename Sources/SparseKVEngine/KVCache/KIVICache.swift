@@ -1,0 +1,284 @@
+/// KIVI (Liu et al., 2024), the quantized-cache baseline the CSR paper compares against.
+///
+/// Keys are quantized per channel over groups of 32 tokens, values per token over
+/// groups of 32 channels, both asymmetric with `bits` bits and an fp16 scale and minimum
+/// per group; the most recent `window` tokens stay in fp16. When the fp16 part reaches
+/// window + 32 tokens its oldest 32 are quantized. Keys are stored rotated, as KIVI
+/// quantizes the cache that attention reads. Every stored byte is counted.
+///
+/// As in KIVI, a batch of new tokens (a prompt chunk) attends to itself in fp16: the
+/// fp16 part is brought back to the window when the next tokens arrive, not before.
+public final class KIVICache: KVCache {
+    public static let group = 32
+
+    public let geometry: KVCacheGeometry
+    public let rope: RoPE
+    public let bits: Int
+    public let window: Int
+    public var kind: String { "kivi\(bits)" }
+
+    /// One (layer, KV head).
+    final class Slot {
+        /// Quantized groups of 32 tokens.
+        var groups = 0
+        /// Per group: (32 * headDim) codes, token-major, `bits` each, packed LSB first.
+        var keyCodes: [UInt8] = []
+        /// Per group: headDim scales, then headDim minimums (one per channel).
+        var keyParams: [Float16] = []
+        /// Per token of the quantized groups: headDim codes packed.
+        var valueCodes: [UInt8] = []
+        /// Per token: (headDim / 32) scales, then as many minimums.
+        var valueParams: [Float16] = []
+        /// (tokens, headDim) the fp16 window, keys rotated
+        var recentK: [Float16] = []
+        var recentV: [Float16] = []
+    }
+
+    var slots: [Slot]
+    var counts: [Int]
+    private var keyScratch: [Float] = []
+    private var valueScratch: [Float] = []
+
+    public init(geometry: KVCacheGeometry, rope: RoPE, bits: Int, window: Int = 128) {
+        precondition([2, 4, 8].contains(bits), "KIVI bits must be 2, 4 or 8")
+        precondition(geometry.headDim % Self.group == 0, "KIVI needs a head dim that is a multiple of 32")
+        self.geometry = geometry
+        self.rope = rope
+        self.bits = bits
+        self.window = window
+        slots = (0..<geometry.layers.count * geometry.kvHeads).map { _ in Slot() }
+        counts = Array(repeating: 0, count: geometry.layers.count)
+    }
+
+    public func count(layer: Int) -> Int {
+        geometry.layers.contains(layer) ? counts[layer - geometry.layers.lowerBound] : 0
+    }
+
+    // MARK: - Writing
+
+    public func append(layer: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, count n: Int) throws {
+        guard geometry.layers.contains(layer) else { throw KVCacheError.layerOutOfRange(layer: layer, layers: geometry.layers) }
+        let s = layer - geometry.layers.lowerBound
+        let start = counts[s], d = geometry.headDim, width = geometry.rowWidth
+        guard start + n <= geometry.capacity else {
+            throw KVCacheError.full(layer: layer, capacity: geometry.capacity, needed: start + n)
+        }
+        var row = [Float](repeating: 0, count: d)
+        for h in 0..<geometry.kvHeads {
+            let slot = slots[s * geometry.kvHeads + h]
+            while slot.recentK.count >= (window + Self.group) * d { quantizeOldestGroup(slot) }
+            for t in 0..<n {
+                for i in 0..<d { row[i] = k[t * width + h * d + i] }
+                row.withUnsafeMutableBufferPointer { rope.apply($0.baseAddress!, heads: 1, position: start + t) }
+                for i in 0..<d {
+                    slot.recentK.append(Float16(row[i]))
+                    slot.recentV.append(Float16(v[t * width + h * d + i]))
+                }
+            }
+        }
+        counts[s] = start + n
+    }
+
+    /// Asymmetric quantization parameters of `x`: fp16 scale and minimum.
+    static func params(_ x: ArraySlice<Float>, bits: Int) -> (scale: Float16, zero: Float16) {
+        let lo = x.min() ?? 0, hi = x.max() ?? 0
+        return (Float16((hi - lo) / Float((1 << bits) - 1)), Float16(lo))
+    }
+
+    static func code(_ x: Float, _ p: (scale: Float16, zero: Float16), bits: Int) -> UInt8 {
+        let scale = Float(p.scale)
+        guard scale > 0 else { return 0 }
+        let q = ((x - Float(p.zero)) / scale).rounded()
+        return UInt8(min(Float((1 << bits) - 1), max(0, q)))
+    }
+
+    /// Packs codes `bits` each, least significant first.
+    static func pack(_ codes: [UInt8], bits: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: (codes.count * bits + 7) / 8)
+        for (i, c) in codes.enumerated() { out[i * bits / 8] |= c << UInt8((i * bits) % 8) }
+        return out
+    }
+
+    @inline(__always)
+    static func unpack(_ bytes: UnsafeBufferPointer<UInt8>, _ i: Int, bits: Int) -> UInt8 {
+        (bytes[i * bits / 8] >> UInt8((i * bits) % 8)) & UInt8((1 << bits) - 1)
+    }
+
+    private func quantizeOldestGroup(_ slot: Slot) {
+        let d = geometry.headDim, g = Self.group
+        let keys = slot.recentK[0..<g * d].map { Float($0) }, values = slot.recentV[0..<g * d].map { Float($0) }
+        slot.recentK.removeFirst(g * d)
+        slot.recentV.removeFirst(g * d)
+        // Keys: one (scale, min) per channel over the 32 tokens.
+        let kp = (0..<d).map { c in Self.params((0..<g).map { keys[$0 * d + c] }[...], bits: bits) }
+        var kc = [UInt8](repeating: 0, count: g * d)
+        for t in 0..<g { for c in 0..<d { kc[t * d + c] = Self.code(keys[t * d + c], kp[c], bits: bits) } }
+        slot.keyCodes += Self.pack(kc, bits: bits)
+        slot.keyParams += kp.map(\.scale) + kp.map(\.zero)
+        // Values: one (scale, min) per 32 channels of each token.
+        for t in 0..<g {
+            let vp = (0..<d / g).map { Self.params(values[t * d + $0 * g..<t * d + ($0 + 1) * g], bits: bits) }
+            let vc = (0..<d).map { Self.code(values[t * d + $0], vp[$0 / g], bits: bits) }
+            slot.valueCodes += Self.pack(vc, bits: bits)
+            slot.valueParams += vp.map(\.scale) + vp.map(\.zero)
+        }
+        slot.groups += 1
+    }
+
+    // MARK: - Reading
+
+    /// Every token of a slot as fp32: (tokens, headDim) keys and values.
+    func decode(_ slot: Slot, keys: inout [Float], values: inout [Float]) {
+        let d = geometry.headDim, g = Self.group
+        let quantized = slot.groups * g
+        keys = [Float](repeating: 0, count: quantized * d + slot.recentK.count)
+        values = keys
+        let keyGroupBytes = g * d * bits / 8, valueRowBytes = d * bits / 8, vg = d / g
+        slot.keyCodes.withUnsafeBufferPointer { kc in
+            slot.valueCodes.withUnsafeBufferPointer { vc in
+                for grp in 0..<slot.groups {
+                    let codes = UnsafeBufferPointer(rebasing: kc[grp * keyGroupBytes..<(grp + 1) * keyGroupBytes])
+                    let p = grp * 2 * d
+                    for t in 0..<g {
+                        for c in 0..<d {
+                            let q = Float(Self.unpack(codes, t * d + c, bits: bits))
+                            keys[(grp * g + t) * d + c] = Float(slot.keyParams[p + d + c]) + Float(slot.keyParams[p + c]) * q
+                        }
+                    }
+                }
+                for t in 0..<quantized {
+                    let codes = UnsafeBufferPointer(rebasing: vc[t * valueRowBytes..<(t + 1) * valueRowBytes])
+                    let p = t * 2 * vg
+                    for c in 0..<d {
+                        let q = Float(Self.unpack(codes, c, bits: bits))
+                        values[t * d + c] = Float(slot.valueParams[p + vg + c / g]) + Float(slot.valueParams[p + c / g]) * q
+                    }
+                }
+            }
+        }
+        for i in 0..<slot.recentK.count {
+            keys[quantized * d + i] = Float(slot.recentK[i])
+            values[quantized * d + i] = Float(slot.recentV[i])
+        }
+    }
+
+    public func withKeysAndValues<R>(
+        layer: Int, kvHead: Int, _ body: (UnsafePointer<Float>, UnsafePointer<Float>, Int) throws -> R
+    ) rethrows -> R {
+        let s = layer - geometry.layers.lowerBound
+        decode(slots[s * geometry.kvHeads + kvHead], keys: &keyScratch, values: &valueScratch)
+        return try keyScratch.withUnsafeBufferPointer { kb in
+            try valueScratch.withUnsafeBufferPointer { vb in try body(kb.baseAddress!, vb.baseAddress!, counts[s]) }
+        }
+    }
+
+    public func byteCount(layer: Int) -> Int {
+        guard geometry.layers.contains(layer) else { return 0 }
+        let s = layer - geometry.layers.lowerBound
+        return (0..<geometry.kvHeads).reduce(0) { acc, h in
+            let x = slots[s * geometry.kvHeads + h]
+            return acc + x.keyCodes.count + x.valueCodes.count
+                + 2 * (x.keyParams.count + x.valueParams.count + x.recentK.count + x.recentV.count)
+        }
+    }
+
+    /// Cutting inside quantized tokens turns the kept part of the cut group back into
+    /// fp16 rows (as decoded), so later appends go on from exactly `count` tokens.
+    public func truncate(to count: Int) {
+        let d = geometry.headDim, g = Self.group
+        let count = max(0, count)
+        for s in counts.indices where counts[s] > count {
+            for h in 0..<geometry.kvHeads {
+                let slot = slots[s * geometry.kvHeads + h]
+                if count >= slot.groups * g {
+                    let keep = (count - slot.groups * g) * d
+                    slot.recentK.removeLast(slot.recentK.count - keep)
+                    slot.recentV.removeLast(slot.recentV.count - keep)
+                    continue
+                }
+                var k: [Float] = [], v: [Float] = []
+                decode(slot, keys: &k, values: &v)
+                let keepGroups = count / g
+                slot.keyCodes.removeLast((slot.groups - keepGroups) * g * d * bits / 8)
+                slot.keyParams.removeLast((slot.groups - keepGroups) * 2 * d)
+                slot.valueCodes.removeLast((slot.groups - keepGroups) * g * d * bits / 8)
+                slot.valueParams.removeLast((slot.groups - keepGroups) * g * 2 * (d / g))
+                slot.groups = keepGroups
+                slot.recentK = k[keepGroups * g * d..<count * d].map { Float16($0) }
+                slot.recentV = v[keepGroups * g * d..<count * d].map { Float16($0) }
+            }
+            counts[s] = count
+        }
+    }
+
+    // MARK: - Transfer format
+
+    public func serialize(layers: Range<Int>) throws -> [UInt8] {
+        guard layers.lowerBound >= geometry.layers.lowerBound, layers.upperBound <= geometry.layers.upperBound else {
+            throw KVCacheError.layerOutOfRange(layer: layers.lowerBound, layers: geometry.layers)
+        }
+        let n = count(layer: layers.lowerBound)
+        var w = BinaryWriter(capacity: 64 + layers.reduce(0) { $0 + byteCount(layer: $1) } + 16 * layers.count * geometry.kvHeads)
+        KVPayloadHeader(kind: kind, layers: layers, kvHeads: geometry.kvHeads, headDim: geometry.headDim,
+                        tokenCount: n, keysRotated: true).write(to: &w)
+        w.write(UInt32(window))
+        for layer in layers {
+            let s = layer - geometry.layers.lowerBound
+            guard counts[s] == n else {
+                throw KVCacheError.incompatiblePayload("layer \(layer) holds \(counts[s]) tokens, layer \(layers.lowerBound) holds \(n)")
+            }
+            for h in 0..<geometry.kvHeads {
+                let x = slots[s * geometry.kvHeads + h]
+                w.write(UInt32(x.groups))
+                w.write(array: x.keyCodes)
+                w.write(array: x.keyParams)
+                w.write(array: x.valueCodes)
+                w.write(array: x.valueParams)
+                w.write(array: x.recentK)
+                w.write(array: x.recentV)
+            }
+        }
+        return w.bytes
+    }
+
+    /// Rebuilds a cache from `serialize` output; every length is checked against the header.
+    public static func deserialize(_ bytes: [UInt8], capacity: Int, rope: RoPE) throws -> KIVICache {
+        try bytes.withUnsafeBytes { raw in
+            var r = BinaryReader(raw)
+            let h = try KVPayloadHeader.read(from: &r)
+            guard let bits = ["kivi2": 2, "kivi4": 4, "kivi8": 8][h.kind] else {
+                throw KVCacheError.incompatiblePayload("payload is '\(h.kind)', not a KIVI cache")
+            }
+            guard h.headDim == rope.headDim, h.headDim % group == 0 else {
+                throw KVCacheError.incompatiblePayload("payload head dim \(h.headDim), model head dim \(rope.headDim)")
+            }
+            guard h.tokenCount <= capacity else { throw KVCacheError.full(layer: h.layers.lowerBound, capacity: capacity, needed: h.tokenCount) }
+            do {
+                let window = Int(try r.read(UInt32.self, "window"))
+                guard window <= KVPayloadHeader.maxTokens else { throw KVCacheError.malformedPayload("window \(window)") }
+                let cache = KIVICache(
+                    geometry: KVCacheGeometry(layers: h.layers, kvHeads: h.kvHeads, headDim: h.headDim, capacity: capacity),
+                    rope: rope, bits: bits, window: window)
+                let d = h.headDim
+                for i in 0..<h.layers.count * h.kvHeads {
+                    let x = cache.slots[i]
+                    let groups = Int(try r.read(UInt32.self, "groups"))
+                    guard groups * group <= h.tokenCount else { throw KVCacheError.malformedPayload("\(groups) groups for \(h.tokenCount) tokens") }
+                    let quantized = groups * group, recent = h.tokenCount - quantized
+                    x.groups = groups
+                    x.keyCodes = try r.readArray(UInt8.self, count: quantized * d * bits / 8, "key codes")
+                    x.keyParams = try r.readArray(Float16.self, count: groups * 2 * d, "key scales")
+                    x.valueCodes = try r.readArray(UInt8.self, count: quantized * d * bits / 8, "value codes")
+                    x.valueParams = try r.readArray(Float16.self, count: quantized * 2 * (d / group), "value scales")
+                    x.recentK = try r.readArray(Float16.self, count: recent * d, "recent keys")
+                    x.recentV = try r.readArray(Float16.self, count: recent * d, "recent values")
+                }
+                guard r.remaining == 0 else { throw KVCacheError.malformedPayload("\(r.remaining) trailing bytes") }
+                for s in cache.counts.indices { cache.counts[s] = h.tokenCount }
+                return cache
+            } catch let e as BinaryReader.OutOfBounds {
+                throw KVCacheError.malformedPayload("truncated in \(e.what)")
+            }
+        }
+    }
+}

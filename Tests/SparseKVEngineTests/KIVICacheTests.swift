@@ -1,0 +1,128 @@
+import Foundation
+import Testing
+@testable import SparseKVEngine
+
+@Suite struct KIVICacheTests {
+    static let d = 64
+    static let geometry = KVCacheGeometry(layers: 0..<2, kvHeads: 2, headDim: d, capacity: 512)
+    static let rope = RoPE(headDim: d, ropeDimension: d, base: 10000)
+
+    /// (n, kvHeads * d) random rows
+    static func rows(_ n: Int, seed: UInt64) -> [Float] {
+        var g = SeededGenerator(seed: seed)
+        return (0..<n * geometry.rowWidth).map { _ in Float.random(in: -3...3, using: &g) }
+    }
+
+    static func filled(bits: Int, window: Int, tokens: Int) throws -> (KIVICache, [Float], [Float]) {
+        let c = KIVICache(geometry: geometry, rope: rope, bits: bits, window: window)
+        let k = rows(tokens, seed: 11), v = rows(tokens, seed: 12)
+        for layer in 0..<2 {
+            try k.withUnsafeBufferPointer { kp in
+                try v.withUnsafeBufferPointer { vp in
+                    // One token at a time, as decoding appends.
+                    for t in 0..<tokens {
+                        try c.append(layer: layer, keys: kp.baseAddress! + t * 128, values: vp.baseAddress! + t * 128, count: 1)
+                    }
+                }
+            }
+        }
+        return (c, k, v)
+    }
+
+    func read(_ c: any KVCache, layer: Int, head: Int) -> ([Float], [Float]) {
+        c.withKeysAndValues(layer: layer, kvHead: head) { k, v, n in
+            (Array(UnsafeBufferPointer(start: k, count: n * Self.d)), Array(UnsafeBufferPointer(start: v, count: n * Self.d)))
+        }
+    }
+
+    @Test(arguments: [2, 4, 8])
+    func quantizedTokensStayWithinHalfAStep(bits: Int) throws {
+        let tokens = 200, window = 64
+        let (c, k, v) = try Self.filled(bits: bits, window: window, tokens: tokens)
+        let (rk, rv) = read(c, layer: 1, head: 1)
+        #expect(rk.count == tokens * Self.d && c.count(layer: 1) == tokens)
+        // 200 tokens, window 64: groups are cut while the fp16 part reaches 96, so 4 groups (128 tokens).
+        let quantized = 128
+        let step = 6 / Float((1 << bits) - 1)  // values span [-3, 3]
+        for t in 0..<tokens {
+            var key = Array(k[t * 128 + 64..<t * 128 + 128])
+            key.withUnsafeMutableBufferPointer { Self.rope.apply($0.baseAddress!, heads: 1, position: t) }
+            let value = Array(v[t * 128 + 64..<t * 128 + 128])
+            // Rotated keys span up to about sqrt(2) * 3 per channel pair.
+            let tolK: Float = t < quantized ? step * 1.5 * 0.5 + 0.02 : 0.01
+            let tolV: Float = t < quantized ? step * 0.5 + 0.02 : 0.01
+            #expect(maxAbsDiff(Array(rk[t * 64..<(t + 1) * 64]), key) <= tolK, "token \(t)")
+            #expect(maxAbsDiff(Array(rv[t * 64..<(t + 1) * 64]), value) <= tolV, "token \(t)")
+        }
+        // Every stored byte: codes, fp16 scale/min pairs, fp16 window.
+        let groups = 4, recent = tokens - quantized
+        let perHead = 2 * groups * 32 * Self.d * bits / 8 + 2 * (groups * 2 * Self.d) + 2 * (quantized * 2 * 2)
+            + 2 * 2 * recent * Self.d
+        #expect(c.byteCount(layer: 1) == 2 * perHead)
+        let fp16Bytes = 2 * 2 * tokens * Self.d * 2 * 2  // layers * heads * tokens * d * (K, V) * 2 bytes
+        #expect(c.byteCount == 2 * 2 * perHead && c.byteCount < fp16Bytes)
+    }
+
+    @Test func serializationRoundTripsAndRejectsDamage() throws {
+        let (c, _, _) = try Self.filled(bits: 4, window: 32, tokens: 150)
+        let bytes = try c.serialize(layers: 1..<2)
+        let back = try KIVICache.deserialize(bytes, capacity: 512, rope: Self.rope)
+        #expect(back.kind == "kivi4" && back.geometry.layers == 1..<2 && back.count(layer: 1) == 150)
+        for h in 0..<2 {
+            let (a, b) = (read(c, layer: 1, head: h), read(back, layer: 1, head: h))
+            #expect(a.0 == b.0 && a.1 == b.1)
+        }
+        #expect(back.byteCount(layer: 1) == c.byteCount(layer: 1))
+        #expect(throws: KVCacheError.self) { _ = try KIVICache.deserialize(Array(bytes.dropLast(1)), capacity: 512, rope: Self.rope) }
+        #expect(throws: KVCacheError.self) { _ = try KIVICache.deserialize(bytes + [0], capacity: 512, rope: Self.rope) }
+        #expect(throws: KVCacheError.self) { _ = try KIVICache.deserialize(bytes, capacity: 100, rope: Self.rope) }
+        let dense = DenseKVCache<Float>(geometry: Self.geometry, rope: Self.rope)
+        #expect(throws: KVCacheError.self) { _ = try KIVICache.deserialize(try dense.serialize(layers: 0..<1), capacity: 512, rope: Self.rope) }
+        // Appending continues after a move.
+        let more = Self.rows(40, seed: 13)
+        try more.withUnsafeBufferPointer { try back.append(layer: 1, keys: $0.baseAddress!, values: $0.baseAddress!, count: 40) }
+        #expect(back.count(layer: 1) == 190 && read(back, layer: 1, head: 0).0.count == 190 * Self.d)
+    }
+
+    @Test func truncateInsideQuantizedTokens() throws {
+        let (c, _, _) = try Self.filled(bits: 2, window: 32, tokens: 150)
+        let before = read(c, layer: 0, head: 1)
+        c.truncate(to: 70)
+        #expect(c.count(layer: 0) == 70 && c.count(layer: 1) == 70)
+        let after = read(c, layer: 0, head: 1)
+        #expect(after.0.count == 70 * Self.d)
+        // Kept tokens read back as before, up to the fp16 rounding of the re-stored part.
+        #expect(maxAbsDiff(after.0, Array(before.0[0..<70 * Self.d])) < 0.01)
+        #expect(maxAbsDiff(after.1, Array(before.1[0..<70 * Self.d])) < 0.01)
+    }
+
+    @Test func parsesFromTheCommandLineName() throws {
+        #expect(try KVCacheType(parsing: "kivi2") == .kivi(bits: 2))
+        #expect(try KVCacheType(parsing: "KIVI4") == .kivi(bits: 4))
+        #expect(throws: KVCacheError.unknownKind("kivi3")) { try KVCacheType(parsing: "kivi3") }
+    }
+
+    /// On the real model, KIVI-8 past its fp16 window changes the next-token logits
+    /// only slightly, KIVI-2 more, and both keep fewer bytes than fp16.
+    @Test(.enabled(if: RealAssets.available, "needs the SmolLM2 model (scripts/setup.sh)"))
+    func realModelLogitsDegradeGracefully() throws {
+        let model = try LlamaModel(path: RealAssets.model)
+        let prompt: [Int32] = (0..<300).map { Int32(200 + ($0 * 7919) % 20000) }
+        func run(_ t: KVCacheType) throws -> ([Float], Int) {
+            let cache = model.makeCache(t, capacity: 512)
+            var gen = TextGenerator(model: model)
+            gen.prefillBatch = 64  // later chunks attend to earlier ones as stored
+            let logits = try gen.prefill(prompt, cache: cache)
+            return (logits, cache.byteCount)
+        }
+        let (ref, _) = try run(.fp32)
+        let (half, halfBytes) = try run(.fp16)
+        let (k8, k8Bytes) = try run(.kivi(bits: 8))
+        let (k2, k2Bytes) = try run(.kivi(bits: 2))
+        let e8 = maxAbsDiff(k8, ref), e2 = maxAbsDiff(k2, ref)
+        #expect(e8 < 0.5, "kivi8 max logit difference \(e8)")
+        #expect(e2 > e8)
+        #expect(k2Bytes < k8Bytes && k8Bytes < halfBytes)
+        #expect(maxAbsDiff(half, ref) < 0.1)
+    }
+}

@@ -8,17 +8,7 @@ import Testing
 
 // MARK: - Helpers
 
-/// Deterministic floats and bytes (SplitMix64).
-private struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+extension TestRandom {
     /// Roughly Gaussian (sum of four uniforms), with a few large outliers like real
     /// hidden states have.
     mutating func activations(_ n: Int) -> [Float] {
@@ -74,7 +64,7 @@ private func deviation(_ m: QuantizedMatrix, _ x: [Float]) -> Deviation {
 }
 
 private func quantized(_ type: GGMLType, rows: Int, cols: Int, seed: UInt64) throws -> QuantizedMatrix {
-    var rng = SplitMix(state: seed)
+    var rng = TestRandom(seed: seed)
     // Weights with a per-row offset so Q4_1's m term is exercised, not just centred data.
     let values = (0..<rows * cols).map { i in Float.random(in: -0.1...0.1, using: &rng) + Float(i / cols % 5) * 0.01 }
     let bytes = try #require(Quantize.quantize(values, to: type))
@@ -93,7 +83,7 @@ private func quantized(_ type: GGMLType, rows: Int, cols: Int, seed: UInt64) thr
     func matchesDequantizedProduct(type: GGMLType) throws {
         for (i, s) in Self.shapes.enumerated() {
             let m = try quantized(type, rows: s.rows, cols: s.cols, seed: UInt64(i))
-            var rng = SplitMix(state: 100 + UInt64(i))
+            var rng = TestRandom(seed: 100 + UInt64(i))
             let dev = deviation(m, rng.activations(s.cols))
             #expect(dev.violations == 0, "\(type) \(s.rows)x\(s.cols)")
             #expect(dev.relative < 1e-3, "\(type) \(s.rows)x\(s.cols): \(dev.relative)")
@@ -103,7 +93,7 @@ private func quantized(_ type: GGMLType, rows: Int, cols: Int, seed: UInt64) thr
     /// The tied LM head's shape, large enough to run on several threads.
     @Test func embeddingShapedQ8_0() throws {
         let m = try quantized(.q8_0, rows: 49152, cols: 576, seed: 7)
-        var rng = SplitMix(state: 8)
+        var rng = TestRandom(seed: 8)
         let dev = deviation(m, rng.activations(576))
         #expect(dev.violations == 0)
         #expect(dev.relative < 1e-4)
@@ -113,7 +103,7 @@ private func quantized(_ type: GGMLType, rows: Int, cols: Int, seed: UInt64) thr
     /// and m that `Quantize` would not produce.
     @Test(arguments: [GGMLType.q4_1, .q8_0])
     func handMadeBlocks(type: GGMLType) throws {
-        var rng = SplitMix(state: 42)
+        var rng = TestRandom(seed: 42)
         let rows = 9, cols = 32 * 7
         var bytes = (0..<rows * cols / 32 * type.blockBytes).map { _ in UInt8.random(in: 0...255, using: &rng) }
         let halves: [UInt16] = [0x0001, 0x03FF, 0x8200, 0x0000, 0x8000, 0x2E66, 0xAE66, 0x3C00, 0x1400, 0x5640]
@@ -134,7 +124,7 @@ private func quantized(_ type: GGMLType, rows: Int, cols: Int, seed: UInt64) thr
     /// Splitting rows across threads must not change any row's arithmetic.
     @Test func threadsGiveIdenticalRows() throws {
         let m = try quantized(.q4_1, rows: 1537, cols: 576, seed: 11)
-        var rng = SplitMix(state: 12)
+        var rng = TestRandom(seed: 12)
         let x = rng.activations(576)
         let runs = [1, 2, 3].map { threads in
             var y = [Float](repeating: .nan, count: m.rows)
@@ -182,7 +172,7 @@ private func quantized(_ type: GGMLType, rows: Int, cols: Int, seed: UInt64) thr
         let g = try GGUFFile(path: RealAssets.model)
         for name in Self.realTensors {
             let m = try realMatrix(g, name)
-            var rng = SplitMix(state: 9)
+            var rng = TestRandom(seed: 9)
             let dev = deviation(m, rng.activations(m.cols))
             print("\(name) \(m.type) \(m.rows)x\(m.cols): max |y - ref| / max |ref| = \(dev.relative)")
             #expect(dev.violations == 0, "\(name)")
@@ -238,7 +228,7 @@ struct QuantizedMatVecBench {
         for (name, uses) in kinds {
             let m = try realMatrix(g, name)
             let w = dequantized(m)
-            var rng = SplitMix(state: 1)
+            var rng = TestRandom(seed: 1)
             let x = rng.activations(m.cols)
             var y = [Float](repeating: 0, count: m.rows)
             func quant(_ threads: Int) -> (median: Double, min: Double) {
@@ -279,7 +269,7 @@ struct QuantizedMatVecBench {
         var mats = try (0..<30).flatMap { l in try kinds.map { try realMatrix(g, "blk.\(l).\($0).weight") } }
         mats.append(try realMatrix(g, "token_embd.weight"))
         let dense = mats.map { dequantized($0) }
-        var rng = SplitMix(state: 2)
+        var rng = TestRandom(seed: 2)
         let x = rng.activations(1536)
         var y = [Float](repeating: 0, count: 49152)
         func quant(_ threads: Int) -> (median: Double, min: Double) {

@@ -137,10 +137,7 @@ public final class DenseKVCache<Element: DenseKVElement>: KVCache {
     // MARK: - Transfer format
 
     public func serialize(layers: Range<Int>) throws -> [UInt8] {
-        guard layers.lowerBound >= geometry.layers.lowerBound, layers.upperBound <= geometry.layers.upperBound else {
-            throw KVCacheError.layerOutOfRange(layer: layers.lowerBound, layers: geometry.layers)
-        }
-        let n = count(layer: layers.lowerBound)
+        let n = try transferTokenCount(layers: layers)
         let header = KVPayloadHeader(
             kind: kind, layers: layers, kvHeads: geometry.kvHeads, headDim: geometry.headDim,
             tokenCount: n, keysRotated: !rotateOnRead)
@@ -148,9 +145,6 @@ public final class DenseKVCache<Element: DenseKVElement>: KVCache {
         header.write(to: &w)
         for layer in layers {
             let s = layer - geometry.layers.lowerBound
-            guard counts[s] == n else {
-                throw KVCacheError.incompatiblePayload("layer \(layer) holds \(counts[s]) tokens, layer \(layers.lowerBound) holds \(n)")
-            }
             for h in 0..<geometry.kvHeads {
                 w.write(raw: UnsafeRawBufferPointer(keys[s * geometry.kvHeads + h].buffer))
                 w.write(raw: UnsafeRawBufferPointer(values[s * geometry.kvHeads + h].buffer))

@@ -214,19 +214,13 @@ public final class KIVICache: KVCache {
     // MARK: - Transfer format
 
     public func serialize(layers: Range<Int>) throws -> [UInt8] {
-        guard layers.lowerBound >= geometry.layers.lowerBound, layers.upperBound <= geometry.layers.upperBound else {
-            throw KVCacheError.layerOutOfRange(layer: layers.lowerBound, layers: geometry.layers)
-        }
-        let n = count(layer: layers.lowerBound)
+        let n = try transferTokenCount(layers: layers)
         var w = BinaryWriter(capacity: 64 + layers.reduce(0) { $0 + byteCount(layer: $1) } + 16 * layers.count * geometry.kvHeads)
         KVPayloadHeader(kind: kind, layers: layers, kvHeads: geometry.kvHeads, headDim: geometry.headDim,
                         tokenCount: n, keysRotated: true).write(to: &w)
         w.write(UInt32(window))
         for layer in layers {
             let s = layer - geometry.layers.lowerBound
-            guard counts[s] == n else {
-                throw KVCacheError.incompatiblePayload("layer \(layer) holds \(counts[s]) tokens, layer \(layers.lowerBound) holds \(n)")
-            }
             for h in 0..<geometry.kvHeads {
                 let x = slots[s * geometry.kvHeads + h]
                 w.write(UInt32(x.groups))

@@ -62,6 +62,20 @@ extension KVCache {
     /// Bytes over all layers of the cache.
     public var byteCount: Int { geometry.layers.reduce(0) { $0 + byteCount(layer: $1) } }
 
+    /// The token count a transfer of `layers` carries: checks that the layers are held
+    /// and that every one of them holds the same number of tokens.
+    public func transferTokenCount(layers: Range<Int>) throws -> Int {
+        guard !layers.isEmpty, layers.lowerBound >= geometry.layers.lowerBound,
+              layers.upperBound <= geometry.layers.upperBound
+        else { throw KVCacheError.layerOutOfRange(layer: layers.lowerBound, layers: geometry.layers) }
+        let n = count(layer: layers.lowerBound)
+        for layer in layers where count(layer: layer) != n {
+            throw KVCacheError.incompatiblePayload(
+                "layer \(layer) holds \(count(layer: layer)) tokens, layer \(layers.lowerBound) holds \(n)")
+        }
+        return n
+    }
+
     /// Tokens of the first layer (the session length once a pass completes).
     public var tokenCount: Int { geometry.layers.isEmpty ? 0 : count(layer: geometry.layers.lowerBound) }
 }

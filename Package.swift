@@ -25,6 +25,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.0"..<"5.0.0"),
     ],
     targets: [
         // MARK: - C shims (system libraries found through pkg-config)
@@ -45,7 +46,10 @@ let package = Package(
         // MARK: - Model engine: GGUF, tokenizer, forward pass, KV caches, sampling
         .target(
             name: "SparseKVEngine",
-            dependencies: ["CBLAS", "SparseCoding"],
+            dependencies: [
+                "CBLAS", "SparseCoding",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: optimize),
 
         // MARK: - CLI

@@ -27,8 +27,10 @@ struct SpeedBench: ParsableCommand {
     @Option(name: .shortAndLong, help: "Text the prompt is cut from (default: $SPARSEKV_HOME/texts/cfi-ch4.txt).")
     var file: String?
 
-    @Option(help: "KV cache type.")
-    var kv: KVCacheType = .fp32
+    @Option(help: kvHelp)
+    var kv: String = "fp32"
+
+    @OptionGroup var dictionary: DictionaryOption
 
     @Flag(help: "Print JSON.")
     var json = false
@@ -62,6 +64,7 @@ struct SpeedBench: ParsableCommand {
             throw ValidationError("the text has \(all.count) tokens, fewer than --prompt-tokens \(promptTokens)")
         }
         let prompt = Array(all.prefix(promptTokens))
+        let kv = try dictionary.cacheTypes([self.kv], model: model, modelPath: common.modelPath)[0]
         let gen = TextGenerator(model: model, cacheType: kv, contextLength: promptTokens + genTokens + 1)
 
         func seconds(_ body: () throws -> Void) rethrows -> Double {

@@ -51,6 +51,7 @@ func logLevelFromEnvironment() -> Logger.Level {
 enum CLIError: Error, CustomStringConvertible {
     case modelMissing(String)
     case fileMissing(String)
+    case dictionaryMissing(String, defaulted: Bool)
 
     var description: String {
         switch self {
@@ -58,14 +59,53 @@ enum CLIError: Error, CustomStringConvertible {
             return "no model at \(p). Run scripts/setup.sh to fetch SmolLM2-135M, or pass --model PATH."
         case .fileMissing(let p):
             return "cannot read \(p)."
+        case .dictionaryMissing(let p, let defaulted):
+            return "no CSR dictionary at \(p)." + (defaulted
+                ? " Run scripts/setup.sh (installs the project's dictionary), make one with `sparsekv dict train`, or pass --dict PATH."
+                : "")
         }
     }
 }
 
-extension KVCacheType: ExpressibleByArgument {
-    public init?(argument: String) { try? self.init(parsing: argument) }
-    public static var allValueStrings: [String] { ["fp32", "fp16", "kivi2", "kivi4", "kivi8"] }
+/// `--dict`: the CSR dictionary a `csr:` cache codes against.
+struct DictionaryOption: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp(
+        "CSR dictionary (GGUF, from `sparsekv dict train`) for csr: caches.",
+        discussion: "Default: $SPARSEKV_HOME/dicts/<model file name without .gguf>.csr.gguf."))
+    var dict: String?
+
+    static func defaultPath(model: String) -> String {
+        let stem = URL(fileURLWithPath: model).deletingPathExtension().lastPathComponent
+        return Paths.home + "/dicts/" + stem + ".csr.gguf"
+    }
+
+    /// Loads the dictionary for `model` (checked against its fingerprint), once.
+    func load(for model: LlamaModel, modelPath: String) throws -> CSRDictionary {
+        let path = dict ?? Self.defaultPath(model: modelPath)
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw CLIError.dictionaryMissing(path, defaulted: dict == nil)
+        }
+        let d = try CSRDictionary.load(path: path)
+        try d.check(model: CSRDictionary.ModelInfo(model: model), path: path)
+        return d
+    }
+
+    /// Turns `--kv` values into cache types, loading the dictionary only if one is a csr: cache.
+    func cacheTypes(_ specs: [String], model: LlamaModel, modelPath: String) throws -> [KVCacheType] {
+        var dictionary: CSRDictionary?
+        return try specs.map { spec in
+            if spec.lowercased().hasPrefix("csr"), dictionary == nil {
+                dictionary = try load(for: model, modelPath: modelPath)
+            }
+            return try KVCacheType(parsing: spec, dictionary: dictionary)
+        }
+    }
 }
+
+/// Help text shared by every `--kv` option.
+let kvHelp = ArgumentHelp(
+    "KV cache: fp32, fp16, kivi2, kivi4, kivi8 or csr:S (CSR-S with --dict).",
+    discussion: "csr: takes options after a comma: k=S, v=S (pairs per key vector / value chunk), coef=f16|i8, online=M, guard=F, e.g. csr:8 or csr:4,coef=i8.")
 
 /// Writes to stderr (progress, timings) without buffering surprises.
 func printErr(_ s: String, terminator: String = "\n") {

@@ -32,8 +32,10 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Random seed for sampling.")
     var seed: UInt64 = 0
 
-    @Option(help: "KV cache type: fp32, fp16, kivi2, kivi4 or kivi8.")
-    var kv: KVCacheType = .fp32
+    @Option(help: kvHelp)
+    var kv: String = "fp32"
+
+    @OptionGroup var dictionary: DictionaryOption
 
     @Option(help: "Context length (positions) of the session.")
     var ctx: Int?
@@ -63,7 +65,8 @@ struct GenerateCommand: ParsableCommand {
         let ids = tokenizer.encode(text, addSpecial: true, parseSpecial: chat)
         guard !ids.isEmpty else { throw ValidationError("the prompt is empty after tokenization") }
 
-        let generator = TextGenerator(model: model, cacheType: kv, contextLength: ctx)
+        let cacheType = try dictionary.cacheTypes([kv], model: model, modelPath: common.modelPath)[0]
+        let generator = TextGenerator(model: model, cacheType: cacheType, contextLength: ctx)
         var decoder = StreamingDecoder(tokenizer: tokenizer)
         let sampling = SamplingOptions(temperature: temp, topK: topK, topP: topP, seed: seed)
         var result = try generator.generate(

@@ -18,8 +18,10 @@ struct PerplexityCommand: ParsableCommand {
     @Option(help: "Score only the first N windows.")
     var chunks: Int?
 
-    @Option(help: "KV cache type: fp32, fp16, kivi2, kivi4 or kivi8.")
-    var kv: KVCacheType = .fp32
+    @Option(help: kvHelp)
+    var kv: String = "fp32"
+
+    @OptionGroup var dictionary: DictionaryOption
 
     @Flag(help: "Print one JSON object with ppl and tokens scored.")
     var json = false
@@ -37,7 +39,8 @@ struct PerplexityCommand: ParsableCommand {
             throw ValidationError("--ctx \(ctx) exceeds the model's context length \(model.config.contextLength)")
         }
         let tokens = tokenizer.encode(try readTextFile(file), addSpecial: false, parseSpecial: false)
-        let evaluator = PerplexityEvaluator(model: model, cacheType: kv, contextLength: ctx,
+        let cacheType = try dictionary.cacheTypes([kv], model: model, modelPath: common.modelPath)[0]
+        let evaluator = PerplexityEvaluator(model: model, cacheType: cacheType, contextLength: ctx,
                                             bos: tokenizer.addBOS ? tokenizer.bosID : nil)
         printErr("\(tokens.count) tokens, \(tokens.count / ctx) windows of \(ctx)")
         let result = try evaluator.run(tokens: tokens, maxChunks: chunks) { done, total, ppl in

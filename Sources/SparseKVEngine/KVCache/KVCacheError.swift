@@ -19,7 +19,7 @@ public enum KVCacheError: LocalizedError, Sendable, Equatable {
         case .incompatiblePayload(let w):
             return "KV cache payload does not fit this cache: \(w)."
         case .unknownKind(let k):
-            return "unknown KV cache type '\(k)' (known: fp32, fp16, kivi2, kivi4, kivi8)."
+            return "unknown KV cache type '\(k)' (known: fp32, fp16, kivi2, kivi4, kivi8, csr:S with --dict)."
         }
     }
 }

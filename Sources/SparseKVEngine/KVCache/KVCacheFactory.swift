@@ -4,8 +4,17 @@ public enum KVCacheType: Sendable, Equatable, CustomStringConvertible {
     case fp16
     /// KIVI with 2, 4 or 8 bits and a 128-token fp16 window.
     case kivi(bits: Int)
+    /// CSR codes over a trained dictionary, with the codec's settings.
+    case csr(CSRCodec)
 
-    public init(parsing s: String) throws {
+    /// Parses a `--kv` value. `csr:...` (see ``CSRSettings``) needs the dictionary.
+    public init(parsing s: String, dictionary: CSRDictionary? = nil) throws {
+        if s.lowercased().hasPrefix("csr") {
+            guard let dictionary else { throw CSRError.dictionaryRequired }
+            let settings = try CSRSettings(parsing: s, valueChunks: dictionary.values.chunks)
+            self = .csr(try CSRCodec(dictionary: dictionary, settings: settings))
+            return
+        }
         switch s.lowercased() {
         case "fp32", "f32": self = .fp32
         case "fp16", "f16": self = .fp16
@@ -21,6 +30,7 @@ public enum KVCacheType: Sendable, Equatable, CustomStringConvertible {
         case .fp32: return "fp32"
         case .fp16: return "fp16"
         case .kivi(let b): return "kivi\(b)"
+        case .csr(let c): return c.settings.description
         }
     }
 
@@ -30,6 +40,16 @@ public enum KVCacheType: Sendable, Equatable, CustomStringConvertible {
         case .fp32: return DenseKVCache<Float>(geometry: geometry, rope: rope)
         case .fp16: return DenseKVCache<Float16>(geometry: geometry, rope: rope)
         case .kivi(let b): return KIVICache(geometry: geometry, rope: rope, bits: b)
+        case .csr(let c): return c.makeCache(geometry: geometry, rope: rope)
+        }
+    }
+
+    public static func == (a: KVCacheType, b: KVCacheType) -> Bool {
+        switch (a, b) {
+        case (.fp32, .fp32), (.fp16, .fp16): return true
+        case (.kivi(let x), .kivi(let y)): return x == y
+        case (.csr(let x), .csr(let y)): return x === y
+        default: return false
         }
     }
 }

@@ -11,6 +11,10 @@ public final class LlamaModel: Sendable {
     public let config: LlamaConfig
     public let loadedLayers: Range<Int>
     public let rope: RoPE
+    /// `general.name` of the GGUF (its file name when absent).
+    public let name: String
+    /// ``ModelFingerprint`` of the GGUF: what CSR dictionaries are checked against.
+    public let fingerprint: String
     /// Blocks of loadedLayers, in order.
     let layers: [LlamaLayer]
     /// (vocab, dim); also the LM head when embeddings are tied
@@ -31,6 +35,8 @@ public final class LlamaModel: Sendable {
         config = c
         loadedLayers = range
         rope = RoPE(config: c)
+        name = (try? gguf.string("general.name")) ?? URL(fileURLWithPath: gguf.path).lastPathComponent
+        fingerprint = ModelFingerprint.compute(gguf)
         layers = try range.map { try LlamaLayer(gguf: gguf, index: $0, config: c) }
         let needEmbedding = embeddings || (head && c.tiedEmbeddings)
         tokenEmbedding = needEmbedding

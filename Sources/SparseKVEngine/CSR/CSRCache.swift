@@ -1,0 +1,165 @@
+import Foundation
+import SparseCoding
+
+/// The CSR KV cache (DESIGN.md §1): every key and value head vector of a session held as
+/// Matching Pursuit codes over the model's trained dictionary plus the session's online
+/// atoms, with a guard bank for vectors the atoms fit badly.
+///
+/// Keys are coded **before RoPE** (the dictionary is trained on pre-RoPE keys) and rotated
+/// when read. The tokens of the latest append to a layer are also kept exactly until the
+/// next append, so a prompt chunk (or the token being decoded) attends to its own keys and
+/// values uncompressed, as with the KIVI baseline and the CSR paper; those rows are working
+/// memory of the current forward pass, and are neither counted nor serialized. Everything
+/// else the cache holds is counted by ``byteCount(layer:)``.
+public final class CSRCache: KVCache {
+    public let geometry: KVCacheGeometry
+    public let rope: RoPE
+    public let codec: CSRCodec
+    public var kind: String { "csr" }
+
+    /// [layer - first]
+    var keyStreams: [CSRCodeStream]
+    var valueStreams: [CSRCodeStream]
+    var counts: [Int]
+    /// [layer - first]: the latest append, exact and pre-RoPE: (start, n, keys (n, width), values (n, width)).
+    private var pending: [(start: Int, count: Int, keys: [Float], values: [Float])?]
+    /// (capacity, ropeDimension / 2, 2) cos, sin
+    private let ropeTable: [Float]
+    /// (count, headDim) handed out by reads
+    private var keyScratch: [Float] = []
+    private var valueScratch: [Float] = []
+
+    init(geometry: KVCacheGeometry, rope: RoPE, codec: CSRCodec) {
+        self.geometry = geometry
+        self.rope = rope
+        self.codec = codec
+        let dict = codec.dictionary, s = codec.settings
+        keyStreams = geometry.layers.map { l in
+            let g = dict.keys.group(ofLayer: l)
+            return CSRCodeStream(offline: dict.keys.groups[g].dictionary, encoder: codec.keyEncoders[g],
+                                 settings: s, sparsity: s.keySparsity)
+        }
+        valueStreams = geometry.layers.map { l in
+            let g = dict.values.group(ofLayer: l)
+            return CSRCodeStream(offline: dict.values.groups[g].dictionary, encoder: codec.valueEncoders[g],
+                                 settings: s, sparsity: s.valueSparsity)
+        }
+        counts = Array(repeating: 0, count: geometry.layers.count)
+        pending = Array(repeating: nil, count: geometry.layers.count)
+        ropeTable = codec.ropeTable(rope, capacity: geometry.capacity)
+    }
+
+    public func count(layer: Int) -> Int {
+        geometry.layers.contains(layer) ? counts[layer - geometry.layers.lowerBound] : 0
+    }
+
+    // MARK: - Writing
+
+    public func append(layer: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, count n: Int) throws {
+        guard geometry.layers.contains(layer) else { throw KVCacheError.layerOutOfRange(layer: layer, layers: geometry.layers) }
+        let s = layer - geometry.layers.lowerBound, start = counts[s]
+        guard start + n <= geometry.capacity else {
+            throw KVCacheError.full(layer: layer, capacity: geometry.capacity, needed: start + n)
+        }
+        guard n > 0 else { return }
+        let width = geometry.rowWidth
+        // (n, kvHeads, headDim) is (n * kvHeads * s_n, headDim / s_n): rows in (token, head, chunk) order.
+        try keyStreams[s].append(k, count: n * width / keyStreams[s].m)
+        try valueStreams[s].append(v, count: n * width / valueStreams[s].m)
+        pending[s] = (start, n, Array(UnsafeBufferPointer(start: k, count: n * width)),
+                      Array(UnsafeBufferPointer(start: v, count: n * width)))
+        counts[s] = start + n
+    }
+
+    // MARK: - Reading
+
+    public func withKeysAndValues<R>(
+        layer: Int, kvHead h: Int, _ body: (UnsafePointer<Float>, UnsafePointer<Float>, Int) throws -> R
+    ) rethrows -> R {
+        let s = layer - geometry.layers.lowerBound, n = counts[s], d = geometry.headDim
+        if keyScratch.count < n * d {
+            keyScratch = [Float](repeating: 0, count: n * d)
+            valueScratch = keyScratch
+        }
+        keyScratch.withUnsafeMutableBufferPointer { kb in
+            valueScratch.withUnsafeMutableBufferPointer { vb in
+                decode(keyStreams[s], head: h, tokens: n, into: kb.baseAddress!)
+                decode(valueStreams[s], head: h, tokens: n, into: vb.baseAddress!)
+                if let p = pending[s] {
+                    let width = geometry.rowWidth
+                    for t in 0..<p.count {
+                        for i in 0..<d {
+                            kb[(p.start + t) * d + i] = p.keys[t * width + h * d + i]
+                            vb[(p.start + t) * d + i] = p.values[t * width + h * d + i]
+                        }
+                    }
+                }
+                rotate(kb.baseAddress!, tokens: n)
+            }
+        }
+        return try keyScratch.withUnsafeBufferPointer { kb in
+            try valueScratch.withUnsafeBufferPointer { vb in try body(kb.baseAddress!, vb.baseAddress!, n) }
+        }
+    }
+
+    /// Head `h`'s vectors for tokens 0 ..< n, (n, headDim), from codes and guard bank.
+    private func decode(_ stream: CSRCodeStream, head h: Int, tokens n: Int, into out: UnsafeMutablePointer<Float>) {
+        let m = stream.m, chunks = geometry.headDim / m, heads = geometry.kvHeads
+        stream.atoms.withUnsafeBufferPointer { a in
+            stream.indexBytes.withUnsafeBufferPointer { ib in
+                guard let ap = a.baseAddress, let ip = ib.baseAddress else { return }
+                for t in 0..<n {
+                    for c in 0..<chunks {
+                        stream.decodeRow((t * heads + h) * chunks + c, into: out + t * geometry.headDim + c * m,
+                                         atoms: ap, indexBytes: ip)
+                    }
+                }
+            }
+        }
+        for (g, row) in stream.guardRows.enumerated() {
+            let r = Int(row), c = r % chunks, head = (r / chunks) % heads, t = r / (chunks * heads)
+            guard head == h, t < n else { continue }
+            for i in 0..<m { out[t * geometry.headDim + c * m + i] = HalfPrecision.float(stream.guardValues[g * m + i]) }
+        }
+    }
+
+    /// RoPE on n rows of one head, row t at position t, from the shared table.
+    private func rotate(_ x: UnsafeMutablePointer<Float>, tokens n: Int) {
+        let half = rope.ropeDimension / 2, d = geometry.headDim
+        ropeTable.withUnsafeBufferPointer { tb in
+            for t in 0..<n {
+                let row = x + t * d, cs = tb.baseAddress! + t * half * 2
+                for i in 0..<half {
+                    let c = cs[2 * i], s = cs[2 * i + 1]
+                    let a = row[2 * i], b = row[2 * i + 1]
+                    row[2 * i] = a * c - b * s
+                    row[2 * i + 1] = a * s + b * c
+                }
+            }
+        }
+    }
+
+    // MARK: - Accounting and truncation
+
+    public func byteCount(layer: Int) -> Int {
+        guard geometry.layers.contains(layer) else { return 0 }
+        let s = layer - geometry.layers.lowerBound
+        return keyStreams[s].byteCount + valueStreams[s].byteCount
+    }
+
+    /// Bytes of the online atoms and guard banks over all layers (part of ``byteCount``).
+    public var onlineAndGuardByteCount: Int {
+        (keyStreams + valueStreams).reduce(0) { $0 + $1.onlineAtoms.count * 2 + $1.guardRows.count * 4 + $1.guardValues.count * 2 }
+    }
+
+    public func truncate(to count: Int) {
+        let count = max(0, count)
+        for s in counts.indices where counts[s] > count {
+            let rowsPerToken = geometry.rowWidth
+            keyStreams[s].truncate(rows: count * rowsPerToken / keyStreams[s].m)
+            valueStreams[s].truncate(rows: count * rowsPerToken / valueStreams[s].m)
+            pending[s] = nil
+            counts[s] = count
+        }
+    }
+}

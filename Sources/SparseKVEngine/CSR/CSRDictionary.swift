@@ -1,0 +1,265 @@
+import Crypto
+import Foundation
+import SparseCoding
+
+/// The offline part of a CSR dictionary for one model: for keys and for values, one
+/// ``SparseDictionary`` per group of adjacent layers, the number of channel chunks a head
+/// vector is split into (s_n), what the dictionary was trained on and how well it fit.
+///
+/// Atoms are kept at fp16 precision (they are stored so), so a dictionary in memory and
+/// the same dictionary read back from its file are identical, and so is their
+/// ``contentHash``, which the cluster stamps on every KV transfer.
+public struct CSRDictionary: Sendable {
+    /// The model a dictionary belongs to.
+    public struct ModelInfo: Sendable, Equatable, Codable {
+        public var architecture: String
+        public var name: String
+        /// ``ModelFingerprint`` of the model's GGUF.
+        public var fingerprint: String
+        public var layerCount: Int
+        public var kvHeads: Int
+        public var headDim: Int
+
+        public init(architecture: String, name: String, fingerprint: String, layerCount: Int, kvHeads: Int, headDim: Int) {
+            self.architecture = architecture
+            self.name = name
+            self.fingerprint = fingerprint
+            self.layerCount = layerCount
+            self.kvHeads = kvHeads
+            self.headDim = headDim
+        }
+
+        /// The identity of a loaded model (any slice of it).
+        public init(model: LlamaModel) {
+            self.init(architecture: "llama", name: model.name, fingerprint: model.fingerprint,
+                      layerCount: model.config.layerCount, kvHeads: model.config.kvHeadCount,
+                      headDim: model.config.headDim)
+        }
+    }
+
+    /// One dictionary shared by adjacent layers.
+    public struct Group: Sendable {
+        public let layers: Range<Int>
+        public let dictionary: SparseDictionary
+        /// Mean squared error per element on the training and held-out vectors at the end
+        /// of training (nil when not trained here).
+        public var trainMSE: Double?
+        public var testMSE: Double?
+
+        public init(layers: Range<Int>, dictionary: SparseDictionary, trainMSE: Double? = nil, testMSE: Double? = nil) {
+            self.layers = layers
+            self.dictionary = dictionary
+            self.trainMSE = trainMSE
+            self.testMSE = testMSE
+        }
+    }
+
+    /// The dictionaries for keys or for values.
+    public struct Part: Sendable {
+        /// s_n: a head vector is coded as this many chunks of headDim / chunks channels.
+        public let chunks: Int
+        /// Contiguous groups covering every layer of the model in order.
+        public let groups: [Group]
+        /// group index of each layer
+        let groupOfLayer: [Int]
+
+        public init(chunks: Int, groups: [Group]) {
+            self.chunks = chunks
+            self.groups = groups
+            var g: [Int] = []
+            for (i, x) in groups.enumerated() { g += Array(repeating: i, count: x.layers.count) }
+            groupOfLayer = g
+        }
+
+        /// The group that codes `layer`.
+        public func group(ofLayer layer: Int) -> Int { groupOfLayer[layer] }
+        public func dictionary(forLayer layer: Int) -> SparseDictionary { groups[groupOfLayer[layer]].dictionary }
+        /// N, the atoms of each group's dictionary (the same for every group).
+        public var atomCount: Int { groups.first?.dictionary.atomCount ?? 0 }
+    }
+
+    public let model: ModelInfo
+    public let keys: Part
+    public let values: Part
+    /// Free-form training record (settings, corpus, timings), written as GGUF metadata
+    /// under `csr.train.`.
+    public let training: [String: String]
+    /// Hex SHA-256 of the layout and the atoms: the dictionary's identity.
+    public let contentHash: String
+
+    /// Makes a dictionary, rounding every atom to fp16 precision (and back to unit norm).
+    ///
+    /// - Throws: `CSRError.badSettings` when groups do not cover the model's layers in
+    ///   order, chunk counts do not divide the head dim, or atom sizes disagree.
+    public init(model: ModelInfo, keys: Part, values: Part, training: [String: String] = [:]) throws {
+        self.model = model
+        self.keys = try Self.roundedToHalf(keys, model: model, what: "key")
+        self.values = try Self.roundedToHalf(values, model: model, what: "value")
+        self.training = training
+        contentHash = Self.hash(model: model, keys: self.keys, values: self.values)
+    }
+
+    private init(model: ModelInfo, checkedKeys: Part, checkedValues: Part, training: [String: String], hash: String) {
+        self.model = model
+        keys = checkedKeys
+        values = checkedValues
+        self.training = training
+        contentHash = hash
+    }
+
+    static func roundedToHalf(_ part: Part, model: ModelInfo, what: String) throws -> Part {
+        guard part.chunks >= 1, model.headDim % part.chunks == 0 else {
+            throw CSRError.badSettings("\(what) chunks \(part.chunks) do not divide head dim \(model.headDim)")
+        }
+        var next = 0
+        for g in part.groups {
+            guard g.layers.lowerBound == next, !g.layers.isEmpty else {
+                throw CSRError.badSettings("\(what) groups must cover layers 0..<\(model.layerCount) in order")
+            }
+            next = g.layers.upperBound
+            guard g.dictionary.dimension == model.headDim / part.chunks,
+                  g.dictionary.atomCount == part.groups[0].dictionary.atomCount
+            else { throw CSRError.badSettings("\(what) group \(g.layers) has atoms of another size") }
+        }
+        guard next == model.layerCount else {
+            throw CSRError.badSettings("\(what) groups cover \(next) layers, the model has \(model.layerCount)")
+        }
+        return Part(chunks: part.chunks, groups: try part.groups.map { g in
+            let half = g.dictionary.atoms.map { Float(Float16($0)) }
+            let d = try SparseDictionary(atoms: half, atomCount: g.dictionary.atomCount, dimension: g.dictionary.dimension)
+            return Group(layers: g.layers, dictionary: d, trainMSE: g.trainMSE, testMSE: g.testMSE)
+        })
+    }
+
+    /// The layout fields and every atom as fp16 bytes, in a fixed order.
+    static func hash(model: ModelInfo, keys: Part, values: Part) -> String {
+        var h = SHA256()
+        func add(_ s: String) { h.update(data: Data((s + "\u{0}").utf8)) }
+        add("sparsekv-csr-dictionary-v1")
+        add("\(model.fingerprint) \(model.layerCount) \(model.kvHeads) \(model.headDim)")
+        for (name, part) in [("k", keys), ("v", values)] {
+            add("\(name) \(part.chunks) \(part.groups.count)")
+            for g in part.groups {
+                add("\(g.layers.lowerBound) \(g.layers.upperBound) \(g.dictionary.atomCount) \(g.dictionary.dimension)")
+                let bits = g.dictionary.atoms.map { Float16($0).bitPattern }
+                bits.withUnsafeBytes { h.update(bufferPointer: $0) }
+            }
+        }
+        return ModelFingerprint.hex(h.finalize())
+    }
+
+    /// Checks that this dictionary was made for the model `info` describes.
+    public func check(model info: ModelInfo, path: String = "dictionary") throws {
+        guard info.fingerprint == model.fingerprint, info.layerCount == model.layerCount,
+              info.kvHeads == model.kvHeads, info.headDim == model.headDim
+        else {
+            throw CSRError.modelMismatch(
+                dictionary: path, dictionaryModel: "\(model.name) (\(model.fingerprint.prefix(12)))",
+                model: "\(info.name) (\(info.fingerprint.prefix(12)))")
+        }
+    }
+
+    /// Bytes the offline atoms take in memory as fp32 (reported once per node).
+    public var atomByteCount: Int {
+        (keys.groups + values.groups).reduce(0) { $0 + $1.dictionary.atoms.count * 4 }
+    }
+
+    // MARK: - GGUF file
+
+    static let formatVersion = 1
+
+    /// The dictionary as a GGUF file: metadata under `csr.` and one F16 tensor of (N, m)
+    /// atoms per group, `csr.key.<g>` and `csr.value.<g>`.
+    public func ggufData() throws -> Data {
+        var w = GGUFWriter()
+        w.set("general.architecture", .string("sparsekv-csr"))
+        w.set("general.name", .string("CSR dictionary for \(model.name)"))
+        w.set("csr.version", .uint32(UInt32(Self.formatVersion)))
+        w.set("csr.content_hash", .string(contentHash))
+        w.set("csr.model.architecture", .string(model.architecture))
+        w.set("csr.model.name", .string(model.name))
+        w.set("csr.model.fingerprint", .string(model.fingerprint))
+        w.set("csr.model.layer_count", .uint32(UInt32(model.layerCount)))
+        w.set("csr.model.kv_head_count", .uint32(UInt32(model.kvHeads)))
+        w.set("csr.model.head_dim", .uint32(UInt32(model.headDim)))
+        for (name, part) in [("key", keys), ("value", values)] {
+            w.set("csr.\(name).chunks", .uint32(UInt32(part.chunks)))
+            w.set("csr.\(name).atom_count", .uint32(UInt32(part.atomCount)))
+            w.set("csr.\(name).group_starts", int32s: part.groups.map { Int32($0.layers.lowerBound) })
+            w.set("csr.\(name).train_mse", floats: part.groups.map { Float($0.trainMSE ?? .nan) })
+            w.set("csr.\(name).test_mse", floats: part.groups.map { Float($0.testMSE ?? .nan) })
+            for (i, g) in part.groups.enumerated() {
+                try w.addTensor(name: "csr.\(name).\(i)", shape: [g.dictionary.dimension, g.dictionary.atomCount],
+                                floats: g.dictionary.atoms, as: .f16)
+            }
+        }
+        for (k, v) in training.sorted(by: { $0.key < $1.key }) { w.set("csr.train.\(k)", .string(v)) }
+        return try w.data()
+    }
+
+    /// Writes the GGUF file (atomically: a temporary file renamed into place).
+    public func write(to path: String) throws {
+        let url = URL(fileURLWithPath: path)
+        try ggufData().write(to: url, options: .atomic)
+    }
+
+    /// Reads and checks a dictionary file: every field, every tensor shape, and the atoms
+    /// against the recorded content hash.
+    public static func load(path: String) throws -> CSRDictionary {
+        let f: GGUFFile
+        do { f = try GGUFFile(path: path) } catch {
+            throw CSRError.badDictionaryFile(path: path, reason: error.localizedDescription)
+        }
+        func bad(_ r: String) -> CSRError { .badDictionaryFile(path: path, reason: r) }
+        do {
+            guard (try? f.string("general.architecture")) == "sparsekv-csr" else {
+                throw bad("general.architecture is not 'sparsekv-csr' (is it a model file?)")
+            }
+            let version = try f.int("csr.version")
+            guard version == formatVersion else { throw bad("format version \(version), this build reads \(formatVersion)") }
+            let info = ModelInfo(
+                architecture: try f.string("csr.model.architecture"), name: try f.string("csr.model.name"),
+                fingerprint: try f.string("csr.model.fingerprint"), layerCount: try f.int("csr.model.layer_count"),
+                kvHeads: try f.int("csr.model.kv_head_count"), headDim: try f.int("csr.model.head_dim"))
+            guard (1...4096).contains(info.layerCount), (1...1024).contains(info.kvHeads), (1...4096).contains(info.headDim) else {
+                throw bad("model shape out of range")
+            }
+            func part(_ name: String) throws -> Part {
+                let chunks = try f.int("csr.\(name).chunks"), n = try f.int("csr.\(name).atom_count")
+                let starts = try f.intArray("csr.\(name).group_starts")
+                let train = (try? f.floatArray("csr.\(name).train_mse")) ?? []
+                let test = (try? f.floatArray("csr.\(name).test_mse")) ?? []
+                guard chunks >= 1, info.headDim % chunks == 0 else { throw bad("\(name) chunks \(chunks)") }
+                guard (1...SparseDictionary.maxAtomCount).contains(n) else { throw bad("\(name) atom count \(n)") }
+                guard starts.first == 0, zip(starts, starts.dropFirst()).allSatisfy({ $0 < $1 }),
+                      let last = starts.last, last < info.layerCount
+                else { throw bad("\(name) group starts \(starts)") }
+                let m = info.headDim / chunks
+                var groups: [Group] = []
+                for (i, lo) in starts.enumerated() {
+                    let hi = i + 1 < starts.count ? starts[i + 1] : info.layerCount
+                    let atoms = try f.floats("csr.\(name).\(i)", shape: [m, n])
+                    let d = try SparseDictionary(atoms: atoms, atomCount: n, dimension: m)
+                    func num(_ a: [Float]) -> Double? { i < a.count && a[i].isFinite ? Double(a[i]) : nil }
+                    groups.append(Group(layers: lo..<hi, dictionary: d, trainMSE: num(train), testMSE: num(test)))
+                }
+                return Part(chunks: chunks, groups: groups)
+            }
+            let keys = try part("key"), values = try part("value")
+            let recorded = try f.string("csr.content_hash")
+            let computed = hash(model: info, keys: keys, values: values)
+            guard recorded == computed else { throw CSRError.corruptDictionary(path: path, recorded: recorded, computed: computed) }
+            var training: [String: String] = [:]
+            for key in f.metadataKeys where key.hasPrefix("csr.train.") {
+                training[String(key.dropFirst("csr.train.".count))] = f.metadata[key]?.stringValue
+            }
+            return CSRDictionary(model: info, checkedKeys: keys, checkedValues: values, training: training, hash: computed)
+        } catch let e as CSRError {
+            throw e
+        } catch let e as SparseCodingError {
+            throw bad(e.localizedDescription)
+        } catch {
+            throw bad(error.localizedDescription)
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import SparseCoding
+
+/// How a CSR cache codes a session's keys and values, as written after `--kv csr:`.
+///
+/// - `csr:S` is the paper's CSR-S preset: keys with S pairs per head vector, values with
+///   S / s_n pairs per chunk (S / 2 with the paper's s_n = 2), so keys and values cost
+///   the same number of pairs.
+/// - Options follow, comma-separated: `k=S` and `v=S` (pairs per key vector, per value
+///   chunk), `coef=f16|i8` (coefficient storage), `online=M` (online atoms per layer for
+///   keys and for values, sampled from the prompt), `guard=F` (at most this fraction of
+///   vectors kept exactly in the guard bank), `guard-error=E` (relative squared error above
+///   which a vector is a guard candidate).
+///   Examples: `csr:8`, `csr:4,coef=i8`, `csr:k=3,v=1`, `csr:8,online=0,guard=0`.
+public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
+    /// Pairs per key vector chunk.
+    public var keySparsity: Int
+    /// Pairs per value vector chunk.
+    public var valueSparsity: Int
+    public var coefficients: CoefficientFormat = .float16
+    /// Online atoms per layer (for keys, and as many for values), chosen from the first
+    /// tokens a session appends (its prompt).
+    public var onlineAtoms: Int = CSRSettings.defaultOnlineAtoms
+    /// Largest fraction of a layer's vectors the guard bank keeps exactly (fp16).
+    public var guardFraction: Double = CSRSettings.defaultGuardFraction
+    /// Relative squared error ||x - x̂||² / ||x||² above which a vector is a guard candidate
+    /// (the worst candidates are kept first).
+    public var guardError: Float = CSRSettings.defaultGuardError
+
+    public static let defaultOnlineAtoms = 0
+    public static let defaultGuardFraction = 0.0
+    public static let defaultGuardError: Float = 0.25
+
+    public init(keySparsity: Int, valueSparsity: Int) {
+        self.keySparsity = keySparsity
+        self.valueSparsity = valueSparsity
+    }
+
+    /// The CSR-S preset for a dictionary whose values use `valueChunks` chunks.
+    public static func preset(_ s: Int, valueChunks: Int = 2) -> CSRSettings {
+        CSRSettings(keySparsity: s, valueSparsity: max(1, s / max(valueChunks, 1)))
+    }
+
+    /// Parses the part after `csr:` (see the type's documentation).
+    public init(parsing spec: String, valueChunks: Int = 2) throws {
+        let spec = spec.lowercased().hasPrefix("csr:") ? String(spec.dropFirst(4)) : spec
+        var items = spec.split(separator: ",", omittingEmptySubsequences: false).map {
+            String($0).trimmingCharacters(in: .whitespaces)
+        }
+        guard !items.isEmpty, !items[0].isEmpty else { throw CSRError.badSettings("empty specification after 'csr:'") }
+        var s = CSRSettings(keySparsity: 0, valueSparsity: 0)
+        if let preset = Int(items[0]) {
+            s = .preset(preset, valueChunks: valueChunks)
+            guard preset >= 1 else { throw CSRError.badSettings("CSR-\(preset): the sparsity must be at least 1") }
+            items.removeFirst()
+        }
+        for item in items {
+            let kv = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { throw CSRError.badSettings("'\(item)' is not NAME=VALUE") }
+            func int() throws -> Int {
+                guard let v = Int(kv[1]), v >= 0 else { throw CSRError.badSettings("\(kv[0])=\(kv[1]) is not a count") }
+                return v
+            }
+            func real() throws -> Double {
+                guard let v = Double(kv[1]), v >= 0, v.isFinite else { throw CSRError.badSettings("\(kv[0])=\(kv[1]) is not a non-negative number") }
+                return v
+            }
+            switch kv[0].lowercased() {
+            case "k": s.keySparsity = try int()
+            case "v": s.valueSparsity = try int()
+            case "coef":
+                switch kv[1].lowercased() {
+                case "f16", "fp16": s.coefficients = .float16
+                case "i8", "int8": s.coefficients = .int8
+                default: throw CSRError.badSettings("coef=\(kv[1]): use f16 or i8")
+                }
+            case "online": s.onlineAtoms = try int()
+            case "guard":
+                s.guardFraction = try real()
+                guard s.guardFraction <= 1 else { throw CSRError.badSettings("guard=\(kv[1]) is a fraction of vectors, at most 1") }
+            case "guard-error": s.guardError = Float(try real())
+            default: throw CSRError.badSettings("unknown option '\(kv[0])' (known: k, v, coef, online, guard, guard-error)")
+            }
+        }
+        guard (1...PackedCodes.maxSparsity).contains(s.keySparsity), (1...PackedCodes.maxSparsity).contains(s.valueSparsity) else {
+            throw CSRError.badSettings("'\(spec)': key and value sparsity must be 1...\(PackedCodes.maxSparsity) (give a preset like csr:8 or k= and v=)")
+        }
+        guard s.onlineAtoms <= 4096 else { throw CSRError.badSettings("online=\(s.onlineAtoms) is more than 4096 atoms") }
+        self = s
+    }
+
+    /// The canonical spelling, parseable by ``init(parsing:valueChunks:)``.
+    public var description: String {
+        var parts = ["k=\(keySparsity)", "v=\(valueSparsity)"]
+        if coefficients == .int8 { parts.append("coef=i8") }
+        if onlineAtoms != Self.defaultOnlineAtoms { parts.append("online=\(onlineAtoms)") }
+        if guardFraction != Self.defaultGuardFraction { parts.append("guard=\(guardFraction)") }
+        if guardError != Self.defaultGuardError { parts.append("guard-error=\(guardError)") }
+        return "csr:" + parts.joined(separator: ",")
+    }
+}

@@ -1,0 +1,235 @@
+import Foundation
+import SparseCoding
+import Testing
+@testable import SparseKVEngine
+
+/// Dictionaries and data for CSR tests on a small geometry: 2 layers, 2 KV heads of 16.
+enum CSRFixture {
+    static let d = 16
+    static let geometry = KVCacheGeometry(layers: 0..<2, kvHeads: 2, headDim: d, capacity: 256)
+    static let rope = RoPE(headDim: d, ropeDimension: d, base: 10000)
+    static let model = CSRDictionary.ModelInfo(architecture: "llama", name: "fixture", fingerprint: "f00d",
+                                               layerCount: 2, kvHeads: 2, headDim: d)
+
+    /// The standard basis of R^m: MP with s = m pairs codes any vector exactly.
+    static func basis(_ m: Int) throws -> SparseDictionary {
+        var a = [Float](repeating: 0, count: m * m)
+        for i in 0..<m { a[i * m + i] = 1 }
+        return try SparseDictionary(atoms: a, atomCount: m, dimension: m)
+    }
+
+    /// Keys coded whole (s_n = 1), values in 2 chunks; one group per part unless `split`.
+    static func dictionary(keys: SparseDictionary, values: SparseDictionary, split: Bool = false,
+                           model: CSRDictionary.ModelInfo = model) throws -> CSRDictionary {
+        func part(_ d: SparseDictionary, chunks: Int) -> CSRDictionary.Part {
+            CSRDictionary.Part(chunks: chunks, groups: split
+                ? [.init(layers: 0..<1, dictionary: d), .init(layers: 1..<2, dictionary: d)]
+                : [.init(layers: 0..<2, dictionary: d)])
+        }
+        return try CSRDictionary(model: model, keys: part(keys, chunks: 1), values: part(values, chunks: 2),
+                                 training: ["note": "test"])
+    }
+
+    static func exactCodec(_ tweak: (inout CSRSettings) -> Void = { _ in }) throws -> CSRCodec {
+        var s = CSRSettings(keySparsity: d, valueSparsity: d / 2)
+        tweak(&s)
+        return try CSRCodec(dictionary: try dictionary(keys: basis(d), values: basis(d / 2)), settings: s)
+    }
+
+    static func randomCodec(atoms n: Int, seed: UInt64, _ tweak: (inout CSRSettings) -> Void = { _ in }) throws -> CSRCodec {
+        var s = CSRSettings(keySparsity: 2, valueSparsity: 1)
+        tweak(&s)
+        let dict = try dictionary(keys: SparseDictionary(randomAtomCount: n, dimension: d, seed: seed),
+                                  values: SparseDictionary(randomAtomCount: n, dimension: d / 2, seed: seed + 1))
+        return try CSRCodec(dictionary: dict, settings: s)
+    }
+
+    /// (n, kvHeads * d) random rows in [-2, 2]
+    static func rows(_ n: Int, seed: UInt64) -> [Float] {
+        var g = SeededGenerator(seed: seed)
+        return (0..<n * geometry.rowWidth).map { _ in Float.random(in: -2...2, using: &g) }
+    }
+
+    /// Appends `k`/`v` to every layer in batches of `batch` tokens.
+    static func fill(_ c: any KVCache, _ k: [Float], _ v: [Float], batch: Int) throws {
+        let w = geometry.rowWidth, n = k.count / w
+        for layer in geometry.layers {
+            var t = 0
+            while t < n {
+                let b = min(batch, n - t)
+                try k.withUnsafeBufferPointer { kp in
+                    try v.withUnsafeBufferPointer { vp in
+                        try c.append(layer: layer, keys: kp.baseAddress! + t * w, values: vp.baseAddress! + t * w, count: b)
+                    }
+                }
+                t += b
+            }
+        }
+    }
+
+    static func read(_ c: any KVCache, layer: Int, head: Int) -> ([Float], [Float]) {
+        c.withKeysAndValues(layer: layer, kvHead: head) { k, v, n in
+            (Array(UnsafeBufferPointer(start: k, count: n * d)), Array(UnsafeBufferPointer(start: v, count: n * d)))
+        }
+    }
+}
+
+@Suite struct CSRCacheTests {
+    typealias F = CSRFixture
+
+    @Test func exactDictionaryReadsLikeTheDenseCache() throws {
+        let codec = try F.exactCodec()
+        let csr = codec.makeCache(geometry: F.geometry, rope: F.rope)
+        let dense = DenseKVCache<Float>(geometry: F.geometry, rope: F.rope)
+        let k = F.rows(40, seed: 1), v = F.rows(40, seed: 2)
+        try F.fill(csr, k, v, batch: 7)
+        try F.fill(dense, k, v, batch: 7)
+        // One more token: the older ones are now read from their codes.
+        let k1 = F.rows(1, seed: 3), v1 = F.rows(1, seed: 4)
+        try F.fill(csr, k1, v1, batch: 1)
+        try F.fill(dense, k1, v1, batch: 1)
+        for layer in 0..<2 {
+            for h in 0..<2 {
+                let (ck, cv) = F.read(csr, layer: layer, head: h), (dk, dv) = F.read(dense, layer: layer, head: h)
+                #expect(ck.count == 41 * F.d)
+                // fp16 coefficients: relative error 2^-11 of values up to 2.
+                #expect(maxAbsDiff(ck, dk) < 3e-3)
+                #expect(maxAbsDiff(cv, dv) < 2e-3)
+            }
+        }
+    }
+
+    @Test func latestAppendIsReadExactly() throws {
+        let codec = try F.randomCodec(atoms: 8, seed: 5)  // a poor fit: s = 2 of 8 random atoms
+        let csr = codec.makeCache(geometry: F.geometry, rope: F.rope)
+        let dense = DenseKVCache<Float>(geometry: F.geometry, rope: F.rope)
+        let k = F.rows(12, seed: 6), v = F.rows(12, seed: 7)
+        try F.fill(csr, k, v, batch: 12)
+        try F.fill(dense, k, v, batch: 12)
+        let (ck, cv) = F.read(csr, layer: 1, head: 0), (dk, dv) = F.read(dense, layer: 1, head: 0)
+        #expect(maxAbsDiff(ck, dk) < 1e-5 && maxAbsDiff(cv, dv) < 1e-6)
+        // After the next append the first 12 tokens come from their (lossy) codes.
+        try F.fill(csr, F.rows(1, seed: 8), F.rows(1, seed: 9), batch: 1)
+        let (lk, _) = F.read(csr, layer: 1, head: 0)
+        #expect(maxAbsDiff(Array(lk[0..<12 * F.d]), dk) > 0.1)
+    }
+
+    @Test func byteCountIsEveryStoredByte() throws {
+        for format in CoefficientFormat.allCases {
+            let codec = try F.randomCodec(atoms: 100, seed: 10) { $0.keySparsity = 3; $0.valueSparsity = 2; $0.coefficients = format }
+            let c = codec.makeCache(geometry: F.geometry, rope: F.rope)
+            try F.fill(c, F.rows(33, seed: 11), F.rows(33, seed: 12), batch: 5)
+            // 100 atoms: 7-bit indices. Keys: 33 tokens * 2 heads rows of 3 pairs; values: 2 chunks, 2 pairs.
+            let keyRows = 33 * 2, valueRows = 33 * 2 * 2
+            func stream(_ rows: Int, _ s: Int) -> Int {
+                (rows * s * 7 + 7) / 8 + (format == .float16 ? rows * s * 2 : rows * s + rows * 2)
+            }
+            #expect(c.byteCount(layer: 0) == stream(keyRows, 3) + stream(valueRows, 2))
+            #expect(c.byteCount == 2 * c.byteCount(layer: 0))
+        }
+    }
+
+    @Test func serializationRoundTripsAndContinues() throws {
+        let codec = try F.randomCodec(atoms: 40, seed: 13) { $0.onlineAtoms = 4; $0.guardFraction = 0.1; $0.guardError = 0.2; $0.coefficients = .int8; $0.keySparsity = 3 }
+        let a = codec.makeCache(geometry: F.geometry, rope: F.rope)
+        try F.fill(a, F.rows(30, seed: 14), F.rows(30, seed: 15), batch: 30)
+        try F.fill(a, F.rows(3, seed: 16), F.rows(3, seed: 17), batch: 1)
+        #expect(a.onlineAndGuardByteCount > 0)
+        let bytes = try a.serialize(layers: 0..<2)
+        let b = try CSRCache.deserialize(bytes, capacity: 256, rope: F.rope, codec: codec)
+        #expect(b.byteCount == a.byteCount && b.tokenCount == 33)
+        // Both continue identically; the pending exact rows of `a` are gone after this append.
+        for c in [a, b] { try F.fill(c, F.rows(2, seed: 18), F.rows(2, seed: 19), batch: 2) }
+        for layer in 0..<2 {
+            for h in 0..<2 {
+                let (ak, av) = F.read(a, layer: layer, head: h), (bk, bv) = F.read(b, layer: layer, head: h)
+                #expect(ak == bk && av == bv)
+            }
+        }
+        // A layer sub-range carries only those layers.
+        let one = try CSRCache.deserialize(try a.serialize(layers: 1..<2), capacity: 256, rope: F.rope, codec: codec)
+        #expect(one.geometry.layers == 1..<2 && one.byteCount(layer: 1) == a.byteCount(layer: 1))
+    }
+
+    @Test func payloadsFromAnotherDictionaryOrDamagedAreRefused() throws {
+        let codec = try F.randomCodec(atoms: 40, seed: 20)
+        let a = codec.makeCache(geometry: F.geometry, rope: F.rope)
+        try F.fill(a, F.rows(10, seed: 21), F.rows(10, seed: 22), batch: 10)
+        let bytes = try a.serialize(layers: 0..<2)
+        let other = try F.randomCodec(atoms: 40, seed: 99)
+        #expect(throws: CSRError.self) { try CSRCache.deserialize(bytes, capacity: 256, rope: F.rope, codec: other) }
+        let otherSettings = try F.randomCodec(atoms: 40, seed: 20) { $0.keySparsity = 3 }
+        #expect(throws: KVCacheError.self) { try CSRCache.deserialize(bytes, capacity: 256, rope: F.rope, codec: otherSettings) }
+        for cut in stride(from: 0, to: bytes.count, by: 7) {
+            #expect(throws: (any Error).self) { try CSRCache.deserialize(Array(bytes[0..<cut]), capacity: 256, rope: F.rope, codec: codec) }
+        }
+        #expect(throws: KVCacheError.self) { try CSRCache.deserialize(bytes + [0], capacity: 256, rope: F.rope, codec: codec) }
+        #expect(throws: KVCacheError.self) { try CSRCache.deserialize(bytes, capacity: 5, rope: F.rope, codec: codec) }
+    }
+
+    @Test func truncateThenAppendMatchesAFreshCache() throws {
+        let codec = try F.randomCodec(atoms: 30, seed: 23) { $0.keySparsity = 3 }
+        let k = F.rows(20, seed: 24), v = F.rows(20, seed: 25)
+        let a = codec.makeCache(geometry: F.geometry, rope: F.rope)
+        try F.fill(a, k, v, batch: 1)
+        a.truncate(to: 13)
+        try F.fill(a, Array(k[13 * 32..<20 * 32]), Array(v[13 * 32..<20 * 32]), batch: 1)
+        let b = codec.makeCache(geometry: F.geometry, rope: F.rope)
+        try F.fill(b, k, v, batch: 1)
+        #expect(try a.serialize(layers: 0..<2) == b.serialize(layers: 0..<2))
+    }
+
+    @Test func guardBankKeepsTheWorstVectorsExactly() throws {
+        // One random atom per vector fits badly; guard everything above 1% error.
+        let codec = try F.randomCodec(atoms: 8, seed: 26) { $0.keySparsity = 1; $0.guardFraction = 1; $0.guardError = 0.01 }
+        let c = codec.makeCache(geometry: F.geometry, rope: F.rope)
+        let dense = DenseKVCache<Float>(geometry: F.geometry, rope: F.rope)
+        let k = F.rows(10, seed: 27), v = F.rows(10, seed: 28)
+        for x in [c, dense] as [any KVCache] {
+            try F.fill(x, k, v, batch: 10)
+            try F.fill(x, F.rows(1, seed: 29), F.rows(1, seed: 30), batch: 1)
+        }
+        let (ck, cv) = F.read(c, layer: 0, head: 1), (dk, dv) = F.read(dense, layer: 0, head: 1)
+        #expect(maxAbsDiff(ck, dk) < 3e-3 && maxAbsDiff(cv, dv) < 2e-3)
+        // A budget of 10% keeps only that many.
+        let limited = try F.randomCodec(atoms: 8, seed: 26) { $0.keySparsity = 1; $0.guardFraction = 0.1; $0.guardError = 0.01 }
+        let l = limited.makeCache(geometry: F.geometry, rope: F.rope)
+        try F.fill(l, k, v, batch: 10)
+        #expect(l.keyStreams[0].guardRows.count == 2)  // 10% of 20 key rows
+    }
+
+    @Test func onlineAtomsFitThePromptBetter() throws {
+        // Prompt vectors near a few fixed directions the random offline atoms miss.
+        var g = SeededGenerator(seed: 31)
+        let directions = (0..<4).map { _ in (0..<F.d).map { _ in Float.random(in: -1...1, using: &g) } }
+        var k: [Float] = []
+        for t in 0..<64 { for _ in 0..<2 { k += directions[t % 4].map { $0 * 2 + Float.random(in: -0.02...0.02, using: &g) } } }
+        let v = F.rows(64, seed: 32)
+        func keyError(online: Int) throws -> Float {
+            let codec = try F.randomCodec(atoms: 16, seed: 33) { $0.keySparsity = 1; $0.onlineAtoms = online }
+            let c = codec.makeCache(geometry: F.geometry, rope: F.rope)
+            let dense = DenseKVCache<Float>(geometry: F.geometry, rope: F.rope)
+            for x in [c, dense] as [any KVCache] {
+                try F.fill(x, k, v, batch: 64)
+                try F.fill(x, F.rows(1, seed: 34), F.rows(1, seed: 35), batch: 1)
+            }
+            let (ck, _) = F.read(c, layer: 0, head: 0), (dk, _) = F.read(dense, layer: 0, head: 0)
+            return zip(ck[0..<64 * F.d], dk[0..<64 * F.d]).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }
+        }
+        let without = try keyError(online: 0), with = try keyError(online: 8)
+        #expect(with < without * 0.1, "squared error \(with) with online atoms, \(without) without")
+    }
+
+    @Test func settingsParse() throws {
+        let a = try CSRSettings(parsing: "8")
+        #expect(a.keySparsity == 8 && a.valueSparsity == 4 && a.coefficients == .float16)
+        let b = try CSRSettings(parsing: "k=3,v=1,coef=i8,online=16,guard=0.01")
+        #expect(b.keySparsity == 3 && b.valueSparsity == 1 && b.coefficients == .int8 && b.onlineAtoms == 16 && b.guardFraction == 0.01)
+        #expect(try CSRSettings(parsing: b.description) == b)
+        #expect(try CSRSettings(parsing: "1").valueSparsity == 1)
+        for bad in ["", "x", "0", "8,coef=f8", "8,k", "8,size=2", "k=3", "8,guard=2", "70000"] {
+            #expect(throws: CSRError.self, "\(bad)") { try CSRSettings(parsing: bad) }
+        }
+        #expect(throws: CSRError.dictionaryRequired) { try KVCacheType(parsing: "csr:8") }
+    }
+}

@@ -57,4 +57,12 @@ struct AdamOptimizer {
             }
         }
     }
+
+    /// Forgets the moments of `range`, for parameters replaced outright.
+    mutating func reset(_ range: Range<Int>) {
+        for i in range {
+            firstMoment[i] = 0
+            secondMoment[i] = 0
+        }
+    }
 }

@@ -25,6 +25,9 @@ public struct NeuralDictReport: Sendable, Codable, Equatable {
     /// The step whose dictionary was returned: `steps` unless ``NeuralDictOptions/keepBestHeldOut``
     /// chose an earlier one (0 is the k-means dictionary).
     public let selectedStep: Int
+    /// Atoms replaced during training (see ``NeuralDictOptions/replaceAtoms``), counting an
+    /// atom again each time it is replaced.
+    public let replacedAtoms: Int
     /// Wall time of the whole training, measurements included.
     public let seconds: Double
 }

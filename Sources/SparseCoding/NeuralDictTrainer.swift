@@ -12,7 +12,9 @@ import Foundation
 ///    L = MSE(x, W_D r(x, W_D, s)) + beta (1/N^2) ||I - W_D^T W_D||_F^2,
 ///    beta = clamp(diversityScale * L_mse / L_div, 0, 1) (a number, not differentiated),
 ///    r the Matching Pursuit code at sparsity s under the current atoms, and every atom
-///    renormalised to unit length after each step;
+///    renormalised to unit length after each step; every 25 steps, atoms that nearly
+///    repeat another or went unused are replaced (not in the paper, see
+///    ``NeuralDictOptions/replaceAtoms``);
 /// 4. measure the coding error of the train and held-out sets before and after.
 public enum NeuralDictTrainer {
     // MARK: - Training
@@ -72,6 +74,8 @@ public enum NeuralDictTrainer {
         var atoms = dictionary.atoms  // (N, m) the parameters, D = W_D^T
         var adam = AdamOptimizer(parameterCount: n * m, learningRate: options.learningRate)
         var gradient = [Float](repeating: 0, count: n * m)  // (N, m)
+        var usage = [Int](repeating: 0, count: n)  // (N) pairs choosing each atom since the last replacement
+        var replacedAtoms = 0
         var best = (dictionary: dictionary, test: initialTest, step: 0)
         var last = best
         for step in 1..<(options.steps + 1) {
@@ -81,11 +85,18 @@ public enum NeuralDictTrainer {
             guard loss.mse.isFinite, loss.diversity.isFinite else {
                 throw NeuralDictError.diverged(step: step, mse: loss.mse, diversity: loss.diversity)
             }
+            for i in batch.indices { usage[Int(i)] += 1 }
             atoms.withUnsafeMutableBufferPointer { a in
                 gradient.withUnsafeBufferPointer { g in
                     guard let ap = a.baseAddress, let gp = g.baseAddress else { return }
                     adam.update(ap, gradient: gp)
                 }
+            }
+            if options.replaceAtoms && replacesAtoms(after: step, of: options.steps) {
+                let replace = atomsToReplace(gram: try dictionary.gram(), atomCount: n, usage: usage,
+                                             coherence: options.duplicateCoherence)
+                replacedAtoms += replaceAtoms(replace, in: &atoms, codedWith: dictionary, batch: batch, adam: &adam)
+                for i in usage.indices { usage[i] = 0 }
             }
             // Back to unit atoms (SparseDictionary normalises every row).
             do {
@@ -117,6 +128,7 @@ public enum NeuralDictTrainer {
             trainRelativeError: finalTrain.relative, testRelativeError: chosen.test.relative,
             initialTestRelativeError: initialTest.relative,
             trainCount: trainCount, testCount: testCount, steps: options.steps, selectedStep: chosen.step,
+            replacedAtoms: replacedAtoms,
             seconds: Double(DispatchTime.now().uptimeNanoseconds - started) * 1e-9)
         return (chosen.dictionary, report)
     }

@@ -11,7 +11,7 @@ import Testing
     }
 
     func sample() throws -> CSRDictionary {
-        try F.dictionary(keys: SparseDictionary(randomAtomCount: 32, dimension: 16, seed: 1),
+        try F.dictionary(keys: SparseDictionary(randomAtomCount: 512, dimension: 16, seed: 1),
                          values: SparseDictionary(randomAtomCount: 32, dimension: 8, seed: 2), split: true)
     }
 

@@ -45,10 +45,25 @@ public struct CSRDictionary: Sendable {
         /// of training (nil when not trained here).
         public var trainMSE: Double?
         public var testMSE: Double?
+        /// (N, m) the atoms as stored: fp16 bit patterns. The dictionary is made from
+        /// these, and the content hash covers them.
+        let storedAtoms: [UInt16]
 
         public init(layers: Range<Int>, dictionary: SparseDictionary, trainMSE: Double? = nil, testMSE: Double? = nil) {
             self.layers = layers
             self.dictionary = dictionary
+            self.trainMSE = trainMSE
+            self.testMSE = testMSE
+            storedAtoms = dictionary.atoms.map { Float16($0).bitPattern }
+        }
+
+        /// A group from its stored fp16 atoms, normalised as every dictionary is.
+        init(layers: Range<Int>, storedAtoms: [UInt16], atomCount: Int, dimension: Int,
+             trainMSE: Double?, testMSE: Double?) throws {
+            self.layers = layers
+            self.storedAtoms = storedAtoms
+            dictionary = try SparseDictionary(atoms: storedAtoms.map { Float(Float16(bitPattern: $0)) },
+                                              atomCount: atomCount, dimension: dimension)
             self.trainMSE = trainMSE
             self.testMSE = testMSE
         }
@@ -125,9 +140,8 @@ public struct CSRDictionary: Sendable {
             throw CSRError.badSettings("\(what) groups cover \(next) layers, the model has \(model.layerCount)")
         }
         return Part(chunks: part.chunks, groups: try part.groups.map { g in
-            let half = g.dictionary.atoms.map { Float(Float16($0)) }
-            let d = try SparseDictionary(atoms: half, atomCount: g.dictionary.atomCount, dimension: g.dictionary.dimension)
-            return Group(layers: g.layers, dictionary: d, trainMSE: g.trainMSE, testMSE: g.testMSE)
+            try Group(layers: g.layers, storedAtoms: g.storedAtoms, atomCount: g.dictionary.atomCount,
+                      dimension: g.dictionary.dimension, trainMSE: g.trainMSE, testMSE: g.testMSE)
         })
     }
 
@@ -141,8 +155,7 @@ public struct CSRDictionary: Sendable {
             add("\(name) \(part.chunks) \(part.groups.count)")
             for g in part.groups {
                 add("\(g.layers.lowerBound) \(g.layers.upperBound) \(g.dictionary.atomCount) \(g.dictionary.dimension)")
-                let bits = g.dictionary.atoms.map { Float16($0).bitPattern }
-                bits.withUnsafeBytes { h.update(bufferPointer: $0) }
+                g.storedAtoms.withUnsafeBytes { h.update(bufferPointer: $0) }
             }
         }
         return ModelFingerprint.hex(h.finalize())
@@ -190,7 +203,7 @@ public struct CSRDictionary: Sendable {
             w.set("csr.\(name).test_mse", floats: part.groups.map { Float($0.testMSE ?? .nan) })
             for (i, g) in part.groups.enumerated() {
                 try w.addTensor(name: "csr.\(name).\(i)", shape: [g.dictionary.dimension, g.dictionary.atomCount],
-                                floats: g.dictionary.atoms, as: .f16)
+                                type: .f16, bytes: g.storedAtoms.withUnsafeBytes { Array($0) })
             }
         }
         for (k, v) in training.sorted(by: { $0.key < $1.key }) { w.set("csr.train.\(k)", .string(v)) }
@@ -238,10 +251,13 @@ public struct CSRDictionary: Sendable {
                 var groups: [Group] = []
                 for (i, lo) in starts.enumerated() {
                     let hi = i + 1 < starts.count ? starts[i + 1] : info.layerCount
-                    let atoms = try f.floats("csr.\(name).\(i)", shape: [m, n])
-                    let d = try SparseDictionary(atoms: atoms, atomCount: n, dimension: m)
+                    let info = try f.requireTensor("csr.\(name).\(i)", shape: [m, n])
+                    guard info.type == .f16 else { throw bad("tensor csr.\(name).\(i) is \(info.type), expected F16") }
+                    let raw = f.rawData(info)
+                    let bits = (0..<n * m).map { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) }
                     func num(_ a: [Float]) -> Double? { i < a.count && a[i].isFinite ? Double(a[i]) : nil }
-                    groups.append(Group(layers: lo..<hi, dictionary: d, trainMSE: num(train), testMSE: num(test)))
+                    groups.append(try Group(layers: lo..<hi, storedAtoms: bits, atomCount: n, dimension: m,
+                                            trainMSE: num(train), testMSE: num(test)))
                 }
                 return Part(chunks: chunks, groups: groups)
             }

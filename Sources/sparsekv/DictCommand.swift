@@ -1,0 +1,69 @@
+import ArgumentParser
+import Foundation
+import SparseCoding
+import SparseKVEngine
+
+struct DictCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dict",
+        abstract: "Train and inspect CSR dictionaries (NeuralDict).",
+        subcommands: [DictTrainCommand.self, DictInfoCommand.self])
+}
+
+// MARK: - dict info
+
+struct DictInfoCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "info", abstract: "Show a dictionary's model, content hash, groups and training record.")
+
+    @Argument(help: "Dictionary file (GGUF).")
+    var path: String
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    struct Info: Codable {
+        struct Group: Codable { var layers: String; var atoms: Int; var dimension: Int; var trainMSE: Double?; var testMSE: Double? }
+        var path: String
+        var contentHash: String
+        var model: CSRDictionary.ModelInfo
+        var keyChunks: Int
+        var valueChunks: Int
+        var keyGroups: [Group]
+        var valueGroups: [Group]
+        var atomBytes: Int
+        var training: [String: String]
+    }
+
+    func run() throws {
+        let d = try CSRDictionary.load(path: path)
+        func groups(_ p: CSRDictionary.Part) -> [Info.Group] {
+            p.groups.map { .init(layers: "\($0.layers.lowerBound)-\($0.layers.upperBound - 1)", atoms: $0.dictionary.atomCount,
+                                 dimension: $0.dictionary.dimension, trainMSE: $0.trainMSE, testMSE: $0.testMSE) }
+        }
+        let info = Info(path: path, contentHash: d.contentHash, model: d.model, keyChunks: d.keys.chunks,
+                        valueChunks: d.values.chunks, keyGroups: groups(d.keys), valueGroups: groups(d.values),
+                        atomBytes: d.atomByteCount, training: d.training)
+        if json {
+            print(try jsonString(info))
+            return
+        }
+        print("dictionary   \(path)")
+        print("content hash \(d.contentHash)")
+        print("model        \(d.model.name) (\(d.model.architecture), \(d.model.layerCount) layers, \(d.model.kvHeads) KV heads of \(d.model.headDim))")
+        print("fingerprint  \(d.model.fingerprint)")
+        print("atoms        \(d.atomByteCount / 1024) KiB in memory (fp32), per node")
+        for (name, part, g) in [("keys", d.keys, info.keyGroups), ("values", d.values, info.valueGroups)] {
+            print("\n\(name): s_n = \(part.chunks) (\(d.model.headDim / part.chunks) channels per chunk), N = \(part.atomCount), \(g.count) groups")
+            print("| layers | train MSE | test MSE |")
+            print("|---|---:|---:|")
+            for x in g {
+                print("| \(x.layers) | \(x.trainMSE.map { String(format: "%.5f", $0) } ?? "-") | \(x.testMSE.map { String(format: "%.5f", $0) } ?? "-") |")
+            }
+        }
+        if !d.training.isEmpty {
+            print("\ntraining")
+            for (k, v) in d.training.sorted(by: { $0.key < $1.key }) { print("  \(k): \(v)") }
+        }
+    }
+}

@@ -40,7 +40,7 @@ public enum NeuralDictTrainer {
             throw SparseCodingError.gramTooLarge(atomCount: n, bytes: n * n * MemoryLayout<Float>.size,
                                                  limit: SparseDictionary.maxGramBytes)
         }
-        let testCount = min(count, max(1, Int((Double(count) * options.heldOutFraction).rounded())))
+        let testCount = heldOutCount(count: count, fraction: options.heldOutFraction)
         let trainCount = count - testCount
         guard trainCount >= n else {
             throw NeuralDictError.tooFewVectors(count: count, heldOut: testCount, atomCount: n)
@@ -48,10 +48,9 @@ public enum NeuralDictTrainer {
 
         // MARK: Held-out split
         var rng = Xoshiro256StarStar(seed: options.seed)
-        var order = Array(0..<count)
-        shuffle(&order, using: &rng)
-        let test = gather(vectors, rows: order[..<testCount], dimension: m)  // (testCount, m)
-        let train = gather(vectors, rows: order[testCount...], dimension: m)  // (trainCount, m)
+        let split = heldOutSplit(count: count, heldOut: testCount, using: &rng)
+        let test = gather(vectors, rows: split.test, dimension: m)  // (testCount, m)
+        let train = gather(vectors, rows: split.train, dimension: m)  // (trainCount, m)
 
         // MARK: k-means initialisation
         // `train` is in random order, so its first rows are a uniform sample.
@@ -320,6 +319,21 @@ public enum NeuralDictTrainer {
         if let p = vectors.firstIndex(where: { !$0.isFinite }) {
             throw NeuralDictError.nonFiniteInput(vector: p / m, element: p % m)
         }
+    }
+
+    /// Vectors held out of `count` at `fraction`: round(count * fraction), at least 1.
+    static func heldOutCount(count: Int, fraction: Double) -> Int {
+        min(count, max(1, Int((Double(count) * fraction).rounded())))
+    }
+
+    /// Which rows are held out and which are trained on: a seeded random permutation of
+    /// 0 ..< count cut in two, so the parts are disjoint, cover every row and are each in
+    /// random order.
+    static func heldOutSplit(count: Int, heldOut: Int,
+                             using rng: inout Xoshiro256StarStar) -> (train: ArraySlice<Int>, test: ArraySlice<Int>) {
+        var order = Array(0..<count)
+        shuffle(&order, using: &rng)
+        return (order[heldOut...], order[..<heldOut])
     }
 
     /// Fisher-Yates with the seeded generator: the same permutation on every platform.

@@ -65,7 +65,7 @@ enum KMeans {
                 residual[b] = max(0, energy[b] - c * c)
                 sse += residual[b]
             }
-            progress(iteration, sse / Double(count * m), try NeuralDictTrainer.diversityLoss(of: dictionary))
+            progress(iteration, sse / Double(count * m), NeuralDictTrainer.diversityLoss(of: dictionary).loss)
 
             // Update: the power-iteration step, sum <x, d_n> x per cluster.
             for i in centroids.indices { centroids[i] = 0 }

@@ -3,7 +3,7 @@ SWIFT ?= swift
 RELEASE = -c release
 BIN = .build/release/sparsekv
 
-.PHONY: setup build demo test bench clean
+.PHONY: setup build demo test bench bench-eval clean
 
 setup:            ## system packages, model, texts (idempotent)
 	bash scripts/setup.sh
@@ -19,6 +19,9 @@ test: setup       ## the test suite (optimized build; the real model runs in it)
 
 bench: build      ## speed benchmark vs llama.cpp in the same run (when llama-cpp-python is installed)
 	bash scripts/bench_speed.sh
+
+bench-eval: build ## CSR evaluation table: KV caches vs fp32 on cfi-ch4 and alice29 (reports/eval-*.md)
+	bash scripts/bench_eval.sh
 
 clean:
 	rm -rf .build

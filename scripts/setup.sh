@@ -26,4 +26,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 python3 scripts/fetch_assets.py model texts >/dev/null
-echo "[setup] ready: model and texts in ${SPARSEKV_HOME:-$HOME/.cache/sparsekv}" >&2
+# The project's CSR dictionary (committed, made by `sparsekv dict train`, see README) goes
+# where the CLI looks by default: $SPARSEKV_HOME/dicts/<model>.csr.gguf.
+HOME_DIR="${SPARSEKV_HOME:-$HOME/.cache/sparsekv}"
+mkdir -p "$HOME_DIR/dicts"
+for d in dicts/*.csr.gguf; do
+  [ -e "$d" ] || continue
+  cmp -s "$d" "$HOME_DIR/dicts/$(basename "$d")" || cp "$d" "$HOME_DIR/dicts/"
+done
+echo "[setup] ready: model, texts and dictionary in $HOME_DIR" >&2

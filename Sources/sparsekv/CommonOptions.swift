@@ -105,7 +105,7 @@ struct DictionaryOption: ParsableArguments {
 /// Help text shared by every `--kv` option.
 let kvHelp = ArgumentHelp(
     "KV cache: fp32, fp16, kivi2, kivi4, kivi8 or csr:S (CSR-S with --dict).",
-    discussion: "csr: takes options after a comma: k=S, v=S (pairs per key vector / value chunk), coef=f16|i8, online=M, guard=F, e.g. csr:8 or csr:4,coef=i8.")
+    discussion: "csr: takes options after a comma: k=S, v=S (pairs per key vector / value chunk), coef=f16|i8, alg=mp|omp, online=M, guard=F, e.g. csr:8 or csr:4,coef=i8.")
 
 /// Writes to stderr (progress, timings) without buffering surprises.
 func printErr(_ s: String, terminator: String = "\n") {

@@ -22,8 +22,11 @@ struct DictTrainCommand: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "Calibration text file(s).")
     var corpus: [String]
 
-    @Option(help: "N, atoms per dictionary group.")
+    @Option(help: "N, atoms per key dictionary group.")
     var atoms: Int = 1024
+
+    @Option(help: "N for value dictionary groups (values are coded in chunks of headDim / s_n channels).")
+    var valueAtoms: Int = 512
 
     @Option(help: "MP pairs per key vector while training.")
     var sparsity: Int = 8
@@ -68,7 +71,9 @@ struct DictTrainCommand: ParsableCommand {
     var out: String?
 
     func validate() throws {
-        guard atoms >= 2, atoms <= SparseDictionary.maxAtomCount else { throw ValidationError("--atoms must be 2...\(SparseDictionary.maxAtomCount)") }
+        for n in [atoms, valueAtoms] where n < 2 || n > SparseDictionary.maxAtomCount {
+            throw ValidationError("--atoms and --value-atoms must be 2...\(SparseDictionary.maxAtomCount)")
+        }
         guard sparsity >= 1, (valueSparsity ?? 1) >= 1 else { throw ValidationError("sparsities must be at least 1") }
         guard keyChunks >= 1, valueChunks >= 1 else { throw ValidationError("chunks must be at least 1") }
         guard window >= 16, maxTokens >= window else { throw ValidationError("--window must be >= 16 and --max-tokens >= --window") }
@@ -121,7 +126,7 @@ struct DictTrainCommand: ParsableCommand {
                 var data: [Float] = []
                 for l in layers { data += perLayer[l] }
                 let count = data.count / m
-                var options = NeuralDictOptions(atomCount: atoms, sparsity: s)
+                var options = NeuralDictOptions(atomCount: isKeys ? atoms : valueAtoms, sparsity: s)
                 options.steps = steps
                 options.batchSize = batch
                 options.learningRate = learningRate
@@ -144,7 +149,7 @@ struct DictTrainCommand: ParsableCommand {
         // MARK: Write
         let training: [String: String] = [
             "corpus": corpus.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ","),
-            "tokens": "\(picked.count)", "window": "\(window)", "key_sparsity": "\(sparsity)",
+            "tokens": "\(picked.count)", "key_atoms": "\(atoms)", "value_atoms": "\(valueAtoms)", "window": "\(window)", "key_sparsity": "\(sparsity)",
             "value_sparsity": "\(valueSparsity ?? max(1, sparsity / valueChunks))", "steps": "\(steps)",
             "batch": "\(batch)", "learning_rate": "\(learningRate)", "held_out": "\(heldOut)", "seed": "\(seed)",
             "delta1": "\(delta1)", "delta2": "\(delta2)", "collect_seconds": String(format: "%.1f", collectSeconds),

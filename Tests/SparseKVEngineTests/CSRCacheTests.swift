@@ -223,11 +223,11 @@ enum CSRFixture {
     @Test func settingsParse() throws {
         let a = try CSRSettings(parsing: "8")
         #expect(a.keySparsity == 8 && a.valueSparsity == 4 && a.coefficients == .float16)
-        let b = try CSRSettings(parsing: "k=3,v=1,coef=i8,online=16,guard=0.01")
-        #expect(b.keySparsity == 3 && b.valueSparsity == 1 && b.coefficients == .int8 && b.onlineAtoms == 16 && b.guardFraction == 0.01)
+        let b = try CSRSettings(parsing: "k=3,v=1,coef=i8,alg=omp,online=16,guard=0.01")
+        #expect(b.keySparsity == 3 && b.valueSparsity == 1 && b.coefficients == .int8 && b.onlineAtoms == 16 && b.guardFraction == 0.01 && b.algorithm == .orthogonal)
         #expect(try CSRSettings(parsing: b.description) == b)
         #expect(try CSRSettings(parsing: "1").valueSparsity == 1)
-        for bad in ["", "x", "0", "8,coef=f8", "8,k", "8,size=2", "k=3", "8,guard=2", "70000"] {
+        for bad in ["", "x", "0", "8,coef=f8", "8,k", "8,size=2", "k=3", "8,guard=2", "70000", "8,alg=ksvd"] {
             #expect(throws: CSRError.self, "\(bad)") { try CSRSettings(parsing: bad) }
         }
         #expect(throws: CSRError.dictionaryRequired) { try KVCacheType(parsing: "csr:8") }

@@ -22,7 +22,7 @@ public final class CSRCodec: @unchecked Sendable {
         self.settings = settings
         func encoders(_ part: CSRDictionary.Part, _ s: Int) throws -> [MatchingPursuitEncoder] {
             try part.groups.map {
-                try MatchingPursuitEncoder(dictionary: $0.dictionary, options: .init(sparsity: s))
+                try MatchingPursuitEncoder(dictionary: $0.dictionary, options: .init(sparsity: s, algorithm: settings.algorithm))
             }
         }
         do {

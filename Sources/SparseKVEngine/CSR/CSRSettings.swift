@@ -6,7 +6,7 @@ import SparseCoding
 ///   S / s_n pairs per chunk (S / 2 with the paper's s_n = 2), so keys and values cost
 ///   the same number of pairs.
 /// - Options follow, comma-separated: `k=S` and `v=S` (pairs per key vector, per value
-///   chunk), `coef=f16|i8` (coefficient storage), `online=M` (online atoms per layer for
+///   chunk), `coef=f16|i8` (coefficient storage), `alg=mp|omp` (pursuit), `online=M` (online atoms per layer for
 ///   keys and for values, sampled from the prompt), `guard=F` (at most this fraction of
 ///   vectors kept exactly in the guard bank), `guard-error=E` (relative squared error above
 ///   which a vector is a guard candidate).
@@ -17,6 +17,9 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
     /// Pairs per value vector chunk.
     public var valueSparsity: Int
     public var coefficients: CoefficientFormat = .float16
+    /// MP (the paper's) or OMP, which re-fits the coefficients of the chosen atoms by least
+    /// squares: the same storage, a smaller residual, more encoding work.
+    public var algorithm: PursuitAlgorithm = .matchingPursuit
     /// Online atoms per layer (for keys, and as many for values), chosen from the first
     /// tokens a session appends (its prompt).
     public var onlineAtoms: Int = CSRSettings.defaultOnlineAtoms
@@ -73,12 +76,18 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
                 case "i8", "int8": s.coefficients = .int8
                 default: throw CSRError.badSettings("coef=\(kv[1]): use f16 or i8")
                 }
+            case "alg":
+                switch kv[1].lowercased() {
+                case "mp": s.algorithm = .matchingPursuit
+                case "omp": s.algorithm = .orthogonal
+                default: throw CSRError.badSettings("alg=\(kv[1]): use mp or omp")
+                }
             case "online": s.onlineAtoms = try int()
             case "guard":
                 s.guardFraction = try real()
                 guard s.guardFraction <= 1 else { throw CSRError.badSettings("guard=\(kv[1]) is a fraction of vectors, at most 1") }
             case "guard-error": s.guardError = Float(try real())
-            default: throw CSRError.badSettings("unknown option '\(kv[0])' (known: k, v, coef, online, guard, guard-error)")
+            default: throw CSRError.badSettings("unknown option '\(kv[0])' (known: k, v, coef, alg, online, guard, guard-error)")
             }
         }
         guard (1...PackedCodes.maxSparsity).contains(s.keySparsity), (1...PackedCodes.maxSparsity).contains(s.valueSparsity) else {
@@ -92,6 +101,7 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         var parts = ["k=\(keySparsity)", "v=\(valueSparsity)"]
         if coefficients == .int8 { parts.append("coef=i8") }
+        if algorithm == .orthogonal { parts.append("alg=omp") }
         if onlineAtoms != Self.defaultOnlineAtoms { parts.append("online=\(onlineAtoms)") }
         if guardFraction != Self.defaultGuardFraction { parts.append("guard=\(guardFraction)") }
         if guardError != Self.defaultGuardError { parts.append("guard-error=\(guardError)") }

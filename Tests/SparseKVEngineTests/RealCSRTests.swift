@@ -1,0 +1,65 @@
+import Foundation
+import Testing
+@testable import SparseKVEngine
+
+/// The project's dictionary for SmolLM2 (committed; made by `sparsekv dict train`, see README).
+enum ProjectDictionary {
+    static var path: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("dicts/SmolLM2-135M-Instruct.Q4_1.csr.gguf").path
+    }
+}
+
+@Suite(.enabled(if: RealAssets.available, "needs the SmolLM2 model (scripts/setup.sh)"), .serialized)
+struct RealCSRTests {
+    static let model = Result { try LlamaModel(path: RealAssets.model) }
+    static let dictionary = Result { try CSRDictionary.load(path: ProjectDictionary.path) }
+
+    @Test func projectDictionaryBelongsToTheModelAndNotToAnother() throws {
+        let model = try Self.model.get(), dict = try Self.dictionary.get()
+        try dict.check(model: CSRDictionary.ModelInfo(model: model), path: ProjectDictionary.path)
+        #expect(dict.keys.chunks == 1 && dict.values.chunks == 2)
+        let tiny = try TinyModel.write()
+        defer { try? FileManager.default.removeItem(atPath: tiny) }
+        #expect(throws: CSRError.self) { try dict.check(model: CSRDictionary.ModelInfo(model: try LlamaModel(path: tiny))) }
+    }
+
+    /// The bound: CSR-16 with int8 coefficients (about 5 bits per channel) costs at most 15%
+    /// perplexity on one 1024-token window of cfi-en chapter 4, which the dictionary never saw.
+    @Test func csrPerplexityStaysWithinBoundOfFP32() throws {
+        let model = try Self.model.get(), dict = try Self.dictionary.get()
+        let tokenizer = try BPETokenizer(gguf: try GGUFFile(path: RealAssets.model))
+        let text = try String(contentsOfFile: RealAssets.text("cfi-ch4.txt"), encoding: .utf8)
+        let tokens = tokenizer.encode(text, addSpecial: false, parseSpecial: false)
+        let csr = try KVCacheType(parsing: "csr:16,coef=i8", dictionary: dict)
+        let r = try CacheEvaluator(model: model, contextLength: 1024).run(tokens: tokens, caches: [.fp32, csr], maxWindows: 1)
+        #expect(abs(r[0].relativeChange) < 1e-9 && r[0].meanKL < 1e-9)
+        #expect(r[1].relativeChange < 0.15, "CSR-16 perplexity \(r[1].perplexity) vs fp32 \(r[0].perplexity)")
+        #expect(r[1].relativeChange > -0.05)
+        #expect(r[1].bitsPerChannel < 6 && r[1].top1Agreement > 0.7)
+    }
+
+    @Test func csrCacheMovedMidGenerationGivesTheSameTokens() throws {
+        let model = try Self.model.get(), dict = try Self.dictionary.get()
+        let type = try KVCacheType(parsing: "csr:8,online=32,guard=0.01", dictionary: dict)
+        guard case .csr(let codec) = type else { Issue.record("not a CSR type"); return }
+        let gen = TextGenerator(model: model, cacheType: type, contextLength: 256)
+        let prompt: [Int32] = Array(1000..<1100).map { Int32($0) }
+        func run(moveAt: Int?) throws -> [Int32] {
+            var cache: any KVCache = model.makeCache(type, capacity: 256)
+            var logits = try gen.prefill(prompt, cache: cache)
+            var out: [Int32] = []
+            for i in 0..<12 {
+                if i == moveAt {
+                    let bytes = try cache.serialize(layers: 0..<model.config.layerCount)
+                    cache = try CSRCache.deserialize(bytes, capacity: 256, rope: model.rope, codec: codec)
+                }
+                let next = Int32(logits.withUnsafeBufferPointer { Sampler.argmax($0) })
+                out.append(next)
+                logits = try gen.step(next, cache: cache)
+            }
+            return out
+        }
+        #expect(try run(moveAt: nil) == run(moveAt: 5))
+    }
+}

@@ -116,6 +116,9 @@ public final class ZMQSocket {
         let h = try open()
         guard !frames.isEmpty else { throw ZMQError.misuse("a message needs at least one frame") }
         let deadline = timeout.map { ContinuousClock.now + $0 }
+        // Set when a poll reported the socket writable: a ROUTER may report that while the
+        // addressed peer's queue is full, and then a retry must not spin.
+        var pollSaidWritable = false
         for (i, f) in frames.enumerated() {
             var flags: Int32 = i < frames.count - 1 ? ZMQ_SNDMORE : 0
             // Only the first frame can block: once it is queued, the rest are too.
@@ -129,7 +132,8 @@ public final class ZMQSocket {
                 if e == EAGAIN, i == 0, let deadline {
                     let left = deadline - ContinuousClock.now
                     guard left > .zero else { throw ZMQError.timedOut(operation: "send on \(kind)") }
-                    _ = try poll(h, events: Int16(ZMQ_POLLOUT), timeout: left)
+                    if pollSaidWritable { Thread.sleep(forTimeInterval: min(0.001, Double(Self.milliseconds(left)) / 1000)) }
+                    pollSaidWritable = try poll(h, events: Int16(ZMQ_POLLOUT), timeout: left)
                     continue
                 }
                 throw ZMQError.from(code: e, "zmq_send", "\(kind)")

@@ -21,6 +21,7 @@ let package = Package(
     products: [
         .executable(name: "sparsekv", targets: ["sparsekv"]),
         .library(name: "SparseKVEngine", targets: ["SparseKVEngine"]),
+        .library(name: "SparseKVCluster", targets: ["SparseKVCluster"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -52,11 +53,21 @@ let package = Package(
             ],
             swiftSettings: optimize),
 
+        // MARK: - Cluster: wire protocol, ZeroMQ transport, byte accounting (coordinator, worker)
+        .target(
+            name: "SparseKVCluster",
+            dependencies: [
+                "SparseKVEngine", "CZMQ",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/SparseKVCluster",
+            swiftSettings: optimize),
+
         // MARK: - CLI
         .executableTarget(
             name: "sparsekv",
             dependencies: [
-                "SparseKVEngine", "CZMQ",
+                "SparseKVEngine", "SparseKVCluster", "CZMQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -70,5 +81,8 @@ let package = Package(
             name: "SparseKVEngineTests",
             dependencies: ["SparseKVEngine"],
             resources: [.copy("Fixtures")]),
+        .testTarget(
+            name: "SparseKVClusterTests",
+            dependencies: ["SparseKVCluster", "SparseKVEngine", "CZMQ"]),
     ]
 )

@@ -1,0 +1,31 @@
+/// Hidden states of one session (the header's session id) entering layer `nextLayer`.
+/// A worker runs its layers on them and sends the result on with `nextLayer` set to its
+/// end layer; states with `nextLayer` equal to the model's layer count return to the
+/// coordinator for the final norm and LM head.
+public struct ActivationsBody: Sendable, Equatable {
+    /// Header flag: whether the tokens are prompt tokens or generated ones.
+    public enum Phase: Sendable, Equatable {
+        case prefill
+        case decode
+    }
+
+    public var phase: Phase
+    /// The first layer that should run on these states.
+    public var nextLayer: Int
+    /// Position of the first token; the caches must hold exactly this many tokens.
+    public var startPosition: Int
+    public var tokenCount: Int
+    /// d_model.
+    public var hiddenDim: Int
+    /// (tokenCount, hiddenDim) fp32, row-major, all finite.
+    public var hidden: [Float]
+
+    public init(phase: Phase, nextLayer: Int, startPosition: Int, tokenCount: Int, hiddenDim: Int, hidden: [Float]) {
+        self.phase = phase
+        self.nextLayer = nextLayer
+        self.startPosition = startPosition
+        self.tokenCount = tokenCount
+        self.hiddenDim = hiddenDim
+        self.hidden = hidden
+    }
+}

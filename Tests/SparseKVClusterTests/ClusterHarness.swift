@@ -107,7 +107,7 @@ final class LocalCluster {
     let directory: String
     let coordinator: Child
     var workers: [Child] = []
-    let endpoint: String
+    private(set) var endpoint = ""
     var workerEndpoints: [String] = []
 
     /// Starts the coordinator and `workers` workers, and waits until the cluster is ready.

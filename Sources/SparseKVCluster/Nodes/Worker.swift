@@ -33,6 +33,10 @@ public final class Worker {
     private var cacheType: KVCacheType?
     /// KV caches of this worker's layers, by session id.
     private var sessions: [UInt64: any KVCache] = [:]
+    /// Caches received for layers this worker does not serve (replicas), by session id.
+    private var replicas: [UInt64: any KVCache] = [:]
+    /// DEALER links to other workers for KV transfers, by endpoint.
+    private var peers: [String: CountedSocket] = [:]
 
     public init(configuration: WorkerConfiguration, logger: Logger) throws {
         self.configuration = configuration
@@ -55,6 +59,7 @@ public final class Worker {
     }
 
     deinit {
+        for p in peers.values { p.close() }
         next?.close()
         up.close()
         router.close()
@@ -138,10 +143,18 @@ public final class Worker {
             try runLayers(a, message: m)
         case .dropSession:
             sessions[m.sessionID] = nil
+            replicas[m.sessionID] = nil
+        case .kvRequest(let r):
+            try sendKV(r, message: m)
+        case .kvTransfer(let t):
+            try receiveKV(t, message: m, from: received)
+        case .kvTransferAck(let a):
+            logger.info("\(received.peer) installed session \(m.sessionID) layers \(a.layers.lowerBound)..<\(a.layers.upperBound), \(a.tokenCount) tokens")
         case .statsRequest:
-            let bytes = sessions.values.reduce(0) { $0 + $1.byteCount }
+            let bytes = (Array(sessions.values) + Array(replicas.values)).reduce(0) { $0 + $1.byteCount }
             reply(to: received, WireMessage(.statsReply(StatsReplyBody(
-                traffic: counters.snapshot(), kvCacheBytes: UInt64(bytes), sessionCount: sessions.count)), requestID: m.requestID))
+                traffic: counters.snapshot(), kvCacheBytes: UInt64(bytes), sessionCount: Set(sessions.keys).union(replicas.keys).count)),
+                requestID: m.requestID))
         case .ping(let nonce):
             reply(to: received, WireMessage(.pong(nonce: nonce), requestID: m.requestID))
         case .shutdown(let reason):
@@ -265,6 +278,79 @@ public final class Worker {
         } catch {
             throw WorkerFailure(code: .unreachable, message: "cannot reach the next hop: \(error.localizedDescription)")
         }
+    }
+
+    // MARK: - KV transfer
+
+    /// Sends a session's KV for some of this worker's layers to another worker, in the
+    /// cache's own encoding (CSR codes stamped with the dictionary hash, or dense).
+    private func sendKV(_ r: KVRequestBody, message m: WireMessage) throws {
+        guard let cache = sessions[m.sessionID] ?? replicas[m.sessionID] else {
+            throw WorkerFailure(code: .unknownSession, message: "session \(m.sessionID) is not held here")
+        }
+        let held = cache.geometry.layers
+        guard r.layers.lowerBound >= held.lowerBound, r.layers.upperBound <= held.upperBound else {
+            throw WorkerFailure(code: .layerMismatch, message: "layers \(r.layers.lowerBound)..<\(r.layers.upperBound) requested; this worker holds \(held.lowerBound)..<\(held.upperBound)")
+        }
+        guard r.encoding == cache.kind else {
+            throw WorkerFailure(code: .unexpectedMessage, message: "the session's cache is '\(cache.kind)'; converting it to '\(r.encoding)' for transfer is not supported")
+        }
+        let payload = try cache.serialize(layers: r.layers)
+        let hash = cache.kind == WireProtocol.csrEncoding ? (dictionary?.contentHash ?? "") : ""
+        let link = try peer(r.destination.description)
+        do {
+            try link.send(WireMessage(.kvTransfer(KVTransferBody(layers: r.layers, encoding: cache.kind, dictionaryHash: hash, payload: payload)),
+                                      requestID: m.requestID, sessionID: m.sessionID), timeout: .seconds(30))
+        } catch {
+            throw WorkerFailure(code: .unreachable, message: "cannot reach \(r.destination): \(error.localizedDescription)")
+        }
+        logger.info("sent session \(m.sessionID) layers \(r.layers.lowerBound)..<\(r.layers.upperBound) to \(r.destination): \(payload.count) bytes of \(cache.kind)")
+    }
+
+    /// Installs a received cache: as the session's cache when it covers exactly this
+    /// worker's layers, else as a replica. CSR payloads must name this worker's dictionary.
+    private func receiveKV(_ t: KVTransferBody, message m: WireMessage, from received: ReceivedMessage) throws {
+        guard let assignment else { throw WorkerFailure(code: .unexpectedMessage, message: "a KV transfer before any assignment") }
+        let capacity = assignment.contextCapacity
+        let cache: any KVCache
+        switch t.encoding {
+        case WireProtocol.csrEncoding:
+            guard let dictionary, t.dictionaryHash == dictionary.contentHash else {
+                throw WorkerFailure(code: .dictionaryMismatch, message: "the payload is coded with dictionary \(t.dictionaryHash); this worker holds \(dictionary?.contentHash ?? "none")")
+            }
+            guard case .csr(let codec)? = cacheType else {
+                throw WorkerFailure(code: .unexpectedMessage, message: "CSR payload, but this worker's cache is \(assignment.kvSpec)")
+            }
+            cache = try CSRCache.deserialize(t.payload, capacity: capacity, rope: base.rope, codec: codec)
+        case "fp32": cache = try DenseKVCache<Float>.deserialize(t.payload, capacity: capacity, rope: base.rope)
+        case "fp16": cache = try DenseKVCache<Float16>.deserialize(t.payload, capacity: capacity, rope: base.rope)
+        case let k where k.hasPrefix("kivi"): cache = try KIVICache.deserialize(t.payload, capacity: capacity, rope: base.rope)
+        default: throw WorkerFailure(code: .unexpectedMessage, message: "unknown KV encoding '\(t.encoding)'")
+        }
+        let spec = assignment.kvSpec.lowercased()
+        let ownKind = spec.hasPrefix(WireProtocol.csrEncoding) ? WireProtocol.csrEncoding : spec
+        if t.layers == assignment.layers, cache.kind == ownKind {
+            sessions[m.sessionID] = cache
+        } else {
+            replicas[m.sessionID] = cache
+        }
+        let ack = WireMessage(.kvTransferAck(KVTransferAckBody(layers: t.layers, tokenCount: cache.tokenCount)),
+                              requestID: m.requestID, sessionID: m.sessionID)
+        logger.info("installed session \(m.sessionID) layers \(t.layers.lowerBound)..<\(t.layers.upperBound) from \(received.peer): \(cache.tokenCount) tokens, \(t.payload.count) bytes")
+        reply(to: received, ack)
+        if received.peer != coordinatorPeerID {
+            do { try up.send(ack, timeout: .seconds(5)) } catch { logger.warning("could not tell the coordinator: \(error)") }
+        }
+    }
+
+    private func peer(_ endpoint: String) throws -> CountedSocket {
+        if let p = peers[endpoint] { return p }
+        var options = ZMQSocketOptions()
+        options.routingID = Array(configuration.id.utf8)
+        let s = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: endpoint, options: options)
+        try s.connect(endpoint)
+        peers[endpoint] = s
+        return s
     }
 
     private func clip(_ s: String) -> String {

@@ -100,6 +100,7 @@ struct GenerateCommand: ParsableCommand {
     func runOnCluster(_ endpoint: String) throws {
         let text = try prompt ?? readTextFile(promptFile!)
         let client = try ClusterClient(coordinator: endpoint)
+        let before = try client.stats().traffic
         let r = try client.generate(GenerateRequestBody(
             prompt: text, chat: chat, maxTokens: n, temperature: temp, topK: topK, topP: topP, seed: seed, ignoreEOS: ignoreEos))
         let prefillS = Double(r.prefillNanoseconds) / 1e9, decodeS = Double(r.decodeNanoseconds) / 1e9
@@ -110,15 +111,21 @@ struct GenerateCommand: ParsableCommand {
             prefillTokensPerSecond: Double(r.promptTokens.count) / max(prefillS, 1e-9),
             decodeTokensPerSecond: steps > 0 ? Double(steps) / max(decodeS, 1e-9) : 0,
             stopReason: r.stopReason, kvCache: r.kvCache, kvCacheBytes: Int(r.kvCacheBytes),
-            activationBytesSent: r.activationBytesSent, activationBytesReceived: r.activationBytesReceived)
+            activationBytesSent: r.activationBytesSent, activationBytesReceived: r.activationBytesReceived,
+            coordinatorTraffic: ClusterGenerationResult.delta(before, try client.stats().traffic))
         if json {
             print(try jsonString(result))
         } else {
             FileHandle.standardOutput.write((r.text + "\n").data(using: .utf8)!)
         }
-        printErr(String(format: "prefill: %d tokens, %.1f tok/s | decode: %d tokens, %.1f tok/s | kv %@ | stop: %@ | activations: %llu B sent, %llu B received by the coordinator",
+        printErr(String(format: "prefill: %d tokens, %.1f tok/s | decode: %d tokens, %.1f tok/s | kv %@ | stop: %@",
                         result.promptTokens.count, result.prefillTokensPerSecond, result.generatedTokens.count,
-                        result.decodeTokensPerSecond, result.kvCache, result.stopReason, r.activationBytesSent, r.activationBytesReceived))
+                        result.decodeTokensPerSecond, result.kvCache, result.stopReason))
+        let traffic = TrafficCategory.allCases.compactMap { c -> String? in
+            guard let t = result.coordinatorTraffic[c.rawValue], t.sentBytes + t.receivedBytes > 0 else { return nil }
+            return "\(c.rawValue) \(t.sentBytes) B sent / \(t.receivedBytes) B received"
+        }
+        printErr("coordinator traffic during the request: " + traffic.joined(separator: ", "))
     }
 }
 
@@ -137,4 +144,23 @@ struct ClusterGenerationResult: Codable {
     var kvCacheBytes: Int
     var activationBytesSent: UInt64
     var activationBytesReceived: UInt64
+    /// The coordinator's byte counters (all peers) during the request, by category; they
+    /// include any other request served at the same time.
+    var coordinatorTraffic: [String: TrafficCount]
+
+    static func delta(_ a: TrafficSnapshot, _ b: TrafficSnapshot) -> [String: TrafficCount] {
+        var out: [String: TrafficCount] = [:]
+        for c in TrafficCategory.allCases {
+            func total(_ s: TrafficSnapshot) -> TrafficCount {
+                s.byPeer.values.reduce(TrafficCount()) { t, p in
+                    TrafficCount(sentBytes: t.sentBytes + p[c].sentBytes, sentMessages: t.sentMessages + p[c].sentMessages,
+                                 receivedBytes: t.receivedBytes + p[c].receivedBytes, receivedMessages: t.receivedMessages + p[c].receivedMessages)
+                }
+            }
+            let x = total(a), y = total(b)
+            out[c.rawValue] = TrafficCount(sentBytes: y.sentBytes &- x.sentBytes, sentMessages: y.sentMessages &- x.sentMessages,
+                                           receivedBytes: y.receivedBytes &- x.receivedBytes, receivedMessages: y.receivedMessages &- x.receivedMessages)
+        }
+        return out
+    }
 }

@@ -9,7 +9,7 @@ struct ClusterProcessTests {
     static let prompt = "The capital of France is"
 
     /// Greedy tokens of a single-process run (TextGenerator) with the same settings.
-    static func localTokens(kv: String, maxTokens: Int, ctx: Int) throws -> [Int32] {
+    static func localTokens(kv: String, maxTokens: Int, ctx: Int, prompt: String = ClusterProcessTests.prompt) throws -> [Int32] {
         // The processes run with -t 1; the CSR encoder's BLAS sums depend on the thread
         // count (a local run with -t 2 differs from -t 1 after a few csr:8 tokens).
         BLASRuntime.setThreads(1)
@@ -76,6 +76,28 @@ struct ClusterProcessTests {
         let reply = try ClusterClient(coordinator: cluster.endpoint).generate(GenerateRequestBody(prompt: Self.prompt, maxTokens: 4))
         #expect(reply.generatedTokens.count == 4, "still serving")
         #expect(cluster.coordinator.process.isRunning && cluster.workers.allSatisfy(\.process.isRunning))
+        #expect(cluster.stop())
+    }
+
+    /// Two clients at the same time: their sessions interleave in the pipeline and each
+    /// gets the tokens of its own single-process run.
+    @Test func concurrentClientsGetTheirOwnTokens() throws {
+        let cluster = try LocalCluster(workers: 3)
+        let prompts = ["The capital of France is", "Once upon a time, there was a"]
+        let results = ResultBox(count: prompts.count)
+        let group = DispatchGroup()
+        for (i, p) in prompts.enumerated() {
+            let endpoint = cluster.endpoint
+            DispatchQueue.global().async(group: group) {
+                results.set(i, Result { try ClusterClient(coordinator: endpoint).generate(GenerateRequestBody(prompt: p, maxTokens: 16, ignoreEOS: true)) })
+            }
+        }
+        group.wait()
+        for (i, p) in prompts.enumerated() {
+            let reply = try #require(results.get(i)).get()
+            let local = try Self.localTokens(kv: "fp32", maxTokens: 16, ctx: 512, prompt: p)
+            #expect(reply.generatedTokens == local, "prompt \(i)")
+        }
         #expect(cluster.stop())
     }
 
@@ -261,4 +283,13 @@ struct ShardPlannerTests {
             return why.contains("tiny") && why.contains("--memory")
         }
     }
+}
+
+/// Results filled in from several threads.
+final class ResultBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var results: [Result<GenerateReplyBody, any Error>?]
+    init(count: Int) { results = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ r: Result<GenerateReplyBody, any Error>) { lock.withLock { results[i] = r } }
+    func get(_ i: Int) -> Result<GenerateReplyBody, any Error>? { lock.withLock { results[i] } }
 }

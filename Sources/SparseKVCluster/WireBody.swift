@@ -35,6 +35,10 @@ public enum WireBody: Sendable, Equatable {
     case ping(nonce: UInt64)
     /// Answer to a ping, echoing its nonce.
     case pong(nonce: UInt64)
+    /// Client -> coordinator: generate text from a prompt.
+    case generateRequest(GenerateRequestBody)
+    /// Coordinator -> client: the generated tokens, text and timings.
+    case generateReply(GenerateReplyBody)
 
     public var kind: MessageKind {
         switch self {
@@ -55,6 +59,8 @@ public enum WireBody: Sendable, Equatable {
         case .error: .error
         case .ping: .ping
         case .pong: .pong
+        case .generateRequest: .generateRequest
+        case .generateReply: .generateReply
         }
     }
 }

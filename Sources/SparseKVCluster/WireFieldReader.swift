@@ -68,6 +68,29 @@ struct FieldReader {
         }
     }
 
+    /// A u8 that must be 0 or 1.
+    mutating func flag(_ field: String) throws -> Bool {
+        switch try u8(field) {
+        case 0: return false
+        case 1: return true
+        case let v: throw WireError.invalidField(kind: kind, field: field, reason: "\(v), expected 0 or 1")
+        }
+    }
+
+    /// u32 count (min...maxContext), then that many non-negative i32 token ids.
+    mutating func tokens(_ field: String, min: Int) throws -> [Int32] {
+        let n = try count("\(field) count", max: WireProtocol.maxContext, min: min)
+        guard n * 4 <= remaining else { throw WireError.truncated(kind: kind, field: field) }
+        var out: [Int32] = []
+        out.reserveCapacity(n)
+        for _ in 0..<n {
+            let t = Int32(bitPattern: try fixed(UInt32.self, field))
+            guard t >= 0 else { throw WireError.invalidField(kind: kind, field: field, reason: "negative token id \(t)") }
+            out.append(t)
+        }
+        return out
+    }
+
     mutating func traffic(_ field: String) throws -> TrafficCount {
         TrafficCount(sentBytes: try u64("\(field) sent bytes"), sentMessages: try u64("\(field) sent messages"),
                      receivedBytes: try u64("\(field) received bytes"), receivedMessages: try u64("\(field) received messages"))

@@ -72,6 +72,15 @@ import SparseKVEngine
 //   0x41 error            any   any    code u16 (WireErrorCode), message str(0...4096)
 //   0x42 ping             any   none   nonce u64
 //   0x43 pong             any   none   nonce u64 (the ping's)
+//   0x50 generateRequest  client->C none prompt str(0...maxPromptBytes), chat u8 (0/1),
+//                                      max tokens u32 (0...maxContext), temperature f32 (finite, >= 0),
+//                                      top k u32 (0...maxTopK), top p f32 (finite, (0, 1]), seed u64,
+//                                      ignore eos u8 (0/1)
+//   0x51 generateReply    C->client none prompt token count u32 (1...maxContext) + i32 each,
+//                                      generated token count u32 (0...maxContext) + i32 each,
+//                                      text str(0...maxReplyTextBytes), prefill ns u64, decode ns u64,
+//                                      stop reason str(1...32, [A-Za-z0-9._-]), kv cache str(1...32, same),
+//                                      kv cache bytes u64, activation bytes sent u64, received u64
 //
 // Categories for byte accounting: activations -> activations, kvTransfer -> kv,
 // dictionary -> dictionary, every other kind -> control.
@@ -136,6 +145,13 @@ public enum WireProtocol {
     /// Longest error message.
     public static let maxErrorMessageLength = 4096
 
+    /// Longest prompt text of a generate request.
+    public static let maxPromptBytes = 1 << 20
+    /// Longest generated text of a generate reply.
+    public static let maxReplyTextBytes = 1 << 22
+    /// Largest top-k cut of a generate request.
+    public static let maxTopK = 1 << 20
+
     /// The encoding name of CSR-coded KV transfers, which must name their dictionary.
     public static let csrEncoding = "csr"
 }
@@ -161,6 +177,8 @@ public enum MessageKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     case error = 0x41
     case ping = 0x42
     case pong = 0x43
+    case generateRequest = 0x50
+    case generateReply = 0x51
 
     /// Which byte counter the message's bytes go to.
     public var category: TrafficCategory {
@@ -205,6 +223,8 @@ public enum MessageKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .error: "error"
         case .ping: "ping"
         case .pong: "pong"
+        case .generateRequest: "generateRequest"
+        case .generateReply: "generateReply"
         }
     }
 }
@@ -366,6 +386,28 @@ extension WireProtocol {
             w.write(b.message)
         case .ping(let nonce), .pong(let nonce):
             w.write(nonce)
+        case .generateRequest(let b):
+            w.write(b.prompt)
+            w.write(UInt8(b.chat ? 1 : 0))
+            w.write(UInt32(b.maxTokens))
+            w.write(b.temperature.bitPattern)
+            w.write(UInt32(b.topK))
+            w.write(b.topP.bitPattern)
+            w.write(b.seed)
+            w.write(UInt8(b.ignoreEOS ? 1 : 0))
+        case .generateReply(let b):
+            for tokens in [b.promptTokens, b.generatedTokens] {
+                w.write(UInt32(tokens.count))
+                for t in tokens { w.write(UInt32(bitPattern: t)) }
+            }
+            w.write(b.text)
+            w.write(b.prefillNanoseconds)
+            w.write(b.decodeNanoseconds)
+            w.write(b.stopReason)
+            w.write(b.kvCache)
+            w.write(b.kvCacheBytes)
+            w.write(b.activationBytesSent)
+            w.write(b.activationBytesReceived)
         }
     }
 }
@@ -507,6 +549,27 @@ extension WireProtocol {
             return .ping(nonce: try r.u64("nonce"))
         case .pong:
             return .pong(nonce: try r.u64("nonce"))
+        case .generateRequest:
+            let prompt = try r.string("prompt", max: maxPromptBytes)
+            let chat = try r.flag("chat")
+            let maxTokens = try r.int("max tokens")
+            let temperature = Float(bitPattern: try r.fixed(UInt32.self, "temperature"))
+            let topK = try r.int("top k")
+            let topP = Float(bitPattern: try r.fixed(UInt32.self, "top p"))
+            let seed = try r.u64("seed")
+            return .generateRequest(GenerateRequestBody(
+                prompt: prompt, chat: chat, maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP,
+                seed: seed, ignoreEOS: try r.flag("ignore eos")))
+        case .generateReply:
+            let prompt = try r.tokens("prompt tokens", min: 1)
+            let generated = try r.tokens("generated tokens", min: 0)
+            return .generateReply(GenerateReplyBody(
+                promptTokens: prompt, generatedTokens: generated, text: try r.string("text", max: maxReplyTextBytes),
+                prefillNanoseconds: try r.u64("prefill ns"), decodeNanoseconds: try r.u64("decode ns"),
+                stopReason: try r.string("stop reason", max: maxEncodingLength),
+                kvCache: try r.string("kv cache", max: maxEncodingLength), kvCacheBytes: try r.u64("kv cache bytes"),
+                activationBytesSent: try r.u64("activation bytes sent"),
+                activationBytesReceived: try r.u64("activation bytes received")))
         }
     }
 }
@@ -600,6 +663,19 @@ extension WireProtocol {
             try check.length(reason.utf8.count, "reason", max: maxReasonLength)
         case .error(let b):
             try check.length(b.message.utf8.count, "message", max: maxErrorMessageLength)
+        case .generateRequest(let b):
+            try check.length(b.prompt.utf8.count, "prompt", max: maxPromptBytes)
+            try check.range(b.maxTokens, 0...maxContext, "max tokens")
+            try check.that(b.temperature.isFinite && b.temperature >= 0, "temperature", "\(b.temperature); must be finite and >= 0")
+            try check.range(b.topK, 0...maxTopK, "top k")
+            try check.that(b.topP.isFinite && b.topP > 0 && b.topP <= 1, "top p", "\(b.topP); must be in (0, 1]")
+        case .generateReply(let b):
+            try check.range(b.promptTokens.count, 1...maxContext, "prompt tokens")
+            try check.range(b.generatedTokens.count, 0...maxContext, "generated tokens")
+            try check.that((b.promptTokens + b.generatedTokens).allSatisfy { $0 >= 0 }, "tokens", "negative token id")
+            try check.length(b.text.utf8.count, "text", max: maxReplyTextBytes)
+            try check.identifier(b.stopReason, "stop reason", max: maxEncodingLength)
+            try check.identifier(b.kvCache, "kv cache", max: maxEncodingLength)
         }
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SparseKVCluster
 import SparseKVEngine
 
 struct GenerateCommand: ParsableCommand {
@@ -46,6 +47,10 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "Print one JSON object (prompt ids, generated ids, text, timings) instead of streaming.")
     var json = false
 
+    @Option(help: ArgumentHelp("Run on a cluster: the coordinator's endpoint, e.g. tcp://127.0.0.1:5555.",
+                               discussion: "The coordinator's --kv, --ctx and model apply; the text comes at the end, not streamed."))
+    var cluster: String?
+
     func validate() throws {
         guard (prompt == nil) != (promptFile == nil) else { throw ValidationError("give exactly one of -p TEXT or --prompt-file PATH") }
         guard n >= 0 else { throw ValidationError("-n must be >= 0") }
@@ -54,6 +59,7 @@ struct GenerateCommand: ParsableCommand {
     }
 
     func run() throws {
+        if let cluster { return try runOnCluster(cluster) }
         let (gguf, logger) = try common.setUp()
         let tokenizer = try BPETokenizer(gguf: gguf)
         let loadStart = Date()
@@ -89,5 +95,72 @@ struct GenerateCommand: ParsableCommand {
         printErr(String(format: "prefill: %d tokens, %.1f tok/s | decode: %d tokens, %.1f tok/s | kv %@ %d bytes | stop: %@",
                         result.promptTokens.count, result.prefillTokensPerSecond, result.generatedTokens.count,
                         result.decodeTokensPerSecond, result.kvCache, result.kvCacheBytes, result.stopReason))
+    }
+
+    func runOnCluster(_ endpoint: String) throws {
+        let text = try prompt ?? readTextFile(promptFile!)
+        let client = try ClusterClient(coordinator: endpoint)
+        let before = try client.stats().traffic
+        let r = try client.generate(GenerateRequestBody(
+            prompt: text, chat: chat, maxTokens: n, temperature: temp, topK: topK, topP: topP, seed: seed, ignoreEOS: ignoreEos))
+        let prefillS = Double(r.prefillNanoseconds) / 1e9, decodeS = Double(r.decodeNanoseconds) / 1e9
+        let steps = max(r.generatedTokens.count - 1, 0)
+        let result = ClusterGenerationResult(
+            promptTokens: r.promptTokens, generatedTokens: r.generatedTokens, text: r.text,
+            prefillSeconds: prefillS, decodeSeconds: decodeS,
+            prefillTokensPerSecond: Double(r.promptTokens.count) / max(prefillS, 1e-9),
+            decodeTokensPerSecond: steps > 0 ? Double(steps) / max(decodeS, 1e-9) : 0,
+            stopReason: r.stopReason, kvCache: r.kvCache, kvCacheBytes: Int(r.kvCacheBytes),
+            activationBytesSent: r.activationBytesSent, activationBytesReceived: r.activationBytesReceived,
+            coordinatorTraffic: ClusterGenerationResult.delta(before, try client.stats().traffic))
+        if json {
+            print(try jsonString(result))
+        } else {
+            FileHandle.standardOutput.write((r.text + "\n").data(using: .utf8)!)
+        }
+        printErr(String(format: "prefill: %d tokens, %.1f tok/s | decode: %d tokens, %.1f tok/s | kv %@ | stop: %@",
+                        result.promptTokens.count, result.prefillTokensPerSecond, result.generatedTokens.count,
+                        result.decodeTokensPerSecond, result.kvCache, result.stopReason))
+        let traffic = TrafficCategory.allCases.compactMap { c -> String? in
+            guard let t = result.coordinatorTraffic[c.rawValue], t.sentBytes + t.receivedBytes > 0 else { return nil }
+            return "\(c.rawValue) \(t.sentBytes) B sent / \(t.receivedBytes) B received"
+        }
+        printErr("coordinator traffic during the request: " + traffic.joined(separator: ", "))
+    }
+}
+
+/// `generate --cluster --json` output: the fields of a local run's ``GenerationResult``
+/// plus the activation bytes the coordinator counted for the request.
+struct ClusterGenerationResult: Codable {
+    var promptTokens: [Int32]
+    var generatedTokens: [Int32]
+    var text: String
+    var prefillSeconds: Double
+    var decodeSeconds: Double
+    var prefillTokensPerSecond: Double
+    var decodeTokensPerSecond: Double
+    var stopReason: String
+    var kvCache: String
+    var kvCacheBytes: Int
+    var activationBytesSent: UInt64
+    var activationBytesReceived: UInt64
+    /// The coordinator's byte counters (all peers) during the request, by category; they
+    /// include any other request served at the same time.
+    var coordinatorTraffic: [String: TrafficCount]
+
+    static func delta(_ a: TrafficSnapshot, _ b: TrafficSnapshot) -> [String: TrafficCount] {
+        var out: [String: TrafficCount] = [:]
+        for c in TrafficCategory.allCases {
+            func total(_ s: TrafficSnapshot) -> TrafficCount {
+                s.byPeer.values.reduce(TrafficCount()) { t, p in
+                    TrafficCount(sentBytes: t.sentBytes + p[c].sentBytes, sentMessages: t.sentMessages + p[c].sentMessages,
+                                 receivedBytes: t.receivedBytes + p[c].receivedBytes, receivedMessages: t.receivedMessages + p[c].receivedMessages)
+                }
+            }
+            let x = total(a), y = total(b)
+            out[c.rawValue] = TrafficCount(sentBytes: y.sentBytes &- x.sentBytes, sentMessages: y.sentMessages &- x.sentMessages,
+                                           receivedBytes: y.receivedBytes &- x.receivedBytes, receivedMessages: y.receivedMessages &- x.receivedMessages)
+        }
+        return out
     }
 }

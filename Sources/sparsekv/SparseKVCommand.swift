@@ -9,5 +9,6 @@ struct SparseKVCommand: ParsableCommand {
             scripts/setup.sh fetches them. --model may be omitted once the model is there.
             """,
         subcommands: [GenerateCommand.self, PerplexityCommand.self, TokenizeCommand.self, InfoCommand.self,
-                      BenchCommand.self, EvalCommand.self, DictCommand.self])
+                      BenchCommand.self, EvalCommand.self, DictCommand.self,
+                      CoordinatorCommand.self, WorkerCommand.self, ClusterCommand.self])
 }

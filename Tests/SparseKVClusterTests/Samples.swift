@@ -101,6 +101,12 @@ enum Samples {
             WireMessage(.error(ErrorBody(code: .malformedMessage, message: "")), requestID: 16),
             WireMessage(.ping(nonce: 0xDEAD_BEEF_0000_0001), requestID: 17),
             WireMessage(.pong(nonce: 0xDEAD_BEEF_0000_0001), requestID: 17),
+            WireMessage(.generateRequest(GenerateRequestBody(prompt: "Tell me about Paris — briefly.", chat: true, maxTokens: 32,
+                                                             temperature: 0.7, topK: 40, topP: 0.9, seed: 7)), requestID: 18),
+            WireMessage(.generateReply(GenerateReplyBody(
+                promptTokens: [1, 2, 49151], generatedTokens: [5, 6], text: "Paris is", prefillNanoseconds: 12_000_000,
+                decodeNanoseconds: 34_000_000, stopReason: "length", kvCache: "csr", kvCacheBytes: 123_456,
+                activationBytesSent: 7_000, activationBytesReceived: 8_000)), requestID: 18),
         ]
     }
 

@@ -1,0 +1,411 @@
+import Foundation
+import Logging
+import SparseKVEngine
+
+/// The coordinator process: registers workers, plans contiguous shards by memory budget,
+/// broadcasts the dictionary (and waits for every worker's ack of its hash), then serves
+/// generate requests by driving hidden states through the worker pipeline. It holds the
+/// tokenizer, embeddings, final norm, LM head and sampling.
+///
+/// Sockets: one ROUTER bound at `listen` takes registrations, replies, returning
+/// activations and client requests; one DEALER per worker (routing id "coordinator")
+/// carries assignments, the dictionary, activations into the first worker, and control.
+public final class Coordinator {
+    public let configuration: CoordinatorConfiguration
+    public let counters = ByteCounters()
+    /// The endpoint the ROUTER is bound to (with the chosen port).
+    public let boundEndpoint: String
+    private let logger: Logger
+    private let model: LlamaModel
+    private let tokenizer: BPETokenizer
+    private let contextLength: Int
+    /// Weights of one layer plus one session's full-context fp32 cache for it.
+    private let bytesPerLayer: UInt64
+    private let dictionary: (hash: String, gguf: [UInt8])?
+    private let cacheKind: String
+    private let context: ZMQContext
+    private let router: CountedSocket
+
+    // MARK: - State
+
+    private enum Phase: Equatable { case registering, starting, serving }
+
+    private struct WorkerState {
+        let id: String
+        let routingID: [UInt8]
+        let endpoint: Endpoint
+        let budget: UInt64
+        var link: CountedSocket?
+        var layers: Range<Int>?
+        var ready = false
+        var dictionaryAcked = false
+    }
+
+    private struct Request {
+        let client: [UInt8]
+        let requestID: UInt64
+        var session: GenerationSession
+        var deadline: ContinuousClock.Instant
+        var sentBytes: UInt64 = 0
+        var receivedBytes: UInt64 = 0
+    }
+
+    private var phase = Phase.registering
+    private var workers: [WorkerState] = []
+    private var active: [UInt64: Request] = [:]
+    private var waiting: [Request] = []
+    private var nextSessionID: UInt64 = 1
+
+    /// Loads the coordinator's part of the model and the dictionary, and binds.
+    public init(configuration: CoordinatorConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        guard configuration.workerCount >= 1 else { throw NodeError.badConfiguration("--workers must be at least 1") }
+        let gguf = try GGUFFile(path: configuration.modelPath)
+        model = try LlamaModel(gguf: gguf, layers: 0..<0, embeddings: true, head: true)
+        tokenizer = try BPETokenizer(gguf: gguf)
+        let c = model.config
+        contextLength = min(configuration.contextLength ?? c.contextLength, c.contextLength)
+        guard contextLength >= 1 else { throw NodeError.badConfiguration("--ctx must be at least 1") }
+        let oneLayer = try LlamaModel(gguf: gguf, layers: 0..<min(1, c.layerCount), embeddings: false, head: false)
+        bytesPerLayer = UInt64(oneLayer.weightBytes + contextLength * c.kvDim * 2 * MemoryLayout<Float>.size)
+        // Check the spec here, with the dictionary, so a typo fails before any worker loads.
+        if configuration.kvSpec.lowercased().hasPrefix(WireProtocol.csrEncoding) {
+            guard let path = configuration.dictionaryPath else {
+                throw NodeError.badConfiguration("--kv \(configuration.kvSpec) needs --dict PATH")
+            }
+            let d = try CSRDictionary.load(path: path)
+            try d.check(model: CSRDictionary.ModelInfo(model: model), path: path)
+            let type = try KVCacheType(parsing: configuration.kvSpec, dictionary: d)
+            dictionary = (d.contentHash, [UInt8](try d.ggufData()))
+            cacheKind = type.makeCache(geometry: KVCacheGeometry(layers: 0..<1, kvHeads: c.kvHeadCount, headDim: c.headDim, capacity: 1),
+                                       rope: model.rope).kind
+        } else {
+            let type = try KVCacheType(parsing: configuration.kvSpec)
+            dictionary = nil
+            cacheKind = type.makeCache(geometry: KVCacheGeometry(layers: 0..<1, kvHeads: c.kvHeadCount, headDim: c.headDim, capacity: 1),
+                                       rope: model.rope).kind
+        }
+        context = try ZMQContext()
+        router = try CountedSocket(context: context, kind: .router, counters: counters)
+        boundEndpoint = try router.bind(bindableEndpoint(configuration.listen))
+    }
+
+    deinit {
+        for w in workers { w.link?.close() }
+        router.close()
+    }
+
+    // MARK: - Serving loop
+
+    /// Serves until `stop` is raised or a shutdown message arrives; then tells every
+    /// worker to shut down. `onReady` runs once, when every worker is loaded and acked.
+    public func run(stop: StopSignal, onReady: (String) -> Void = { _ in }) throws {
+        logger.info("listening on \(boundEndpoint), waiting for \(configuration.workerCount) workers")
+        defer { shutDownWorkers(reason: "coordinator stopping") }
+        while !stop.isRaised {
+            if let received = try router.receive(timeout: .milliseconds(100)) {
+                let wasServing = phase == .serving
+                if try handle(received) == .stop { return }
+                if !wasServing, phase == .serving {
+                    logger.info("cluster ready: \(workers.map { "\($0.id) \($0.layers!.lowerBound)..<\($0.layers!.upperBound)" }.joined(separator: ", "))")
+                    onReady(boundEndpoint)
+                    startWaiting()
+                }
+            }
+            expireSessions()
+        }
+        logger.info("stop requested")
+    }
+
+    private enum Next { case keepServing, stop }
+
+    private func handle(_ received: ReceivedMessage) throws -> Next {
+        let m: WireMessage
+        switch received.result {
+        case .success(let message): m = message
+        case .failure(let e):
+            logger.warning("refused a message from \(received.peer): \(e.localizedDescription)")
+            answer(received, .error(ErrorBody(code: .malformedMessage, message: clip(e.localizedDescription))),
+                   requestID: received.header?.requestID ?? 0)
+            return .keepServing
+        }
+        switch m.body {
+        case .register(let b):
+            register(b, from: received, requestID: m.requestID)
+            if phase == .registering, workers.count == configuration.workerCount { try assignShards() }
+        case .shardReady(let b):
+            guard let i = workerIndex(received) else { return refuseUnknown(received, m) }
+            guard workers[i].layers == b.layers else {
+                throw NodeError.refused(by: workers[i].id, code: .layerMismatch, message: "reported layers \(b.layers), assigned \(String(describing: workers[i].layers))")
+            }
+            workers[i].ready = true
+            logger.info("\(workers[i].id) loaded layers \(b.layers.lowerBound)..<\(b.layers.upperBound), \(b.weightBytes) bytes of weights")
+            checkReady()
+        case .dictionaryAck(let hash):
+            guard let i = workerIndex(received) else { return refuseUnknown(received, m) }
+            if let d = dictionary, hash == d.hash {
+                workers[i].dictionaryAcked = true
+                logger.info("\(workers[i].id) acked dictionary \(hash.prefix(16))…")
+                checkReady()
+            } else {
+                // Refused: this worker never counts as ready, so no inference starts.
+                logger.error("\(workers[i].id) acked dictionary \(hash), expected \(dictionary?.hash ?? "none"); refused")
+                sendToWorker(i, WireMessage(.error(ErrorBody(code: .dictionaryMismatch, message:
+                    "you acknowledged dictionary \(hash); the cluster's is \(dictionary?.hash ?? "none (no csr cache)")")), requestID: m.requestID))
+            }
+        case .activations(let a):
+            guard var r = active[m.sessionID] else {
+                answer(received, .error(ErrorBody(code: .unknownSession, message: "no session \(m.sessionID)")), requestID: m.requestID, sessionID: m.sessionID)
+                return .keepServing
+            }
+            r.receivedBytes += UInt64(received.wireBytes)
+            do {
+                let action = try r.session.receive(a, model: model)
+                active[m.sessionID] = r
+                try perform(action, sessionID: m.sessionID)
+            } catch {
+                fail(m.sessionID, code: .internalError, message: error.localizedDescription)
+            }
+        case .error(let e):
+            if m.sessionID != 0, active[m.sessionID] != nil {
+                fail(m.sessionID, code: e.code, message: "\(received.peer): \(e.message)")
+            } else if phase != .serving, workerIndex(received) != nil {
+                throw NodeError.refused(by: received.peer, code: e.code, message: e.message)
+            } else {
+                logger.warning("error from \(received.peer): \(e.code) \(e.message)")
+            }
+        case .generateRequest(let g):
+            accept(g, from: received, requestID: m.requestID)
+        case .statsRequest:
+            answer(received, .statsReply(StatsReplyBody(traffic: counters.snapshot(), kvCacheBytes: 0, sessionCount: active.count)),
+                   requestID: m.requestID)
+        case .ping(let nonce):
+            answer(received, .pong(nonce: nonce), requestID: m.requestID)
+        case .pong, .statsReply:
+            break
+        case .shutdown(let reason):
+            logger.info("shutdown requested by \(received.peer): \(reason)")
+            return .stop
+        default:
+            answer(received, .error(ErrorBody(code: .unexpectedMessage, message: "the coordinator does not take \(m.kind)")),
+                   requestID: m.requestID)
+        }
+        return .keepServing
+    }
+
+    // MARK: - Registration and shard plan
+
+    private func register(_ b: RegisterBody, from received: ReceivedMessage, requestID: UInt64) {
+        func refuse(_ code: WireErrorCode, _ why: String) {
+            logger.warning("refused worker \(b.workerID): \(why)")
+            answer(received, .error(ErrorBody(code: code, message: clip(why))), requestID: requestID)
+        }
+        guard phase == .registering else { return refuse(.unexpectedMessage, "the cluster already has its \(configuration.workerCount) workers") }
+        guard b.modelFingerprint == model.fingerprint else {
+            return refuse(.modelMismatch, "model fingerprint \(b.modelFingerprint) differs from the coordinator's \(model.fingerprint); run every process on the same GGUF file")
+        }
+        guard b.workerID != coordinatorPeerID, received.peer == b.workerID else {
+            return refuse(.malformedMessage, "worker id '\(b.workerID)' must be the socket's routing id and not '\(coordinatorPeerID)'")
+        }
+        guard !workers.contains(where: { $0.id == b.workerID }) else {
+            return refuse(.unexpectedMessage, "a worker named \(b.workerID) is already registered; give each worker its own --id")
+        }
+        guard let routingID = received.routingID else { return }
+        workers.append(WorkerState(id: b.workerID, routingID: routingID, endpoint: b.peerEndpoint, budget: b.memoryBudgetBytes))
+        logger.info("registered \(b.workerID) at \(b.peerEndpoint), budget \(b.memoryBudgetBytes) bytes (\(workers.count)/\(configuration.workerCount))")
+        answer(received, .registerAck(workerIndex: workers.count - 1), requestID: requestID)
+    }
+
+    private func assignShards() throws {
+        let plan: [Range<Int>]
+        do {
+            plan = try ShardPlanner.plan(layerCount: model.config.layerCount, budgets: workers.map(\.budget),
+                                         bytesPerLayer: bytesPerLayer, fixedBytes: UInt64(dictionary?.gguf.count ?? 0),
+                                         names: workers.map(\.id))
+        } catch {
+            for i in workers.indices {
+                try? router.send(WireMessage(.error(ErrorBody(code: .outOfMemory, message: clip(error.localizedDescription)))),
+                                 to: workers[i].routingID, timeout: .seconds(1))
+            }
+            throw error
+        }
+        phase = .starting
+        for i in workers.indices {
+            var options = ZMQSocketOptions()
+            options.routingID = Array(coordinatorPeerID.utf8)
+            let link = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: workers[i].id, options: options)
+            try link.connect(workers[i].endpoint.description)
+            workers[i].link = link
+            workers[i].layers = plan[i]
+        }
+        for i in workers.indices {
+            let hop: ShardAssignmentBody.NextHop = i + 1 < workers.count ? .peer(workers[i + 1].endpoint) : .coordinator
+            sendToWorker(i, WireMessage(.shardAssignment(ShardAssignmentBody(
+                layers: plan[i], modelLayers: model.config.layerCount, kvSpec: configuration.kvSpec,
+                dictionaryHash: dictionary?.hash ?? "", contextCapacity: contextLength, nextHop: hop))))
+            if let d = dictionary {
+                sendToWorker(i, WireMessage(.dictionary(DictionaryBody(contentHash: d.hash, gguf: d.gguf))))
+            }
+            logger.info("assigned layers \(plan[i].lowerBound)..<\(plan[i].upperBound) to \(workers[i].id)")
+        }
+    }
+
+    private func checkReady() {
+        guard phase == .starting else { return }
+        if workers.allSatisfy({ $0.ready && (dictionary == nil || $0.dictionaryAcked) }) { phase = .serving }
+    }
+
+    private func workerIndex(_ received: ReceivedMessage) -> Int? {
+        workers.firstIndex { $0.id == received.peer && $0.routingID == received.routingID }
+    }
+
+    private func refuseUnknown(_ received: ReceivedMessage, _ m: WireMessage) -> Next {
+        answer(received, .error(ErrorBody(code: .unexpectedMessage, message: "\(m.kind) from \(received.peer), which is not a registered worker")),
+               requestID: m.requestID)
+        return .keepServing
+    }
+
+    // MARK: - Generation
+
+    private func accept(_ g: GenerateRequestBody, from received: ReceivedMessage, requestID: UInt64) {
+        guard phase == .serving, let client = received.routingID else {
+            let missing = workers.filter { !$0.ready || (dictionary != nil && !$0.dictionaryAcked) }.map(\.id)
+            answer(received, .error(ErrorBody(code: .unexpectedMessage, message: clip(
+                "the cluster is not ready: \(workers.count)/\(configuration.workerCount) workers registered" + (missing.isEmpty ? "" : ", waiting for \(missing.joined(separator: ", "))")))),
+                   requestID: requestID)
+            return
+        }
+        var text = g.prompt
+        if g.chat { text = tokenizer.applyChatTemplate(messages: [(role: "user", content: text)], addGenerationPrompt: true) }
+        let ids = tokenizer.encode(text, addSpecial: true, parseSpecial: g.chat)
+        guard !ids.isEmpty, ids.count < contextLength else {
+            answer(received, .error(ErrorBody(code: .capacityExceeded, message: "the prompt has \(ids.count) tokens; 1...\(contextLength - 1) fit the context")),
+                   requestID: requestID)
+            return
+        }
+        let ignoreEOS = g.ignoreEOS, tokenizer = tokenizer
+        let session = GenerationSession(
+            id: nextSessionID, prompt: ids, maxTokens: g.maxTokens,
+            sampling: SamplingOptions(temperature: g.temperature, topK: g.topK, topP: g.topP, seed: g.seed),
+            contextLength: contextLength, isStop: { !ignoreEOS && tokenizer.isEndOfGeneration($0) })
+        nextSessionID += 1
+        waiting.append(Request(client: client, requestID: requestID, session: session, deadline: .now + configuration.stepTimeout))
+        startWaiting()
+    }
+
+    private func startWaiting() {
+        while phase == .serving, active.count < configuration.maxConcurrentSessions, !waiting.isEmpty {
+            var r = waiting.removeFirst()
+            let id = r.session.id
+            do {
+                let action = try r.session.start(model: model)
+                active[id] = r
+                logger.info("session \(id): \(r.session.prompt.count) prompt tokens, up to \(r.session.maxTokens) new")
+                try perform(action, sessionID: id)
+            } catch {
+                active[id] = r
+                fail(id, code: .internalError, message: error.localizedDescription)
+            }
+        }
+    }
+
+    private func perform(_ action: GenerationSession.Action, sessionID: UInt64) throws {
+        guard var r = active[sessionID] else { return }
+        switch action {
+        case .send(let states):
+            guard let first = workers.first?.link else { throw NodeError.badConfiguration("no workers") }
+            r.sentBytes += UInt64(try first.send(WireMessage(.activations(states), requestID: r.requestID, sessionID: sessionID),
+                                                 timeout: .seconds(30)))
+            r.deadline = .now + configuration.stepTimeout
+            active[sessionID] = r
+        case .finish(let reason):
+            let s = r.session
+            let now = ContinuousClock.now
+            let prefillEnd = s.prefillEnd ?? now
+            let reply = GenerateReplyBody(
+                promptTokens: s.prompt, generatedTokens: s.generated, text: clipText(tokenizer.decode(s.generated)),
+                prefillNanoseconds: nanoseconds(prefillEnd - s.started), decodeNanoseconds: nanoseconds(now - prefillEnd),
+                stopReason: reason, kvCache: cacheKind, kvCacheBytes: 0,
+                activationBytesSent: r.sentBytes, activationBytesReceived: r.receivedBytes)
+            sendToClient(r.client, WireMessage(.generateReply(reply), requestID: r.requestID))
+            logger.info("session \(sessionID): \(s.generated.count) tokens, stop \(reason)")
+            end(sessionID)
+        }
+    }
+
+    private func fail(_ sessionID: UInt64, code: WireErrorCode, message: String) {
+        guard let r = active[sessionID] else { return }
+        logger.error("session \(sessionID) failed: \(message)")
+        sendToClient(r.client, WireMessage(.error(ErrorBody(code: code, message: clip(message))), requestID: r.requestID))
+        end(sessionID)
+    }
+
+    private func end(_ sessionID: UInt64) {
+        active[sessionID] = nil
+        for i in workers.indices { sendToWorker(i, WireMessage(.dropSession, sessionID: sessionID)) }
+        startWaiting()
+    }
+
+    private func expireSessions() {
+        let now = ContinuousClock.now
+        for (id, r) in active where r.deadline < now {
+            fail(id, code: .unreachable, message: "no hidden states came back within \(configuration.stepTimeout); is every worker alive?")
+        }
+    }
+
+    // MARK: - Sending
+
+    private func answer(_ received: ReceivedMessage, _ body: WireBody, requestID: UInt64, sessionID: UInt64 = 0) {
+        guard let id = received.routingID else { return }
+        do { try router.send(WireMessage(body, requestID: requestID, sessionID: sessionID), to: id, timeout: .seconds(2)) } catch {
+            logger.warning("could not answer \(received.peer): \(error.localizedDescription)")
+        }
+    }
+
+    private func sendToClient(_ client: [UInt8], _ m: WireMessage) {
+        do { try router.send(m, to: client, timeout: .seconds(5)) } catch {
+            logger.warning("could not reach client \(WireProtocol.peerLabel(routingID: client)): \(error.localizedDescription)")
+        }
+    }
+
+    private func sendToWorker(_ i: Int, _ m: WireMessage) {
+        do {
+            if let link = workers[i].link {
+                try link.send(m, timeout: .seconds(30))
+            } else {
+                try router.send(m, to: workers[i].routingID, timeout: .seconds(2))
+            }
+        } catch {
+            logger.warning("could not reach \(workers[i].id): \(error.localizedDescription)")
+        }
+    }
+
+    private func shutDownWorkers(reason: String) {
+        for i in workers.indices {
+            do {
+                let m = WireMessage(.shutdown(reason: reason))
+                if let link = workers[i].link { try link.send(m, timeout: .seconds(1)) } else { try router.send(m, to: workers[i].routingID, timeout: .seconds(1)) }
+            } catch {
+                logger.warning("could not tell \(workers[i].id) to shut down: \(error.localizedDescription)")
+            }
+        }
+    }
+
+    private func clip(_ s: String) -> String {
+        var s = s
+        while s.utf8.count > WireProtocol.maxErrorMessageLength { s.removeLast() }
+        return s
+    }
+
+    private func clipText(_ s: String) -> String {
+        var s = s
+        while s.utf8.count > WireProtocol.maxReplyTextBytes { s.removeLast() }
+        return s
+    }
+
+    private func nanoseconds(_ d: Duration) -> UInt64 {
+        let (s, atto) = d.components
+        return UInt64(max(0, s)) * 1_000_000_000 + UInt64(max(0, atto) / 1_000_000_000)
+    }
+}

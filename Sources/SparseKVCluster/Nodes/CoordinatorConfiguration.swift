@@ -1,0 +1,26 @@
+/// Settings of the coordinator process (`sparsekv coordinator`).
+public struct CoordinatorConfiguration: Sendable {
+    /// Where the coordinator's ROUTER binds (workers and clients connect here).
+    public var listen: String
+    /// The GGUF model file (the coordinator loads embeddings, final norm and LM head).
+    public var modelPath: String
+    /// The CSR dictionary file; required for a csr: cache.
+    public var dictionaryPath: String?
+    /// Workers to wait for before planning shards.
+    public var workerCount: Int
+    /// KV cache spec the workers use, as `--kv`.
+    public var kvSpec: String = "fp32"
+    /// Positions per session (default: the model's context length).
+    public var contextLength: Int?
+    /// Sessions in flight at once; further requests wait their turn.
+    public var maxConcurrentSessions = 4
+    /// A session whose states do not come back within this time fails.
+    public var stepTimeout: Duration = .seconds(120)
+
+    public init(listen: String, modelPath: String, dictionaryPath: String?, workerCount: Int) {
+        self.listen = listen
+        self.modelPath = modelPath
+        self.dictionaryPath = dictionaryPath
+        self.workerCount = workerCount
+    }
+}

@@ -1,0 +1,368 @@
+import Foundation
+import Logging
+import SparseKVEngine
+
+/// A worker process: registers with the coordinator, loads the layers it is assigned,
+/// checks the broadcast dictionary, keeps each session's KV cache for its layers, and
+/// passes hidden states on to the next hop (the next worker, or the coordinator).
+///
+/// Sockets: one ROUTER bound at `listen` takes everything addressed to the worker (the
+/// coordinator's link, the previous worker's link); a DEALER to the coordinator (routing
+/// id = worker id) registers and carries everything the worker sends the coordinator;
+/// a DEALER to the next worker carries activations. Nothing a peer sends ends the loop
+/// except a shutdown message.
+public final class Worker {
+    public let configuration: WorkerConfiguration
+    public let counters = ByteCounters()
+    private let logger: Logger
+    private let gguf: GGUFFile
+    /// No layers: config, fingerprint and rope for checks.
+    private let base: LlamaModel
+    private let context: ZMQContext
+    private let router: CountedSocket
+    private let up: CountedSocket
+    private var next: CountedSocket?
+    /// The endpoint the ROUTER is bound to (with the chosen port).
+    public let boundEndpoint: String
+
+    // MARK: - State
+
+    private var assignment: ShardAssignmentBody?
+    private var model: LlamaModel?
+    private var dictionary: CSRDictionary?
+    private var cacheType: KVCacheType?
+    /// KV caches of this worker's layers, by session id.
+    private var sessions: [UInt64: any KVCache] = [:]
+    /// Caches received for layers this worker does not serve (replicas), by session id.
+    private var replicas: [UInt64: any KVCache] = [:]
+    /// DEALER links to other workers for KV transfers, by endpoint.
+    private var peers: [String: CountedSocket] = [:]
+
+    public init(configuration: WorkerConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "worker"] = "\(configuration.id)"
+        self.logger = logger
+        guard configuration.id != coordinatorPeerID else {
+            throw NodeError.badConfiguration("the worker id '\(coordinatorPeerID)' is reserved; pick another --id")
+        }
+        gguf = try GGUFFile(path: configuration.modelPath)
+        base = try LlamaModel(gguf: gguf, layers: 0..<0, embeddings: false, head: false)
+        context = try ZMQContext()
+        router = try CountedSocket(context: context, kind: .router, counters: counters)
+        boundEndpoint = try router.bind(bindableEndpoint(configuration.listen))
+        var options = ZMQSocketOptions()
+        options.routingID = Array(configuration.id.utf8)
+        up = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: coordinatorPeerID,
+                               options: options)
+        try up.connect(configuration.coordinator)
+    }
+
+    deinit {
+        for p in peers.values { p.close() }
+        next?.close()
+        up.close()
+        router.close()
+    }
+
+    // MARK: - Registration
+
+    /// Registers and serves until a shutdown message or `stop` is raised.
+    public func run(stop: StopSignal) throws {
+        let endpoint = try Endpoint(parsing: boundEndpoint)
+        try up.send(WireMessage(.register(RegisterBody(
+            workerID: configuration.id, peerEndpoint: endpoint, memoryBudgetBytes: configuration.memoryBudgetBytes,
+            modelFingerprint: base.fingerprint)), requestID: 1), timeout: .seconds(10))
+        let deadline = ContinuousClock.now + configuration.registrationTimeout
+        registration: while true {
+            if stop.isRaised { throw NodeError.stopped }
+            guard ContinuousClock.now < deadline else {
+                throw NodeError.timedOut(waitingFor: "the registration answer", peer: configuration.coordinator)
+            }
+            guard let received = try up.receive(timeout: .milliseconds(200)) else { continue }
+            switch received.result {
+            case .success(let m):
+                switch m.body {
+                case .registerAck(let index):
+                    logger.info("registered as worker \(index), listening on \(boundEndpoint)")
+                    break registration
+                case .error(let e):
+                    throw NodeError.refused(by: coordinatorPeerID, code: e.code, message: e.message)
+                default:
+                    logger.warning("ignoring \(m.kind) before the registration answer")
+                }
+            case .failure(let e):
+                logger.warning("malformed message from the coordinator: \(e.localizedDescription)")
+            }
+        }
+        try serve(stop: stop)
+    }
+
+    // MARK: - Serving loop
+
+    private func serve(stop: StopSignal) throws {
+        while !stop.isRaised {
+            guard let received = try router.receive(timeout: .milliseconds(200)) else { continue }
+            let message: WireMessage
+            switch received.result {
+            case .success(let m): message = m
+            case .failure(let e):
+                logger.warning("refused a message from \(received.peer): \(e.localizedDescription)")
+                reply(to: received, WireMessage(.error(ErrorBody(code: .malformedMessage, message: clip(e.localizedDescription))),
+                                                requestID: received.header?.requestID ?? 0))
+                continue
+            }
+            do {
+                if try handle(message, from: received) == .stop { return }
+            } catch {
+                logger.error("\(message.kind) from \(received.peer) failed: \(error.localizedDescription)")
+                let code: WireErrorCode = (error as? WorkerFailure)?.code ?? .internalError
+                let session = message.kind.sessionRule == .required ? message.sessionID : 0
+                let answer = WireMessage(.error(ErrorBody(code: code, message: clip("\(configuration.id): \(error.localizedDescription)"))),
+                                         requestID: message.requestID, sessionID: session)
+                // A failed pipeline step is the coordinator's to know, whoever passed the states on.
+                if message.kind == .activations {
+                    do { try up.send(answer, timeout: .seconds(5)) } catch { logger.warning("could not tell the coordinator: \(error)") }
+                } else {
+                    reply(to: received, answer)
+                }
+            }
+        }
+        logger.info("stop requested")
+    }
+
+    private enum Next { case keepServing, stop }
+
+    private func handle(_ m: WireMessage, from received: ReceivedMessage) throws -> Next {
+        switch m.body {
+        case .shardAssignment(let a):
+            try assign(a)
+        case .dictionary(let d):
+            try installDictionary(d)
+        case .activations(let a):
+            try runLayers(a, message: m)
+        case .dropSession:
+            sessions[m.sessionID] = nil
+            replicas[m.sessionID] = nil
+        case .kvRequest(let r):
+            try sendKV(r, message: m)
+        case .kvTransfer(let t):
+            try receiveKV(t, message: m, from: received)
+        case .kvTransferAck(let a):
+            logger.info("\(received.peer) installed session \(m.sessionID) layers \(a.layers.lowerBound)..<\(a.layers.upperBound), \(a.tokenCount) tokens")
+        case .statsRequest:
+            let bytes = (Array(sessions.values) + Array(replicas.values)).reduce(0) { $0 + $1.byteCount }
+            reply(to: received, WireMessage(.statsReply(StatsReplyBody(
+                traffic: counters.snapshot(), kvCacheBytes: UInt64(bytes), sessionCount: Set(sessions.keys).union(replicas.keys).count)),
+                requestID: m.requestID))
+        case .ping(let nonce):
+            reply(to: received, WireMessage(.pong(nonce: nonce), requestID: m.requestID))
+        case .shutdown(let reason):
+            logger.info("shutdown: \(reason)")
+            return .stop
+        case .error(let e):
+            logger.error("error from \(received.peer): \(e.code) \(e.message)")
+        default:
+            throw WorkerFailure(code: .unexpectedMessage, message: "a worker does not take \(m.kind)")
+        }
+        return .keepServing
+    }
+
+    /// Replies go to the coordinator over the DEALER (its ROUTER is where it listens),
+    /// to anyone else over the ROUTER they came in on. A failed reply is logged only.
+    private func reply(to received: ReceivedMessage, _ message: WireMessage) {
+        do {
+            if received.peer == coordinatorPeerID {
+                try up.send(message, timeout: .seconds(5))
+            } else if let id = received.routingID {
+                try router.send(message, to: id, timeout: .seconds(5))
+            }
+        } catch {
+            logger.warning("could not answer \(received.peer): \(error.localizedDescription)")
+        }
+    }
+
+    // MARK: - Assignment and dictionary
+
+    private func assign(_ a: ShardAssignmentBody) throws {
+        let c = base.config
+        guard a.modelLayers == c.layerCount, a.layers.upperBound <= c.layerCount else {
+            throw WorkerFailure(code: .layerMismatch, message: "assignment for a \(a.modelLayers)-layer model; this model has \(c.layerCount)")
+        }
+        let isCSR = a.kvSpec.lowercased().hasPrefix(WireProtocol.csrEncoding)
+        if !isCSR { _ = try KVCacheType(parsing: a.kvSpec) }  // refuse an unknown spec before loading
+        let loaded = try LlamaModel(gguf: gguf, layers: a.layers, embeddings: false, head: false)
+        let cachePerLayer = a.contextCapacity * c.kvDim * 2 * MemoryLayout<Float>.size
+        let needed = UInt64(loaded.weightBytes + cachePerLayer * a.layers.count)
+        guard needed <= configuration.memoryBudgetBytes else {
+            throw WorkerFailure(code: .outOfMemory, message: "layers \(a.layers) need \(needed) bytes (weights + one full fp32 cache); the budget is \(configuration.memoryBudgetBytes)")
+        }
+        model = loaded
+        assignment = a
+        sessions = [:]
+        cacheType = isCSR ? dictionary.flatMap { $0.contentHash == a.dictionaryHash ? try? KVCacheType(parsing: a.kvSpec, dictionary: $0) : nil }
+                          : try KVCacheType(parsing: a.kvSpec)
+        next?.close()
+        next = nil
+        if case .peer(let e) = a.nextHop {
+            var options = ZMQSocketOptions()
+            options.routingID = Array(configuration.id.utf8)
+            let s = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: e.description, options: options)
+            try s.connect(e.description)
+            next = s
+        }
+        logger.info("loaded layers \(a.layers.lowerBound)..<\(a.layers.upperBound) (\(loaded.weightBytes) bytes), kv \(a.kvSpec), next hop \(a.nextHop)")
+        try up.send(WireMessage(.shardReady(ShardReadyBody(layers: a.layers, weightBytes: UInt64(loaded.weightBytes)))),
+                    timeout: .seconds(10))
+    }
+
+    private func installDictionary(_ d: DictionaryBody) throws {
+        let path = configuration.temporaryDirectory + "/sparsekv-\(configuration.id)-\(ProcessInfo.processInfo.processIdentifier).csr.gguf"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        guard FileManager.default.createFile(atPath: path, contents: Data(d.gguf)) else {
+            throw WorkerFailure(code: .internalError, message: "cannot write \(path)")
+        }
+        let loaded: CSRDictionary
+        do { loaded = try CSRDictionary.load(path: path) } catch {
+            throw WorkerFailure(code: .dictionaryMismatch, message: "the dictionary does not load: \(error.localizedDescription)")
+        }
+        guard loaded.contentHash == d.contentHash else {
+            throw WorkerFailure(code: .dictionaryMismatch,
+                                message: "the dictionary's content hash is \(loaded.contentHash), the coordinator announced \(d.contentHash)")
+        }
+        do { try loaded.check(model: CSRDictionary.ModelInfo(model: base)) } catch {
+            throw WorkerFailure(code: .dictionaryMismatch, message: "the dictionary is not for this model: \(error.localizedDescription)")
+        }
+        if let a = assignment, a.kvSpec.lowercased().hasPrefix(WireProtocol.csrEncoding) {
+            guard a.dictionaryHash == loaded.contentHash else {
+                throw WorkerFailure(code: .dictionaryMismatch, message: "the assignment names dictionary \(a.dictionaryHash), received \(loaded.contentHash)")
+            }
+            cacheType = try KVCacheType(parsing: a.kvSpec, dictionary: loaded)
+        }
+        dictionary = loaded
+        logger.info("dictionary \(loaded.contentHash.prefix(16))… loaded and checked")
+        try up.send(WireMessage(.dictionaryAck(contentHash: loaded.contentHash)), timeout: .seconds(10))
+    }
+
+    // MARK: - Pipeline
+
+    private func runLayers(_ a: ActivationsBody, message m: WireMessage) throws {
+        guard let model, let assignment, let cacheType else {
+            throw WorkerFailure(code: .unexpectedMessage, message: "activations before the shard (and its dictionary) is ready")
+        }
+        let layers = assignment.layers
+        guard a.nextLayer == layers.lowerBound else {
+            throw WorkerFailure(code: .layerMismatch, message: "activations for layer \(a.nextLayer); this worker serves \(layers.lowerBound)..<\(layers.upperBound)")
+        }
+        guard a.hiddenDim == model.config.embeddingLength else {
+            throw WorkerFailure(code: .malformedMessage, message: "hidden dim \(a.hiddenDim), the model's is \(model.config.embeddingLength)")
+        }
+        guard a.startPosition + a.tokenCount <= assignment.contextCapacity else {
+            throw WorkerFailure(code: .capacityExceeded, message: "positions up to \(a.startPosition + a.tokenCount) exceed the context capacity \(assignment.contextCapacity)")
+        }
+        if a.startPosition == 0 { sessions[m.sessionID] = model.makeCache(cacheType, capacity: assignment.contextCapacity) }
+        guard let cache = sessions[m.sessionID] else {
+            throw WorkerFailure(code: .unknownSession, message: "session \(m.sessionID) is not held here (start position \(a.startPosition))")
+        }
+        guard cache.tokenCount == a.startPosition else {
+            throw WorkerFailure(code: .unexpectedMessage, message: "session \(m.sessionID) holds \(cache.tokenCount) tokens, activations start at \(a.startPosition)")
+        }
+        var hidden = a.hidden
+        try model.forward(&hidden, count: a.tokenCount, layers: layers, cache: cache)
+        var out = a
+        out.nextLayer = layers.upperBound
+        out.hidden = hidden
+        let forward = WireMessage(.activations(out), requestID: m.requestID, sessionID: m.sessionID)
+        do {
+            try (next ?? up).send(forward, timeout: .seconds(30))
+        } catch {
+            throw WorkerFailure(code: .unreachable, message: "cannot reach the next hop: \(error.localizedDescription)")
+        }
+    }
+
+    // MARK: - KV transfer
+
+    /// Sends a session's KV for some of this worker's layers to another worker, in the
+    /// cache's own encoding (CSR codes stamped with the dictionary hash, or dense).
+    private func sendKV(_ r: KVRequestBody, message m: WireMessage) throws {
+        guard let cache = sessions[m.sessionID] ?? replicas[m.sessionID] else {
+            throw WorkerFailure(code: .unknownSession, message: "session \(m.sessionID) is not held here")
+        }
+        let held = cache.geometry.layers
+        guard r.layers.lowerBound >= held.lowerBound, r.layers.upperBound <= held.upperBound else {
+            throw WorkerFailure(code: .layerMismatch, message: "layers \(r.layers.lowerBound)..<\(r.layers.upperBound) requested; this worker holds \(held.lowerBound)..<\(held.upperBound)")
+        }
+        guard r.encoding == cache.kind else {
+            throw WorkerFailure(code: .unexpectedMessage, message: "the session's cache is '\(cache.kind)'; converting it to '\(r.encoding)' for transfer is not supported")
+        }
+        let payload = try cache.serialize(layers: r.layers)
+        let hash = cache.kind == WireProtocol.csrEncoding ? (dictionary?.contentHash ?? "") : ""
+        let link = try peer(r.destination.description)
+        do {
+            try link.send(WireMessage(.kvTransfer(KVTransferBody(layers: r.layers, encoding: cache.kind, dictionaryHash: hash, payload: payload)),
+                                      requestID: m.requestID, sessionID: m.sessionID), timeout: .seconds(30))
+        } catch {
+            throw WorkerFailure(code: .unreachable, message: "cannot reach \(r.destination): \(error.localizedDescription)")
+        }
+        logger.info("sent session \(m.sessionID) layers \(r.layers.lowerBound)..<\(r.layers.upperBound) to \(r.destination): \(payload.count) bytes of \(cache.kind)")
+    }
+
+    /// Installs a received cache: as the session's cache when it covers exactly this
+    /// worker's layers, else as a replica. CSR payloads must name this worker's dictionary.
+    private func receiveKV(_ t: KVTransferBody, message m: WireMessage, from received: ReceivedMessage) throws {
+        guard let assignment else { throw WorkerFailure(code: .unexpectedMessage, message: "a KV transfer before any assignment") }
+        let capacity = assignment.contextCapacity
+        let cache: any KVCache
+        switch t.encoding {
+        case WireProtocol.csrEncoding:
+            guard let dictionary, t.dictionaryHash == dictionary.contentHash else {
+                throw WorkerFailure(code: .dictionaryMismatch, message: "the payload is coded with dictionary \(t.dictionaryHash); this worker holds \(dictionary?.contentHash ?? "none")")
+            }
+            guard case .csr(let codec)? = cacheType else {
+                throw WorkerFailure(code: .unexpectedMessage, message: "CSR payload, but this worker's cache is \(assignment.kvSpec)")
+            }
+            cache = try CSRCache.deserialize(t.payload, capacity: capacity, rope: base.rope, codec: codec)
+        case "fp32": cache = try DenseKVCache<Float>.deserialize(t.payload, capacity: capacity, rope: base.rope)
+        case "fp16": cache = try DenseKVCache<Float16>.deserialize(t.payload, capacity: capacity, rope: base.rope)
+        case let k where k.hasPrefix("kivi"): cache = try KIVICache.deserialize(t.payload, capacity: capacity, rope: base.rope)
+        default: throw WorkerFailure(code: .unexpectedMessage, message: "unknown KV encoding '\(t.encoding)'")
+        }
+        let spec = assignment.kvSpec.lowercased()
+        let ownKind = spec.hasPrefix(WireProtocol.csrEncoding) ? WireProtocol.csrEncoding : spec
+        if t.layers == assignment.layers, cache.kind == ownKind {
+            sessions[m.sessionID] = cache
+        } else {
+            replicas[m.sessionID] = cache
+        }
+        let ack = WireMessage(.kvTransferAck(KVTransferAckBody(layers: t.layers, tokenCount: cache.tokenCount)),
+                              requestID: m.requestID, sessionID: m.sessionID)
+        logger.info("installed session \(m.sessionID) layers \(t.layers.lowerBound)..<\(t.layers.upperBound) from \(received.peer): \(cache.tokenCount) tokens, \(t.payload.count) bytes")
+        reply(to: received, ack)
+        if received.peer != coordinatorPeerID {
+            do { try up.send(ack, timeout: .seconds(5)) } catch { logger.warning("could not tell the coordinator: \(error)") }
+        }
+    }
+
+    private func peer(_ endpoint: String) throws -> CountedSocket {
+        if let p = peers[endpoint] { return p }
+        var options = ZMQSocketOptions()
+        options.routingID = Array(configuration.id.utf8)
+        let s = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: endpoint, options: options)
+        try s.connect(endpoint)
+        peers[endpoint] = s
+        return s
+    }
+
+    private func clip(_ s: String) -> String {
+        var s = s
+        while s.utf8.count > WireProtocol.maxErrorMessageLength { s.removeLast() }
+        return s
+    }
+}
+
+/// A request the worker refuses, with the wire error code to answer with.
+struct WorkerFailure: LocalizedError {
+    let code: WireErrorCode
+    let message: String
+    var errorDescription: String? { message }
+}

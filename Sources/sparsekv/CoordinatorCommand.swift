@@ -1,0 +1,52 @@
+import ArgumentParser
+import Foundation
+import SparseKVCluster
+
+struct CoordinatorCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinator",
+        abstract: "Register workers, plan shards, broadcast the dictionary and serve generate requests.",
+        discussion: "Prints 'READY <endpoint>' on stdout once every worker has loaded its layers and acknowledged the dictionary.")
+
+    @OptionGroup var common: ModelOptions
+
+    @Option(help: "Endpoint to bind for workers and clients (a :0 port picks a free one).")
+    var listen: String = "tcp://127.0.0.1:5555"
+
+    @Option(help: "Workers to wait for.")
+    var workers: Int = 3
+
+    @Option(help: kvHelp)
+    var kv: String = "fp32"
+
+    @OptionGroup var dictionary: DictionaryOption
+
+    @Option(help: "Context length (positions) of each session.")
+    var ctx: Int?
+
+    func validate() throws {
+        guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
+        if let ctx { guard ctx >= 1 else { throw ValidationError("--ctx must be at least 1") } }
+    }
+
+    func run() throws {
+        let (_, logger) = try common.setUp()
+        var dictPath: String?
+        if kv.lowercased().hasPrefix("csr") {
+            let path = dictionary.dict ?? DictionaryOption.defaultPath(model: common.modelPath)
+            guard FileManager.default.fileExists(atPath: path) else { throw CLIError.dictionaryMissing(path, defaulted: dictionary.dict == nil) }
+            dictPath = path
+        }
+        var config = CoordinatorConfiguration(listen: listen, modelPath: common.modelPath, dictionaryPath: dictPath, workerCount: workers)
+        config.kvSpec = kv
+        config.contextLength = ctx
+        let stop = StopSignal()
+        let sources = stopOnSignals(stop)
+        defer { sources.forEach { $0.cancel() } }
+        let coordinator = try Coordinator(configuration: config, logger: logger)
+        printOut("LISTENING \(coordinator.boundEndpoint)")
+        try coordinator.run(stop: stop) { endpoint in
+            printOut("READY \(endpoint)")
+        }
+    }
+}

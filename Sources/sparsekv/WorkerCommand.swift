@@ -1,0 +1,39 @@
+import ArgumentParser
+import Foundation
+import SparseKVCluster
+
+struct WorkerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker", abstract: "Serve a contiguous range of layers for a coordinator.")
+
+    @OptionGroup var common: ModelOptions
+
+    @Option(help: "The coordinator's endpoint, e.g. tcp://127.0.0.1:5555.")
+    var coordinator: String
+
+    @Option(help: "Memory budget for weights, caches and the dictionary (bytes; K/M/G suffixes).")
+    var memory: String = "4G"
+
+    @Option(help: "Where to listen for activations and control (a :0 port picks a free one).")
+    var listen: String = "tcp://127.0.0.1:0"
+
+    @Option(help: "Worker id (A-Z a-z 0-9 . _ -); default worker-<pid>.")
+    var id: String?
+
+    func validate() throws {
+        guard parseBytes(memory) != nil else { throw ValidationError("--memory must be a byte count such as 2G or 536870912") }
+    }
+
+    func run() throws {
+        let (_, logger) = try common.setUp()
+        let config = WorkerConfiguration(
+            coordinator: coordinator, modelPath: common.modelPath, memoryBudgetBytes: parseBytes(memory) ?? 0,
+            listen: listen, id: id ?? "worker-\(ProcessInfo.processInfo.processIdentifier)")
+        let stop = StopSignal()
+        let sources = stopOnSignals(stop)
+        defer { sources.forEach { $0.cancel() } }
+        let worker = try Worker(configuration: config, logger: logger)
+        printOut("LISTENING \(worker.boundEndpoint)")
+        try worker.run(stop: stop)
+    }
+}

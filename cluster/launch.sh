@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Starts a SparseKV cluster on loopback: one coordinator and N workers.
+#
+#   cluster/launch.sh [options]              run until Ctrl-C / SIGTERM, then stop everything
+#   cluster/launch.sh [options] -- CMD ...   run CMD with SPARSEKV_CLUSTER=<endpoint>, then stop everything
+#
+# Options: -n WORKERS (3)  -p PORT (0 = free port)  --kv SPEC (fp32)  --ctx N  --model PATH
+#          --dict PATH  --memory BYTES (per worker, 2G)  --bin PATH (sparsekv binary)
+#          --logs DIR (process logs; default a temporary directory)  --threads N (per process, 1)
+# Every process runs in its own process group; on exit each group is sent SIGTERM, then
+# SIGKILL after a grace period, and waited for, so nothing is left behind.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+workers=3 port=0 kv=fp32 ctx="" model="" dict="" memory=2G threads=1
+bin="${SPARSEKV_BIN:-}"
+logs=""
+cmd=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        -n|--workers) workers="$2"; shift 2 ;;
+        -p|--port) port="$2"; shift 2 ;;
+        --kv) kv="$2"; shift 2 ;;
+        --ctx) ctx="$2"; shift 2 ;;
+        --model) model="$2"; shift 2 ;;
+        --dict) dict="$2"; shift 2 ;;
+        --memory) memory="$2"; shift 2 ;;
+        --bin) bin="$2"; shift 2 ;;
+        --logs) logs="$2"; shift 2 ;;
+        --threads) threads="$2"; shift 2 ;;
+        --) shift; cmd=("$@"); break ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) echo "launch.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+if [[ -z "$bin" ]]; then
+    for b in "$root/.build/release/sparsekv" "$root/.build-nodes/release/sparsekv"; do
+        [[ -x "$b" ]] && bin="$b" && break
+    done
+fi
+[[ -x "$bin" ]] || { echo "launch.sh: no sparsekv binary; build it (swift build -c release) or pass --bin PATH" >&2; exit 1; }
+[[ -n "$logs" ]] || logs="$(mktemp -d -t sparsekv-cluster.XXXXXX)"
+mkdir -p "$logs"
+
+model_args=(); [[ -n "$model" ]] && model_args=(--model "$model")
+coord_args=(--listen "tcp://127.0.0.1:$port" --workers "$workers" --kv "$kv" -t "$threads")
+[[ -n "$ctx" ]] && coord_args+=(--ctx "$ctx")
+[[ -n "$dict" ]] && coord_args+=(--dict "$dict")
+
+pids=()
+stopped=0
+stop_all() {
+    [[ $stopped -eq 1 ]] && return
+    stopped=1
+    for p in "${pids[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
+    # Grace period for a clean exit (workers are told to shut down by the coordinator too).
+    for _ in $(seq 50); do
+        alive=0
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [[ $alive -eq 0 ]] && break
+        sleep 0.1
+    done
+    for p in "${pids[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
+trap 'stop_all' EXIT
+
+# setsid gives each process its own process group, so a group kill reaches all of it.
+setsid "$bin" coordinator "${model_args[@]}" "${coord_args[@]}" >"$logs/coordinator.out" 2>"$logs/coordinator.log" &
+pids+=($!)
+
+endpoint=""
+for _ in $(seq 600); do
+    endpoint="$(sed -n 's/^LISTENING //p' "$logs/coordinator.out" 2>/dev/null | head -1)"
+    [[ -n "$endpoint" ]] && break
+    kill -0 "${pids[0]}" 2>/dev/null || { echo "launch.sh: the coordinator exited:" >&2; cat "$logs/coordinator.log" >&2; exit 1; }
+    sleep 0.1
+done
+[[ -n "$endpoint" ]] || { echo "launch.sh: the coordinator did not start (see $logs)" >&2; exit 1; }
+
+for i in $(seq "$workers"); do
+    setsid "$bin" worker "${model_args[@]}" --coordinator "$endpoint" --id "w$i" --memory "$memory" -t "$threads" \
+        >"$logs/w$i.out" 2>"$logs/w$i.log" &
+    pids+=($!)
+done
+
+ready=""
+for _ in $(seq 1200); do
+    ready="$(sed -n 's/^READY //p' "$logs/coordinator.out" 2>/dev/null | head -1)"
+    [[ -n "$ready" ]] && break
+    for p in "${pids[@]}"; do
+        kill -0 "$p" 2>/dev/null || { echo "launch.sh: a process exited before the cluster was ready (logs in $logs):" >&2; tail -n 5 "$logs"/*.log >&2; exit 1; }
+    done
+    sleep 0.1
+done
+[[ -n "$ready" ]] || { echo "launch.sh: the cluster did not get ready (logs in $logs)" >&2; exit 1; }
+printf '%s\n' "${pids[@]}" >"$logs/pids"
+echo "SPARSEKV_CLUSTER=$ready (logs in $logs)"
+
+if [[ ${#cmd[@]} -gt 0 ]]; then
+    set +e
+    SPARSEKV_CLUSTER="$ready" "${cmd[@]}"
+    status=$?
+    set -e
+    stop_all
+    exit $status
+fi
+# Serve until a signal; `wait` returns when one arrives (or the coordinator exits).
+wait "${pids[0]}" || true

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The main job (single process for now): generate from a long prompt taken from the
-# texts with a CSR KV cache, then compare KV caches (fp32, fp16, KIVI, CSR) on two
-# windows of chapter 4 of cfi-en: bits per channel, perplexity, KL, top-1 agreement.
+# The main job: a local cluster (coordinator + 3 workers over ZeroMQ, CSR KV cache)
+# generates from a ~3,000-token prompt and reports tokens/s, bytes on the wire and peak
+# RSS per process (scripts/cluster_demo.sh); then, in one process, a generation and a
+# comparison of KV caches (fp32, fp16, KIVI, CSR) on two windows of chapter 4 of cfi-en:
+# bits per channel, perplexity, KL, top-1 agreement.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.build/release/sparsekv
 HOME_DIR="${SPARSEKV_HOME:-$HOME/.cache/sparsekv}"
+BIN="$BIN" scripts/cluster_demo.sh
 PROMPT_FILE="$(mktemp)"; trap 'rm -f "$PROMPT_FILE"' EXIT
 head -c 6000 "$HOME_DIR/texts/alice29.txt" | tr -d '\r' > "$PROMPT_FILE"
 echo "== generate: 64 tokens after ~1500 tokens of Alice in Wonderland, CSR-8 KV cache" >&2

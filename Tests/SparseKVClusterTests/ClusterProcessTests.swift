@@ -232,6 +232,64 @@ struct ClusterRefusalTests {
         #expect(worker.waitForExit(timeout: .seconds(10)), "the worker exits on a shutdown message")
     }
 
+    /// A worker whose budget cannot hold its share: the coordinator says which and why,
+    /// tells the workers, and every process exits.
+    @Test func aWorkerWithTooLittleMemoryIsAnErrorThatSaysSo() throws {
+        let dir = NSTemporaryDirectory() + "sparsekv-memory-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let coordinator = try Child("coordinator", arguments: [
+            "coordinator", "--model", ClusterAssets.model, "--listen", "tcp://127.0.0.1:0", "--workers", "2", "--ctx", "512", "-t", "1"],
+                                    directory: dir)
+        defer { coordinator.terminate() }
+        let endpoint = try coordinator.line("LISTENING")
+        let big = try Child("big", arguments: ["worker", "--model", ClusterAssets.model, "--coordinator", endpoint, "--id", "big",
+                                               "--memory", "4G", "-t", "1"], directory: dir)
+        defer { big.terminate() }
+        _ = try big.line("LISTENING")
+        Thread.sleep(forTimeInterval: 0.5)  // registration order: big first
+        let small = try Child("small", arguments: ["worker", "--model", ClusterAssets.model, "--coordinator", endpoint, "--id", "small",
+                                                   "--memory", "5M", "-t", "1"], directory: dir)
+        defer { small.terminate() }
+        #expect(coordinator.waitForExit(timeout: .seconds(60)), "the coordinator gives up")
+        #expect(coordinator.process.terminationStatus != 0)
+        #expect(coordinator.stderr.contains("small") && coordinator.stderr.contains("--memory"), "\(coordinator.stderr.suffix(800))")
+        #expect(big.waitForExit(timeout: .seconds(20)) && small.waitForExit(timeout: .seconds(20)), "workers exit too")
+    }
+
+    /// cluster/launch.sh without a command serves until SIGTERM, then stops every process.
+    @Test func launcherStopsEveryProcessOnSIGTERM() throws {
+        let dir = NSTemporaryDirectory() + "sparsekv-launch-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bin = try #require(ClusterAssets.binary)
+        let p = Process()
+        // The test runner's threads block most signals and a spawned process inherits that
+        // mask, under which bash never sees SIGTERM; start the launcher with a clear mask,
+        // as a shell would.
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", "-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execvp(sys.argv[1], sys.argv[1:])",
+                       "/bin/bash", ClusterAssets.repo.appendingPathComponent("cluster/launch.sh").path, "--bin", bin, "--model", ClusterAssets.model,
+                       "-n", "3", "--ctx", "256", "--logs", dir]
+        try p.run()
+        let deadline = ContinuousClock.now + .seconds(120)
+        while !FileManager.default.fileExists(atPath: dir + "/pids"), p.isRunning, ContinuousClock.now < deadline {
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        let pids = try String(contentsOfFile: dir + "/pids", encoding: .utf8).split(separator: "\n").compactMap { Int32($0) }
+        #expect(pids.count == 4)
+        for pid in pids { #expect(kill(pid, 0) == 0, "process \(pid) runs") }
+        p.terminate()
+        let stopDeadline = ContinuousClock.now + .seconds(30)
+        while p.isRunning, ContinuousClock.now < stopDeadline { Thread.sleep(forTimeInterval: 0.1) }
+        #expect(!p.isRunning, "the launcher exits on SIGTERM")
+        if p.isRunning {  // clean up what this test started
+            kill(p.processIdentifier, SIGKILL)
+            for pid in pids { kill(-pid, SIGKILL) }
+        }
+        for pid in pids { #expect(kill(pid, 0) != 0, "process \(pid) is gone") }
+    }
+
     /// cluster/launch.sh -- CMD: runs CMD against a ready cluster, then leaves no process behind.
     @Test func launcherRunsACommandAndStopsEveryProcess() throws {
         let dir = NSTemporaryDirectory() + "sparsekv-launch-\(UUID().uuidString.prefix(8))"

@@ -225,7 +225,7 @@ public final class Coordinator {
                                          names: workers.map(\.id))
         } catch {
             for i in workers.indices {
-                try? router.send(WireMessage(.error(ErrorBody(code: .outOfMemory, message: clip(error.localizedDescription)))),
+                _ = try? router.send(WireMessage(.error(ErrorBody(code: .outOfMemory, message: clip(error.localizedDescription)))),
                                  to: workers[i].routingID, timeout: .seconds(1))
             }
             throw error

@@ -1,7 +1,7 @@
 import Foundation
 
 /// Why a coordinator or worker could not start or had to stop.
-public enum NodeError: LocalizedError, Sendable {
+public enum NodeError: LocalizedError, CustomStringConvertible, Sendable {
     /// The peer refused us (e.g. model fingerprint or dictionary mismatch).
     case refused(by: String, code: WireErrorCode, message: String)
     /// Nothing arrived from `peer` within the wait.
@@ -27,4 +27,7 @@ public enum NodeError: LocalizedError, Sendable {
             return "stopped before the cluster was ready"
         }
     }
+
+    /// The same text as errorDescription, for printers that use String(describing:).
+    public var description: String { errorDescription ?? "cluster error" }
 }

@@ -102,6 +102,20 @@ public final class Worker {
 
     private func serve(stop: StopSignal) throws {
         while !stop.isRaised {
+            // The coordinator's ROUTER answers on the registration link (refusals, a
+            // shutdown before links exist); everything else comes to our ROUTER.
+            while let received = try up.receive(timeout: .zero) {
+                guard case .success(let m) = received.result else { continue }
+                switch m.body {
+                case .shutdown(let reason):
+                    logger.info("shutdown: \(reason)")
+                    return
+                case .error(let e) where assignment == nil:
+                    throw NodeError.refused(by: coordinatorPeerID, code: e.code, message: e.message)
+                default:
+                    logger.warning("\(m.kind) from the coordinator on the registration link, ignored")
+                }
+            }
             guard let received = try router.receive(timeout: .milliseconds(200)) else { continue }
             let message: WireMessage
             switch received.result {

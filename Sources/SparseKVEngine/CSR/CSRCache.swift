@@ -36,12 +36,12 @@ public final class CSRCache: KVCache {
         let dict = codec.dictionary, s = codec.settings
         keyStreams = geometry.layers.map { l in
             let g = dict.keys.group(ofLayer: l)
-            return CSRCodeStream(offline: dict.keys.groups[g].dictionary, encoder: codec.keyEncoders[g],
+            return CSRCodeStream(offline: dict.keys.groups[g].dictionary, encoder: { try codec.encoder(keys: true, group: g) },
                                  settings: s, sparsity: s.keySparsity)
         }
         valueStreams = geometry.layers.map { l in
             let g = dict.values.group(ofLayer: l)
-            return CSRCodeStream(offline: dict.values.groups[g].dictionary, encoder: codec.valueEncoders[g],
+            return CSRCodeStream(offline: dict.values.groups[g].dictionary, encoder: { try codec.encoder(keys: false, group: g) },
                                  settings: s, sparsity: s.valueSparsity)
         }
         counts = Array(repeating: 0, count: geometry.layers.count)

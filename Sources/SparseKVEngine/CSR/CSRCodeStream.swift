@@ -20,7 +20,9 @@ final class CSRCodeStream {
     let guardFraction: Double
     let guardError: Float
     let offline: SparseDictionary
-    let offlineEncoder: MatchingPursuitEncoder
+    let algorithm: PursuitAlgorithm
+    /// The shared encoder over the offline atoms (built by the codec on first use).
+    private let offlineEncoderProvider: () throws -> MatchingPursuitEncoder
 
     /// (online, m) fp16 bit patterns of the online atoms (unit norm).
     var onlineAtoms: [UInt16] = []
@@ -36,11 +38,12 @@ final class CSRCodeStream {
     var guardValues: [UInt16] = []
     var rows = 0
 
-    /// Offline + online atoms as fp32, (N + online, m), and the encoder over them.
+    /// Offline + online atoms as fp32, (N + online, m), and the encoder over them when
+    /// there are online atoms (nil: the offline encoder).
     private(set) var atoms: [Float]
-    private var encoder: MatchingPursuitEncoder
+    private var sessionEncoder: MatchingPursuitEncoder?
 
-    init(offline: SparseDictionary, encoder: MatchingPursuitEncoder, settings: CSRSettings, sparsity: Int) {
+    init(offline: SparseDictionary, encoder: @escaping () throws -> MatchingPursuitEncoder, settings: CSRSettings, sparsity: Int) {
         m = offline.dimension
         self.sparsity = sparsity
         format = settings.coefficients
@@ -49,9 +52,14 @@ final class CSRCodeStream {
         guardError = settings.guardError
         width = CSRCodec.indexWidth(atoms: offline.atomCount + settings.onlineAtoms)
         self.offline = offline
-        offlineEncoder = encoder
+        algorithm = settings.algorithm
+        offlineEncoderProvider = encoder
         atoms = offline.atoms
-        self.encoder = encoder
+    }
+
+    private func encoder() throws -> MatchingPursuitEncoder {
+        if let e = sessionEncoder { return e }
+        return try offlineEncoderProvider()
     }
 
     var onlineCount: Int { onlineAtoms.count / m }
@@ -71,6 +79,7 @@ final class CSRCodeStream {
         let s = sparsity
         var idx = [UInt16](repeating: 0, count: count * s)  // (count, s)
         var coef = [Float](repeating: 0, count: count * s)  // (count, s)
+        let encoder = try encoder()
         idx.withUnsafeMutableBufferPointer { ip in
             coef.withUnsafeMutableBufferPointer { cp in
                 encoder.encode(count: count, vectors: x, indices: ip.baseAddress!, coefficients: cp.baseAddress!)
@@ -164,7 +173,7 @@ final class CSRCodeStream {
     /// budget is spent. Recent tokens are looked at first because they predict what the
     /// following tokens look like best.
     private func chooseOnlineAtoms(_ x: UnsafePointer<Float>, count: Int) throws {
-        let codes = try offlineEncoder.encode(Array(UnsafeBufferPointer(start: x, count: count * m)), count: count)
+        let codes = try offlineEncoderProvider().encode(Array(UnsafeBufferPointer(start: x, count: count * m)), count: count)
         let fit = try offline.decode(codes)  // (count, m)
         var errors = [Float](repeating: 0, count: count)
         for r in 0..<count {
@@ -207,14 +216,14 @@ final class CSRCodeStream {
         onlineAtoms = bits
         if k == 0 {
             atoms = offline.atoms
-            encoder = offlineEncoder
+            sessionEncoder = nil
             return
         }
         do {
             let d = try SparseDictionary(atoms: offline.atoms + bits.map { HalfPrecision.float($0) },
                                          atomCount: offline.atomCount + k, dimension: m)
             atoms = d.atoms
-            encoder = try MatchingPursuitEncoder(dictionary: d, options: offlineEncoder.options)
+            sessionEncoder = try MatchingPursuitEncoder(dictionary: d, options: .init(sparsity: sparsity, algorithm: algorithm))
         } catch let e as SparseCodingError {
             throw KVCacheError.malformedPayload("online atoms: \(e.localizedDescription)")
         }

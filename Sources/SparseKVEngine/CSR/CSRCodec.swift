@@ -7,30 +7,48 @@ import SparseCoding
 public final class CSRCodec: @unchecked Sendable {
     public let dictionary: CSRDictionary
     public let settings: CSRSettings
-    /// Per key group: MP encoder over the offline atoms.
-    let keyEncoders: [MatchingPursuitEncoder]
-    /// Per value group.
-    let valueEncoders: [MatchingPursuitEncoder]
+    /// Per key group and per value group: MP encoders over the offline atoms, built on
+    /// first use, so a worker pays for the Gram matrices of its own layers' groups only.
+    private var keyEncoders: [MatchingPursuitEncoder?]
+    private var valueEncoders: [MatchingPursuitEncoder?]
 
     private let lock = NSLock()
     private var ropeTables: [Int: [Float]] = [:]
 
-    /// - Throws: `CSRError.badSettings` when a sparsity exceeds what the encoder supports,
-    ///   or errors of building the encoders (Gram matrix too large).
+    /// - Throws: `CSRError.badSettings` when a sparsity exceeds what the encoder supports
+    ///   or a group's Gram matrix would be too large.
     public init(dictionary: CSRDictionary, settings: CSRSettings) throws {
         self.dictionary = dictionary
         self.settings = settings
-        func encoders(_ part: CSRDictionary.Part, _ s: Int) throws -> [MatchingPursuitEncoder] {
-            try part.groups.map {
-                try MatchingPursuitEncoder(dictionary: $0.dictionary, options: .init(sparsity: s, algorithm: settings.algorithm))
+        keyEncoders = Array(repeating: nil, count: dictionary.keys.groups.count)
+        valueEncoders = Array(repeating: nil, count: dictionary.values.groups.count)
+        // Check now what building an encoder could refuse later.
+        for (part, s) in [(dictionary.keys, settings.keySparsity), (dictionary.values, settings.valueSparsity)] {
+            for g in part.groups where g.dictionary.gramByteCount > SparseDictionary.maxGramBytes {
+                throw CSRError.badSettings("a dictionary group of \(g.dictionary.atomCount) atoms is too large to encode with")
             }
+            guard s >= 1, s <= PackedCodes.maxSparsity,
+                  settings.algorithm == .matchingPursuit || s <= part.atomCount
+            else { throw CSRError.badSettings("sparsity \(s) with \(part.atomCount) atoms (\(settings.algorithm.rawValue))") }
         }
+    }
+
+    /// The encoder over group `group`'s offline atoms of keys (or values), built on first use.
+    func encoder(keys: Bool, group: Int) throws -> MatchingPursuitEncoder {
+        lock.lock()
+        defer { lock.unlock() }
+        if let e = keys ? keyEncoders[group] : valueEncoders[group] { return e }
+        let part = keys ? dictionary.keys : dictionary.values
+        let e: MatchingPursuitEncoder
         do {
-            keyEncoders = try encoders(dictionary.keys, settings.keySparsity)
-            valueEncoders = try encoders(dictionary.values, settings.valueSparsity)
-        } catch let e as SparseCodingError {
-            throw CSRError.badSettings(e.localizedDescription)
+            e = try MatchingPursuitEncoder(
+                dictionary: part.groups[group].dictionary,
+                options: .init(sparsity: keys ? settings.keySparsity : settings.valueSparsity, algorithm: settings.algorithm))
+        } catch let error as SparseCodingError {
+            throw CSRError.badSettings(error.localizedDescription)
         }
+        if keys { keyEncoders[group] = e } else { valueEncoders[group] = e }
+        return e
     }
 
     /// Bits of one stored index: ceil(log2(N + online atoms)).

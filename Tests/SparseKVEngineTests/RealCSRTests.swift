@@ -33,7 +33,9 @@ struct RealCSRTests {
         let tokens = tokenizer.encode(text, addSpecial: false, parseSpecial: false)
         let csr = try KVCacheType(parsing: "csr:16,coef=i8", dictionary: dict)
         let r = try CacheEvaluator(model: model, contextLength: 1024).run(tokens: tokens, caches: [.fp32, csr], maxWindows: 1)
-        #expect(abs(r[0].relativeChange) < 1e-9 && r[0].meanKL < 1e-9)
+        // fp32 against its own reference: equal up to BLAS summation order (other suites
+        // running in parallel may change OpenBLAS's thread count between the two runs).
+        #expect(abs(r[0].relativeChange) < 1e-4 && r[0].meanKL < 1e-5)
         #expect(r[1].relativeChange < 0.15, "CSR-16 perplexity \(r[1].perplexity) vs fp32 \(r[0].perplexity)")
         #expect(r[1].relativeChange > -0.05)
         #expect(r[1].bitsPerChannel < 6 && r[1].top1Agreement > 0.7)

@@ -8,18 +8,27 @@ import SparseKVEngine
 struct ClusterProcessTests {
     static let prompt = "The capital of France is"
 
-    /// Greedy tokens of a single-process run (TextGenerator) with the same settings.
+    /// Greedy tokens of a single-process run with the same settings: `sparsekv generate`
+    /// in its own process with -t 1, as the cluster's processes run (the CSR encoder's BLAS
+    /// sums depend on the thread count, and changing this test process's OpenBLAS threads
+    /// would disturb suites running in parallel).
     static func localTokens(kv: String, maxTokens: Int, ctx: Int, prompt: String = ClusterProcessTests.prompt) throws -> [Int32] {
-        // The processes run with -t 1; the CSR encoder's BLAS sums depend on the thread
-        // count (a local run with -t 2 differs from -t 1 after a few csr:8 tokens).
-        BLASRuntime.setThreads(1)
-        let gguf = try GGUFFile(path: ClusterAssets.model)
-        let model = try LlamaModel(gguf: gguf)
-        let tokenizer = try BPETokenizer(gguf: gguf)
-        let dict = kv.hasPrefix("csr") ? try CSRDictionary.load(path: ClusterAssets.dictionary) : nil
-        let generator = TextGenerator(model: model, cacheType: try KVCacheType(parsing: kv, dictionary: dict), contextLength: ctx)
-        let ids = tokenizer.encode(prompt, addSpecial: true, parseSpecial: false)
-        return try generator.generate(prompt: ids, maxTokens: maxTokens, sampling: SamplingOptions()).generatedTokens
+        guard let bin = ClusterAssets.binary else { throw HarnessError(description: "no sparsekv binary; build it first") }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: bin)
+        var args = ["generate", "--model", ClusterAssets.model, "-p", prompt, "-n", "\(maxTokens)", "--kv", kv,
+                    "--ctx", "\(ctx)", "-t", "1", "--ignore-eos", "--json"]
+        if kv.hasPrefix("csr") { args += ["--dict", ClusterAssets.dictionary] }
+        p.arguments = args
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw HarnessError(description: "local sparsekv generate exited \(p.terminationStatus)") }
+        struct Result: Decodable { let generatedTokens: [Int32] }
+        return try JSONDecoder().decode(Result.self, from: data).generatedTokens
     }
 
     @Test(arguments: ["fp32", "csr:8"])

@@ -98,17 +98,12 @@ extension CSRCache {
     private static func checkIndices(_ stream: CSRCodeStream, rows: Int) throws {
         let atoms = stream.offline.atomCount + stream.onlineCount, w = stream.width, count = rows * stream.sparsity
         guard w > 0 else { return }
-        let mask = (1 << w) - 1
-        var bit = 0
-        for _ in 0..<count {
-            let byte = bit >> 3, off = bit & 7
-            var word = Int(stream.indexBytes[byte])
-            if off + w > 8 { word |= Int(stream.indexBytes[byte + 1]) << 8 }
-            if off + w > 16 { word |= Int(stream.indexBytes[byte + 2]) << 16 }
-            let j = (word >> off) & mask
-            guard j < atoms else { throw KVCacheError.malformedPayload("index \(j) names no atom (\(atoms) atoms)") }
-            bit += w
+        let found = stream.indexBytes.withUnsafeBufferPointer { ib in
+            (0..<count).first { CSRCodeStream.readIndex(ib.baseAddress!, $0, width: w) >= atoms }
+                .map { CSRCodeStream.readIndex(ib.baseAddress!, $0, width: w) }
         }
+        if let j = found { throw KVCacheError.malformedPayload("index \(j) names no atom (\(atoms) atoms)") }
+        let bit = count * w
         if bit % 8 != 0, let last = stream.indexBytes.last, last >> UInt8(bit % 8) != 0 {
             throw KVCacheError.malformedPayload("stray bits after the last index")
         }

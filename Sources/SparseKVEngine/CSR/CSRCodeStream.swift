@@ -151,13 +151,7 @@ final class CSRCodeStream {
         var candidates: [(row: Int, error: Float)] = []
         for r in 0..<count {
             reconstruct(indices[r * sparsity..<(r + 1) * sparsity], coefficients[r * sparsity..<(r + 1) * sparsity], into: &out)
-            var err: Float = 0, norm: Float = 0
-            for i in 0..<m {
-                let v = x[r * m + i]
-                err += (v - out[i]) * (v - out[i])
-                norm += v * v
-            }
-            let rel = norm > 0 ? err / norm : 0
+            let rel = out.withUnsafeBufferPointer { Self.relativeError(x + r * m, $0.baseAddress!, m) }
             if rel > guardError { candidates.append((r, rel)) }
         }
         let kept = candidates.sorted { $0.error > $1.error }.prefix(budget).map(\.row).sorted()
@@ -165,6 +159,26 @@ final class CSRCodeStream {
             guardRows.append(UInt32(rows + r))
             for i in 0..<m { guardValues.append(HalfPrecision.bits(x[r * m + i])) }
         }
+    }
+
+    /// ||x - y||² / ||x||² over m values (0 for x = 0).
+    static func relativeError(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ m: Int) -> Float {
+        var err: Float = 0, norm: Float = 0
+        for i in 0..<m {
+            err += (x[i] - y[i]) * (x[i] - y[i])
+            norm += x[i] * x[i]
+        }
+        return norm > 0 ? err / norm : 0
+    }
+
+    /// Index `k` of a stream of `width`-bit values (width <= 16: it spans at most 3 bytes).
+    @inline(__always)
+    static func readIndex(_ bytes: UnsafePointer<UInt8>, _ k: Int, width w: Int) -> Int {
+        let bit = k * w, byte = bit >> 3, off = bit & 7
+        var word = Int(bytes[byte])
+        if off + w > 8 { word |= Int(bytes[byte + 1]) << 8 }
+        if off + w > 16 { word |= Int(bytes[byte + 2]) << 16 }
+        return (word >> off) & ((1 << w) - 1)
     }
 
     /// Reverse sequential sampling: walking the prompt's rows from the last to the first,
@@ -177,13 +191,7 @@ final class CSRCodeStream {
         let fit = try offline.decode(codes)  // (count, m)
         var errors = [Float](repeating: 0, count: count)
         for r in 0..<count {
-            var err: Float = 0, norm: Float = 0
-            for i in 0..<m {
-                let v = x[r * m + i]
-                err += (v - fit[r * m + i]) * (v - fit[r * m + i])
-                norm += v * v
-            }
-            errors[r] = norm > 0 ? err / norm : 0
+            errors[r] = fit.withUnsafeBufferPointer { Self.relativeError(x + r * m, $0.baseAddress! + r * m, m) }
         }
         let median = errors.sorted()[count / 2]
         var chosen: [Float] = []  // (k, m) unit vectors
@@ -237,16 +245,8 @@ final class CSRCodeStream {
                    indexBytes ib: UnsafePointer<UInt8>) {
         let s = sparsity, w = width
         out.initialize(repeating: 0, count: m)
-        let mask = (UInt64(1) << UInt64(w)) - 1
-        var bit = r * s * w
         for k in 0..<s {
-            // Up to 16 bits starting anywhere in a byte fit in three bytes.
-            let byte = bit >> 3, off = bit & 7
-            var word = UInt64(ib[byte])
-            if off + w > 8 { word |= UInt64(ib[byte + 1]) << 8 }
-            if off + w > 16 { word |= UInt64(ib[byte + 2]) << 16 }
-            let j = Int((word >> UInt64(off)) & mask)
-            bit += w
+            let j = Self.readIndex(ib, r * s + k, width: w)
             let c: Float
             switch format {
             case .float16: c = HalfPrecision.float(coefficients16[r * s + k])

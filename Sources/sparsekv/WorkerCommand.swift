@@ -17,6 +17,9 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Where to listen for activations and control (a :0 port picks a free one).")
     var listen: String = "tcp://127.0.0.1:0"
 
+    @Option(help: "The endpoint other processes connect to, when it is not the bound one (e.g. tcp://w1:6001 in a container; listen on tcp://0.0.0.0:6001).")
+    var advertise: String?
+
     @Option(help: "Worker id (A-Z a-z 0-9 . _ -); default worker-<pid>.")
     var id: String?
 
@@ -26,9 +29,10 @@ struct WorkerCommand: ParsableCommand {
 
     func run() throws {
         let (_, logger) = try common.setUp()
-        let config = WorkerConfiguration(
+        var config = WorkerConfiguration(
             coordinator: coordinator, modelPath: common.modelPath, memoryBudgetBytes: parseBytes(memory) ?? 0,
             listen: listen, id: id ?? "worker-\(ProcessInfo.processInfo.processIdentifier)")
+        config.advertise = advertise
         let stop = StopSignal()
         let sources = stopOnSignals(stop)
         defer { sources.forEach { $0.cancel() } }

@@ -69,7 +69,10 @@ public final class Worker {
 
     /// Registers and serves until a shutdown message or `stop` is raised.
     public func run(stop: StopSignal) throws {
-        let endpoint = try Endpoint(parsing: boundEndpoint)
+        let endpoint = try Endpoint(parsing: configuration.advertise ?? boundEndpoint)
+        guard !endpoint.isWildcard, endpoint.host != "0.0.0.0", endpoint.host != "[::]" else {
+            throw NodeError.badConfiguration("the worker listens on \(boundEndpoint), which peers cannot connect to; give --advertise tcp://HOST:PORT")
+        }
         try up.send(WireMessage(.register(RegisterBody(
             workerID: configuration.id, peerEndpoint: endpoint, memoryBudgetBytes: configuration.memoryBudgetBytes,
             modelFingerprint: base.fingerprint)), requestID: 1), timeout: .seconds(10))

@@ -8,6 +8,9 @@ public struct WorkerConfiguration: Sendable {
     public var memoryBudgetBytes: UInt64
     /// Where this worker binds its ROUTER; a `:0` or `:*` port picks a free one.
     public var listen: String
+    /// The endpoint peers connect to, when it differs from the bound one (a container's
+    /// service name, a namespace's address); nil announces the bound endpoint.
+    public var advertise: String?
     /// Unique worker id, also its ZeroMQ routing id.
     public var id: String
     /// How long to wait for the coordinator to answer the registration.

@@ -65,6 +65,7 @@ import SparseKVEngine
                 w.write(UInt32(0))
                 w.write(tokens)
                 w.write(dim)
+                w.write(UInt64(0))
                 w.write(array: floats)
             })
         }
@@ -202,6 +203,7 @@ import SparseKVEngine
                 w.write(UInt32(0))
                 w.write(UInt32(2))
                 w.write(UInt32(576))
+                w.write(UInt64(0))
                 w.write(array: hidden)
             })
             #expect(throws: WireError.nonFiniteValue(kind: .activations, field: "hidden states", index: i)) { try decode(raw) }

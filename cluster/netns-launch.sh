@@ -20,7 +20,7 @@
 # (.100, client), PREFIX-br (the bridge). Nothing is put in the root namespace. CMD also gets
 # SPARSEKV_NETNS_PREFIX and SPARSEKV_NETNS_LOGS. On exit, error, SIGINT or SIGTERM every
 # process group gets SIGTERM, then SIGKILL after 5 s, and every namespace made is deleted
-# (which deletes its veth ends); the pids file, LOGS/namespaces and the check at the end say so.
+# (which deletes its veth ends). LOGS gets pids (cluster processes), cmd.pid, namespaces.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -244,6 +244,7 @@ coord_args=(--listen "$endpoint" --workers "$workers" --kv "$kv" -t "$threads")
 setsid ip netns exec "$coord_ns" "$bin" coordinator "${model_args[@]}" "${coord_args[@]}" \
     >"$logs/coordinator.out" 2>"$logs/coordinator.log" &
 pids+=($!)
+echo "${pids[-1]}" >"$logs/pids"   # one line per process, as each starts
 
 listening=""
 for _ in $(seq 600); do
@@ -259,6 +260,7 @@ for i in $(seq "$workers"); do
         --listen "tcp://$(worker_ip "$i"):6000" --id "w$i" --memory "$memory" -t "$threads" \
         >"$logs/w$i.out" 2>"$logs/w$i.log" &
     pids+=($!)
+    echo "${pids[-1]}" >>"$logs/pids"
 done
 
 ready=""
@@ -271,7 +273,6 @@ for _ in $(seq 1800); do
     sleep 0.1
 done
 [[ -n "$ready" ]] || die "the cluster did not get ready in 180 s (logs in $logs)"
-printf '%s\n' "${pids[@]}" >"$logs/pids"
 echo "SPARSEKV_CLUSTER=$ready (client namespace $client_ns; logs in $logs)"
 
 export SPARSEKV_CLUSTER="$ready" SPARSEKV_NETNS_PREFIX="$prefix" SPARSEKV_NETNS_LOGS="$logs"
@@ -279,6 +280,7 @@ if [[ ${#cmd[@]} -gt 0 ]]; then
     # In the background (own process group), so a signal to this script is handled at once.
     setsid ip netns exec "$client_ns" "${cmd[@]}" <&0 &
     pids+=($!)
+    echo "${pids[-1]}" >"$logs/cmd.pid"
     set +e; wait "${pids[-1]}"; status=$?; set -e
     stop_all
     exit $status

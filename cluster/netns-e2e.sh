@@ -63,8 +63,8 @@ finish() {
     exit $status
 }
 trap finish EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'echo "[netns-e2e] interrupted at step '"'"'$step'"'"'" >&2; exit 130' INT
+trap 'echo "[netns-e2e] terminated at step '"'"'$step'"'"'" >&2; exit 143' TERM
 
 # MARK: - Preconditions
 
@@ -138,11 +138,12 @@ run_setting() {
 
     step="$kv: cluster over $rate links"
     p="$(new_prefix)"
-    set +e
+    # In the background, so that a signal to this script is handled at once (finish stops it).
     "$launcher" --bin "$bin" --prefix "$p" --rate "$rate" --measure "$measure" -n 3 --kv "$kv" "${dict_args[@]}" \
-        --ctx "$ctx" --logs "$dir/logs" -- "$work/client.sh" "$dir" >"$dir/launcher.out" 2>"$dir/launcher.err"
-    status=$?
-    set -e
+        --ctx "$ctx" --logs "$dir/logs" -- "$work/client.sh" "$dir" >"$dir/launcher.out" 2>"$dir/launcher.err" &
+    launcher_pid=$!
+    set +e; wait "$launcher_pid"; status=$?; set -e
+    launcher_pid=""
     sed 's/^/    /' "$dir/launcher.err" >&2
     case $status in
         0) ;;

@@ -3,7 +3,7 @@ SWIFT ?= swift
 RELEASE = -c release
 BIN = .build/release/sparsekv
 
-.PHONY: setup build demo test bench bench-eval clean
+.PHONY: setup build demo test bench bench-eval netns-e2e clean
 
 setup:            ## system packages, model, texts (idempotent)
 	bash scripts/setup.sh
@@ -22,6 +22,9 @@ bench: build      ## speed benchmark vs llama.cpp in the same run (when llama-cp
 
 bench-eval: build ## CSR evaluation table: KV caches vs fp32 on cfi-ch4 and alice29 (reports/eval-*.md)
 	bash scripts/bench_eval.sh
+
+netns-e2e: build  ## the cluster over emulated 100 Mbit/s links: a network namespace per process, tbf (root)
+	bash cluster/netns-e2e.sh --bin $(BIN)
 
 clean:
 	rm -rf .build

@@ -6,7 +6,8 @@
 #      (the achieved rate must be 80-102% of the configured one),
 #   3. generates from the client namespace and checks the tokens equal the reference,
 #   4. prints the coordinator's byte counters,
-#   5. runs `sparsekv cluster drain` when the binary has it (hook, see DRAIN below),
+#   5. drains w2 while a second generation decodes (its KV crosses the limited links, CSR and
+#      the fp16 baseline, timed) and checks that generation's tokens too,
 #   6. checks that nothing is left: no process, namespace or link.
 # Then it stops a cluster with SIGTERM while it is loading and once while it serves a
 # command, and checks the same. Needs root. Exit status 0 only if every step passed.
@@ -110,16 +111,13 @@ out="$1"
     || { echo "client: generate --cluster failed" >&2; exit 11; }
 "$BIN" cluster stats --cluster "$SPARSEKV_CLUSTER" >"$out/stats.json" \
     || { echo "client: cluster stats failed" >&2; exit 12; }
-# ---- DRAIN hook (for the lead): runs only when the binary has `cluster drain`. ----
-# An unknown subcommand's --help prints the parent's help with status 0, so look for the
-# subcommand's own usage line rather than the status.
-if "$BIN" cluster drain --help 2>/dev/null | grep -q "USAGE: sparsekv cluster drain"; then
-    "$BIN" cluster drain "$DRAIN_WORKER" --cluster "$SPARSEKV_CLUSTER" --baseline fp16 --json >"$out/drain.json" \
-        || { echo "client: cluster drain $DRAIN_WORKER failed" >&2; exit 13; }
-    # TODO(lead): after the drain the remaining workers must still give the reference tokens.
-    "$BIN" generate --cluster "$SPARSEKV_CLUSTER" --prompt-file "$PROMPT" -n "$TOKENS" --ignore-eos --json >"$out/after-drain.json" \
-        || { echo "client: generate after drain failed" >&2; exit 14; }
-fi
+# Drain a worker while a second generation decodes: its KV crosses the limited links,
+# in the cache's encoding and, measured alongside, in dense fp16.
+"$BIN" generate --cluster "$SPARSEKV_CLUSTER" --prompt-file "$PROMPT" -n "$TOKENS" --ignore-eos --json >"$out/after-drain.json" &
+gen=$!
+"$BIN" cluster drain "$DRAIN_WORKER" --cluster "$SPARSEKV_CLUSTER" --baseline fp16 --after-tokens 4 --wait-session --json >"$out/drain.json" \
+    || { echo "client: cluster drain $DRAIN_WORKER failed" >&2; kill "$gen" 2>/dev/null; exit 13; }
+wait "$gen" || { echo "client: the generation during the drain failed" >&2; exit 14; }
 CLIENT
 chmod +x "$work/client.sh"
 export BIN="$bin" PROMPT="$prompt" TOKENS="$tokens" DRAIN_WORKER="$drain_worker"
@@ -203,16 +201,26 @@ acts = sum(c["activations"]["sentBytes"] for c in stats["byPeer"].values())
 sys.exit(0 if acts > 0 else 1)
 PY
 
-    # ---- DRAIN (for the lead): per-transfer bytes and nanoseconds, CSR vs the fp16 baseline. ----
-    if [[ -f "$dir/drain.json" ]]; then
-        step="$kv: drain report"
-        say "$kv: drain of $drain_worker:"
-        python3 -m json.tool "$dir/drain.json" | sed 's/^/    /' >&2
-        # TODO(lead): assert on the reply's fields (CSR bytes < fp16 bytes; bytes equal the
-        # kv counters' delta; time consistent with $rate).
-    else
-        say "$kv: drain hook skipped (this binary has no 'cluster drain')"
-    fi
+    step="$kv: drain over $rate links"
+    [[ -f "$dir/drain.json" ]] || fail "no drain reply"
+    python3 - "$dir/drain.json" "$kv" "$rate_bits" <<'PY' || fail "the drain reply is not what a drain of a live session gives"
+import json, sys
+r, kv, rate = json.load(open(sys.argv[1])), sys.argv[2], int(sys.argv[3])
+moved = [t for t in r["transfers"] if t["mode"] == "install"]
+base = [t for t in r["transfers"] if t["mode"] == "measure"]
+ok = r["sessionCount"] == 1 and moved and len(moved) == len(base)
+print(f"    drained {r['worker']} (layers {r['firstLayer']}..<{r['endLayer']}) in {r['seconds']:.2f} s, {r['sessionCount']} live session", file=sys.stderr)
+for label, ts in (("moved", moved), ("fp16 baseline", base)):
+    b = sum(t["wireBytes"] for t in ts)
+    s = sum(t["seconds"] for t in ts)
+    print(f"    {label:14s} {ts[0]['encoding'] if ts else '-':5s} {b:>11,} B on the wire in {s * 1000:8.1f} ms "
+          f"({b * 8 / max(s, 1e-9) / 1e6:6.1f} Mbit/s; the link is {rate / 1e6:.0f} Mbit/s)", file=sys.stderr)
+    # Nothing crosses a link faster than its rate (5% slack for clock granularity).
+    ok = ok and all(t["wireBytes"] * 8 / max(t["seconds"], 1e-9) <= rate * 1.05 for t in ts if t["wireBytes"] > 200_000)
+if kv.startswith("csr"):
+    ok = ok and sum(t["wireBytes"] for t in moved) * 4 < sum(t["wireBytes"] for t in base)
+sys.exit(0 if ok else 1)
+PY
 }
 
 # MARK: - Interrupted runs

@@ -52,6 +52,9 @@ struct ClusterCommand: ParsableCommand {
         @Option(help: "Start once every live session has generated at least this many tokens.")
         var afterTokens: Int = 0
 
+        @Flag(help: "First wait (up to a minute) until the cluster has a live session.")
+        var waitSession = false
+
         @Flag(help: "Print the coordinator's reply as JSON.")
         var json = false
 
@@ -61,6 +64,13 @@ struct ClusterCommand: ParsableCommand {
 
         func run() throws {
             let client = try ClusterClient(coordinator: try endpoint.resolve())
+            if waitSession {
+                let deadline = ContinuousClock.now + .seconds(60)
+                while try client.stats().sessionCount == 0 {
+                    guard ContinuousClock.now < deadline else { throw ValidationError("no live session within a minute") }
+                    Thread.sleep(forTimeInterval: 0.02)
+                }
+            }
             let r = try client.drain(DrainRequestBody(workerID: worker, baseline: baseline ?? "", minGenerated: afterTokens))
             let report = DrainReport(r)
             if json {

@@ -31,7 +31,8 @@ public struct DrainReplyBody: Sendable, Equatable {
     public var workerID: String
     /// The layers the worker served.
     public var layers: Range<Int>
-    /// From the start of the drain (sessions paused) to its end (sessions resumed).
+    /// From the moment every live session was paused (after any --after-tokens wait) to
+    /// their resumption: loading the added layers plus the transfers.
     public var nanoseconds: UInt64
     /// Sessions whose KV moved.
     public var sessionCount: Int

@@ -42,7 +42,8 @@ extension Coordinator {
         var step = Step.waiting
         var sessions: [UInt64] = []
         var transfers: [DrainReplyBody.Transfer] = []
-        let started = ContinuousClock.now
+        /// When every live session was parked (the move starts).
+        var paused = ContinuousClock.now
         var deadline = ContinuousClock.now
     }
 
@@ -103,6 +104,7 @@ extension Coordinator {
         guard var d = drain, d.step == .waiting, active.values.allSatisfy({ $0.parked != nil }) else { return }
         guard let x = workers.firstIndex(where: { $0.id == d.request.workerID }) else { return failDrain("the worker is gone") }
         d.sessions = active.keys.sorted()
+        d.paused = .now
         d.step = .loading(Set(d.newLayers.keys))
         d.deadline = .now + configuration.stepTimeout
         drain = d
@@ -154,7 +156,7 @@ extension Coordinator {
         let gone = workers.remove(at: x)
         gone.link?.close()
         drain = nil
-        let elapsed = nanoseconds(.now - d.started)
+        let elapsed = nanoseconds(.now - d.paused)
         let reply = DrainReplyBody(workerID: gone.id, layers: d.layers, nanoseconds: elapsed, sessionCount: d.sessions.count,
                                    transfers: d.transfers)
         sendToClient(d.client, WireMessage(.drainReply(reply), requestID: d.requestID))

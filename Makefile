@@ -28,3 +28,6 @@ netns-e2e: build  ## the cluster over emulated 100 Mbit/s links: a network names
 
 clean:
 	rm -rf .build
+
+bench-bandwidth: build ## KV bandwidth report over emulated links (root; reports/bandwidth.{json,md,svg}, ~25 min)
+	python3 scripts/bench_bandwidth.py

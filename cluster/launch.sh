@@ -8,6 +8,7 @@
 #          --dict PATH  --memory BYTES (per worker, 2G)  --bin PATH (sparsekv binary)
 #          --logs DIR (process logs; default a temporary directory)  --threads N (per process, 1)
 #          --prefill-workers K (prefill -> decode handoff: K prefill + K decode workers; -n must be 2K)
+#          --handoff-baseline fp16 (with it: also send each handoff's KV in dense fp16, measured)
 # Every process runs in its own process group; on exit each group is sent SIGTERM, then
 # SIGKILL after a grace period, and waited for, so nothing is left behind.
 set -euo pipefail
@@ -18,6 +19,7 @@ workers=3 port=0 kv=fp32 ctx="" model="" dict="" memory=2G threads=1 prefill=0
 bin="${SPARSEKV_BIN:-}"
 logs=""
 cmd=()
+coord_extra=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -n|--workers) workers="$2"; shift 2 ;;
@@ -31,8 +33,9 @@ while [[ $# -gt 0 ]]; do
         --logs) logs="$2"; shift 2 ;;
         --threads) threads="$2"; shift 2 ;;
         --prefill-workers) prefill="$2"; shift 2 ;;
+        --handoff-baseline) coord_extra+=(--handoff-baseline "$2"); shift 2 ;;
         --) shift; cmd=("$@"); break ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "launch.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -46,7 +49,7 @@ fi
 mkdir -p "$logs"
 
 model_args=(); [[ -n "$model" ]] && model_args=(--model "$model")
-coord_args=(--listen "tcp://127.0.0.1:$port" --workers "$workers" --kv "$kv" -t "$threads" --prefill-workers "$prefill")
+coord_args=(--listen "tcp://127.0.0.1:$port" --workers "$workers" --kv "$kv" -t "$threads" --prefill-workers "$prefill" "${coord_extra[@]}")
 [[ -n "$ctx" ]] && coord_args+=(--ctx "$ctx")
 [[ -n "$dict" ]] && coord_args+=(--dict "$dict")
 

@@ -16,6 +16,7 @@
 #      --measure BYTES before starting the cluster, time a bulk TCP transfer of BYTES
 #                      client -> coordinator and back (python3); results in LOGS/rate.json
 #      --net-only      namespaces and links only, no sparsekv processes
+#      --prefill-workers K, --handoff-baseline ENC   passed to the coordinator (handoff)
 # Hosts: PREFIX-co (.2, coordinator), PREFIX-w1.. (.11.., workers on port 6000), PREFIX-cl
 # (.100, client), PREFIX-br (the bridge). Nothing is put in the root namespace. CMD also gets
 # SPARSEKV_NETNS_PREFIX and SPARSEKV_NETNS_LOGS. On exit, error, SIGINT or SIGTERM every
@@ -31,6 +32,7 @@ rate=100mbit prefix="" subnet=10.77.0 measure=0 net_only=0 cleanup_prefix=""
 bin="${SPARSEKV_BIN:-}"
 logs=""
 cmd=()
+extra_coord=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -n|--workers) workers="$2"; shift 2 ;;
@@ -48,9 +50,11 @@ while [[ $# -gt 0 ]]; do
         --subnet) subnet="$2"; shift 2 ;;
         --measure) measure="$2"; shift 2 ;;
         --net-only) net_only=1; shift ;;
+        --prefill-workers) extra_coord+=(--prefill-workers "$2"); shift 2 ;;
+        --handoff-baseline) extra_coord+=(--handoff-baseline "$2"); shift 2 ;;
         --cleanup) cleanup_prefix="$2"; shift 2 ;;
         --) shift; cmd=("$@"); break ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "$me: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -235,7 +239,7 @@ fi
 
 model_args=(); [[ -n "$model" ]] && model_args=(--model "$model")
 endpoint="tcp://$coord_ip:$port"
-coord_args=(--listen "$endpoint" --workers "$workers" --kv "$kv" -t "$threads")
+coord_args=(--listen "$endpoint" --workers "$workers" --kv "$kv" -t "$threads" "${extra_coord[@]}")
 [[ -n "$ctx" ]] && coord_args+=(--ctx "$ctx")
 [[ -n "$dict" ]] && coord_args+=(--dict "$dict")
 

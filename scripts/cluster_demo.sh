@@ -39,7 +39,7 @@ r = json.load(open(sys.argv[1]))
 d = json.load(open(sys.argv[2]))
 print(r["text"])
 print(f"\n== report\nprompt {len(r['promptTokens'])} tokens, prefill {r['prefillTokensPerSecond']:.1f} tok/s, "
-      f"decode {len(r['generatedTokens'])} tokens at {r['decodeTokensPerSecond']:.1f} tok/s (including the drain pause)")
+      f"decode {len(r['generatedTokens'])} tokens at {r['decodeTokensPerSecond']:.1f} tok/s (not counting the drain pause)")
 print(f"session KV on the workers at the end: {r['kvCacheBytes']:,} bytes ({r['kvCache']})")
 moved = [t for t in d["transfers"] if t["mode"] == "install"]
 base = [t for t in d["transfers"] if t["mode"] == "measure"]

@@ -86,7 +86,8 @@ import SparseKVEngine
 //                                      text str(0...maxReplyTextBytes), prefill ns u64, decode ns u64,
 //                                      stop reason str(1...32, [A-Za-z0-9._-]), kv cache str(1...32, same),
 //                                      kv cache bytes u64, activation bytes sent u64, received u64,
-//                                      kv transfer bytes u64, kv transfer ns u64
+//                                      kv transfer bytes u64, kv transfer ns u64,
+//                                      kv baseline bytes u64, kv baseline ns u64
 //   0x52 drainRequest     client->C none worker id str(1...64, [A-Za-z0-9._-]),
 //                                      baseline encoding str(0...32; empty = none), min generated u32
 //   0x53 drainReply       C->client none worker id str, first layer u32, end layer u32, drain ns u64,
@@ -437,6 +438,8 @@ extension WireProtocol {
             w.write(b.activationBytesReceived)
             w.write(b.kvTransferBytes)
             w.write(b.kvTransferNanoseconds)
+            w.write(b.kvBaselineBytes)
+            w.write(b.kvBaselineNanoseconds)
         case .drainRequest(let b):
             w.write(b.workerID)
             w.write(b.baseline)
@@ -625,7 +628,8 @@ extension WireProtocol {
                 kvCache: try r.string("kv cache", max: maxEncodingLength), kvCacheBytes: try r.u64("kv cache bytes"),
                 activationBytesSent: try r.u64("activation bytes sent"),
                 activationBytesReceived: try r.u64("activation bytes received"),
-                kvTransferBytes: try r.u64("kv transfer bytes"), kvTransferNanoseconds: try r.u64("kv transfer ns")))
+                kvTransferBytes: try r.u64("kv transfer bytes"), kvTransferNanoseconds: try r.u64("kv transfer ns"),
+                kvBaselineBytes: try r.u64("kv baseline bytes"), kvBaselineNanoseconds: try r.u64("kv baseline ns")))
         case .drainRequest:
             let id = try r.string("worker id", max: maxWorkerIDLength)
             let baseline = try r.string("baseline encoding", max: maxEncodingLength)

@@ -28,6 +28,9 @@ struct CoordinatorCommand: ParsableCommand {
                                valueName: "K"))
     var prefillWorkers: Int = 0
 
+    @Option(help: "With --prefill-workers: after each handoff, send the same KV again in this encoding (fp16), checked and discarded, as a measured baseline.")
+    var handoffBaseline: String?
+
     func validate() throws {
         guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
         guard prefillWorkers == 0 || workers == 2 * prefillWorkers else {
@@ -48,6 +51,7 @@ struct CoordinatorCommand: ParsableCommand {
         config.kvSpec = kv
         config.contextLength = ctx
         config.prefillWorkers = prefillWorkers
+        config.handoffBaseline = handoffBaseline ?? ""
         let stop = StopSignal()
         let sources = stopOnSignals(stop)
         defer { sources.forEach { $0.cancel() } }

@@ -113,6 +113,7 @@ struct GenerateCommand: ParsableCommand {
             stopReason: r.stopReason, kvCache: r.kvCache, kvCacheBytes: Int(r.kvCacheBytes),
             activationBytesSent: r.activationBytesSent, activationBytesReceived: r.activationBytesReceived,
             kvTransferBytes: r.kvTransferBytes, kvTransferSeconds: Double(r.kvTransferNanoseconds) / 1e9,
+            kvBaselineBytes: r.kvBaselineBytes, kvBaselineSeconds: Double(r.kvBaselineNanoseconds) / 1e9,
             coordinatorTraffic: ClusterGenerationResult.delta(before, try client.stats().traffic))
         if json {
             print(try jsonString(result))
@@ -123,7 +124,12 @@ struct GenerateCommand: ParsableCommand {
                         result.promptTokens.count, result.prefillTokensPerSecond, result.generatedTokens.count,
                         result.decodeTokensPerSecond, result.kvCache, result.kvCacheBytes, result.stopReason))
         if r.kvTransferBytes > 0 {
-            printErr(String(format: "kv moved between workers for this session: %llu bytes", r.kvTransferBytes))
+            printErr(String(format: "kv moved between workers for this session: %llu bytes in %.1f ms", r.kvTransferBytes,
+                            Double(r.kvTransferNanoseconds) / 1e6))
+            if r.kvBaselineBytes > 0 {
+                printErr(String(format: "the same kv in dense fp16 (measured baseline): %llu bytes in %.1f ms", r.kvBaselineBytes,
+                                Double(r.kvBaselineNanoseconds) / 1e6))
+            }
         }
         let traffic = TrafficCategory.allCases.compactMap { c -> String? in
             guard let t = result.coordinatorTraffic[c.rawValue], t.sentBytes + t.receivedBytes > 0 else { return nil }
@@ -152,6 +158,9 @@ struct ClusterGenerationResult: Codable {
     /// as the receivers counted the kvTransfer messages, and the handoff wait.
     var kvTransferBytes: UInt64
     var kvTransferSeconds: Double
+    /// The handoff's dense fp16 baseline, sent after the move (coordinator --handoff-baseline).
+    var kvBaselineBytes: UInt64
+    var kvBaselineSeconds: Double
     /// The coordinator's byte counters (all peers) during the request, by category; they
     /// include any other request served at the same time.
     var coordinatorTraffic: [String: TrafficCount]

@@ -74,18 +74,32 @@ struct DrainHandoffProcessTests {
 
     @Test(arguments: ["fp32", "csr:8"])
     func prefillDecodeHandoffGivesTheSingleProcessTokens(kv: String) throws {
-        let cluster = try LocalCluster(workers: 2, kv: kv, coordinatorArguments: ["--prefill-workers", "1"])
+        let cluster = try LocalCluster(workers: 2, kv: kv, coordinatorArguments: ["--prefill-workers", "1", "--handoff-baseline", "fp16"])
         let client = try ClusterClient(coordinator: cluster.endpoint)
-        let reply = try client.generate(GenerateRequestBody(prompt: ClusterProcessTests.prompt, maxTokens: 24, ignoreEOS: true))
+        let request = GenerateRequestBody(prompt: ClusterProcessTests.prompt, maxTokens: 24, ignoreEOS: true)
+        let reply = try client.generate(request)
         let expected = try ClusterProcessTests.localTokens(kv: kv, maxTokens: 24, ctx: 512)
         #expect(reply.generatedTokens == expected, "handoff \(reply.generatedTokens) vs local \(expected)")
-        #expect(reply.kvTransferBytes > 0, "the prompt's KV moved from the prefill to the decode worker")
+        #expect(reply.kvTransferBytes > 0 && reply.kvBaselineBytes > 0, "the prompt's KV moved, and its fp16 baseline was measured")
         #expect(reply.kvCacheBytes > 0)
+        if kv.hasPrefix("csr") { #expect(reply.kvTransferBytes * 4 < reply.kvBaselineBytes) }
         #expect(throws: NodeError.self, "drain is refused while pipelines must match") {
             try client.drain(DrainRequestBody(workerID: "w1"))
         }
         // A second session takes the same path.
-        #expect(try client.generate(GenerateRequestBody(prompt: ClusterProcessTests.prompt, maxTokens: 24, ignoreEOS: true)).generatedTokens == expected)
+        let second = try client.generate(request)
+        #expect(second.generatedTokens == expected)
+
+        // What the replies report is what the sockets counted: kv bytes received by the
+        // decode worker and sent by the prefill worker, activation bytes the coordinator sent.
+        let reported = [reply, second].reduce(UInt64(0)) { $0 + $1.kvTransferBytes + $1.kvBaselineBytes }
+        let workers = try cluster.workerEndpoints.map { try ClusterClient(coordinator: $0).stats().traffic }
+        let kvReceived = workers.reduce(UInt64(0)) { $0 + $1.byPeer.values.reduce(0) { $0 + $1[.kv].receivedBytes } }
+        let kvSent = workers.reduce(UInt64(0)) { $0 + $1.byPeer.values.reduce(0) { $0 + $1[.kv].sentBytes } }
+        #expect(reported == kvReceived && reported == kvSent, "reported \(reported), received \(kvReceived), sent \(kvSent)")
+        let coordinator = try client.stats().traffic
+        let activations = coordinator.byPeer.values.reduce(UInt64(0)) { $0 + $1[.activations].sentBytes }
+        #expect(activations == reply.activationBytesSent + second.activationBytesSent)
         #expect(cluster.stop())
     }
 }

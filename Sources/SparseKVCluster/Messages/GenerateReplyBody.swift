@@ -6,6 +6,8 @@ public struct GenerateReplyBody: Sendable, Equatable {
     /// Decoded text of the generated tokens.
     public var text: String
     public var prefillNanoseconds: UInt64
+    /// From the end of the prefill to the last token, less the time the session was paused
+    /// while its KV moved (reported as kvTransferNanoseconds / kvBaselineNanoseconds).
     public var decodeNanoseconds: UInt64
     /// "length", "eos" or "context".
     public var stopReason: String
@@ -20,11 +22,15 @@ public struct GenerateReplyBody: Sendable, Equatable {
     /// kvTransfer messages as the receivers counted them, and the time the session waited.
     public var kvTransferBytes: UInt64
     public var kvTransferNanoseconds: UInt64
+    /// The handoff's measured baseline (the same KV sent again in dense fp16, checked and
+    /// discarded; coordinator --handoff-baseline), counted and timed the same way.
+    public var kvBaselineBytes: UInt64
+    public var kvBaselineNanoseconds: UInt64
 
     public init(promptTokens: [Int32], generatedTokens: [Int32], text: String, prefillNanoseconds: UInt64,
                 decodeNanoseconds: UInt64, stopReason: String, kvCache: String, kvCacheBytes: UInt64,
                 activationBytesSent: UInt64 = 0, activationBytesReceived: UInt64 = 0, kvTransferBytes: UInt64 = 0,
-                kvTransferNanoseconds: UInt64 = 0) {
+                kvTransferNanoseconds: UInt64 = 0, kvBaselineBytes: UInt64 = 0, kvBaselineNanoseconds: UInt64 = 0) {
         self.promptTokens = promptTokens
         self.generatedTokens = generatedTokens
         self.text = text
@@ -37,5 +43,7 @@ public struct GenerateReplyBody: Sendable, Equatable {
         self.activationBytesReceived = activationBytesReceived
         self.kvTransferBytes = kvTransferBytes
         self.kvTransferNanoseconds = kvTransferNanoseconds
+        self.kvBaselineBytes = kvBaselineBytes
+        self.kvBaselineNanoseconds = kvBaselineNanoseconds
     }
 }

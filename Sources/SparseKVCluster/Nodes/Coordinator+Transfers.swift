@@ -4,7 +4,9 @@ import SparseKVEngine
 // KV moves the coordinator drives: draining a worker (its layers and every live session's
 // KV go to its pipeline neighbours) and the prefill -> decode handoff. Both pause the
 // sessions concerned between two steps (their next states are parked), ask the worker that
-// holds the KV to send it (kvRequest), wait for the receivers' acks, then resume.
+// holds the KV to send it (kvRequest), wait for the receivers' acks, then resume. A
+// measured baseline (the same KV in dense fp16) goes in a second wave, after the real
+// move, so the two never share a link at the same time and each is timed alone.
 
 extension Coordinator {
     enum TransferPurpose: Equatable { case drain, handoff }
@@ -133,13 +135,24 @@ extension Coordinator {
         for session in d.sessions {
             for move in d.moves {
                 requestTransfer(session: session, from: x, to: move.to, layers: move.layers, encoding: cacheKind, mode: .install, purpose: .drain)
-                if !d.request.baseline.isEmpty {
-                    requestTransfer(session: session, from: x, to: move.to, layers: move.layers, encoding: d.request.baseline,
-                                    mode: .measure, purpose: .drain)
-                }
             }
         }
-        if !pendingTransfers.values.contains(where: { $0.purpose == .drain }) { finishDrain() }
+        drainWaveDone()
+    }
+
+    /// After the moves, the baseline wave (if asked for); after that, the end.
+    private func drainWaveDone() {
+        guard let d = drain, !pendingTransfers.values.contains(where: { $0.purpose == .drain }) else { return }
+        let measured = d.transfers.contains { $0.mode == .measure }
+        guard !d.request.baseline.isEmpty, !measured, !d.sessions.isEmpty,
+              let x = workers.firstIndex(where: { $0.id == d.request.workerID })
+        else { return finishDrain() }
+        for session in d.sessions {
+            for move in d.moves {
+                requestTransfer(session: session, from: x, to: move.to, layers: move.layers, encoding: d.request.baseline,
+                                mode: .measure, purpose: .drain)
+            }
+        }
     }
 
     /// All KV is over: the receivers serve the drained layers, the drained worker goes,
@@ -221,10 +234,30 @@ extension Coordinator {
         }
     }
 
+    /// The moves are in: time them, then send the baseline wave or start decoding.
+    private func handoffWaveDone(_ session: UInt64, mode: KVTransferMode) {
+        guard var r = active[session], let started = r.handoffStarted else { return }
+        let elapsed = nanoseconds(.now - started)
+        if mode == .install {
+            r.transferNanoseconds += elapsed
+        } else {
+            r.baselineNanoseconds += elapsed
+        }
+        r.handoffStarted = .now
+        active[session] = r
+        if mode == .install, !configuration.handoffBaseline.isEmpty {
+            for (p, d) in zip(pipeline(0), pipeline(1)) {
+                requestTransfer(session: session, from: p, to: workers[d].id, layers: workers[p].layers!,
+                                encoding: configuration.handoffBaseline, mode: .measure, purpose: .handoff)
+            }
+        } else {
+            finishHandoff(session)
+        }
+    }
+
     private func finishHandoff(_ session: UInt64) {
         guard var r = active[session], let states = r.parked else { return }
         r.pipeline = 1
-        if let started = r.handoffStarted { r.transferNanoseconds += nanoseconds(.now - started) }
         r.handoffStarted = nil
         active[session] = r
         for p in pipeline(0) { sendToWorker(p, WireMessage(.dropSession, sessionID: session)) }
@@ -263,11 +296,15 @@ extension Coordinator {
                 tokenCount: ack.tokenCount, payloadBytes: ack.payloadBytes, wireBytes: ack.wireBytes,
                 nanoseconds: nanoseconds(.now - t.started)))
             if t.mode == .install { active[t.sessionID]?.transferBytes += ack.wireBytes }
-            if !pendingTransfers.values.contains(where: { $0.purpose == .drain }) { finishDrain() }
+            drainWaveDone()
         case .handoff:
-            active[t.sessionID]?.transferBytes += ack.wireBytes
+            if t.mode == .install {
+                active[t.sessionID]?.transferBytes += ack.wireBytes
+            } else {
+                active[t.sessionID]?.baselineBytes += ack.wireBytes
+            }
             if !pendingTransfers.values.contains(where: { $0.sessionID == t.sessionID && $0.purpose == .handoff }) {
-                finishHandoff(t.sessionID)
+                handoffWaveDone(t.sessionID, mode: t.mode)
             }
         }
     }

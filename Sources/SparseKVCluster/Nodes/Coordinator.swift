@@ -65,6 +65,12 @@ public final class Coordinator {
         var kvBytes: UInt64 = 0
         var transferBytes: UInt64 = 0
         var transferNanoseconds: UInt64 = 0
+        /// The measured baseline of a handoff (`handoffBaseline`).
+        var baselineBytes: UInt64 = 0
+        var baselineNanoseconds: UInt64 = 0
+        /// Decode time spent parked while KV moved (a handoff, a drain): not decoding.
+        var pausedNanoseconds: UInt64 = 0
+        var pausedSince: ContinuousClock.Instant?
         /// When the running handoff of this session started.
         var handoffStarted: ContinuousClock.Instant?
     }
@@ -85,6 +91,9 @@ public final class Coordinator {
         self.configuration = configuration
         self.logger = logger
         guard configuration.workerCount >= 1 else { throw NodeError.badConfiguration("--workers must be at least 1") }
+        guard ["", "fp16"].contains(configuration.handoffBaseline) else {
+            throw NodeError.badConfiguration("--handoff-baseline must be fp16 (or absent), not '\(configuration.handoffBaseline)'")
+        }
         guard configuration.prefillWorkers == 0 || configuration.workerCount == 2 * configuration.prefillWorkers else {
             throw NodeError.badConfiguration("--prefill-workers \(configuration.prefillWorkers) needs --workers \(2 * configuration.prefillWorkers): a decode worker for each prefill worker")
         }
@@ -378,6 +387,7 @@ public final class Coordinator {
         case .send(let states):
             if shouldHandOff(r, states) || drainHolds(r) {
                 r.parked = states
+                if r.session.prefillEnd != nil { r.pausedSince = r.pausedSince ?? .now }
                 r.deadline = .now + configuration.stepTimeout
                 active[sessionID] = r
                 if shouldHandOff(r, states) { startHandoff(sessionID) } else { advanceDrain() }
@@ -390,10 +400,12 @@ public final class Coordinator {
             let prefillEnd = s.prefillEnd ?? now
             let reply = GenerateReplyBody(
                 promptTokens: s.prompt, generatedTokens: s.generated, text: clipText(tokenizer.decode(s.generated)),
-                prefillNanoseconds: nanoseconds(prefillEnd - s.started), decodeNanoseconds: nanoseconds(now - prefillEnd),
+                prefillNanoseconds: nanoseconds(prefillEnd - s.started),
+                decodeNanoseconds: nanoseconds(now - prefillEnd) - min(r.pausedNanoseconds, nanoseconds(now - prefillEnd)),
                 stopReason: reason, kvCache: cacheKind, kvCacheBytes: r.kvBytes,
                 activationBytesSent: r.sentBytes, activationBytesReceived: r.receivedBytes,
-                kvTransferBytes: r.transferBytes, kvTransferNanoseconds: r.transferNanoseconds)
+                kvTransferBytes: r.transferBytes, kvTransferNanoseconds: r.transferNanoseconds,
+                kvBaselineBytes: r.baselineBytes, kvBaselineNanoseconds: r.baselineNanoseconds)
             sendToClient(r.client, WireMessage(.generateReply(reply), requestID: r.requestID))
             logger.info("session \(sessionID): \(s.generated.count) tokens, stop \(reason)")
             end(sessionID)
@@ -408,6 +420,10 @@ public final class Coordinator {
                                             timeout: .seconds(30)))
         r.inFlight = true
         r.parked = nil
+        if let since = r.pausedSince {
+            r.pausedNanoseconds += nanoseconds(.now - since)
+            r.pausedSince = nil
+        }
         r.deadline = .now + configuration.stepTimeout
         active[sessionID] = r
     }

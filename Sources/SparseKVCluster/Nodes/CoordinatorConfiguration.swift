@@ -22,6 +22,9 @@ public struct CoordinatorConfiguration: Sendable {
     /// layer split; after a session's prompt its KV moves from each prefill worker to its
     /// decode counterpart. 0 = one pipeline of all workers. Needs workerCount = 2 x this.
     public var prefillWorkers = 0
+    /// With a handoff: after the KV moved, send it again in this encoding ("fp16") as a
+    /// measured baseline the decode workers check and discard. Empty: no baseline.
+    public var handoffBaseline = ""
 
     public init(listen: String, modelPath: String, dictionaryPath: String?, workerCount: Int) {
         self.listen = listen

@@ -1,0 +1,379 @@
+#!/usr/bin/env python3
+"""Bandwidth and memory of each KV cache setting, measured on a real cluster over
+emulated links.
+
+For every link rate (cluster/netns-launch.sh: a network namespace per process, tbf on
+every veth) and every cache setting, it starts a 2-worker cluster in prefill -> decode
+handoff mode (coordinator --prefill-workers 1 --handoff-baseline fp16): worker w1
+prefills every layer, then the session's whole KV cache moves to w2, which decodes. For
+each context length one generation runs, and the coordinator reports, from the
+receivers' socket counters and its own clock:
+
+  - the full KV transfer in the setting's own encoding (bytes on the wire, time from
+    request to ack), and the same KV sent again in dense fp16 (checked, discarded);
+  - the activation bytes per token on the coordinator's links;
+  - the session's KV bytes on the workers, decode tokens/s;
+and the script reads each process's peak RSS (VmHWM) before the cluster stops.
+
+Every byte figure comes from socket counters: the script checks that the bytes the
+replies report equal the kv bytes the decode worker's counters received, and the
+activation bytes the coordinator's counters sent. Quality is taken from the eval
+table (reports/eval-*.json, `make bench-eval`), not recomputed here.
+
+Output: reports/bandwidth.json, reports/bandwidth.md, reports/bandwidth.svg.
+
+  scripts/bench_bandwidth.py [--ctx 512 2048 4096 8192] [--rates 100mbit 1gbit]
+                             [--kv fp16 kivi4 ...] [--decode 16] [--bin PATH] [--out DIR]
+Needs root (network namespaces). `make bench-bandwidth` runs the defaults (about 25 min).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOME = os.environ.get("SPARSEKV_HOME", os.path.expanduser("~/.cache/sparsekv"))
+DICT = os.path.join(ROOT, "dicts", "SmolLM2-135M-Instruct.Q4_1.csr.gguf")
+TEXT = os.path.join(HOME, "texts", "cfi-ch4.txt")
+
+# (--kv spec, the name the eval table uses for it)
+SETTINGS = [
+    ("fp16", "fp16"),
+    ("kivi4", "kivi4"),
+    ("kivi2", "kivi2"),
+    ("csr:16,coef=i8", "csr:k=16,v=8,coef=i8"),
+    ("csr:8,coef=i8", "csr:k=8,v=4,coef=i8"),
+    ("csr:8,coef=i8,alg=omp", "csr:k=8,v=4,coef=i8,alg=omp"),
+    ("csr:4,coef=i8,alg=omp", "csr:k=4,v=2,coef=i8,alg=omp"),
+]
+
+
+def log(msg):
+    print(f"[bench-bandwidth {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def tokenize(binary, text):
+    out = subprocess.run([binary, "tokenize", "-t", "1", "-p", text], check=True, capture_output=True, text=True).stdout
+    return len(out.split())
+
+
+def prompt_of(binary, text, tokens):
+    """A prefix of `text` that tokenizes (with BOS-free counting) to at most `tokens` tokens."""
+    ratio = len(text) / tokenize(binary, text[:200_000])
+    cut = int(tokens * ratio)
+    for _ in range(6):
+        n = tokenize(binary, text[:cut])
+        if tokens - 24 <= n <= tokens:
+            break
+        cut = int(cut * tokens / n) - (8 if n > tokens else 0)
+    return text[:cut]
+
+
+def rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def process_name(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return str(pid)
+    if "coordinator" in args[:3]:
+        return "coordinator"
+    return args[args.index("--id") + 1] if "--id" in args else str(pid)
+
+
+# MARK: - Inside the client namespace
+
+
+def client(args):
+    """Runs in the client namespace with SPARSEKV_CLUSTER set: one generation per
+    prompt, then every process's counters and peak RSS."""
+    cluster = os.environ["SPARSEKV_CLUSTER"]
+    out = args.client
+    logs = os.path.join(out, "logs")
+    results = []
+    for prompt_file in sorted(os.listdir(os.path.join(out, "prompts")), key=lambda p: int(p.split(".")[0])):
+        r = subprocess.run([args.bin, "generate", "--cluster", cluster, "--prompt-file", os.path.join(out, "prompts", prompt_file),
+                            "-n", str(args.decode), "--ignore-eos", "--json"], capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"generate --cluster failed for {prompt_file}: {r.stderr[-2000:]}")
+        results.append({"ctx": int(prompt_file.split(".")[0]), "reply": json.loads(r.stdout)})
+    stats = {"coordinator": json.loads(subprocess.run([args.bin, "cluster", "stats", "--cluster", cluster],
+                                                      check=True, capture_output=True, text=True).stdout)}
+    for name in ("w1", "w2"):
+        with open(os.path.join(logs, f"{name}.out")) as f:
+            endpoint = next(line.split()[1] for line in f if line.startswith("LISTENING"))
+        stats[name] = json.loads(subprocess.run([args.bin, "cluster", "stats", "--cluster", endpoint],
+                                                check=True, capture_output=True, text=True).stdout)
+    with open(os.path.join(logs, "pids")) as f:
+        rss = {process_name(int(p)): rss_kb(int(p)) for p in f.read().split()}
+    # Which worker prefilled: the coordinator logs "assigned layers ... to wN (prefill)".
+    with open(os.path.join(logs, "coordinator.log")) as f:
+        prefill = next((line.split(" to ")[1].split()[0] for line in f if line.rstrip().endswith("(prefill)")), "w1")
+    roles = {"prefill": prefill, "decode": "w2" if prefill == "w1" else "w1"}
+    rss = {"coordinator": rss.get("coordinator"), "prefill": rss.get(roles["prefill"]), "decode": rss.get(roles["decode"])}
+    with open(os.path.join(out, "client.json"), "w") as f:
+        json.dump({"runs": results, "stats": stats, "peakRSSkB": rss, "roles": roles}, f)
+
+
+# MARK: - Driver
+
+
+def total(traffic, category, field, peers=None):
+    return sum(c[category][field] for p, c in traffic["byPeer"].items() if peers is None or p in peers)
+
+
+def run_setting(args, spec, rate, prompts, max_ctx, work):
+    out = os.path.join(work, f"{spec.replace(':', '_').replace(',', '_').replace('=', '-')}-{rate}")
+    os.makedirs(os.path.join(out, "prompts"))
+    for ctx, text in prompts.items():
+        with open(os.path.join(out, "prompts", f"{ctx}.txt"), "w") as f:
+            f.write(text)
+    cmd = [os.path.join(ROOT, "cluster", "netns-launch.sh"), "--bin", args.bin, "--rate", rate, "-n", "2",
+           "--prefill-workers", "1", "--handoff-baseline", "fp16", "--kv", spec, "--ctx", str(max_ctx),
+           "--logs", os.path.join(out, "logs"), "--threads", str(args.threads)]
+    if spec.startswith("csr"):
+        cmd += ["--dict", DICT]
+    cmd += ["--", sys.executable, os.path.abspath(__file__), "--client", out, "--bin", args.bin, "--decode", str(args.decode)]
+    started = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"{spec} at {rate}: the cluster run failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    with open(os.path.join(out, "client.json")) as f:
+        c = json.load(f)
+    # Counters against the replies: every kv byte the decode worker received is a reported
+    # transfer (move + baseline), and so is every kv byte the prefill worker sent.
+    reported_kv = sum(x["reply"]["kvTransferBytes"] + x["reply"]["kvBaselineBytes"] for x in c["runs"])
+    received_kv = total(c["stats"][c["roles"]["decode"]], "kv", "receivedBytes")
+    sent_kv = total(c["stats"][c["roles"]["prefill"]], "kv", "sentBytes")
+    reported_act = sum(x["reply"]["activationBytesSent"] for x in c["runs"])
+    counted_act = total(c["stats"]["coordinator"], "activations", "sentBytes")
+    check = {"reportedKVBytes": reported_kv, "decodeWorkerReceivedKVBytes": received_kv, "prefillWorkerSentKVBytes": sent_kv,
+             "reportedActivationBytesSent": reported_act, "coordinatorSentActivationBytes": counted_act}
+    check["agree"] = reported_kv == received_kv == sent_kv and reported_act == counted_act
+    if not check["agree"]:
+        sys.exit(f"{spec} at {rate}: reported bytes differ from the socket counters: {check}")
+    log(f"{spec} at {rate}: {len(c['runs'])} contexts in {time.time() - started:.0f} s; counters agree "
+        f"({reported_kv:,} kv bytes, {reported_act:,} activation bytes)")
+    return c, check
+
+
+def quality_table():
+    table = {}
+    for text in ("cfi-ch4", "alice29"):
+        path = os.path.join(ROOT, "reports", f"eval-{text}.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            data = json.load(f)
+        for entry in data if isinstance(data, list) else [data]:
+            for r in entry["results"]:
+                table.setdefault(r["cache"], {})[text] = {"bitsPerChannel": r["bitsPerChannel"],
+                                                          "perplexityChange": r["relativeChange"], "top1": r["top1Agreement"]}
+    return table
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ctx", type=int, nargs="+", default=[512, 2048, 4096, 8192])
+    p.add_argument("--rates", nargs="+", default=["100mbit", "1gbit"])
+    p.add_argument("--kv", nargs="+", default=[s for s, _ in SETTINGS])
+    p.add_argument("--decode", type=int, default=16, help="tokens generated after each prompt")
+    p.add_argument("--threads", type=int, default=1, help="threads per process")
+    p.add_argument("--bin", default=os.environ.get("SPARSEKV_BIN", os.path.join(ROOT, ".build", "release", "sparsekv")))
+    p.add_argument("--out", default=os.path.join(ROOT, "reports"))
+    p.add_argument("--name", default="bandwidth", help="file name stem of the reports")
+    p.add_argument("--client", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.bin = os.path.abspath(args.bin)
+    if args.client:
+        return client(args)
+    if os.geteuid() != 0:
+        sys.exit("bench_bandwidth.py needs root (network namespaces and tc); run it with sudo")
+    if not os.access(args.bin, os.X_OK):
+        sys.exit(f"no sparsekv binary at {args.bin}; build it (make build) or pass --bin")
+    names = dict(SETTINGS)
+    with open(TEXT, encoding="utf-8") as f:
+        text = f.read()
+    max_ctx = min(max(args.ctx), 8192)
+    # Prompt + generated tokens must fit the context: the prompt gets ctx - decode - 1.
+    prompts = {ctx: prompt_of(args.bin, text, min(ctx, 8192) - args.decode - 1) for ctx in args.ctx}
+    quality = quality_table()
+    work = tempfile.mkdtemp(prefix="sparsekv-bench-bandwidth.")
+    rows, checks = [], []
+    started = time.time()
+    for rate in args.rates:
+        for spec in args.kv:
+            c, check = run_setting(args, spec, rate, prompts, max_ctx, work)
+            checks.append({"kv": spec, "rate": rate, **check})
+            for x in c["runs"]:
+                r = x["reply"]
+                tokens = len(r["promptTokens"]) + len(r["generatedTokens"])
+                rows.append({
+                    "kv": spec, "evalName": names.get(spec, spec), "rate": rate, "ctx": x["ctx"],
+                    "promptTokens": len(r["promptTokens"]), "generatedTokens": len(r["generatedTokens"]),
+                    "transferBytes": r["kvTransferBytes"], "transferSeconds": r["kvTransferSeconds"],
+                    "fp16Bytes": r["kvBaselineBytes"], "fp16Seconds": r["kvBaselineSeconds"],
+                    "kvCacheBytes": r["kvCacheBytes"],
+                    "activationBytesPerToken": r["activationBytesSent"] / max(tokens - 1, 1),
+                    "decodeTokensPerSecond": r["decodeTokensPerSecond"],
+                    "prefillTokensPerSecond": r["prefillTokensPerSecond"],
+                    "peakRSSkB": c["peakRSSkB"],
+                })
+    report = {"machine": machine(), "model": "SmolLM2-135M-Instruct Q4_1", "decodeTokens": args.decode,
+              "rates": args.rates, "contexts": args.ctx, "rows": rows, "counterChecks": checks,
+              "quality": {names.get(s, s): quality.get(names.get(s, s)) for s in args.kv},
+              "seconds": round(time.time() - started)}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    with open(os.path.join(args.out, f"{args.name}.md"), "w") as f:
+        f.write(markdown(report))
+    with open(os.path.join(args.out, f"{args.name}.svg"), "w") as f:
+        f.write(svg(report))
+    log(f"wrote {args.out}/{args.name}.json, .md and .svg in {report['seconds']} s")
+    print(markdown(report))
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+# MARK: - Reports
+
+
+def mb(b):
+    return f"{b / 1e6:,.2f} MB"
+
+
+def markdown(report):
+    lines = [f"# KV bandwidth: {report['model']}, full-cache transfer between two workers", "",
+             f"Measured on {report['machine']} with `scripts/bench_bandwidth.py` "
+             f"(2-worker handoff cluster over tbf-limited network namespaces; {report['decodeTokens']} tokens decoded per "
+             "session). Bytes are kvTransfer messages as the receiving worker's socket counted them; times run from the "
+             "coordinator's kvRequest to the receiver's ack (serialize, send, decode). The fp16 column is the same "
+             "session's KV sent again in dense fp16. Quality is from the eval table (ctx 1024, 6 windows).", ""]
+    q = report["quality"]
+    for ctx in report["contexts"]:
+        lines += [f"## {ctx} tokens", "",
+                  "| KV cache | bits/ch | ppl vs fp32 (cfi-ch4 / alice29) | KV on workers | full transfer | fp16 transfer | "
+                  "ratio | " + " | ".join(f"time @{r}" for r in report["rates"]) + " | fp16 time @" + report["rates"][0] +
+                   " | act. B/token | decode tok/s | peak RSS prefill / decode worker |",
+                  "|---|---:|---|---:|---:|---:|---:|" + "---:|" * len(report["rates"]) + "---:|---:|---:|---:|"]
+        for spec in dict.fromkeys(r["kv"] for r in report["rows"]):
+            rs = {r["rate"]: r for r in report["rows"] if r["kv"] == spec and r["ctx"] == ctx}
+            if not rs:
+                continue
+            first = rs.get(report["rates"][0]) or next(iter(rs.values()))
+            qq = q.get(first["evalName"]) or {}
+            bits = next((v["bitsPerChannel"] for v in qq.values()), None)
+            ppl = " / ".join(f"{v['perplexityChange'] * 100:+.2f}%" for v in qq.values()) or "—"
+            times = " | ".join(f"{rs[r]['transferSeconds'] * 1000:,.0f} ms" if r in rs else "—" for r in report["rates"])
+            rss = first["peakRSSkB"]
+            lines.append(
+                f"| {spec} | {bits:.3f} | {ppl} | {mb(first['kvCacheBytes'])} | {mb(first['transferBytes'])} | "
+                f"{mb(first['fp16Bytes'])} | {first['fp16Bytes'] / max(first['transferBytes'], 1):.1f}x | {times} | "
+                f"{first['fp16Seconds'] * 1000:,.0f} ms | {first['activationBytesPerToken']:,.0f} | "
+                f"{first['decodeTokensPerSecond']:.1f} | {(rss.get('prefill') or 0) / 1024:.0f} / {(rss.get('decode') or 0) / 1024:.0f} MB |"
+                if bits is not None else
+                f"| {spec} | — | — | {mb(first['kvCacheBytes'])} | {mb(first['transferBytes'])} | {mb(first['fp16Bytes'])} | "
+                f"{first['fp16Bytes'] / max(first['transferBytes'], 1):.1f}x | {times} | {first['fp16Seconds'] * 1000:,.0f} ms | "
+                f"{first['activationBytesPerToken']:,.0f} | {first['decodeTokensPerSecond']:.1f} | "
+                f"{(rss.get('prefill') or 0) / 1024:.0f} / {(rss.get('decode') or 0) / 1024:.0f} MB |")
+        lines.append("")
+    ok = all(c["agree"] for c in report["counterChecks"])
+    lines += [f"Counter check: the reported kv and activation bytes equal the socket counters in "
+              f"{sum(c['agree'] for c in report['counterChecks'])}/{len(report['counterChecks'])} runs"
+              + ("." if ok else " (FAILED)."), ""]
+    return "\n".join(lines)
+
+
+def svg(report):
+    """Two panels against context length: bytes of a full KV transfer (log scale), and its
+    time over the first link rate; one line per setting."""
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
+    specs = list(dict.fromkeys(r["kv"] for r in report["rows"]))
+    ctxs = sorted(report["contexts"])
+    rate = report["rates"][0]
+    import math
+    W, H, pad, gap = 1000, 420, 70, 60
+    pw = (W - 2 * pad - gap) / 2
+    ph = H - 2 * pad
+
+    def panel(x0, title, values, log_scale, unit):
+        pts = [v for vs in values.values() for _, v in vs if v > 0]
+        if not pts:
+            return []
+        lo, hi = min(pts), max(pts)
+        if log_scale:
+            lo, hi = 10 ** math.floor(math.log10(lo)), 10 ** math.ceil(math.log10(hi))
+        else:
+            lo, hi = 0, hi * 1.1
+
+        def sx(c):
+            return x0 + (math.log2(c) - math.log2(ctxs[0])) / max(math.log2(ctxs[-1]) - math.log2(ctxs[0]), 1e-9) * pw
+
+        def sy(v):
+            if log_scale:
+                return pad + ph - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * ph
+            return pad + ph - (v - lo) / (hi - lo) * ph
+
+        out = [f'<text x="{x0 + pw / 2}" y="{pad - 25}" text-anchor="middle" font-size="15" font-weight="bold">{title}</text>',
+               f'<rect x="{x0}" y="{pad}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']
+        ticks = [lo * 10 ** i for i in range(int(round(math.log10(hi / lo))) + 1)] if log_scale else [hi * i / 5 for i in range(6)]
+        for t in ticks:
+            y = sy(t) if t > 0 or not log_scale else None
+            if y is None:
+                continue
+            label = (f"{t / 1e6:g} MB" if t >= 1e6 else f"{t / 1e3:g} kB") if unit == "B" else f"{t:.2f} s"
+            out.append(f'<line x1="{x0}" x2="{x0 + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+            out.append(f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{label}</text>')
+        for c in ctxs:
+            out.append(f'<text x="{sx(c):.1f}" y="{pad + ph + 18}" text-anchor="middle" font-size="11">{c}</text>')
+        out.append(f'<text x="{x0 + pw / 2}" y="{pad + ph + 38}" text-anchor="middle" font-size="12">context length (tokens)</text>')
+        for i, (spec, vs) in enumerate(values.items()):
+            vs = [(c, v) for c, v in vs if v > 0]
+            if not vs:
+                continue
+            color = colors[i % len(colors)]
+            path = " ".join(f"{'M' if j == 0 else 'L'}{sx(c):.1f},{sy(v):.1f}" for j, (c, v) in enumerate(vs))
+            out.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+            out += [f'<circle cx="{sx(c):.1f}" cy="{sy(v):.1f}" r="3" fill="{color}"/>' for c, v in vs]
+        return out
+
+    def series(field):
+        return {s: [(r["ctx"], r[field]) for r in sorted(report["rows"], key=lambda r: r["ctx"]) if r["kv"] == s and r["rate"] == rate]
+                for s in specs}
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H + 30 + 18 * ((len(specs) + 3) // 4)}" '
+             'font-family="sans-serif">', f'<rect width="100%" height="100%" fill="white"/>']
+    parts += panel(pad, "Bytes on the wire, full KV transfer", series("transferBytes"), True, "B")
+    parts += panel(pad + pw + gap, f"Transfer time over {rate} links", series("transferSeconds"), False, "s")
+    for i, s in enumerate(specs):
+        x, y = pad + (i % 4) * 220, H + 10 + 18 * (i // 4)
+        parts.append(f'<rect x="{x}" y="{y - 9}" width="14" height="4" fill="{colors[i % len(colors)]}"/>')
+        parts.append(f'<text x="{x + 20}" y="{y - 3}" font-size="12">{s}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@
 #          --logs DIR (process logs; default a temporary directory)  --threads N (per process, 1)
 #          --prefill-workers K (prefill -> decode handoff: K prefill + K decode workers; -n must be 2K)
 #          --handoff-baseline fp16 (with it: also send each handoff's KV in dense fp16, measured)
+#          --replicate (workers stream each decoded token's KV to a peer, which counts and discards it)
 # Every process runs in its own process group; on exit each group is sent SIGTERM, then
 # SIGKILL after a grace period, and waited for, so nothing is left behind.
 set -euo pipefail
@@ -34,6 +35,7 @@ while [[ $# -gt 0 ]]; do
         --threads) threads="$2"; shift 2 ;;
         --prefill-workers) prefill="$2"; shift 2 ;;
         --handoff-baseline) coord_extra+=(--handoff-baseline "$2"); shift 2 ;;
+        --replicate) coord_extra+=(--replicate); shift ;;
         --) shift; cmd=("$@"); break ;;
         -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "launch.sh: unknown option $1 (see --help)" >&2; exit 2 ;;

@@ -16,7 +16,7 @@
 #      --measure BYTES before starting the cluster, time a bulk TCP transfer of BYTES
 #                      client -> coordinator and back (python3); results in LOGS/rate.json
 #      --net-only      namespaces and links only, no sparsekv processes
-#      --prefill-workers K, --handoff-baseline ENC   passed to the coordinator (handoff)
+#      --prefill-workers K, --handoff-baseline ENC, --replicate   passed to the coordinator
 # Hosts: PREFIX-co (.2, coordinator), PREFIX-w1.. (.11.., workers on port 6000), PREFIX-cl
 # (.100, client), PREFIX-br (the bridge). Nothing is put in the root namespace. CMD also gets
 # SPARSEKV_NETNS_PREFIX and SPARSEKV_NETNS_LOGS. On exit, error, SIGINT or SIGTERM every
@@ -52,6 +52,7 @@ while [[ $# -gt 0 ]]; do
         --net-only) net_only=1; shift ;;
         --prefill-workers) extra_coord+=(--prefill-workers "$2"); shift 2 ;;
         --handoff-baseline) extra_coord+=(--handoff-baseline "$2"); shift 2 ;;
+        --replicate) extra_coord+=(--replicate); shift ;;
         --cleanup) cleanup_prefix="$2"; shift 2 ;;
         --) shift; cmd=("$@"); break ;;
         -h|--help) sed -n '2,26p' "$0"; exit 0 ;;

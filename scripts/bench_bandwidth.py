@@ -11,6 +11,9 @@ receivers' socket counters and its own clock:
 
   - the full KV transfer in the setting's own encoding (bytes on the wire, time from
     request to ack), and the same KV sent again in dense fp16 (checked, discarded);
+  - replication-style streaming (coordinator --replicate): the decode worker sends each
+    decoded token's KV (codes for CSR) to the prefill worker, which checks and discards
+    it; bytes per token from the receiver's kv counters;
   - the activation bytes per token on the coordinator's links;
   - the session's KV bytes on the workers, decode tokens/s;
 and the script reads each process's peak RSS (VmHWM) before the cluster stops.
@@ -103,26 +106,40 @@ def client(args):
     cluster = os.environ["SPARSEKV_CLUSTER"]
     out = args.client
     logs = os.path.join(out, "logs")
+    # Which worker prefills: the coordinator logs "assigned layers ... to wN (prefill)".
+    with open(os.path.join(logs, "coordinator.log")) as f:
+        prefill = next((line.split(" to ")[1].split()[0] for line in f if line.rstrip().endswith("(prefill)")), "w1")
+    roles = {"prefill": prefill, "decode": "w2" if prefill == "w1" else "w1"}
+    endpoints = {}
+    for name in ("w1", "w2"):
+        with open(os.path.join(logs, f"{name}.out")) as f:
+            endpoints[name] = next(line.split()[1] for line in f if line.startswith("LISTENING"))
+
+    def counters(endpoint):
+        return json.loads(subprocess.run([args.bin, "cluster", "stats", "--cluster", endpoint],
+                                         check=True, capture_output=True, text=True).stdout)
+
+    def streamed():
+        # The prefill worker receives kv only as the decode worker's stream.
+        t = counters(endpoints[roles["prefill"]])
+        return total(t, "kv", "receivedBytes"), total(t, "kv", "receivedMessages")
+
     results = []
     for prompt_file in sorted(os.listdir(os.path.join(out, "prompts")), key=lambda p: int(p.split(".")[0])):
+        before = streamed()
         r = subprocess.run([args.bin, "generate", "--cluster", cluster, "--prompt-file", os.path.join(out, "prompts", prompt_file),
                             "-n", str(args.decode), "--ignore-eos", "--json"], capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"generate --cluster failed for {prompt_file}: {r.stderr[-2000:]}")
-        results.append({"ctx": int(prompt_file.split(".")[0]), "reply": json.loads(r.stdout)})
-    stats = {"coordinator": json.loads(subprocess.run([args.bin, "cluster", "stats", "--cluster", cluster],
-                                                      check=True, capture_output=True, text=True).stdout)}
-    for name in ("w1", "w2"):
-        with open(os.path.join(logs, f"{name}.out")) as f:
-            endpoint = next(line.split()[1] for line in f if line.startswith("LISTENING"))
-        stats[name] = json.loads(subprocess.run([args.bin, "cluster", "stats", "--cluster", endpoint],
-                                                check=True, capture_output=True, text=True).stdout)
+        time.sleep(0.3)  # the last stream message may trail the reply
+        after = streamed()
+        results.append({"ctx": int(prompt_file.split(".")[0]), "reply": json.loads(r.stdout),
+                        "streamBytes": after[0] - before[0], "streamMessages": after[1] - before[1]})
+    stats = {"coordinator": counters(cluster)}
+    for name, endpoint in endpoints.items():
+        stats[name] = counters(endpoint)
     with open(os.path.join(logs, "pids")) as f:
         rss = {process_name(int(p)): rss_kb(int(p)) for p in f.read().split()}
-    # Which worker prefilled: the coordinator logs "assigned layers ... to wN (prefill)".
-    with open(os.path.join(logs, "coordinator.log")) as f:
-        prefill = next((line.split(" to ")[1].split()[0] for line in f if line.rstrip().endswith("(prefill)")), "w1")
-    roles = {"prefill": prefill, "decode": "w2" if prefill == "w1" else "w1"}
     rss = {"coordinator": rss.get("coordinator"), "prefill": rss.get(roles["prefill"]), "decode": rss.get(roles["decode"])}
     with open(os.path.join(out, "client.json"), "w") as f:
         json.dump({"runs": results, "stats": stats, "peakRSSkB": rss, "roles": roles}, f)
@@ -142,7 +159,7 @@ def run_setting(args, spec, rate, prompts, max_ctx, work):
         with open(os.path.join(out, "prompts", f"{ctx}.txt"), "w") as f:
             f.write(text)
     cmd = [os.path.join(ROOT, "cluster", "netns-launch.sh"), "--bin", args.bin, "--rate", rate, "-n", "2",
-           "--prefill-workers", "1", "--handoff-baseline", "fp16", "--kv", spec, "--ctx", str(max_ctx),
+           "--prefill-workers", "1", "--handoff-baseline", "fp16", "--replicate", "--kv", spec, "--ctx", str(max_ctx),
            "--logs", os.path.join(out, "logs"), "--threads", str(args.threads)]
     if spec.startswith("csr"):
         cmd += ["--dict", DICT]
@@ -189,6 +206,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ctx", type=int, nargs="+", default=[512, 2048, 4096, 8192])
     p.add_argument("--rates", nargs="+", default=["100mbit", "1gbit"])
+    p.add_argument("--later-ctx", type=int, nargs="*", default=[512, 2048, 4096],
+                   help="contexts for the rates after the first (a rate changes transfer times only, but each prompt must be prefilled again)")
     p.add_argument("--kv", nargs="+", default=[s for s, _ in SETTINGS])
     p.add_argument("--decode", type=int, default=16, help="tokens generated after each prompt")
     p.add_argument("--threads", type=int, default=1, help="threads per process")
@@ -214,9 +233,12 @@ def main():
     work = tempfile.mkdtemp(prefix="sparsekv-bench-bandwidth.")
     rows, checks = [], []
     started = time.time()
-    for rate in args.rates:
+    for k, rate in enumerate(args.rates):
         for spec in args.kv:
-            c, check = run_setting(args, spec, rate, prompts, max_ctx, work)
+            these = prompts if k == 0 else {c: t for c, t in prompts.items() if c in args.later_ctx}
+            if not these:
+                continue
+            c, check = run_setting(args, spec, rate, these, max_ctx, work)
             checks.append({"kv": spec, "rate": rate, **check})
             for x in c["runs"]:
                 r = x["reply"]
@@ -227,6 +249,8 @@ def main():
                     "transferBytes": r["kvTransferBytes"], "transferSeconds": r["kvTransferSeconds"],
                     "fp16Bytes": r["kvBaselineBytes"], "fp16Seconds": r["kvBaselineSeconds"],
                     "kvCacheBytes": r["kvCacheBytes"],
+                    "streamBytesPerToken": x["streamBytes"] / max(x["streamMessages"], 1),
+                    "streamMessages": x["streamMessages"],
                     "activationBytesPerToken": r["activationBytesSent"] / max(tokens - 1, 1),
                     "decodeTokensPerSecond": r["decodeTokensPerSecond"],
                     "prefillTokensPerSecond": r["prefillTokensPerSecond"],
@@ -276,8 +300,8 @@ def markdown(report):
         lines += [f"## {ctx} tokens", "",
                   "| KV cache | bits/ch | ppl vs fp32 (cfi-ch4 / alice29) | KV on workers | full transfer | fp16 transfer | "
                   "ratio | " + " | ".join(f"time @{r}" for r in report["rates"]) + " | fp16 time @" + report["rates"][0] +
-                   " | act. B/token | decode tok/s | peak RSS prefill / decode worker |",
-                  "|---|---:|---|---:|---:|---:|---:|" + "---:|" * len(report["rates"]) + "---:|---:|---:|---:|"]
+                  " | stream B/token | act. B/token | decode tok/s | peak RSS prefill / decode worker |",
+                  "|---|---:|---|---:|---:|---:|---:|" + "---:|" * len(report["rates"]) + "---:|---:|---:|---:|---:|"]
         for spec in dict.fromkeys(r["kv"] for r in report["rows"]):
             rs = {r["rate"]: r for r in report["rows"] if r["kv"] == spec and r["ctx"] == ctx}
             if not rs:
@@ -291,12 +315,12 @@ def markdown(report):
             lines.append(
                 f"| {spec} | {bits:.3f} | {ppl} | {mb(first['kvCacheBytes'])} | {mb(first['transferBytes'])} | "
                 f"{mb(first['fp16Bytes'])} | {first['fp16Bytes'] / max(first['transferBytes'], 1):.1f}x | {times} | "
-                f"{first['fp16Seconds'] * 1000:,.0f} ms | {first['activationBytesPerToken']:,.0f} | "
+                f"{first['fp16Seconds'] * 1000:,.0f} ms | {first['streamBytesPerToken']:,.0f} | {first['activationBytesPerToken']:,.0f} | "
                 f"{first['decodeTokensPerSecond']:.1f} | {(rss.get('prefill') or 0) / 1024:.0f} / {(rss.get('decode') or 0) / 1024:.0f} MB |"
                 if bits is not None else
                 f"| {spec} | — | — | {mb(first['kvCacheBytes'])} | {mb(first['transferBytes'])} | {mb(first['fp16Bytes'])} | "
                 f"{first['fp16Bytes'] / max(first['transferBytes'], 1):.1f}x | {times} | {first['fp16Seconds'] * 1000:,.0f} ms | "
-                f"{first['activationBytesPerToken']:,.0f} | {first['decodeTokensPerSecond']:.1f} | "
+                f"{first['streamBytesPerToken']:,.0f} | {first['activationBytesPerToken']:,.0f} | {first['decodeTokensPerSecond']:.1f} | "
                 f"{(rss.get('prefill') or 0) / 1024:.0f} / {(rss.get('decode') or 0) / 1024:.0f} MB |")
         lines.append("")
     ok = all(c["agree"] for c in report["counterChecks"])

@@ -81,7 +81,7 @@ struct FieldReader {
     mutating func transferMode() throws -> KVTransferMode {
         let v = try u8("mode")
         guard let mode = KVTransferMode(rawValue: v) else {
-            throw WireError.invalidField(kind: kind, field: "mode", reason: "\(v), expected 0 (install) or 1 (measure)")
+            throw WireError.invalidField(kind: kind, field: "mode", reason: "\(v), expected 0 (install), 1 (measure) or 2 (stream)")
         }
         return mode
     }

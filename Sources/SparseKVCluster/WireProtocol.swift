@@ -54,7 +54,8 @@ import SparseKVEngine
 //   0x20 kvTransfer       W->W  req.   first layer u32, end layer u32,
 //                                      encoding str(1...32, [A-Za-z0-9._:-]) = payload's cache kind,
 //                                      dictionary hash str(hex, 0...128; required iff encoding "csr"),
-//                                      mode u8 (0 install, 1 measure: check and discard),
+//                                      mode u8 (0 install, 1 measure: check and discard,
+//                                        2 stream: new tokens' KV, an append payload; no ack),
 //                                      payload blob(1...maxMessageBytes) = KVCache.serialize(layers:)
 //                                        output; its KVPayloadHeader must name the same kind
 //                                        and layer range

@@ -31,6 +31,9 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(help: "With --prefill-workers: after each handoff, send the same KV again in this encoding (fp16), checked and discarded, as a measured baseline.")
     var handoffBaseline: String?
 
+    @Flag(help: "Measure replication: each worker streams every decoded token's KV to a peer (with a handoff, its counterpart), which checks and discards it; see the kv counters.")
+    var replicate = false
+
     func validate() throws {
         guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
         guard prefillWorkers == 0 || workers == 2 * prefillWorkers else {
@@ -52,6 +55,7 @@ struct CoordinatorCommand: ParsableCommand {
         config.contextLength = ctx
         config.prefillWorkers = prefillWorkers
         config.handoffBaseline = handoffBaseline ?? ""
+        config.replicate = replicate
         let stop = StopSignal()
         let sources = stopOnSignals(stop)
         defer { sources.forEach { $0.cancel() } }

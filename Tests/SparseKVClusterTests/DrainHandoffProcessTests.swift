@@ -74,7 +74,7 @@ struct DrainHandoffProcessTests {
 
     @Test(arguments: ["fp32", "csr:8"])
     func prefillDecodeHandoffGivesTheSingleProcessTokens(kv: String) throws {
-        let cluster = try LocalCluster(workers: 2, kv: kv, coordinatorArguments: ["--prefill-workers", "1", "--handoff-baseline", "fp16"])
+        let cluster = try LocalCluster(workers: 2, kv: kv, coordinatorArguments: ["--prefill-workers", "1", "--handoff-baseline", "fp16", "--replicate"])
         let client = try ClusterClient(coordinator: cluster.endpoint)
         let request = GenerateRequestBody(prompt: ClusterProcessTests.prompt, maxTokens: 24, ignoreEOS: true)
         let reply = try client.generate(request)
@@ -90,13 +90,22 @@ struct DrainHandoffProcessTests {
         let second = try client.generate(request)
         #expect(second.generatedTokens == expected)
 
-        // What the replies report is what the sockets counted: kv bytes received by the
-        // decode worker and sent by the prefill worker, activation bytes the coordinator sent.
+        // What the replies report is what the sockets counted: kv bytes the prefill worker
+        // sent and the decode worker received. The decode worker streamed each decoded
+        // token's KV back to the prefill worker (--replicate): one message per step.
+        Thread.sleep(forTimeInterval: 0.3)
         let reported = [reply, second].reduce(UInt64(0)) { $0 + $1.kvTransferBytes + $1.kvBaselineBytes }
-        let workers = try cluster.workerEndpoints.map { try ClusterClient(coordinator: $0).stats().traffic }
-        let kvReceived = workers.reduce(UInt64(0)) { $0 + $1.byPeer.values.reduce(0) { $0 + $1[.kv].receivedBytes } }
-        let kvSent = workers.reduce(UInt64(0)) { $0 + $1.byPeer.values.reduce(0) { $0 + $1[.kv].sentBytes } }
-        #expect(reported == kvReceived && reported == kvSent, "reported \(reported), received \(kvReceived), sent \(kvSent)")
+        let kv = try cluster.workerEndpoints.map { try ClusterClient(coordinator: $0).stats().traffic }.map { t in
+            t.byPeer.values.reduce(TrafficCount()) { a, p in
+                TrafficCount(sentBytes: a.sentBytes + p[.kv].sentBytes, sentMessages: a.sentMessages + p[.kv].sentMessages,
+                             receivedBytes: a.receivedBytes + p[.kv].receivedBytes, receivedMessages: a.receivedMessages + p[.kv].receivedMessages)
+            }
+        }
+        let decode = try #require(kv.firstIndex { $0.receivedBytes == reported }, "a worker received exactly the reported kv bytes: \(reported) vs \(kv)")
+        let prefill = kv[1 - decode]
+        #expect(prefill.sentBytes == reported)
+        #expect(prefill.receivedBytes == kv[decode].sentBytes && prefill.receivedBytes > 0)
+        #expect(prefill.receivedMessages == 2 * 23, "one stream message per decode step (24 tokens, 23 fed back, twice)")
         let coordinator = try client.stats().traffic
         let activations = coordinator.byPeer.values.reduce(UInt64(0)) { $0 + $1[.activations].sentBytes }
         #expect(activations == reply.activationBytesSent + second.activationBytesSent)

@@ -5,6 +5,17 @@ public enum KVTransferMode: UInt8, Sendable, Equatable, CustomStringConvertible 
     /// Decode and check the payload completely, answer, and discard it: the measured
     /// baseline of a transfer (the same KV in dense fp16, say) that the session does not use.
     case measure = 1
+    /// Replication-style streaming: in a kvRequest, "from now on send each decoded token's
+    /// KV for your layers to the destination"; in a kvTransfer, those tokens' KV (an append
+    /// payload, `KVCache.appendPayload`), which the receiver checks, counts and discards
+    /// without an ack. It measures what keeping a replica current costs per token.
+    case stream = 2
 
-    public var description: String { self == .install ? "install" : "measure" }
+    public var description: String {
+        switch self {
+        case .install: "install"
+        case .measure: "measure"
+        case .stream: "stream"
+        }
+    }
 }

@@ -71,6 +71,8 @@ public final class Coordinator {
         /// Decode time spent parked while KV moved (a handoff, a drain): not decoding.
         var pausedNanoseconds: UInt64 = 0
         var pausedSince: ContinuousClock.Instant?
+        /// Whether the workers stream this session's decoded tokens (`replicate`).
+        var streaming = false
         /// When the running handoff of this session started.
         var handoffStarted: ContinuousClock.Instant?
     }
@@ -319,6 +321,20 @@ public final class Coordinator {
                                    dictionaryHash: dictionary?.hash ?? "", contextCapacity: contextLength, nextHop: hop)
     }
 
+    /// Asks every worker of the session's pipeline to stream its decoded tokens' KV to a peer.
+    private func startStreaming(_ sessionID: UInt64, pipeline p: Int) {
+        let line = pipeline(p), other = pipeline(1 - p)
+        for (position, i) in line.enumerated() {
+            let target = other.count == line.count ? other[position] : line[(position + 1) % line.count]
+            guard target != i, let layers = workers[i].layers else { continue }
+            let id = nextControlID
+            nextControlID += 1
+            sendToWorker(i, WireMessage(.kvRequest(KVRequestBody(layers: layers, destination: workers[target].endpoint,
+                                                                 encoding: cacheKind, mode: .stream)),
+                                        requestID: id, sessionID: sessionID))
+        }
+    }
+
     /// Worker indices of pipeline `p`, in layer order.
     func pipeline(_ p: Int) -> [Int] { workers.indices.filter { workers[$0].pipeline == p } }
 
@@ -416,6 +432,10 @@ public final class Coordinator {
     func send(_ states: ActivationsBody, sessionID: UInt64) throws {
         guard var r = active[sessionID] else { return }
         guard let first = pipeline(r.pipeline).first, let link = workers[first].link else { throw NodeError.badConfiguration("no workers") }
+        if configuration.replicate, states.phase == .decode, !r.streaming {
+            startStreaming(sessionID, pipeline: r.pipeline)
+            r.streaming = true
+        }
         r.sentBytes += UInt64(try link.send(WireMessage(.activations(states), requestID: r.requestID, sessionID: sessionID),
                                             timeout: .seconds(30)))
         r.inFlight = true

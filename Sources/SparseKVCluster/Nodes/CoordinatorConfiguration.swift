@@ -25,6 +25,11 @@ public struct CoordinatorConfiguration: Sendable {
     /// With a handoff: after the KV moved, send it again in this encoding ("fp16") as a
     /// measured baseline the decode workers check and discard. Empty: no baseline.
     public var handoffBaseline = ""
+    /// Replication-style streaming, for measurement: once a session decodes, every worker
+    /// on its pipeline sends each decoded token's KV for its layers to a peer (its
+    /// counterpart in the other pipeline with a handoff, else the next worker, wrapping
+    /// around), which checks, counts and discards it.
+    public var replicate = false
 
     public init(listen: String, modelPath: String, dictionaryPath: String?, workerCount: Int) {
         self.listen = listen

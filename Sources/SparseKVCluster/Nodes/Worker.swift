@@ -42,6 +42,8 @@ public final class Worker {
     private var cacheType: KVCacheType?
     /// KV caches of this worker's layers: by session id, then by the segment's first layer.
     private var sessions: [UInt64: [Int: any KVCache]] = [:]
+    /// Sessions whose decoded tokens' KV this worker streams, and to which endpoint.
+    private var streams: [UInt64: String] = [:]
     /// Caches received for layers this worker does not serve (replicas), by session id.
     private var replicas: [UInt64: any KVCache] = [:]
     /// DEALER links to other workers (the next hop, KV transfer destinations), one per
@@ -173,6 +175,7 @@ public final class Worker {
         case .dropSession:
             sessions[m.sessionID] = nil
             replicas[m.sessionID] = nil
+            streams[m.sessionID] = nil
         case .kvRequest(let r):
             try sendKV(r, message: m)
         case .kvTransfer(let t):
@@ -332,6 +335,17 @@ public final class Worker {
         } catch {
             throw WorkerFailure(code: .unreachable, message: "cannot reach the next hop: \(error.localizedDescription)")
         }
+        if a.phase == .decode, let destination = streams[m.sessionID] {
+            let tokens = a.startPosition..<(a.startPosition + a.tokenCount)
+            for (segment, cache) in zip(segments, caches) {
+                let payload = try cache.appendPayload(layers: segment.layers, tokens: tokens)
+                let hash = cache.kind == WireProtocol.csrEncoding ? (dictionary?.contentHash ?? "") : ""
+                let encoding = cache.kind == "fp32" ? "fp32" : cache.kind == WireProtocol.csrEncoding ? cache.kind : "fp16"
+                try peer(destination).send(WireMessage(.kvTransfer(KVTransferBody(layers: segment.layers, encoding: encoding, dictionaryHash: hash,
+                                                                                  mode: .stream, payload: payload)),
+                                                       requestID: m.requestID, sessionID: m.sessionID), timeout: .seconds(30))
+            }
+        }
     }
 
     // MARK: - KV transfer
@@ -340,6 +354,13 @@ public final class Worker {
     /// cache's own encoding (CSR codes stamped with the dictionary hash, or dense), or
     /// converted to dense fp16 (the baseline). The layers must lie in one segment.
     private func sendKV(_ r: KVRequestBody, message m: WireMessage) throws {
+        if r.mode == .stream {
+            guard sessions[m.sessionID] != nil else { throw WorkerFailure(code: .unknownSession, message: "session \(m.sessionID) is not held here") }
+            streams[m.sessionID] = r.destination.description
+            _ = try peer(r.destination.description)
+            logger.info("streaming session \(m.sessionID)'s decoded tokens to \(r.destination)")
+            return
+        }
         let candidates = Array(sessions[m.sessionID]?.values ?? [:].values) + [replicas[m.sessionID]].compactMap { $0 }
         guard !candidates.isEmpty else {
             throw WorkerFailure(code: .unknownSession, message: "session \(m.sessionID) is not held here")
@@ -376,6 +397,20 @@ public final class Worker {
     private func receiveKV(_ t: KVTransferBody, message m: WireMessage, from received: ReceivedMessage) throws {
         guard let assignment else { throw WorkerFailure(code: .unexpectedMessage, message: "a KV transfer before any assignment") }
         let capacity = assignment.contextCapacity
+        if t.mode == .stream {
+            // A replica's update: check it completely, count it (the socket did), discard it.
+            let checked: (first: Int, tokens: Int)
+            if t.encoding == WireProtocol.csrEncoding {
+                guard case .csr(let codec)? = cacheType else {
+                    throw WorkerFailure(code: .unexpectedMessage, message: "CSR stream, but this worker's cache is \(assignment.kvSpec)")
+                }
+                checked = try CSRCache.checkAppendPayload(t.payload, codec: codec)
+            } else {
+                checked = try AppendPayload.checkDense(t.payload)
+            }
+            logger.debug("stream of session \(m.sessionID) layers \(t.layers.lowerBound)..<\(t.layers.upperBound) from \(received.peer): token \(checked.first), \(t.payload.count) bytes")
+            return
+        }
         let cache: any KVCache
         switch t.encoding {
         case WireProtocol.csrEncoding:

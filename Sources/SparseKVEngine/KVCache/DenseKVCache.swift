@@ -119,6 +119,12 @@ public final class DenseKVCache<Element: DenseKVElement>: KVCache {
         return (keys[slot].buffer.map(\.floatValue), values[slot].buffer.map(\.floatValue))
     }
 
+    /// One KV head's stored keys and values, (count, headDim) each, without a copy.
+    func rows(layer: Int, kvHead: Int) -> (keys: UnsafeBufferPointer<Element>, values: UnsafeBufferPointer<Element>) {
+        let slot = (layer - geometry.layers.lowerBound) * geometry.kvHeads + kvHead
+        return (keys[slot].buffer, values[slot].buffer)
+    }
+
     public func byteCount(layer: Int) -> Int {
         count(layer: layer) * geometry.rowWidth * 2 * MemoryLayout<Element>.size
     }

@@ -213,8 +213,18 @@ public final class KIVICache: KVCache {
 
     // MARK: - Transfer format
 
+    /// Quantizes first what the next append would (the window back to its bound): a
+    /// transfer then carries the cache as it settles, not a prompt chunk's fp16 rows, and
+    /// both ends go on exactly as this cache would have.
     public func serialize(layers: Range<Int>) throws -> [UInt8] {
         let n = try transferTokenCount(layers: layers)
+        let d = geometry.headDim
+        for layer in layers {
+            for h in 0..<geometry.kvHeads {
+                let slot = slots[(layer - geometry.layers.lowerBound) * geometry.kvHeads + h]
+                while slot.recentK.count >= (window + Self.group) * d { quantizeOldestGroup(slot) }
+            }
+        }
         var w = BinaryWriter(capacity: 64 + layers.reduce(0) { $0 + byteCount(layer: $1) } + 16 * layers.count * geometry.kvHeads)
         KVPayloadHeader(kind: kind, layers: layers, kvHeads: geometry.kvHeads, headDim: geometry.headDim,
                         tokenCount: n, keysRotated: true).write(to: &w)

@@ -89,7 +89,10 @@ cleanup() {
     set +e
     if [[ $status -ne 0 ]]; then
         echo "" >&2
-        echo "docker-e2e: FAILED in step: $step_name (exit $status)" >&2
+        case $status in
+            130|143) echo "docker-e2e: INTERRUPTED in step: $step_name (exit $status)" >&2 ;;
+            *) echo "docker-e2e: FAILED in step: $step_name (exit $status)" >&2 ;;
+        esac
         for f in "$run_dir"/*.err; do
             [[ -s "$f" ]] && { echo "---- $(basename "$f")" >&2; tail -n 20 "$f" >&2; }
         done
@@ -125,7 +128,7 @@ cleanup() {
     if [[ $status -eq 0 ]]; then
         rm -rf "$run_dir"
         echo "== [$((SECONDS - t0)) s] docker e2e passed"
-    else
+    elif ! rmdir "$run_dir" 2>/dev/null; then
         echo "docker-e2e: files of this run (dockerd log, client output) are in $run_dir" >&2
     fi
     exit "$status"
@@ -356,12 +359,14 @@ fi
 step "byte counters"
 "$bin" cluster stats --cluster "$endpoint" >"$run_dir/stats-coordinator.json" 2>"$run_dir/stats.err" \
     || die "cluster stats failed"
+stats_pids=()
 for w in w1 w2 w3; do
-    id="$("${compose[@]}" ps -q "$w")"
-    [[ "$(docker inspect -f '{{.State.Running}}' "$id")" == true ]] || continue
-    docker exec "$id" sparsekv cluster stats --cluster "tcp://127.0.0.1:6001" >"$run_dir/stats-$w.json" 2>>"$run_dir/stats.err" \
-        || die "cluster stats on $w failed"
+    id="$(docker ps -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=$w")"
+    [[ -n "$id" ]] || continue   # not running (drained)
+    docker exec "$id" sparsekv cluster stats --cluster "tcp://127.0.0.1:6001" >"$run_dir/stats-$w.json" 2>"$run_dir/stats-$w.err" &
+    stats_pids+=($!)
 done
+for p in "${stats_pids[@]}"; do wait "$p" || die "cluster stats on a worker failed"; done
 python3 - "$run_dir" <<'PY'
 import glob, json, os, sys
 cats = ["control", "activations", "kv", "dictionary"]

@@ -3,7 +3,7 @@ SWIFT ?= swift
 RELEASE = -c release
 BIN = .build/release/sparsekv
 
-.PHONY: setup build demo test bench bench-eval docker-e2e clean
+.PHONY: setup build demo test bench bench-eval netns-e2e docker-e2e clean
 
 setup:            ## system packages, model, texts (idempotent)
 	bash scripts/setup.sh
@@ -23,8 +23,11 @@ bench: build      ## speed benchmark vs llama.cpp in the same run (when llama-cp
 bench-eval: build ## CSR evaluation table: KV caches vs fp32 on cfi-ch4 and alice29 (reports/eval-*.md)
 	bash scripts/bench_eval.sh
 
-docker-e2e:       ## compose cluster in Docker (as root): generation + drain checked against a local run
-	SPARSEKV_BIN="$${SPARSEKV_BIN:-$(BIN)}" bash cluster/docker-e2e.sh
+netns-e2e: build  ## the cluster over emulated 100 Mbit/s links: a network namespace per process, tbf (root)
+	bash cluster/netns-e2e.sh --bin $(BIN)
+
+docker-e2e:       ## the cluster in Docker compose (root): generation + drain vs a local run; needs a built $(BIN)
+	bash cluster/docker-e2e.sh --bin $(BIN)
 
 clean:
 	rm -rf .build

@@ -7,13 +7,14 @@
 # Options: -n WORKERS (3)  -p PORT (0 = free port)  --kv SPEC (fp32)  --ctx N  --model PATH
 #          --dict PATH  --memory BYTES (per worker, 2G)  --bin PATH (sparsekv binary)
 #          --logs DIR (process logs; default a temporary directory)  --threads N (per process, 1)
+#          --prefill-workers K (prefill -> decode handoff: K prefill + K decode workers; -n must be 2K)
 # Every process runs in its own process group; on exit each group is sent SIGTERM, then
 # SIGKILL after a grace period, and waited for, so nothing is left behind.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
-workers=3 port=0 kv=fp32 ctx="" model="" dict="" memory=2G threads=1
+workers=3 port=0 kv=fp32 ctx="" model="" dict="" memory=2G threads=1 prefill=0
 bin="${SPARSEKV_BIN:-}"
 logs=""
 cmd=()
@@ -29,8 +30,9 @@ while [[ $# -gt 0 ]]; do
         --bin) bin="$2"; shift 2 ;;
         --logs) logs="$2"; shift 2 ;;
         --threads) threads="$2"; shift 2 ;;
+        --prefill-workers) prefill="$2"; shift 2 ;;
         --) shift; cmd=("$@"); break ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "launch.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -44,7 +46,7 @@ fi
 mkdir -p "$logs"
 
 model_args=(); [[ -n "$model" ]] && model_args=(--model "$model")
-coord_args=(--listen "tcp://127.0.0.1:$port" --workers "$workers" --kv "$kv" -t "$threads")
+coord_args=(--listen "tcp://127.0.0.1:$port" --workers "$workers" --kv "$kv" -t "$threads" --prefill-workers "$prefill")
 [[ -n "$ctx" ]] && coord_args+=(--ctx "$ctx")
 [[ -n "$dict" ]] && coord_args+=(--dict "$dict")
 

@@ -39,6 +39,10 @@ public enum WireBody: Sendable, Equatable {
     case generateRequest(GenerateRequestBody)
     /// Coordinator -> client: the generated tokens, text and timings.
     case generateReply(GenerateReplyBody)
+    /// Client -> coordinator: drain a worker (move its layers and sessions' KV away).
+    case drainRequest(DrainRequestBody)
+    /// Coordinator -> client: the drain is done; its transfers.
+    case drainReply(DrainReplyBody)
 
     public var kind: MessageKind {
         switch self {
@@ -61,6 +65,8 @@ public enum WireBody: Sendable, Equatable {
         case .pong: .pong
         case .generateRequest: .generateRequest
         case .generateReply: .generateReply
+        case .drainRequest: .drainRequest
+        case .drainReply: .drainReply
         }
     }
 }

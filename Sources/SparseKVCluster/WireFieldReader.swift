@@ -77,6 +77,15 @@ struct FieldReader {
         }
     }
 
+    /// A u8 naming a ``KVTransferMode``.
+    mutating func transferMode() throws -> KVTransferMode {
+        let v = try u8("mode")
+        guard let mode = KVTransferMode(rawValue: v) else {
+            throw WireError.invalidField(kind: kind, field: "mode", reason: "\(v), expected 0 (install) or 1 (measure)")
+        }
+        return mode
+    }
+
     /// u32 count (min...maxContext), then that many non-negative i32 token ids.
     mutating func tokens(_ field: String, min: Int) throws -> [Int32] {
         let n = try count("\(field) count", max: WireProtocol.maxContext, min: min)

@@ -48,18 +48,23 @@ import SparseKVEngine
 //                                        states return to the coordinator),
 //                                      start position u32, token count u32 (1...maxTokensPerActivation),
 //                                      hidden dim u32 (1...maxHiddenDim),
+//                                      kv bytes u64 (the session's KV bytes on the workers passed),
 //                                      (start position + token count <= maxContext),
 //                                      hidden states f32 x (token count * hidden dim), all finite
 //   0x20 kvTransfer       W->W  req.   first layer u32, end layer u32,
 //                                      encoding str(1...32, [A-Za-z0-9._:-]) = payload's cache kind,
 //                                      dictionary hash str(hex, 0...128; required iff encoding "csr"),
+//                                      mode u8 (0 install, 1 measure: check and discard),
 //                                      payload blob(1...maxMessageBytes) = KVCache.serialize(layers:)
 //                                        output; its KVPayloadHeader must name the same kind
 //                                        and layer range
-//   0x21 kvTransferAck    W->*  req.   first layer u32, end layer u32, token count u32 (<= maxContext)
+//   0x21 kvTransferAck    W->*  req.   first layer u32, end layer u32, token count u32 (<= maxContext),
+//                                      mode u8 (0/1), payload bytes u64,
+//                                      wire bytes u64 (the kvTransfer message as received)
 //   0x22 kvRequest        C->W  req.   first layer u32, end layer u32,
 //                                      destination endpoint str (connectable endpoint),
-//                                      encoding str(1...32, [A-Za-z0-9._:-])
+//                                      encoding str(1...32, [A-Za-z0-9._:-]; the cache's kind or "fp16"),
+//                                      mode u8 (0/1)
 //   0x23 dropSession      C->W  req.   (empty)
 //   0x30 statsRequest     any   none   (empty)
 //   0x31 statsReply       any   none   kv cache bytes u64, session count u32 (<= maxSessions),
@@ -80,7 +85,17 @@ import SparseKVEngine
 //                                      generated token count u32 (0...maxContext) + i32 each,
 //                                      text str(0...maxReplyTextBytes), prefill ns u64, decode ns u64,
 //                                      stop reason str(1...32, [A-Za-z0-9._-]), kv cache str(1...32, same),
-//                                      kv cache bytes u64, activation bytes sent u64, received u64
+//                                      kv cache bytes u64, activation bytes sent u64, received u64,
+//                                      kv transfer bytes u64, kv transfer ns u64
+//   0x52 drainRequest     client->C none worker id str(1...64, [A-Za-z0-9._-]),
+//                                      baseline encoding str(0...32; empty = none), min generated u32
+//   0x53 drainReply       C->client none worker id str, first layer u32, end layer u32, drain ns u64,
+//                                      session count u32 (<= maxSessions),
+//                                      transfer count u32 (<= maxDrainTransfers), then per transfer:
+//                                        session id u64 (!= 0), first layer u32, end layer u32,
+//                                        destination worker id str, encoding str, mode u8,
+//                                        token count u32 (<= maxContext), payload bytes u64,
+//                                        wire bytes u64, ns u64
 //
 // Categories for byte accounting: activations -> activations, kvTransfer -> kv,
 // dictionary -> dictionary, every other kind -> control.
@@ -127,6 +142,8 @@ public enum WireProtocol {
     public static let maxSessions = 1 << 20
     /// Most peers a stats reply lists.
     public static let maxStatsPeers = 4096
+    /// Most transfers a drain reply lists.
+    public static let maxDrainTransfers = 1 << 16
 
     /// Longest worker id (also used as its ZeroMQ routing id, which libzmq caps at 255).
     public static let maxWorkerIDLength = 64
@@ -179,6 +196,8 @@ public enum MessageKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     case pong = 0x43
     case generateRequest = 0x50
     case generateReply = 0x51
+    case drainRequest = 0x52
+    case drainReply = 0x53
 
     /// Which byte counter the message's bytes go to.
     public var category: TrafficCategory {
@@ -225,6 +244,8 @@ public enum MessageKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .pong: "pong"
         case .generateRequest: "generateRequest"
         case .generateReply: "generateReply"
+        case .drainRequest: "drainRequest"
+        case .drainReply: "drainReply"
         }
     }
 }
@@ -355,19 +376,25 @@ extension WireProtocol {
             w.write(UInt32(b.startPosition))
             w.write(UInt32(b.tokenCount))
             w.write(UInt32(b.hiddenDim))
+            w.write(b.kvBytes)
             w.writeFloats(b.hidden)
         case .kvTransfer(let b):
             w.writeLayers(b.layers)
             w.write(b.encoding)
             w.write(b.dictionaryHash)
+            w.write(b.mode.rawValue)
             w.writeBlob(b.payload)
         case .kvTransferAck(let b):
             w.writeLayers(b.layers)
             w.write(UInt32(b.tokenCount))
+            w.write(b.mode.rawValue)
+            w.write(b.payloadBytes)
+            w.write(b.wireBytes)
         case .kvRequest(let b):
             w.writeLayers(b.layers)
             w.write(b.destination.description)
             w.write(b.encoding)
+            w.write(b.mode.rawValue)
         case .dropSession, .statsRequest:
             break
         case .statsReply(let b):
@@ -408,6 +435,29 @@ extension WireProtocol {
             w.write(b.kvCacheBytes)
             w.write(b.activationBytesSent)
             w.write(b.activationBytesReceived)
+            w.write(b.kvTransferBytes)
+            w.write(b.kvTransferNanoseconds)
+        case .drainRequest(let b):
+            w.write(b.workerID)
+            w.write(b.baseline)
+            w.write(UInt32(b.minGenerated))
+        case .drainReply(let b):
+            w.write(b.workerID)
+            w.writeLayers(b.layers)
+            w.write(b.nanoseconds)
+            w.write(UInt32(b.sessionCount))
+            w.write(UInt32(b.transfers.count))
+            for t in b.transfers {
+                w.write(t.sessionID)
+                w.writeLayers(t.layers)
+                w.write(t.destination)
+                w.write(t.encoding)
+                w.write(t.mode.rawValue)
+                w.write(UInt32(t.tokenCount))
+                w.write(t.payloadBytes)
+                w.write(t.wireBytes)
+                w.write(t.nanoseconds)
+            }
         }
     }
 }
@@ -495,24 +545,29 @@ extension WireProtocol {
             let start = try r.int("start position")
             let tokens = try r.count("token count", max: maxTokensPerActivation)
             let dim = try r.count("hidden dim", max: maxHiddenDim)
+            let kvBytes = try r.u64("kv bytes")
             let hidden = try r.floats("hidden states", count: tokens * dim)
             return .activations(ActivationsBody(
                 phase: h.flags == prefillFlag ? .prefill : .decode, nextLayer: nextLayer, startPosition: start,
-                tokenCount: tokens, hiddenDim: dim, hidden: hidden))
+                tokenCount: tokens, hiddenDim: dim, kvBytes: kvBytes, hidden: hidden))
         case .kvTransfer:
             let layers = try r.layers()
             let encoding = try r.string("encoding", max: maxEncodingLength)
             let hash = try r.string("dictionary hash", max: maxHashLength)
+            let mode = try r.transferMode()
             let payload = try r.blob("payload", max: maxMessageBytes)
-            return .kvTransfer(KVTransferBody(layers: layers, encoding: encoding, dictionaryHash: hash, payload: payload))
+            return .kvTransfer(KVTransferBody(layers: layers, encoding: encoding, dictionaryHash: hash, mode: mode, payload: payload))
         case .kvTransferAck:
             let layers = try r.layers()
-            return .kvTransferAck(KVTransferAckBody(layers: layers, tokenCount: try r.int("token count")))
+            let tokens = try r.int("token count")
+            let mode = try r.transferMode()
+            return .kvTransferAck(KVTransferAckBody(layers: layers, tokenCount: tokens, mode: mode,
+                                                    payloadBytes: try r.u64("payload bytes"), wireBytes: try r.u64("wire bytes")))
         case .kvRequest:
             let layers = try r.layers()
             let destination = try r.endpoint("destination")
             let encoding = try r.string("encoding", max: maxEncodingLength)
-            return .kvRequest(KVRequestBody(layers: layers, destination: destination, encoding: encoding))
+            return .kvRequest(KVRequestBody(layers: layers, destination: destination, encoding: encoding, mode: try r.transferMode()))
         case .dropSession:
             return .dropSession
         case .statsRequest:
@@ -569,7 +624,32 @@ extension WireProtocol {
                 stopReason: try r.string("stop reason", max: maxEncodingLength),
                 kvCache: try r.string("kv cache", max: maxEncodingLength), kvCacheBytes: try r.u64("kv cache bytes"),
                 activationBytesSent: try r.u64("activation bytes sent"),
-                activationBytesReceived: try r.u64("activation bytes received")))
+                activationBytesReceived: try r.u64("activation bytes received"),
+                kvTransferBytes: try r.u64("kv transfer bytes"), kvTransferNanoseconds: try r.u64("kv transfer ns")))
+        case .drainRequest:
+            let id = try r.string("worker id", max: maxWorkerIDLength)
+            let baseline = try r.string("baseline encoding", max: maxEncodingLength)
+            return .drainRequest(DrainRequestBody(workerID: id, baseline: baseline, minGenerated: try r.int("min generated")))
+        case .drainReply:
+            let id = try r.string("worker id", max: maxWorkerIDLength)
+            let layers = try r.layers()
+            let ns = try r.u64("drain ns")
+            let sessions = try r.int("session count")
+            let n = try r.count("transfer count", max: maxDrainTransfers, min: 0)
+            var transfers: [DrainReplyBody.Transfer] = []
+            for i in 0..<n {
+                let session = try r.u64("transfer \(i) session id")
+                let layers = try r.layers()
+                let destination = try r.string("transfer \(i) destination", max: maxWorkerIDLength)
+                let encoding = try r.string("transfer \(i) encoding", max: maxEncodingLength)
+                let mode = try r.transferMode()
+                let tokens = try r.int("transfer \(i) token count")
+                transfers.append(DrainReplyBody.Transfer(
+                    sessionID: session, layers: layers, destination: destination, encoding: encoding, mode: mode,
+                    tokenCount: tokens, payloadBytes: try r.u64("transfer \(i) payload bytes"),
+                    wireBytes: try r.u64("transfer \(i) wire bytes"), nanoseconds: try r.u64("transfer \(i) ns")))
+            }
+            return .drainReply(DrainReplyBody(workerID: id, layers: layers, nanoseconds: ns, sessionCount: sessions, transfers: transfers))
         }
     }
 }
@@ -646,6 +726,7 @@ extension WireProtocol {
         case .kvTransferAck(let b):
             try check.layers(b.layers, upTo: maxLayers)
             try check.range(b.tokenCount, 0...maxContext, "token count")
+            try check.that(b.wireBytes >= b.payloadBytes, "wire bytes", "\(b.wireBytes), fewer than the \(b.payloadBytes) payload bytes")
         case .kvRequest(let b):
             try check.layers(b.layers, upTo: maxLayers)
             try check.connectable(b.destination, "destination")
@@ -676,6 +757,23 @@ extension WireProtocol {
             try check.length(b.text.utf8.count, "text", max: maxReplyTextBytes)
             try check.identifier(b.stopReason, "stop reason", max: maxEncodingLength)
             try check.identifier(b.kvCache, "kv cache", max: maxEncodingLength)
+        case .drainRequest(let b):
+            try check.identifier(b.workerID, "worker id", max: maxWorkerIDLength)
+            if !b.baseline.isEmpty { try check.encoding(b.baseline) }
+            try check.range(b.minGenerated, 0...maxContext, "min generated")
+        case .drainReply(let b):
+            try check.identifier(b.workerID, "worker id", max: maxWorkerIDLength)
+            try check.layers(b.layers, upTo: maxLayers)
+            try check.range(b.sessionCount, 0...maxSessions, "session count")
+            try check.length(b.transfers.count, "transfer count", max: maxDrainTransfers)
+            for t in b.transfers {
+                try check.that(t.sessionID != 0, "transfer session id", "0")
+                try check.layers(t.layers, upTo: maxLayers)
+                try check.identifier(t.destination, "transfer destination", max: maxWorkerIDLength)
+                try check.encoding(t.encoding)
+                try check.range(t.tokenCount, 0...maxContext, "transfer token count")
+                try check.that(t.wireBytes >= t.payloadBytes, "transfer wire bytes", "fewer than its payload bytes")
+            }
         }
     }
 }

@@ -4,22 +4,117 @@ import SparseKVCluster
 
 struct ClusterCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "cluster", abstract: "Ask a running cluster's coordinator about itself.",
-        subcommands: [Stats.self])
+        commandName: "cluster", abstract: "Ask a running cluster's coordinator about itself, or drain a worker.",
+        subcommands: [Stats.self, Drain.self])
+
+    struct Endpoint: ParsableArguments {
+        @Option(help: "The coordinator's endpoint (default: $SPARSEKV_CLUSTER).")
+        var cluster: String?
+
+        func resolve() throws -> String {
+            guard let endpoint = cluster ?? ProcessInfo.processInfo.environment["SPARSEKV_CLUSTER"] else {
+                throw ValidationError("give --cluster ENDPOINT or set SPARSEKV_CLUSTER (cluster/launch.sh does)")
+            }
+            return endpoint
+        }
+    }
 
     struct Stats: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print the coordinator's byte counters (by peer and category) as JSON.")
 
-        @Option(help: "The coordinator's endpoint (default: $SPARSEKV_CLUSTER).")
-        var cluster: String?
+        @OptionGroup var endpoint: Endpoint
 
         func run() throws {
-            guard let endpoint = cluster ?? ProcessInfo.processInfo.environment["SPARSEKV_CLUSTER"] else {
-                throw ValidationError("give --cluster ENDPOINT or set SPARSEKV_CLUSTER (cluster/launch.sh does)")
-            }
-            let stats = try ClusterClient(coordinator: endpoint).stats()
+            let stats = try ClusterClient(coordinator: try endpoint.resolve()).stats()
             print(try jsonString(stats.traffic))
         }
+    }
+
+    struct Drain: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Move a worker's layers and every live session's KV to its pipeline neighbours, then let it go.",
+            discussion: """
+                Sessions pause between two steps while their KV moves (in the cache's own encoding, \
+                CSR codes for a csr cache) and then keep generating. The drained worker exits. \
+                With --baseline fp16 the same KV is also sent in dense fp16, checked by the receiver \
+                and discarded, so both transfers are measured on the same sockets.
+                """)
+
+        @Argument(help: "The worker's id (as given to `sparsekv worker --id`).")
+        var worker: String
+
+        @OptionGroup var endpoint: Endpoint
+
+        @Option(help: "Also measure the transfer in this encoding (fp16).")
+        var baseline: String?
+
+        @Option(help: "Start once every live session has generated at least this many tokens.")
+        var afterTokens: Int = 0
+
+        @Flag(help: "Print the coordinator's reply as JSON.")
+        var json = false
+
+        func validate() throws {
+            guard afterTokens >= 0 else { throw ValidationError("--after-tokens must be >= 0") }
+        }
+
+        func run() throws {
+            let client = try ClusterClient(coordinator: try endpoint.resolve())
+            let r = try client.drain(DrainRequestBody(workerID: worker, baseline: baseline ?? "", minGenerated: afterTokens))
+            let report = DrainReport(r)
+            if json {
+                print(try jsonString(report))
+                return
+            }
+            print("drained \(r.workerID) (layers \(r.layers.lowerBound)..<\(r.layers.upperBound)) in \(String(format: "%.3f", report.seconds)) s; \(r.sessionCount) live session(s) moved")
+            for t in r.transfers {
+                print(String(format: "  session %llu layers %d..<%d -> %@: %@ %@, %d tokens, %llu bytes on the wire, %.1f ms",
+                             t.sessionID, t.layers.lowerBound, t.layers.upperBound, t.destination, t.encoding, t.mode.description,
+                             t.tokenCount, t.wireBytes, Double(t.nanoseconds) / 1e6))
+            }
+            for (encoding, bytes) in report.wireBytesByEncoding.sorted(by: { $0.key < $1.key }) {
+                print("  total \(encoding): \(bytes) bytes")
+            }
+        }
+    }
+}
+
+/// `cluster drain --json` output.
+struct DrainReport: Codable {
+    struct Transfer: Codable {
+        var sessionID: UInt64
+        var firstLayer: Int
+        var endLayer: Int
+        var destination: String
+        var encoding: String
+        var mode: String
+        var tokenCount: Int
+        var payloadBytes: UInt64
+        var wireBytes: UInt64
+        var seconds: Double
+    }
+
+    var worker: String
+    var firstLayer: Int
+    var endLayer: Int
+    var seconds: Double
+    var sessionCount: Int
+    var transfers: [Transfer]
+    /// Sum of wire bytes per encoding (the installed one and any baseline).
+    var wireBytesByEncoding: [String: UInt64]
+
+    init(_ r: DrainReplyBody) {
+        worker = r.workerID
+        firstLayer = r.layers.lowerBound
+        endLayer = r.layers.upperBound
+        seconds = Double(r.nanoseconds) / 1e9
+        sessionCount = r.sessionCount
+        transfers = r.transfers.map {
+            Transfer(sessionID: $0.sessionID, firstLayer: $0.layers.lowerBound, endLayer: $0.layers.upperBound, destination: $0.destination,
+                     encoding: $0.encoding, mode: $0.mode.description, tokenCount: $0.tokenCount, payloadBytes: $0.payloadBytes,
+                     wireBytes: $0.wireBytes, seconds: Double($0.nanoseconds) / 1e9)
+        }
+        wireBytesByEncoding = r.transfers.reduce(into: [:]) { $0[$1.encoding, default: 0] += $1.wireBytes }
     }
 }

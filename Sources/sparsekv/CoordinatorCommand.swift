@@ -24,8 +24,15 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(help: "Context length (positions) of each session.")
     var ctx: Int?
 
+    @Option(help: ArgumentHelp("Prefill -> decode handoff: the first K workers prefill, the other K decode (--workers must be 2K); each session's KV moves between them after its prompt.",
+                               valueName: "K"))
+    var prefillWorkers: Int = 0
+
     func validate() throws {
         guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
+        guard prefillWorkers == 0 || workers == 2 * prefillWorkers else {
+            throw ValidationError("--prefill-workers \(prefillWorkers) needs --workers \(2 * prefillWorkers) (one decode worker per prefill worker)")
+        }
         if let ctx { guard ctx >= 1 else { throw ValidationError("--ctx must be at least 1") } }
     }
 
@@ -40,6 +47,7 @@ struct CoordinatorCommand: ParsableCommand {
         var config = CoordinatorConfiguration(listen: listen, modelPath: common.modelPath, dictionaryPath: dictPath, workerCount: workers)
         config.kvSpec = kv
         config.contextLength = ctx
+        config.prefillWorkers = prefillWorkers
         let stop = StopSignal()
         let sources = stopOnSignals(stop)
         defer { sources.forEach { $0.cancel() } }

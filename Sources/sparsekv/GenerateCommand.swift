@@ -112,15 +112,19 @@ struct GenerateCommand: ParsableCommand {
             decodeTokensPerSecond: steps > 0 ? Double(steps) / max(decodeS, 1e-9) : 0,
             stopReason: r.stopReason, kvCache: r.kvCache, kvCacheBytes: Int(r.kvCacheBytes),
             activationBytesSent: r.activationBytesSent, activationBytesReceived: r.activationBytesReceived,
+            kvTransferBytes: r.kvTransferBytes, kvTransferSeconds: Double(r.kvTransferNanoseconds) / 1e9,
             coordinatorTraffic: ClusterGenerationResult.delta(before, try client.stats().traffic))
         if json {
             print(try jsonString(result))
         } else {
             FileHandle.standardOutput.write((r.text + "\n").data(using: .utf8)!)
         }
-        printErr(String(format: "prefill: %d tokens, %.1f tok/s | decode: %d tokens, %.1f tok/s | kv %@ | stop: %@",
+        printErr(String(format: "prefill: %d tokens, %.1f tok/s | decode: %d tokens, %.1f tok/s | kv %@, %d bytes on the workers | stop: %@",
                         result.promptTokens.count, result.prefillTokensPerSecond, result.generatedTokens.count,
-                        result.decodeTokensPerSecond, result.kvCache, result.stopReason))
+                        result.decodeTokensPerSecond, result.kvCache, result.kvCacheBytes, result.stopReason))
+        if r.kvTransferBytes > 0 {
+            printErr(String(format: "kv moved between workers for this session: %llu bytes", r.kvTransferBytes))
+        }
         let traffic = TrafficCategory.allCases.compactMap { c -> String? in
             guard let t = result.coordinatorTraffic[c.rawValue], t.sentBytes + t.receivedBytes > 0 else { return nil }
             return "\(c.rawValue) \(t.sentBytes) B sent / \(t.receivedBytes) B received"
@@ -144,6 +148,10 @@ struct ClusterGenerationResult: Codable {
     var kvCacheBytes: Int
     var activationBytesSent: UInt64
     var activationBytesReceived: UInt64
+    /// KV moved between workers for this session (a prefill -> decode handoff, a drain),
+    /// as the receivers counted the kvTransfer messages, and the handoff wait.
+    var kvTransferBytes: UInt64
+    var kvTransferSeconds: Double
     /// The coordinator's byte counters (all peers) during the request, by category; they
     /// include any other request served at the same time.
     var coordinatorTraffic: [String: TrafficCount]

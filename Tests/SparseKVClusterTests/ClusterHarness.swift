@@ -111,11 +111,11 @@ final class LocalCluster {
     var workerEndpoints: [String] = []
 
     /// Starts the coordinator and `workers` workers, and waits until the cluster is ready.
-    init(workers count: Int = 3, kv: String = "fp32", ctx: Int = 512, memory: String = "2G") throws {
+    init(workers count: Int = 3, kv: String = "fp32", ctx: Int = 512, memory: String = "2G", coordinatorArguments: [String] = []) throws {
         directory = NSTemporaryDirectory() + "sparsekv-cluster-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var args = ["coordinator", "--model", ClusterAssets.model, "--listen", "tcp://127.0.0.1:0", "--workers", "\(count)",
-                    "--kv", kv, "--ctx", "\(ctx)", "-t", "1"]
+                    "--kv", kv, "--ctx", "\(ctx)", "-t", "1"] + coordinatorArguments
         if kv.hasPrefix("csr") { args += ["--dict", ClusterAssets.dictionary] }
         coordinator = try Child("coordinator", arguments: args, directory: directory)
         do {

@@ -57,7 +57,10 @@ struct KVTransferProcessTests {
                                           requestID: 2, sessionID: session))
         let (ack, ackFrom) = try inbox.next()
         #expect(ackFrom.peer == "kb")
-        #expect(ack == WireMessage(.kvTransferAck(KVTransferAckBody(layers: 0..<2, tokenCount: 5)), requestID: 2, sessionID: session))
+        guard case .kvTransferAck(let installed) = ack.body else { throw HarnessError(description: "expected an ack, got \(ack.kind)") }
+        #expect(ack.requestID == 2 && ack.sessionID == session)
+        #expect(installed.layers == 0..<2 && installed.tokenCount == 5 && installed.mode == .install)
+        #expect(installed.payloadBytes > 0 && installed.wireBytes > installed.payloadBytes, "the ack carries the payload's and the message's sizes")
 
         // One decode step on each: the same states must come out.
         let step = WireMessage(.activations(ActivationsBody(

@@ -80,16 +80,21 @@ enum Samples {
                 phase: .prefill, nextLayer: 10, startPosition: 0, tokenCount: 3, hiddenDim: 576,
                 hidden: floats(3 * 576, seed: 5))), requestID: 5, sessionID: sessionID),
             WireMessage(.activations(ActivationsBody(
-                phase: .decode, nextLayer: 30, startPosition: 3, tokenCount: 1, hiddenDim: 576,
+                phase: .decode, nextLayer: 30, startPosition: 3, tokenCount: 1, hiddenDim: 576, kvBytes: 98_304,
                 hidden: floats(576, seed: 6))), requestID: 6, sessionID: sessionID),
             WireMessage(.kvTransfer(KVTransferBody(layers: 10..<12, encoding: "fp16", payload: try densePayload())),
                         requestID: 7, sessionID: sessionID),
             WireMessage(.kvTransfer(KVTransferBody(layers: 10..<12, encoding: "csr", dictionaryHash: dictionaryHash,
                                                    payload: csrPayload())), requestID: 8, sessionID: sessionID),
+            WireMessage(.kvTransfer(KVTransferBody(layers: 10..<12, encoding: "fp16", mode: .measure, payload: try densePayload())),
+                        requestID: 19, sessionID: sessionID),
             WireMessage(.kvTransferAck(KVTransferAckBody(layers: 10..<12, tokenCount: 5)), requestID: 7, sessionID: sessionID),
+            WireMessage(.kvTransferAck(KVTransferAckBody(layers: 10..<12, tokenCount: 5, mode: .measure, payloadBytes: 7_715,
+                                                         wireBytes: 7_790)), requestID: 19, sessionID: sessionID),
             WireMessage(.kvRequest(KVRequestBody(layers: 10..<20, destination: try endpoint("tcp://10.0.0.9:5557"), encoding: "csr")),
                         requestID: 9, sessionID: sessionID),
-            WireMessage(.kvRequest(KVRequestBody(layers: 0..<10, destination: try endpoint("ipc:///tmp/sparsekv-b.sock"), encoding: "fp16")),
+            WireMessage(.kvRequest(KVRequestBody(layers: 0..<10, destination: try endpoint("ipc:///tmp/sparsekv-b.sock"), encoding: "fp16",
+                                                 mode: .measure)),
                         requestID: 10, sessionID: sessionID),
             WireMessage(.dropSession, requestID: 11, sessionID: sessionID),
             WireMessage(.statsRequest, requestID: 12),
@@ -106,7 +111,18 @@ enum Samples {
             WireMessage(.generateReply(GenerateReplyBody(
                 promptTokens: [1, 2, 49151], generatedTokens: [5, 6], text: "Paris is", prefillNanoseconds: 12_000_000,
                 decodeNanoseconds: 34_000_000, stopReason: "length", kvCache: "csr", kvCacheBytes: 123_456,
-                activationBytesSent: 7_000, activationBytesReceived: 8_000)), requestID: 18),
+                activationBytesSent: 7_000, activationBytesReceived: 8_000, kvTransferBytes: 1_679, kvTransferNanoseconds: 2_500_000)),
+                        requestID: 18),
+            WireMessage(.drainRequest(DrainRequestBody(workerID: "w2", baseline: "fp16", minGenerated: 8)), requestID: 20),
+            WireMessage(.drainRequest(DrainRequestBody(workerID: "worker-b")), requestID: 21),
+            WireMessage(.drainReply(DrainReplyBody(workerID: "w2", layers: 10..<20, nanoseconds: 90_000_000, sessionCount: 1, transfers: [
+                DrainReplyBody.Transfer(sessionID: sessionID, layers: 10..<15, destination: "w1", encoding: "csr", mode: .install,
+                                        tokenCount: 3000, payloadBytes: 1_000_000, wireBytes: 1_000_080, nanoseconds: 4_000_000),
+                DrainReplyBody.Transfer(sessionID: sessionID, layers: 10..<15, destination: "w1", encoding: "fp16", mode: .measure,
+                                        tokenCount: 3000, payloadBytes: 4_000_000, wireBytes: 4_000_080, nanoseconds: 9_000_000),
+            ])), requestID: 20),
+            WireMessage(.drainReply(DrainReplyBody(workerID: "w3", layers: 20..<30, nanoseconds: 1, sessionCount: 0, transfers: [])),
+                        requestID: 21),
         ]
     }
 

@@ -65,6 +65,7 @@ import SparseKVEngine
                 w.write(UInt32(0))
                 w.write(tokens)
                 w.write(dim)
+                w.write(UInt64(0))
                 w.write(array: floats)
             })
         }
@@ -88,6 +89,7 @@ import SparseKVEngine
                 w.write(UInt32(12))
                 w.write("fp16")
                 w.write("")
+                w.write(UInt8(0))
                 w.write(payloadLength)
                 w.write(array: payload)
             })
@@ -202,6 +204,7 @@ import SparseKVEngine
                 w.write(UInt32(0))
                 w.write(UInt32(2))
                 w.write(UInt32(576))
+                w.write(UInt64(0))
                 w.write(array: hidden)
             })
             #expect(throws: WireError.nonFiniteValue(kind: .activations, field: "hidden states", index: i)) { try decode(raw) }
@@ -215,6 +218,7 @@ import SparseKVEngine
                 w.write(UInt32(12))
                 w.write(encoding)
                 w.write(hash)
+                w.write(UInt8(1))
                 w.write(UInt32(payload.count))
                 w.write(array: payload)
             })

@@ -17,15 +17,20 @@ public struct ActivationsBody: Sendable, Equatable {
     public var tokenCount: Int
     /// d_model.
     public var hiddenDim: Int
+    /// Bytes the session's KV caches hold on the workers these states passed through, each
+    /// worker adding its own after running its layers (0 as the coordinator sends them).
+    public var kvBytes: UInt64
     /// (tokenCount, hiddenDim) fp32, row-major, all finite.
     public var hidden: [Float]
 
-    public init(phase: Phase, nextLayer: Int, startPosition: Int, tokenCount: Int, hiddenDim: Int, hidden: [Float]) {
+    public init(phase: Phase, nextLayer: Int, startPosition: Int, tokenCount: Int, hiddenDim: Int, kvBytes: UInt64 = 0,
+                hidden: [Float]) {
         self.phase = phase
         self.nextLayer = nextLayer
         self.startPosition = startPosition
         self.tokenCount = tokenCount
         self.hiddenDim = hiddenDim
+        self.kvBytes = kvBytes
         self.hidden = hidden
     }
 }

@@ -16,10 +16,15 @@ public struct GenerateReplyBody: Sendable, Equatable {
     /// Activation bytes the coordinator sent and received for this request.
     public var activationBytesSent: UInt64
     public var activationBytesReceived: UInt64
+    /// KV moved for this session between workers (a prefill -> decode handoff or a drain):
+    /// kvTransfer messages as the receivers counted them, and the time the session waited.
+    public var kvTransferBytes: UInt64
+    public var kvTransferNanoseconds: UInt64
 
     public init(promptTokens: [Int32], generatedTokens: [Int32], text: String, prefillNanoseconds: UInt64,
                 decodeNanoseconds: UInt64, stopReason: String, kvCache: String, kvCacheBytes: UInt64,
-                activationBytesSent: UInt64 = 0, activationBytesReceived: UInt64 = 0) {
+                activationBytesSent: UInt64 = 0, activationBytesReceived: UInt64 = 0, kvTransferBytes: UInt64 = 0,
+                kvTransferNanoseconds: UInt64 = 0) {
         self.promptTokens = promptTokens
         self.generatedTokens = generatedTokens
         self.text = text
@@ -30,5 +35,7 @@ public struct GenerateReplyBody: Sendable, Equatable {
         self.kvCacheBytes = kvCacheBytes
         self.activationBytesSent = activationBytesSent
         self.activationBytesReceived = activationBytesReceived
+        self.kvTransferBytes = kvTransferBytes
+        self.kvTransferNanoseconds = kvTransferNanoseconds
     }
 }

@@ -43,6 +43,15 @@ public final class ClusterClient {
         return reply
     }
 
+    /// Drains a worker; returns when its layers and sessions' KV have moved.
+    public func drain(_ d: DrainRequestBody, timeout: Duration = .seconds(600)) throws -> DrainReplyBody {
+        let m = try request(.drainRequest(d), timeout: timeout)
+        guard case .drainReply(let reply) = m.body else {
+            throw NodeError.refused(by: coordinatorPeerID, code: .unexpectedMessage, message: "answered \(m.kind) to a drain request")
+        }
+        return reply
+    }
+
     /// The coordinator's byte counters.
     public func stats(timeout: Duration = .seconds(10)) throws -> StatsReplyBody {
         let m = try request(.statsRequest, timeout: timeout)

@@ -7,6 +7,9 @@ import SparseKVEngine
 /// generate requests by driving hidden states through the worker pipeline. It holds the
 /// tokenizer, embeddings, final norm, LM head and sampling.
 ///
+/// KV moves between workers (a drain, a prefill -> decode handoff) are in
+/// Coordinator+Transfers.swift.
+///
 /// Sockets: one ROUTER bound at `listen` takes registrations, replies, returning
 /// activations and client requests; one DEALER per worker (routing id "coordinator")
 /// carries assignments, the dictionary, activations into the first worker, and control.
@@ -15,52 +18,76 @@ public final class Coordinator {
     public let counters = ByteCounters()
     /// The endpoint the ROUTER is bound to (with the chosen port).
     public let boundEndpoint: String
-    private let logger: Logger
-    private let model: LlamaModel
+    let logger: Logger
+    let model: LlamaModel
     private let tokenizer: BPETokenizer
     private let contextLength: Int
     /// Weights of one layer plus one session's full-context fp32 cache for it.
-    private let bytesPerLayer: UInt64
-    private let dictionary: (hash: String, gguf: [UInt8])?
-    private let cacheKind: String
+    let bytesPerLayer: UInt64
+    let dictionary: (hash: String, gguf: [UInt8])?
+    let cacheKind: String
     private let context: ZMQContext
     private let router: CountedSocket
 
     // MARK: - State
 
-    private enum Phase: Equatable { case registering, starting, serving }
+    enum Phase: Equatable { case registering, starting, serving }
 
-    private struct WorkerState {
+    struct WorkerState {
         let id: String
         let routingID: [UInt8]
         let endpoint: Endpoint
         let budget: UInt64
         var link: CountedSocket?
         var layers: Range<Int>?
+        /// The pieces of `layers` the worker holds separate caches for (see Worker).
+        var segments: [Range<Int>] = []
+        /// 0, or 1 for the decode pipeline of a prefill -> decode handoff.
+        var pipeline = 0
         var ready = false
         var dictionaryAcked = false
     }
 
-    private struct Request {
+    struct Request {
         let client: [UInt8]
         let requestID: UInt64
         var session: GenerationSession
         var deadline: ContinuousClock.Instant
         var sentBytes: UInt64 = 0
         var receivedBytes: UInt64 = 0
+        /// The pipeline the session's KV lives on.
+        var pipeline = 0
+        /// States sent and not yet back.
+        var inFlight = false
+        /// States held back while the session's KV moves (drain, handoff).
+        var parked: ActivationsBody?
+        /// The session's KV bytes on the workers after the latest step.
+        var kvBytes: UInt64 = 0
+        var transferBytes: UInt64 = 0
+        var transferNanoseconds: UInt64 = 0
+        /// When the running handoff of this session started.
+        var handoffStarted: ContinuousClock.Instant?
     }
 
-    private var phase = Phase.registering
-    private var workers: [WorkerState] = []
-    private var active: [UInt64: Request] = [:]
+    var phase = Phase.registering
+    var workers: [WorkerState] = []
+    var active: [UInt64: Request] = [:]
     private var waiting: [Request] = []
     private var nextSessionID: UInt64 = 1
+    /// The drain in progress, if any.
+    var drain: DrainState?
+    /// kvRequests sent and not yet acknowledged, by their request id.
+    var pendingTransfers: [UInt64: PendingTransfer] = [:]
+    var nextControlID: UInt64 = 1 << 48
 
     /// Loads the coordinator's part of the model and the dictionary, and binds.
     public init(configuration: CoordinatorConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
         guard configuration.workerCount >= 1 else { throw NodeError.badConfiguration("--workers must be at least 1") }
+        guard configuration.prefillWorkers == 0 || configuration.workerCount == 2 * configuration.prefillWorkers else {
+            throw NodeError.badConfiguration("--prefill-workers \(configuration.prefillWorkers) needs --workers \(2 * configuration.prefillWorkers): a decode worker for each prefill worker")
+        }
         let gguf = try GGUFFile(path: configuration.modelPath)
         model = try LlamaModel(gguf: gguf, layers: 0..<0, embeddings: true, head: true)
         tokenizer = try BPETokenizer(gguf: gguf)
@@ -114,6 +141,7 @@ public final class Coordinator {
                 }
             }
             expireSessions()
+            checkDrainDeadline()
         }
         logger.info("stop requested")
     }
@@ -136,6 +164,10 @@ public final class Coordinator {
             if phase == .registering, workers.count == configuration.workerCount { try assignShards() }
         case .shardReady(let b):
             guard let i = workerIndex(received) else { return refuseUnknown(received, m) }
+            if drainAwaitsReady(from: workers[i].id) {
+                drainWorkerReady(workers[i].id, layers: b.layers)
+                return .keepServing
+            }
             guard workers[i].layers == b.layers else {
                 throw NodeError.refused(by: workers[i].id, code: .layerMismatch, message: "reported layers \(b.layers), assigned \(String(describing: workers[i].layers))")
             }
@@ -160,6 +192,8 @@ public final class Coordinator {
                 return .keepServing
             }
             r.receivedBytes += UInt64(received.wireBytes)
+            r.inFlight = false
+            r.kvBytes = a.kvBytes
             do {
                 let action = try r.session.receive(a, model: model)
                 active[m.sessionID] = r
@@ -167,6 +201,12 @@ public final class Coordinator {
             } catch {
                 fail(m.sessionID, code: .internalError, message: error.localizedDescription)
             }
+        case .kvTransferAck(let ack):
+            transferAcknowledged(ack, message: m, from: received)
+        case .drainRequest(let d):
+            startDrain(d, from: received, requestID: m.requestID)
+        case .error(let e) where pendingTransfers[m.requestID] != nil:
+            transferFailed(requestID: m.requestID, message: "\(received.peer): \(e.code) \(e.message)")
         case .error(let e):
             if m.sessionID != 0, active[m.sessionID] != nil {
                 fail(m.sessionID, code: e.code, message: "\(received.peer): \(e.message)")
@@ -178,7 +218,8 @@ public final class Coordinator {
         case .generateRequest(let g):
             accept(g, from: received, requestID: m.requestID)
         case .statsRequest:
-            answer(received, .statsReply(StatsReplyBody(traffic: counters.snapshot(), kvCacheBytes: 0, sessionCount: active.count)),
+            let kv = active.values.reduce(UInt64(0)) { $0 + $1.kvBytes }
+            answer(received, .statsReply(StatsReplyBody(traffic: counters.snapshot(), kvCacheBytes: kv, sessionCount: active.count)),
                    requestID: m.requestID)
         case .ping(let nonce):
             answer(received, .pong(nonce: nonce), requestID: m.requestID)
@@ -218,11 +259,16 @@ public final class Coordinator {
     }
 
     private func assignShards() throws {
+        // With a handoff, both pipelines get one split, planned on the smaller budget of
+        // each (prefill, decode) pair, so KV moves one to one between counterparts.
+        let k = configuration.prefillWorkers
+        let pairs = k > 0 ? (0..<k).map { [$0, $0 + k] } : workers.indices.map { [$0] }
         let plan: [Range<Int>]
         do {
-            plan = try ShardPlanner.plan(layerCount: model.config.layerCount, budgets: workers.map(\.budget),
+            plan = try ShardPlanner.plan(layerCount: model.config.layerCount,
+                                         budgets: pairs.map { $0.map { workers[$0].budget }.min()! },
                                          bytesPerLayer: bytesPerLayer, fixedBytes: UInt64(dictionary?.gguf.count ?? 0),
-                                         names: workers.map(\.id))
+                                         names: pairs.map { $0.map { workers[$0].id }.joined(separator: "/") })
         } catch {
             for i in workers.indices {
                 _ = try? router.send(WireMessage(.error(ErrorBody(code: .outOfMemory, message: clip(error.localizedDescription)))),
@@ -231,25 +277,41 @@ public final class Coordinator {
             throw error
         }
         phase = .starting
+        for (p, pair) in pairs.enumerated() {
+            for (pipeline, i) in pair.enumerated() {
+                workers[i].layers = plan[p]
+                workers[i].segments = [plan[p]]
+                workers[i].pipeline = pipeline
+            }
+        }
         for i in workers.indices {
             var options = ZMQSocketOptions()
             options.routingID = Array(coordinatorPeerID.utf8)
             let link = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: workers[i].id, options: options)
             try link.connect(workers[i].endpoint.description)
             workers[i].link = link
-            workers[i].layers = plan[i]
         }
         for i in workers.indices {
-            let hop: ShardAssignmentBody.NextHop = i + 1 < workers.count ? .peer(workers[i + 1].endpoint) : .coordinator
-            sendToWorker(i, WireMessage(.shardAssignment(ShardAssignmentBody(
-                layers: plan[i], modelLayers: model.config.layerCount, kvSpec: configuration.kvSpec,
-                dictionaryHash: dictionary?.hash ?? "", contextCapacity: contextLength, nextHop: hop))))
+            sendToWorker(i, WireMessage(.shardAssignment(assignment(for: i))))
             if let d = dictionary {
                 sendToWorker(i, WireMessage(.dictionary(DictionaryBody(contentHash: d.hash, gguf: d.gguf))))
             }
-            logger.info("assigned layers \(plan[i].lowerBound)..<\(plan[i].upperBound) to \(workers[i].id)")
+            let role = k > 0 ? (workers[i].pipeline == 0 ? " (prefill)" : " (decode)") : ""
+            logger.info("assigned layers \(workers[i].layers!.lowerBound)..<\(workers[i].layers!.upperBound) to \(workers[i].id)\(role)")
         }
     }
+
+    /// Worker i's layers and next hop (the next worker of its pipeline, or the coordinator).
+    func assignment(for i: Int, layers: Range<Int>? = nil, without gone: Int? = nil) -> ShardAssignmentBody {
+        let line = pipeline(workers[i].pipeline).filter { $0 != gone }
+        let position = line.firstIndex(of: i)!
+        let hop: ShardAssignmentBody.NextHop = position + 1 < line.count ? .peer(workers[line[position + 1]].endpoint) : .coordinator
+        return ShardAssignmentBody(layers: layers ?? workers[i].layers!, modelLayers: model.config.layerCount, kvSpec: configuration.kvSpec,
+                                   dictionaryHash: dictionary?.hash ?? "", contextCapacity: contextLength, nextHop: hop)
+    }
+
+    /// Worker indices of pipeline `p`, in layer order.
+    func pipeline(_ p: Int) -> [Int] { workers.indices.filter { workers[$0].pipeline == p } }
 
     private func checkReady() {
         guard phase == .starting else { return }
@@ -294,8 +356,8 @@ public final class Coordinator {
         startWaiting()
     }
 
-    private func startWaiting() {
-        while phase == .serving, active.count < configuration.maxConcurrentSessions, !waiting.isEmpty {
+    func startWaiting() {
+        while phase == .serving, drain == nil, active.count < configuration.maxConcurrentSessions, !waiting.isEmpty {
             var r = waiting.removeFirst()
             let id = r.session.id
             do {
@@ -310,15 +372,18 @@ public final class Coordinator {
         }
     }
 
-    private func perform(_ action: GenerationSession.Action, sessionID: UInt64) throws {
+    func perform(_ action: GenerationSession.Action, sessionID: UInt64) throws {
         guard var r = active[sessionID] else { return }
         switch action {
         case .send(let states):
-            guard let first = workers.first?.link else { throw NodeError.badConfiguration("no workers") }
-            r.sentBytes += UInt64(try first.send(WireMessage(.activations(states), requestID: r.requestID, sessionID: sessionID),
-                                                 timeout: .seconds(30)))
-            r.deadline = .now + configuration.stepTimeout
-            active[sessionID] = r
+            if shouldHandOff(r, states) || drainHolds(r) {
+                r.parked = states
+                r.deadline = .now + configuration.stepTimeout
+                active[sessionID] = r
+                if shouldHandOff(r, states) { startHandoff(sessionID) } else { advanceDrain() }
+                return
+            }
+            try send(states, sessionID: sessionID)
         case .finish(let reason):
             let s = r.session
             let now = ContinuousClock.now
@@ -326,15 +391,28 @@ public final class Coordinator {
             let reply = GenerateReplyBody(
                 promptTokens: s.prompt, generatedTokens: s.generated, text: clipText(tokenizer.decode(s.generated)),
                 prefillNanoseconds: nanoseconds(prefillEnd - s.started), decodeNanoseconds: nanoseconds(now - prefillEnd),
-                stopReason: reason, kvCache: cacheKind, kvCacheBytes: 0,
-                activationBytesSent: r.sentBytes, activationBytesReceived: r.receivedBytes)
+                stopReason: reason, kvCache: cacheKind, kvCacheBytes: r.kvBytes,
+                activationBytesSent: r.sentBytes, activationBytesReceived: r.receivedBytes,
+                kvTransferBytes: r.transferBytes, kvTransferNanoseconds: r.transferNanoseconds)
             sendToClient(r.client, WireMessage(.generateReply(reply), requestID: r.requestID))
             logger.info("session \(sessionID): \(s.generated.count) tokens, stop \(reason)")
             end(sessionID)
         }
     }
 
-    private func fail(_ sessionID: UInt64, code: WireErrorCode, message: String) {
+    /// Sends a session's states to the first worker of its pipeline.
+    func send(_ states: ActivationsBody, sessionID: UInt64) throws {
+        guard var r = active[sessionID] else { return }
+        guard let first = pipeline(r.pipeline).first, let link = workers[first].link else { throw NodeError.badConfiguration("no workers") }
+        r.sentBytes += UInt64(try link.send(WireMessage(.activations(states), requestID: r.requestID, sessionID: sessionID),
+                                            timeout: .seconds(30)))
+        r.inFlight = true
+        r.parked = nil
+        r.deadline = .now + configuration.stepTimeout
+        active[sessionID] = r
+    }
+
+    func fail(_ sessionID: UInt64, code: WireErrorCode, message: String) {
         guard let r = active[sessionID] else { return }
         logger.error("session \(sessionID) failed: \(message)")
         sendToClient(r.client, WireMessage(.error(ErrorBody(code: code, message: clip(message))), requestID: r.requestID))
@@ -343,33 +421,35 @@ public final class Coordinator {
 
     private func end(_ sessionID: UInt64) {
         active[sessionID] = nil
+        for (id, t) in pendingTransfers where t.sessionID == sessionID && t.purpose == .handoff { pendingTransfers[id] = nil }
         for i in workers.indices { sendToWorker(i, WireMessage(.dropSession, sessionID: sessionID)) }
+        advanceDrain()
         startWaiting()
     }
 
     private func expireSessions() {
         let now = ContinuousClock.now
-        for (id, r) in active where r.deadline < now {
+        for (id, r) in active where r.deadline < now && r.parked == nil {
             fail(id, code: .unreachable, message: "no hidden states came back within \(configuration.stepTimeout); is every worker alive?")
         }
     }
 
     // MARK: - Sending
 
-    private func answer(_ received: ReceivedMessage, _ body: WireBody, requestID: UInt64, sessionID: UInt64 = 0) {
+    func answer(_ received: ReceivedMessage, _ body: WireBody, requestID: UInt64, sessionID: UInt64 = 0) {
         guard let id = received.routingID else { return }
         do { try router.send(WireMessage(body, requestID: requestID, sessionID: sessionID), to: id, timeout: .seconds(2)) } catch {
             logger.warning("could not answer \(received.peer): \(error.localizedDescription)")
         }
     }
 
-    private func sendToClient(_ client: [UInt8], _ m: WireMessage) {
+    func sendToClient(_ client: [UInt8], _ m: WireMessage) {
         do { try router.send(m, to: client, timeout: .seconds(5)) } catch {
             logger.warning("could not reach client \(WireProtocol.peerLabel(routingID: client)): \(error.localizedDescription)")
         }
     }
 
-    private func sendToWorker(_ i: Int, _ m: WireMessage) {
+    func sendToWorker(_ i: Int, _ m: WireMessage) {
         do {
             if let link = workers[i].link {
                 try link.send(m, timeout: .seconds(30))
@@ -392,7 +472,7 @@ public final class Coordinator {
         }
     }
 
-    private func clip(_ s: String) -> String {
+    func clip(_ s: String) -> String {
         var s = s
         while s.utf8.count > WireProtocol.maxErrorMessageLength { s.removeLast() }
         return s
@@ -404,7 +484,7 @@ public final class Coordinator {
         return s
     }
 
-    private func nanoseconds(_ d: Duration) -> UInt64 {
+    func nanoseconds(_ d: Duration) -> UInt64 {
         let (s, atto) = d.components
         return UInt64(max(0, s)) * 1_000_000_000 + UInt64(max(0, atto) / 1_000_000_000)
     }

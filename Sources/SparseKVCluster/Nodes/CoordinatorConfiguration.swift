@@ -14,8 +14,14 @@ public struct CoordinatorConfiguration: Sendable {
     public var contextLength: Int?
     /// Sessions in flight at once; further requests wait their turn.
     public var maxConcurrentSessions = 4
-    /// A session whose states do not come back within this time fails.
+    /// A session whose states do not come back within this time fails; so does a drain
+    /// whose loading or transfers take longer.
     public var stepTimeout: Duration = .seconds(120)
+    /// Prefill -> decode handoff: the first `prefillWorkers` workers (in registration
+    /// order) form the prefill pipeline, the others the decode pipeline, both with the same
+    /// layer split; after a session's prompt its KV moves from each prefill worker to its
+    /// decode counterpart. 0 = one pipeline of all workers. Needs workerCount = 2 x this.
+    public var prefillWorkers = 0
 
     public init(listen: String, modelPath: String, dictionaryPath: String?, workerCount: Int) {
         self.listen = listen

@@ -21,21 +21,32 @@ public final class Worker {
     private let context: ZMQContext
     private let router: CountedSocket
     private let up: CountedSocket
-    private var next: CountedSocket?
+    /// The next worker's endpoint; nil sends the output to the coordinator.
+    private var next: String?
     /// The endpoint the ROUTER is bound to (with the chosen port).
     public let boundEndpoint: String
 
     // MARK: - State
 
+    /// Contiguous pieces of this worker's layers, each with its own model instance and one
+    /// cache per session. A first assignment gives one segment; a drain that moves a
+    /// neighbour's layers here adds segments, so the caches already held stay as they are.
+    private struct Segment {
+        let layers: Range<Int>
+        let model: LlamaModel
+    }
+
     private var assignment: ShardAssignmentBody?
-    private var model: LlamaModel?
+    private var segments: [Segment] = []
     private var dictionary: CSRDictionary?
     private var cacheType: KVCacheType?
-    /// KV caches of this worker's layers, by session id.
-    private var sessions: [UInt64: any KVCache] = [:]
+    /// KV caches of this worker's layers: by session id, then by the segment's first layer.
+    private var sessions: [UInt64: [Int: any KVCache]] = [:]
     /// Caches received for layers this worker does not serve (replicas), by session id.
     private var replicas: [UInt64: any KVCache] = [:]
-    /// DEALER links to other workers for KV transfers, by endpoint.
+    /// DEALER links to other workers (the next hop, KV transfer destinations), one per
+    /// endpoint and kept for the process's life: a ROUTER drops a second connection that
+    /// carries a routing id it already has, so a link is never duplicated or replaced.
     private var peers: [String: CountedSocket] = [:]
 
     public init(configuration: WorkerConfiguration, logger: Logger) throws {
@@ -60,7 +71,6 @@ public final class Worker {
 
     deinit {
         for p in peers.values { p.close() }
-        next?.close()
         up.close()
         router.close()
     }
@@ -137,10 +147,12 @@ public final class Worker {
                 let session = message.kind.sessionRule == .required ? message.sessionID : 0
                 let answer = WireMessage(.error(ErrorBody(code: code, message: clip("\(configuration.id): \(error.localizedDescription)"))),
                                          requestID: message.requestID, sessionID: session)
-                // A failed pipeline step is the coordinator's to know, whoever passed the states on.
-                if message.kind == .activations {
+                // A failed pipeline step or KV transfer is the coordinator's to know, whoever
+                // passed the states or the payload on; the sender of a transfer hears too.
+                if message.kind == .activations || message.kind == .kvTransfer {
                     do { try up.send(answer, timeout: .seconds(5)) } catch { logger.warning("could not tell the coordinator: \(error)") }
-                } else {
+                }
+                if message.kind != .activations, !(message.kind == .kvTransfer && received.peer == coordinatorPeerID) {
                     reply(to: received, answer)
                 }
             }
@@ -168,7 +180,7 @@ public final class Worker {
         case .kvTransferAck(let a):
             logger.info("\(received.peer) installed session \(m.sessionID) layers \(a.layers.lowerBound)..<\(a.layers.upperBound), \(a.tokenCount) tokens")
         case .statsRequest:
-            let bytes = (Array(sessions.values) + Array(replicas.values)).reduce(0) { $0 + $1.byteCount }
+            let bytes = (sessions.values.flatMap(\.values) + Array(replicas.values)).reduce(0) { $0 + $1.byteCount }
             reply(to: received, WireMessage(.statsReply(StatsReplyBody(
                 traffic: counters.snapshot(), kvCacheBytes: UInt64(bytes), sessionCount: Set(sessions.keys).union(replicas.keys).count)),
                 requestID: m.requestID))
@@ -201,6 +213,10 @@ public final class Worker {
 
     // MARK: - Assignment and dictionary
 
+    /// A first assignment loads the layers; a later one that keeps the KV spec and extends
+    /// the range on either side (a drain moving a neighbour's layers here) loads only the
+    /// added layers, as new segments, and keeps every session's caches. Any other change
+    /// reloads and drops the sessions.
     private func assign(_ a: ShardAssignmentBody) throws {
         let c = base.config
         guard a.modelLayers == c.layerCount, a.layers.upperBound <= c.layerCount else {
@@ -208,28 +224,36 @@ public final class Worker {
         }
         let isCSR = a.kvSpec.lowercased().hasPrefix(WireProtocol.csrEncoding)
         if !isCSR { _ = try KVCacheType(parsing: a.kvSpec) }  // refuse an unknown spec before loading
-        let loaded = try LlamaModel(gguf: gguf, layers: a.layers, embeddings: false, head: false)
+        var added: [Range<Int>] = [a.layers]
+        var kept: [Segment] = []
+        if let old = assignment, old.kvSpec == a.kvSpec, old.dictionaryHash == a.dictionaryHash,
+           old.contextCapacity == a.contextCapacity, a.layers.lowerBound <= old.layers.lowerBound,
+           a.layers.upperBound >= old.layers.upperBound {
+            added = [a.layers.lowerBound..<old.layers.lowerBound, old.layers.upperBound..<a.layers.upperBound].filter { !$0.isEmpty }
+            kept = segments
+        }
+        let loaded = try added.map { Segment(layers: $0, model: try LlamaModel(gguf: gguf, layers: $0, embeddings: false, head: false)) }
+        let all = (kept + loaded).sorted { $0.layers.lowerBound < $1.layers.lowerBound }
+        let weights = all.reduce(0) { $0 + $1.model.weightBytes }
         let cachePerLayer = a.contextCapacity * c.kvDim * 2 * MemoryLayout<Float>.size
-        let needed = UInt64(loaded.weightBytes + cachePerLayer * a.layers.count)
+        let needed = UInt64(weights + cachePerLayer * a.layers.count)
         guard needed <= configuration.memoryBudgetBytes else {
             throw WorkerFailure(code: .outOfMemory, message: "layers \(a.layers) need \(needed) bytes (weights + one full fp32 cache); the budget is \(configuration.memoryBudgetBytes)")
         }
-        model = loaded
+        if kept.isEmpty { sessions = [:] }
+        segments = all
         assignment = a
-        sessions = [:]
         cacheType = isCSR ? dictionary.flatMap { $0.contentHash == a.dictionaryHash ? try? KVCacheType(parsing: a.kvSpec, dictionary: $0) : nil }
                           : try KVCacheType(parsing: a.kvSpec)
-        next?.close()
-        next = nil
         if case .peer(let e) = a.nextHop {
-            var options = ZMQSocketOptions()
-            options.routingID = Array(configuration.id.utf8)
-            let s = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: e.description, options: options)
-            try s.connect(e.description)
-            next = s
+            next = e.description
+            _ = try peer(e.description)
+        } else {
+            next = nil
         }
-        logger.info("loaded layers \(a.layers.lowerBound)..<\(a.layers.upperBound) (\(loaded.weightBytes) bytes), kv \(a.kvSpec), next hop \(a.nextHop)")
-        try up.send(WireMessage(.shardReady(ShardReadyBody(layers: a.layers, weightBytes: UInt64(loaded.weightBytes)))),
+        let what = kept.isEmpty ? "loaded" : "extended to"
+        logger.info("\(what) layers \(a.layers.lowerBound)..<\(a.layers.upperBound) (\(weights) bytes in \(segments.count) segment(s)), kv \(a.kvSpec), next hop \(a.nextHop)")
+        try up.send(WireMessage(.shardReady(ShardReadyBody(layers: a.layers, weightBytes: UInt64(weights)))),
                     timeout: .seconds(10))
     }
 
@@ -264,34 +288,47 @@ public final class Worker {
     // MARK: - Pipeline
 
     private func runLayers(_ a: ActivationsBody, message m: WireMessage) throws {
-        guard let model, let assignment, let cacheType else {
+        guard let assignment, let cacheType, !segments.isEmpty else {
             throw WorkerFailure(code: .unexpectedMessage, message: "activations before the shard (and its dictionary) is ready")
         }
         let layers = assignment.layers
         guard a.nextLayer == layers.lowerBound else {
             throw WorkerFailure(code: .layerMismatch, message: "activations for layer \(a.nextLayer); this worker serves \(layers.lowerBound)..<\(layers.upperBound)")
         }
-        guard a.hiddenDim == model.config.embeddingLength else {
-            throw WorkerFailure(code: .malformedMessage, message: "hidden dim \(a.hiddenDim), the model's is \(model.config.embeddingLength)")
+        guard a.hiddenDim == base.config.embeddingLength else {
+            throw WorkerFailure(code: .malformedMessage, message: "hidden dim \(a.hiddenDim), the model's is \(base.config.embeddingLength)")
         }
         guard a.startPosition + a.tokenCount <= assignment.contextCapacity else {
             throw WorkerFailure(code: .capacityExceeded, message: "positions up to \(a.startPosition + a.tokenCount) exceed the context capacity \(assignment.contextCapacity)")
         }
-        if a.startPosition == 0 { sessions[m.sessionID] = model.makeCache(cacheType, capacity: assignment.contextCapacity) }
-        guard let cache = sessions[m.sessionID] else {
+        if a.startPosition == 0 {
+            sessions[m.sessionID] = Dictionary(uniqueKeysWithValues: segments.map {
+                ($0.layers.lowerBound, $0.model.makeCache(cacheType, capacity: assignment.contextCapacity))
+            })
+        }
+        guard let held = sessions[m.sessionID] else {
             throw WorkerFailure(code: .unknownSession, message: "session \(m.sessionID) is not held here (start position \(a.startPosition))")
         }
-        guard cache.tokenCount == a.startPosition else {
-            throw WorkerFailure(code: .unexpectedMessage, message: "session \(m.sessionID) holds \(cache.tokenCount) tokens, activations start at \(a.startPosition)")
+        let caches = try segments.map { segment -> any KVCache in
+            guard let cache = held[segment.layers.lowerBound] else {
+                throw WorkerFailure(code: .unknownSession, message: "session \(m.sessionID) has no KV here for layers \(segment.layers.lowerBound)..<\(segment.layers.upperBound)")
+            }
+            guard cache.tokenCount == a.startPosition else {
+                throw WorkerFailure(code: .unexpectedMessage, message: "session \(m.sessionID) holds \(cache.tokenCount) tokens for layers \(segment.layers.lowerBound)..<\(segment.layers.upperBound), activations start at \(a.startPosition)")
+            }
+            return cache
         }
         var hidden = a.hidden
-        try model.forward(&hidden, count: a.tokenCount, layers: layers, cache: cache)
+        for (segment, cache) in zip(segments, caches) {
+            try segment.model.forward(&hidden, count: a.tokenCount, layers: segment.layers, cache: cache)
+        }
         var out = a
         out.nextLayer = layers.upperBound
+        out.kvBytes = a.kvBytes + caches.reduce(0) { $0 + UInt64($1.byteCount) }
         out.hidden = hidden
         let forward = WireMessage(.activations(out), requestID: m.requestID, sessionID: m.sessionID)
         do {
-            try (next ?? up).send(forward, timeout: .seconds(30))
+            try (next.map(peer) ?? up).send(forward, timeout: .seconds(30))
         } catch {
             throw WorkerFailure(code: .unreachable, message: "cannot reach the next hop: \(error.localizedDescription)")
         }
@@ -299,33 +336,43 @@ public final class Worker {
 
     // MARK: - KV transfer
 
-    /// Sends a session's KV for some of this worker's layers to another worker, in the
-    /// cache's own encoding (CSR codes stamped with the dictionary hash, or dense).
+    /// Sends a session's KV for some of this worker's layers to another worker: in the
+    /// cache's own encoding (CSR codes stamped with the dictionary hash, or dense), or
+    /// converted to dense fp16 (the baseline). The layers must lie in one segment.
     private func sendKV(_ r: KVRequestBody, message m: WireMessage) throws {
-        guard let cache = sessions[m.sessionID] ?? replicas[m.sessionID] else {
+        let candidates = Array(sessions[m.sessionID]?.values ?? [:].values) + [replicas[m.sessionID]].compactMap { $0 }
+        guard !candidates.isEmpty else {
             throw WorkerFailure(code: .unknownSession, message: "session \(m.sessionID) is not held here")
         }
-        let held = cache.geometry.layers
-        guard r.layers.lowerBound >= held.lowerBound, r.layers.upperBound <= held.upperBound else {
-            throw WorkerFailure(code: .layerMismatch, message: "layers \(r.layers.lowerBound)..<\(r.layers.upperBound) requested; this worker holds \(held.lowerBound)..<\(held.upperBound)")
+        guard let cache = candidates.first(where: {
+            r.layers.lowerBound >= $0.geometry.layers.lowerBound && r.layers.upperBound <= $0.geometry.layers.upperBound
+        }) else {
+            let held = candidates.map { "\($0.geometry.layers.lowerBound)..<\($0.geometry.layers.upperBound)" }.sorted()
+            throw WorkerFailure(code: .layerMismatch, message: "layers \(r.layers.lowerBound)..<\(r.layers.upperBound) requested; session \(m.sessionID) is held here for \(held.joined(separator: ", "))")
         }
-        guard r.encoding == cache.kind else {
-            throw WorkerFailure(code: .unexpectedMessage, message: "the session's cache is '\(cache.kind)'; converting it to '\(r.encoding)' for transfer is not supported")
+        let payload: [UInt8]
+        switch r.encoding {
+        case cache.kind: payload = try cache.serialize(layers: r.layers)
+        case "fp16": payload = try cache.densePayload(layers: r.layers, as: Float16.self)
+        default:
+            throw WorkerFailure(code: .unexpectedMessage, message: "the session's cache is '\(cache.kind)'; it can be sent as '\(cache.kind)' or 'fp16', not '\(r.encoding)'")
         }
-        let payload = try cache.serialize(layers: r.layers)
-        let hash = cache.kind == WireProtocol.csrEncoding ? (dictionary?.contentHash ?? "") : ""
+        let hash = r.encoding == WireProtocol.csrEncoding ? (dictionary?.contentHash ?? "") : ""
         let link = try peer(r.destination.description)
         do {
-            try link.send(WireMessage(.kvTransfer(KVTransferBody(layers: r.layers, encoding: cache.kind, dictionaryHash: hash, payload: payload)),
-                                      requestID: m.requestID, sessionID: m.sessionID), timeout: .seconds(30))
+            try link.send(WireMessage(.kvTransfer(KVTransferBody(layers: r.layers, encoding: r.encoding, dictionaryHash: hash,
+                                                                 mode: r.mode, payload: payload)),
+                                      requestID: m.requestID, sessionID: m.sessionID), timeout: .seconds(60))
         } catch {
             throw WorkerFailure(code: .unreachable, message: "cannot reach \(r.destination): \(error.localizedDescription)")
         }
-        logger.info("sent session \(m.sessionID) layers \(r.layers.lowerBound)..<\(r.layers.upperBound) to \(r.destination): \(payload.count) bytes of \(cache.kind)")
+        logger.info("sent session \(m.sessionID) layers \(r.layers.lowerBound)..<\(r.layers.upperBound) to \(r.destination): \(payload.count) bytes of \(r.encoding) (\(r.mode))")
     }
 
-    /// Installs a received cache: as the session's cache when it covers exactly this
-    /// worker's layers, else as a replica. CSR payloads must name this worker's dictionary.
+    /// Decodes a received cache completely (refusing CSR payloads coded with another
+    /// dictionary). Install mode makes it the session's cache for its segment (splitting a
+    /// freshly added segment to match), or a replica when no segment holds those layers;
+    /// measure mode discards it after the check.
     private func receiveKV(_ t: KVTransferBody, message m: WireMessage, from received: ReceivedMessage) throws {
         guard let assignment else { throw WorkerFailure(code: .unexpectedMessage, message: "a KV transfer before any assignment") }
         let capacity = assignment.contextCapacity
@@ -344,20 +391,40 @@ public final class Worker {
         case let k where k.hasPrefix("kivi"): cache = try KIVICache.deserialize(t.payload, capacity: capacity, rope: base.rope)
         default: throw WorkerFailure(code: .unexpectedMessage, message: "unknown KV encoding '\(t.encoding)'")
         }
-        let spec = assignment.kvSpec.lowercased()
-        let ownKind = spec.hasPrefix(WireProtocol.csrEncoding) ? WireProtocol.csrEncoding : spec
-        if t.layers == assignment.layers, cache.kind == ownKind {
-            sessions[m.sessionID] = cache
-        } else {
-            replicas[m.sessionID] = cache
+        if t.mode == .install {
+            let spec = assignment.kvSpec.lowercased()
+            let ownKind = spec.hasPrefix(WireProtocol.csrEncoding) ? WireProtocol.csrEncoding : spec
+            if cache.kind == ownKind, try segmentForInstall(t.layers, session: m.sessionID) {
+                sessions[m.sessionID, default: [:]][t.layers.lowerBound] = cache
+            } else {
+                replicas[m.sessionID] = cache
+            }
         }
-        let ack = WireMessage(.kvTransferAck(KVTransferAckBody(layers: t.layers, tokenCount: cache.tokenCount)),
-                              requestID: m.requestID, sessionID: m.sessionID)
-        logger.info("installed session \(m.sessionID) layers \(t.layers.lowerBound)..<\(t.layers.upperBound) from \(received.peer): \(cache.tokenCount) tokens, \(t.payload.count) bytes")
+        let ack = WireMessage(.kvTransferAck(KVTransferAckBody(
+            layers: t.layers, tokenCount: cache.tokenCount, mode: t.mode, payloadBytes: UInt64(t.payload.count),
+            wireBytes: UInt64(received.wireBytes))), requestID: m.requestID, sessionID: m.sessionID)
+        let verb = t.mode == .install ? "installed" : "checked and discarded"
+        logger.info("\(verb) session \(m.sessionID) layers \(t.layers.lowerBound)..<\(t.layers.upperBound) from \(received.peer): \(cache.tokenCount) tokens, \(t.payload.count) bytes of \(t.encoding)")
         reply(to: received, ack)
         if received.peer != coordinatorPeerID {
             do { try up.send(ack, timeout: .seconds(5)) } catch { logger.warning("could not tell the coordinator: \(error)") }
         }
+    }
+
+    /// Whether `layers` is (or can be made) a segment of this worker for the session's
+    /// cache. A segment that no session holds a cache for yet (freshly added by a drain)
+    /// is split so that `layers` becomes one of its pieces.
+    private func segmentForInstall(_ layers: Range<Int>, session: UInt64) throws -> Bool {
+        if segments.contains(where: { $0.layers == layers }) { return true }
+        guard let i = segments.firstIndex(where: { $0.layers.lowerBound <= layers.lowerBound && layers.upperBound <= $0.layers.upperBound })
+        else { return false }
+        let whole = segments[i].layers
+        guard !sessions.values.contains(where: { $0[whole.lowerBound] != nil }) else { return false }
+        let pieces = [whole.lowerBound..<layers.lowerBound, layers, layers.upperBound..<whole.upperBound].filter { !$0.isEmpty }
+        let split = try pieces.map { Segment(layers: $0, model: try LlamaModel(gguf: gguf, layers: $0, embeddings: false, head: false)) }
+        segments.replaceSubrange(i...i, with: split)
+        logger.info("split layers \(whole.lowerBound)..<\(whole.upperBound) into \(pieces.map { "\($0.lowerBound)..<\($0.upperBound)" }.joined(separator: ", ")) for incoming KV")
+        return true
     }
 
     private func peer(_ endpoint: String) throws -> CountedSocket {

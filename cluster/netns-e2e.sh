@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# The emulated-link test: a coordinator and 3 workers, each on its own emulated host
+# (cluster/netns-launch.sh), over rate-limited links. For each KV setting it
+#   1. runs a local single-process reference generation,
+#   2. starts the cluster over --rate links after timing a bulk transfer over them
+#      (the achieved rate must be 80-102% of the configured one),
+#   3. generates from the client namespace and checks the tokens equal the reference,
+#   4. prints the coordinator's byte counters,
+#   5. runs `sparsekv cluster drain` when the binary has it (hook, see DRAIN below),
+#   6. checks that nothing is left: no process, namespace or link.
+# Then it stops a cluster with SIGTERM while it is loading and once while it serves a
+# command, and checks the same. Needs root. Exit status 0 only if every step passed.
+#
+#   cluster/netns-e2e.sh [--bin PATH] [--rate 100mbit] [--kv SPEC]... [--keep-logs]
+#   (default --kv csr:8,coef=i8 and fp32; binary from --bin, $SPARSEKV_BIN or .build/release/sparsekv)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+bin="${SPARSEKV_BIN:-$root/.build/release/sparsekv}"
+rate=100mbit kvs=() keep=0
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --bin) bin="$2"; shift 2 ;;
+        --rate) rate="$2"; shift 2 ;;
+        --kv) kvs+=("$2"); shift 2 ;;
+        --keep-logs) keep=1; shift ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) echo "netns-e2e: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[[ ${#kvs[@]} -gt 0 ]] || kvs=("csr:8,coef=i8" fp32)
+
+home_dir="${SPARSEKV_HOME:-$HOME/.cache/sparsekv}"
+model="$home_dir/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+dict="$root/dicts/SmolLM2-135M-Instruct.Q4_1.csr.gguf"
+launcher="$here/netns-launch.sh"
+ctx=2048 tokens=24 drain_worker=w2
+work=""
+t0=$SECONDS
+
+# MARK: - Reporting
+
+step="preconditions"
+launcher_pid="" prefixes=()
+say() { echo "[netns-e2e $((SECONDS - t0))s] $*" >&2; }
+fail() { echo "[netns-e2e] FAILED at step '$step': $*" >&2; exit 1; }
+finish() {
+    local status=$?
+    # A launcher still running (this script was interrupted) is stopped; it removes its own
+    # namespaces, and --cleanup removes what a killed one could not.
+    if [[ -n "$launcher_pid" ]] && kill -0 "$launcher_pid" 2>/dev/null; then
+        kill -TERM "$launcher_pid" 2>/dev/null || true
+        wait "$launcher_pid" 2>/dev/null || true
+    fi
+    for p in "${prefixes[@]}"; do "$launcher" --cleanup "$p" >/dev/null 2>&1 || true; done
+    if [[ $status -eq 0 ]]; then
+        say "PASSED (${#kvs[@]} KV settings at $rate, 2 interrupted runs) in $((SECONDS - t0)) s"
+        [[ $keep -eq 1 ]] && say "logs in $work" || rm -rf "$work"
+    elif [[ -n "$work" ]]; then
+        echo "[netns-e2e] logs in $work" >&2
+    fi
+    exit $status
+}
+trap finish EXIT
+trap 'echo "[netns-e2e] interrupted at step '"'"'$step'"'"'" >&2; exit 130' INT
+trap 'echo "[netns-e2e] terminated at step '"'"'$step'"'"'" >&2; exit 143' TERM
+
+# MARK: - Preconditions
+
+[[ $(id -u) -eq 0 ]] || fail "needs root (network namespaces and tc); run it with sudo"
+[[ -x "$bin" ]] || fail "no sparsekv binary at $bin; build it (swift build -c release) or pass --bin PATH"
+[[ -f "$model" ]] || fail "no model at $model; run scripts/setup.sh"
+[[ -f "$dict" ]] || fail "no dictionary at $dict"
+command -v python3 >/dev/null || fail "needs python3"
+work="$(mktemp -d -t sparsekv-netns-e2e.XXXXXX)"
+prompt="$work/prompt.txt"
+if [[ -f "$home_dir/texts/cfi-ch4.txt" ]]; then
+    head -c 2000 "$home_dir/texts/cfi-ch4.txt" >"$prompt"   # about 400 tokens
+else
+    for _ in $(seq 20); do echo "The history of copyright is a history of printers, authors and readers."; done >"$prompt"
+fi
+rate_bits="$(python3 -c 'import re,sys; m=re.fullmatch(r"(\d+)(bit|kbit|mbit|gbit)", sys.argv[1].lower()); print(int(m[1])*{"bit":1,"kbit":10**3,"mbit":10**6,"gbit":10**9}[m[2]]) if m else sys.exit(1)' "$rate")" \
+    || fail "--rate takes N{bit,kbit,mbit,gbit}, e.g. 100mbit (got '$rate')"
+# Bulk transfer for the rate check: about 1 s per direction.
+measure=$((rate_bits / 8))
+
+new_prefix() { local p; p="e2e$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n' | cut -c1-5)"; prefixes+=("$p"); echo "$p"; }
+
+# Nothing of run PREFIX (logs in DIR) may be left: processes, namespaces, links.
+assert_clean() {
+    local p="$1" dir="$2" pid left
+    for pid in $(cat "$dir/pids" "$dir/cmd.pid" 2>/dev/null); do
+        kill -0 "$pid" 2>/dev/null && fail "process $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-80)) is still running"
+    done
+    left="$(ip netns list | awk '{print $1}' | grep "^$p-" || true)"
+    [[ -z "$left" ]] || fail "namespaces left: $left"
+    left="$(ip -br link | awk '{print $1}' | grep "^$p-" || true)"
+    [[ -z "$left" ]] || fail "links left in the root namespace: $left"
+    say "clean: no process, namespace or link of $p left"
+}
+
+# MARK: - The client (runs in the client namespace, SPARSEKV_CLUSTER set)
+
+cat >"$work/client.sh" <<'CLIENT'
+#!/usr/bin/env bash
+set -euo pipefail
+out="$1"
+"$BIN" generate --cluster "$SPARSEKV_CLUSTER" --prompt-file "$PROMPT" -n "$TOKENS" --ignore-eos --json >"$out/cluster.json" \
+    || { echo "client: generate --cluster failed" >&2; exit 11; }
+"$BIN" cluster stats --cluster "$SPARSEKV_CLUSTER" >"$out/stats.json" \
+    || { echo "client: cluster stats failed" >&2; exit 12; }
+# ---- DRAIN hook (for the lead): runs only when the binary has `cluster drain`. ----
+# An unknown subcommand's --help prints the parent's help with status 0, so look for the
+# subcommand's own usage line rather than the status.
+if "$BIN" cluster drain --help 2>/dev/null | grep -q "USAGE: sparsekv cluster drain"; then
+    "$BIN" cluster drain "$DRAIN_WORKER" --cluster "$SPARSEKV_CLUSTER" --baseline fp16 --json >"$out/drain.json" \
+        || { echo "client: cluster drain $DRAIN_WORKER failed" >&2; exit 13; }
+    # TODO(lead): after the drain the remaining workers must still give the reference tokens.
+    "$BIN" generate --cluster "$SPARSEKV_CLUSTER" --prompt-file "$PROMPT" -n "$TOKENS" --ignore-eos --json >"$out/after-drain.json" \
+        || { echo "client: generate after drain failed" >&2; exit 14; }
+fi
+CLIENT
+chmod +x "$work/client.sh"
+export BIN="$bin" PROMPT="$prompt" TOKENS="$tokens" DRAIN_WORKER="$drain_worker"
+
+# MARK: - One KV setting end to end
+
+run_setting() {
+    local kv="$1" name="${1//[^a-z0-9]/_}" dir p status
+    dir="$work/$name"; mkdir -p "$dir"
+    local dict_args=(); [[ $kv == csr* ]] && dict_args=(--dict "$dict")
+
+    step="$kv: local reference"
+    "$bin" generate --kv "$kv" "${dict_args[@]}" --ctx "$ctx" --prompt-file "$prompt" -n "$tokens" --ignore-eos --json -t 1 \
+        >"$dir/reference.json" 2>"$dir/reference.log" || { cat "$dir/reference.log" >&2; fail "the single-process run failed"; }
+    say "$kv: reference run done"
+
+    step="$kv: cluster over $rate links"
+    p="$(new_prefix)"
+    # In the background, so that a signal to this script is handled at once (finish stops it).
+    "$launcher" --bin "$bin" --prefix "$p" --rate "$rate" --measure "$measure" -n 3 --kv "$kv" "${dict_args[@]}" \
+        --ctx "$ctx" --logs "$dir/logs" -- "$work/client.sh" "$dir" >"$dir/launcher.out" 2>"$dir/launcher.err" &
+    launcher_pid=$!
+    set +e; wait "$launcher_pid"; status=$?; set -e
+    launcher_pid=""
+    sed 's/^/    /' "$dir/launcher.err" >&2
+    case $status in
+        0) ;;
+        11) fail "generate --cluster failed in the client namespace (logs in $dir/logs)" ;;
+        12) fail "cluster stats failed (logs in $dir/logs)" ;;
+        13) step="$kv: drain hook"; fail "cluster drain $drain_worker failed (logs in $dir/logs)" ;;
+        14) step="$kv: drain hook"; fail "generate after the drain failed (logs in $dir/logs)" ;;
+        *) fail "netns-launch.sh exited with $status (see the lines above; logs in $dir/logs)" ;;
+    esac
+
+    step="$kv: cleanup after the run"
+    assert_clean "$p" "$dir/logs"
+
+    step="$kv: link rate"
+    python3 - "$dir/logs/rate.json" <<'PY' || fail "the links do not run at the configured rate"
+import json, sys
+r = json.load(open(sys.argv[1]))
+bad = [t for t in r["transfers"] if not 0.80 <= t["ratio"] <= 1.02]
+for t in bad:
+    print(f"    {t['direction']}: {t['mbitPerSecond']} Mbit/s against {t['configuredMbitPerSecond']} configured", file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+
+    step="$kv: tokens against the reference"
+    python3 - "$dir" "$kv" <<'PY' || fail "the cluster's tokens differ from the single-process run"
+import json, os, sys
+d, kv = sys.argv[1], sys.argv[2]
+ref = json.load(open(f"{d}/reference.json"))
+got = json.load(open(f"{d}/cluster.json"))
+ok = True
+def compare(label, run):
+    global ok
+    if run["promptTokens"] != ref["promptTokens"] or run["generatedTokens"] != ref["generatedTokens"]:
+        ok = False
+        print(f"    {label}: {run['generatedTokens']}\n    reference: {ref['generatedTokens']}", file=sys.stderr)
+    else:
+        print(f"    {label}: {len(run['promptTokens'])} prompt + {len(run['generatedTokens'])} generated tokens equal "
+              f"the reference, decode {run['decodeTokensPerSecond']:.1f} tok/s", file=sys.stderr)
+compare(f"{kv} cluster", got)
+if os.path.exists(f"{d}/after-drain.json"):
+    compare(f"{kv} after drain", json.load(open(f"{d}/after-drain.json")))
+sys.exit(0 if ok else 1)
+PY
+
+    step="$kv: byte counters"
+    python3 - "$dir" <<'PY' || fail "the coordinator's byte counters are missing or show no activations"
+import json, sys
+d = sys.argv[1]
+stats = json.load(open(f"{d}/stats.json"))
+print("    coordinator byte counters by peer (nonzero categories):", file=sys.stderr)
+for peer, cats in sorted(stats["byPeer"].items()):
+    for cat, c in sorted(cats.items()):
+        if c["sentBytes"] or c["receivedBytes"]:
+            print(f"      {peer:14s} {cat:12s} sent {c['sentBytes']:>11,} B / {c['sentMessages']:>4} msgs, "
+                  f"received {c['receivedBytes']:>11,} B / {c['receivedMessages']:>4} msgs", file=sys.stderr)
+acts = sum(c["activations"]["sentBytes"] for c in stats["byPeer"].values())
+sys.exit(0 if acts > 0 else 1)
+PY
+
+    # ---- DRAIN (for the lead): per-transfer bytes and nanoseconds, CSR vs the fp16 baseline. ----
+    if [[ -f "$dir/drain.json" ]]; then
+        step="$kv: drain report"
+        say "$kv: drain of $drain_worker:"
+        python3 -m json.tool "$dir/drain.json" | sed 's/^/    /' >&2
+        # TODO(lead): assert on the reply's fields (CSR bytes < fp16 bytes; bytes equal the
+        # kv counters' delta; time consistent with $rate).
+    else
+        say "$kv: drain hook skipped (this binary has no 'cluster drain')"
+    fi
+}
+
+# MARK: - Interrupted runs
+
+# Starts a cluster in the background and sends SIGTERM once WHEN holds (loading: all 4
+# processes started; serving: the cluster is ready and CMD is running).
+interrupted_run() {
+    local when="$1" dir="$work/interrupt-$1" p status
+    mkdir -p "$dir"
+    step="SIGTERM while $when"
+    p="$(new_prefix)"
+    "$launcher" --bin "$bin" --prefix "$p" --rate "$rate" -n 3 --kv fp32 --ctx "$ctx" --logs "$dir/logs" \
+        -- sleep 600 >"$dir/launcher.out" 2>"$dir/launcher.err" &
+    launcher_pid=$!
+    for _ in $(seq 600); do
+        case $when in
+            loading) [[ -f "$dir/logs/pids" && $(wc -l <"$dir/logs/pids") -eq 4 ]] && break ;;
+            serving) [[ -s "$dir/logs/cmd.pid" ]] && break ;;
+        esac
+        kill -0 "$launcher_pid" 2>/dev/null || { cat "$dir/launcher.err" >&2; fail "the launcher exited early"; }
+        sleep 0.1
+    done
+    [[ $when == loading ]] && grep -q '^READY' "$dir/logs/coordinator.out" && say "note: the cluster was ready before the signal"
+    kill -TERM "$launcher_pid"
+    set +e; wait "$launcher_pid"; status=$?; set -e
+    launcher_pid=""
+    [[ $status -eq 143 ]] || { cat "$dir/launcher.err" >&2; fail "the launcher exited with $status after SIGTERM (expected 143)"; }
+    say "SIGTERM while $when: launcher exited with 143"
+    assert_clean "$p" "$dir/logs"
+}
+
+# MARK: - Run
+
+say "binary $bin, links $rate, KV settings: ${kvs[*]}"
+for kv in "${kvs[@]}"; do run_setting "$kv"; done
+interrupted_run loading
+interrupted_run serving
+step="done"

@@ -331,14 +331,19 @@ else
     [[ $started -eq 1 ]] || die "the long generation did not start a session"
     kill -0 "$long_pid" 2>/dev/null || die "the generation ended before the drain was issued"
     drain_args=(--cluster "$endpoint" --json)
-    # Where the CLI can wait for decoding to be under way, let it (else: prefill has started).
-    grep -q -- '--after-tokens' <<<"$("$bin" cluster drain --help 2>&1 || true)" && drain_args+=(--after-tokens 8)
+    drain_help="$("$bin" cluster drain --help 2>&1 || true)"
+    # Where the CLI can wait for decoding to be under way, let it (else: prefill has started);
+    # where it can, also send the KV as dense fp16 to measure both on the same sockets.
+    grep -q -- '--after-tokens' <<<"$drain_help" && drain_args+=(--after-tokens 8)
+    grep -q -- '--baseline' <<<"$drain_help" && drain_args+=(--baseline fp16)
     "$bin" cluster drain "$drain_id" "${drain_args[@]}" >"$run_dir/drain.json" 2>"$run_dir/drain.err" \
         || die "sparsekv cluster drain $drain_id failed"
     python3 - "$run_dir/drain.json" <<'PY' || die "the drain moved no live session"
 import json, sys
 r = json.load(open(sys.argv[1]))
 print("   drain: " + json.dumps(r, sort_keys=True)[:2000])
+for enc, b in sorted(r.get("wireBytesByEncoding", {}).items()):
+    print(f"   KV moved as {enc}: {b:,} bytes on the wire")
 # A drain that found no live session would not test the KV move.
 sys.exit(0 if r.get("sessionCount", 1) >= 1 else 1)
 PY

@@ -3,7 +3,7 @@
 # workers in containers, a generation and a KV drain through them, tokens checked against
 # a local single-process run with the same settings.
 #
-#   cluster/docker-e2e.sh [--bin PATH] [--kv SPEC]        (as root; `make docker-e2e`)
+#   cluster/docker-e2e.sh [--bin PATH] [--kv SPEC] [--keep-logs]   (as root; `make docker-e2e`)
 #
 # Steps: Debian packages (docker.io, docker-compose, debootstrap) if missing; a Docker
 # engine (dockerd started in the background if none answers, stopped at exit); the base
@@ -11,7 +11,8 @@
 # the project image from the prebuilt binary (docker/Dockerfile --target prebuilt);
 # compose up; wait for READY; generate and compare; drain w2 during a generation and
 # compare; byte counters; compose down. On any failure or signal it says which step
-# failed, shows the containers' logs, brings everything down and exits non-zero.
+# failed, shows the containers' logs, brings everything down and exits non-zero; the run's
+# folder (container and dockerd logs, client output) is kept then, or with --keep-logs.
 #
 # Environment:
 #   SPARSEKV_BIN               sparsekv binary (default .build/release/sparsekv; --bin)
@@ -31,11 +32,13 @@ cd "$root"
 
 bin="${SPARSEKV_BIN:-.build/release/sparsekv}"
 kv="${SPARSEKV_E2E_KV:-csr:8,coef=i8}"
+keep_logs=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --bin) bin="$2"; shift 2 ;;
         --kv) kv="$2"; shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        --keep-logs) keep_logs=1; shift ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "docker-e2e.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -102,6 +105,7 @@ cleanup() {
     for p in "${bg_pids[@]}"; do wait "$p" 2>/dev/null; done
     if [[ $compose_up -eq 1 ]]; then
         echo "== [$((SECONDS - t0)) s] bringing the cluster down" >&2
+        "${compose[@]}" logs --no-color --timestamps >"$run_dir/containers.log" 2>&1
         # The coordinator first: it tells its workers to shut down.
         "${compose[@]}" stop -t 10 coordinator >/dev/null 2>&1
         "${compose[@]}" down -v --remove-orphans -t 5 >/dev/null 2>&1 \
@@ -125,12 +129,12 @@ cleanup() {
         fi
         wait "$dockerd_pid" 2>/dev/null
     fi
-    if [[ $status -eq 0 ]]; then
+    if [[ $status -eq 0 && $keep_logs -eq 0 ]]; then
         rm -rf "$run_dir"
-        echo "== [$((SECONDS - t0)) s] docker e2e passed"
     elif ! rmdir "$run_dir" 2>/dev/null; then
-        echo "docker-e2e: files of this run (dockerd log, client output) are in $run_dir" >&2
+        echo "docker-e2e: files of this run (container, dockerd and client logs) are in $run_dir" >&2
     fi
+    [[ $status -eq 0 ]] && echo "== [$((SECONDS - t0)) s] docker e2e passed"
     exit "$status"
 }
 trap cleanup EXIT
@@ -347,7 +351,9 @@ for enc, b in sorted(r.get("wireBytesByEncoding", {}).items()):
 # A drain that found no live session would not test the KV move.
 sys.exit(0 if r.get("sessionCount", 1) >= 1 else 1)
 PY
+    echo "   [$((SECONDS - t0)) s] drain done; waiting for the generation"
     wait_pid "$long_pid" 300 || die "the generation during the drain failed"
+    echo "   [$((SECONDS - t0)) s] generation done"
     wait_pid "$ref_long_pid" 300 || die "the local reference run (long) failed"
     same_tokens "$run_dir/long.json" "$run_dir/ref-long.json" || die "tokens after the drain differ from the local run"
     drained_id="$("${compose[@]}" ps -q "$drain_id")"
@@ -386,6 +392,7 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "stats-*.json"))):
 PY
 
 step "compose down"
+"${compose[@]}" logs --no-color --timestamps >"$run_dir/containers.log" 2>&1 || true
 "${compose[@]}" stop -t 10 coordinator >/dev/null 2>&1 || true
 "${compose[@]}" down -v --remove-orphans -t 5 >"$run_dir/compose-down.err" 2>&1 || die "compose down failed"
 compose_up=0

@@ -17,10 +17,12 @@ ready_file="${TMPDIR:-/tmp}/sparsekv-coordinator.out"
 
 fail() { echo "sparsekv-entrypoint: $*" >&2; exit 2; }
 
-# This container's address on the compose network (the first one /etc/hosts gives for
-# its hostname): what a scaled worker without SPARSEKV_ADVERTISE_HOST announces.
-own_address() {
-    getent hosts "$(hostname)" | awk '{ print $1; exit }'
+# Addresses, not names, go into endpoints: ZeroMQ resolves a name again on every
+# reconnect, on its I/O thread, and a name that left the network (a drained or stopped
+# container) can stall it for the resolver's whole timeout (20 s per try in Docker's DNS
+# without a reachable upstream server).
+address_of() { # NAME -> its first address, or NAME itself when it does not resolve
+    getent hosts "$1" | awk '{ print $1; exit }' | grep . || echo "$1"
 }
 
 case "${1:-}" in
@@ -39,10 +41,9 @@ coordinator)
 worker)
     shift
     [ -r "$model" ] || fail "no model at $model: mount the host's model folder on ${SPARSEKV_HOME:-/var/lib/sparsekv}/models (SPARSEKV_MODELS) and set SPARSEKV_MODEL to the file name"
-    host="${SPARSEKV_ADVERTISE_HOST:-$(own_address)}"
-    [ -n "$host" ] || fail "cannot tell this container's address; set SPARSEKV_ADVERTISE_HOST"
+    host="${SPARSEKV_ADVERTISE_HOST:-$(address_of "$(hostname)")}"
     id="${SPARSEKV_WORKER_ID:-worker-$(hostname)}"
-    set -- worker --model "$model" --coordinator "${SPARSEKV_COORDINATOR:-tcp://coordinator:$port}" \
+    set -- worker --model "$model" --coordinator "${SPARSEKV_COORDINATOR:-tcp://$(address_of coordinator):$port}" \
         --listen "tcp://0.0.0.0:$worker_port" --advertise "tcp://$host:$worker_port" \
         --id "$id" --memory "${SPARSEKV_MEMORY:-2G}" -t "$threads" "$@"
     ;;

@@ -65,6 +65,7 @@ step_t0=$SECONDS
 dockerd_pid=""
 compose_up=0
 rootfs=""
+debootstrap_pid=""
 bg_pids=()
 compose=()
 
@@ -113,6 +114,10 @@ cleanup() {
         left="$(docker ps -aq --filter "label=com.docker.compose.project=$project")"
         [[ -n "$left" ]] && docker rm -f $left >/dev/null 2>&1
         docker network ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker network rm >/dev/null 2>&1
+    fi
+    if [[ -n "$debootstrap_pid" ]]; then
+        kill -TERM -- "-$debootstrap_pid" 2>/dev/null
+        wait "$debootstrap_pid" 2>/dev/null
     fi
     if [[ -n "$rootfs" && -d "$rootfs" ]]; then
         # debootstrap mounts proc/sys inside the target; never delete through a mount.
@@ -208,9 +213,12 @@ else
         mkdir -p "$cache_dir"
         rootfs="$run_dir/rootfs"
         echo "   debootstrap bookworm (minbase + libzmq5, OpenBLAS) from $mirror"
-        debootstrap --variant=minbase --include=libzmq5,libopenblas0-pthread \
-            bookworm "$rootfs" "$mirror" >"$run_dir/debootstrap.err" 2>&1 \
-            || die "debootstrap failed (see $run_dir/debootstrap.err)"
+        # In the background, in its own process group: a signal to this script stops it at once.
+        setsid debootstrap --variant=minbase --include=libzmq5,libopenblas0-pthread \
+            bookworm "$rootfs" "$mirror" >"$run_dir/debootstrap.err" 2>&1 &
+        debootstrap_pid=$!
+        wait "$debootstrap_pid" || die "debootstrap failed (see $run_dir/debootstrap.err)"
+        debootstrap_pid=""
         rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin \
             "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* \
             "$rootfs"/usr/share/locale/* "$rootfs"/usr/share/info/*

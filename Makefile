@@ -3,7 +3,7 @@ SWIFT ?= swift
 RELEASE = -c release
 BIN = .build/release/sparsekv
 
-.PHONY: setup build demo test bench bench-eval netns-e2e clean
+.PHONY: setup build demo test bench bench-eval netns-e2e docker-e2e clean
 
 setup:            ## system packages, model, texts (idempotent)
 	bash scripts/setup.sh
@@ -25,6 +25,9 @@ bench-eval: build ## CSR evaluation table: KV caches vs fp32 on cfi-ch4 and alic
 
 netns-e2e: build  ## the cluster over emulated 100 Mbit/s links: a network namespace per process, tbf (root)
 	bash cluster/netns-e2e.sh --bin $(BIN)
+
+docker-e2e:       ## the cluster in Docker compose (root): generation + drain vs a local run; needs a built $(BIN)
+	bash cluster/docker-e2e.sh --bin $(BIN)
 
 clean:
 	rm -rf .build

@@ -3,7 +3,7 @@ SWIFT ?= swift
 RELEASE = -c release
 BIN = .build/release/sparsekv
 
-.PHONY: setup build demo test bench bench-eval netns-e2e docker-e2e clean
+.PHONY: setup build demo test bench bench-eval bench-bandwidth netns-e2e docker-e2e clean
 
 setup:            ## system packages, model, texts (idempotent)
 	bash scripts/setup.sh
@@ -14,8 +14,10 @@ build: setup
 demo: build       ## the main job
 	bash scripts/demo.sh
 
-test: setup       ## the test suite (optimized build; the real model runs in it)
+test: setup       ## the test suite (optimized build; the real model runs in it), then the emulated-link and docker compose end-to-end tests (root)
 	$(SWIFT) test $(RELEASE) -Xswiftc -enable-testing
+	bash cluster/netns-e2e.sh --bin $(BIN)
+	bash cluster/docker-e2e.sh --bin $(BIN)
 
 bench: build      ## speed benchmark vs llama.cpp in the same run (when llama-cpp-python is installed)
 	bash scripts/bench_speed.sh
@@ -29,8 +31,8 @@ netns-e2e: build  ## the cluster over emulated 100 Mbit/s links: a network names
 docker-e2e:       ## the cluster in Docker compose (root): generation + drain vs a local run; needs a built $(BIN)
 	bash cluster/docker-e2e.sh --bin $(BIN)
 
-clean:
-	rm -rf .build
-
 bench-bandwidth: build ## KV bandwidth report over emulated links (root; reports/bandwidth.{json,md,svg}, ~25 min)
 	python3 scripts/bench_bandwidth.py
+
+clean:
+	rm -rf .build

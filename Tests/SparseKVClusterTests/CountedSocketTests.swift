@@ -60,7 +60,7 @@ import Testing
         }
         #expect(w.total.sentMessages == UInt64(2 * fromWorker.count) && c.total.receivedMessages == w.total.sentMessages)
         #expect(w.total.sentBytes == c.total.receivedBytes && c.total.sentBytes == w.total.receivedBytes)
-        #expect(w.byCategory.kv.sentMessages == 4 && w.byCategory.activations.sentMessages == 4)
+        #expect(w.byCategory.kv.sentMessages == 6 && w.byCategory.activations.sentMessages == 4)
         #expect(c.byCategory.dictionary.sentMessages == 1)
         #expect(w.rejected == TrafficCount() && c.rejected == TrafficCount())
     }
@@ -100,7 +100,7 @@ import Testing
         var wrongVersion = try WireMessage(.ping(nonce: 1), requestID: 41).encode()
         wrongVersion[4] = 9
         var badFloat = try #require(try Samples.all().first { $0.kind == .activations }).encode()
-        badFloat.replaceSubrange(28 + 16..<28 + 20, with: withUnsafeBytes(of: Float.nan.bitPattern.littleEndian, Array.init))
+        badFloat.replaceSubrange(28 + 24..<28 + 28, with: withUnsafeBytes(of: Float.nan.bitPattern.littleEndian, Array.init))
         let garbage: [[[UInt8]]] = [
             [Array("GET / HTTP/1.1\r\n\r\n".utf8)],
             [wrongVersion],

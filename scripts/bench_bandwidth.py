@@ -256,7 +256,7 @@ def main():
                     "prefillTokensPerSecond": r["prefillTokensPerSecond"],
                     "peakRSSkB": c["peakRSSkB"],
                 })
-    report = {"machine": machine(), "model": "SmolLM2-135M-Instruct Q4_1", "decodeTokens": args.decode,
+    report = {"machine": machine(), "model": "SmolLM2-135M-Instruct Q4_1", "decodeTokens": args.decode, "threads": args.threads,
               "rates": args.rates, "contexts": args.ctx, "rows": rows, "counterChecks": checks,
               "quality": {names.get(s, s): quality.get(names.get(s, s)) for s in args.kv},
               "seconds": round(time.time() - started)}
@@ -291,8 +291,8 @@ def mb(b):
 def markdown(report):
     lines = [f"# KV bandwidth: {report['model']}, full-cache transfer between two workers", "",
              f"Measured on {report['machine']} with `scripts/bench_bandwidth.py` "
-             f"(2-worker handoff cluster over tbf-limited network namespaces; {report['decodeTokens']} tokens decoded per "
-             "session). Bytes are kvTransfer messages as the receiving worker's socket counted them; times run from the "
+             f"(2-worker handoff cluster over tbf-limited network namespaces, {report.get('threads', 1)} BLAS thread(s) per process; "
+             f"{report['decodeTokens']} tokens decoded per session). Bytes are kvTransfer messages as the receiving worker's socket counted them; times run from the "
              "coordinator's kvRequest to the receiver's ack (serialize, send, decode). The fp16 column is the same "
              "session's KV sent again in dense fp16. Quality is from the eval table (ctx 1024, 6 windows).", ""]
     q = report["quality"]

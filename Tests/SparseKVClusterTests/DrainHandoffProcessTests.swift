@@ -72,6 +72,29 @@ struct DrainHandoffProcessTests {
         #expect(cluster.stop())
     }
 
+    /// A worker that registers once the cluster serves gets the dictionary, acks its hash
+    /// and stands by without layers; serving goes on undisturbed.
+    @Test func aLateWorkerGetsTheDictionaryAndStandsBy() throws {
+        let cluster = try LocalCluster(workers: 2, kv: "csr:8")
+        let client = try ClusterClient(coordinator: cluster.endpoint)
+        let late = try Child("w9", arguments: ["worker", "--model", ClusterAssets.model, "--coordinator", cluster.endpoint,
+                                               "--id", "w9", "-t", "1"], directory: cluster.directory)
+        cluster.workers.append(late)
+        let deadline = ContinuousClock.now + .seconds(60)
+        var seen = TrafficByCategory()
+        while ContinuousClock.now < deadline {
+            seen = try client.stats().traffic.byPeer["w9"] ?? TrafficByCategory()
+            if seen.dictionary.sentBytes > 0 && seen.control.receivedMessages >= 2 { break }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        #expect(seen.dictionary.sentBytes > 4_000_000, "the dictionary went to the late worker")
+        #expect(seen.control.receivedMessages >= 2, "it registered and acked the dictionary's hash")
+        #expect(throws: NodeError.self, "a standby holds no layers to drain") { try client.drain(DrainRequestBody(workerID: "w9")) }
+        let reply = try client.generate(GenerateRequestBody(prompt: ClusterProcessTests.prompt, maxTokens: 8, ignoreEOS: true))
+        #expect(reply.generatedTokens == Array(try ClusterProcessTests.localTokens(kv: "csr:8", maxTokens: 8, ctx: 512)))
+        #expect(cluster.stop())
+    }
+
     @Test(arguments: ["fp32", "csr:8"])
     func prefillDecodeHandoffGivesTheSingleProcessTokens(kv: String) throws {
         let cluster = try LocalCluster(workers: 2, kv: kv, coordinatorArguments: ["--prefill-workers", "1", "--handoff-baseline", "fp16", "--replicate"])

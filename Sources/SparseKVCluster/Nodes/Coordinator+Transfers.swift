@@ -61,9 +61,10 @@ extension Coordinator {
         guard configuration.prefillWorkers == 0 else {
             return refuse(.unexpectedMessage, "drain is not supported with --prefill-workers: the prefill and decode pipelines must keep matching layer splits")
         }
-        guard let x = workers.firstIndex(where: { $0.id == d.workerID }), let layers = workers[x].layers else {
+        guard let x = workers.firstIndex(where: { $0.id == d.workerID }) else {
             return refuse(.unexpectedMessage, "no worker named \(d.workerID); the workers are \(workers.map(\.id).joined(separator: ", "))")
         }
+        guard let layers = workers[x].layers else { return refuse(.unexpectedMessage, "\(d.workerID) is a standby and holds no layers") }
         guard d.baseline.isEmpty || d.baseline == "fp16" || d.baseline == cacheKind else {
             return refuse(.unexpectedMessage, "baseline '\(d.baseline)': a transfer can be measured as 'fp16' or as the cache's own '\(cacheKind)'")
         }

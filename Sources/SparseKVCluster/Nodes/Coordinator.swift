@@ -253,7 +253,10 @@ public final class Coordinator {
             logger.warning("refused worker \(b.workerID): \(why)")
             answer(received, .error(ErrorBody(code: code, message: clip(why))), requestID: requestID)
         }
-        guard phase == .registering else { return refuse(.unexpectedMessage, "the cluster already has its \(configuration.workerCount) workers") }
+        guard phase == .registering || phase == .serving else {
+            return refuse(.unexpectedMessage, "the cluster is starting with its \(configuration.workerCount) workers; register again once it is ready")
+        }
+        guard workers.count < WireProtocol.maxWorkers else { return refuse(.unexpectedMessage, "the cluster has \(workers.count) workers, the most it numbers") }
         guard b.modelFingerprint == model.fingerprint else {
             return refuse(.modelMismatch, "model fingerprint \(b.modelFingerprint) differs from the coordinator's \(model.fingerprint); run every process on the same GGUF file")
         }
@@ -265,9 +268,32 @@ public final class Coordinator {
         }
         guard let routingID = received.routingID else { return }
         workers.append(WorkerState(id: b.workerID, routingID: routingID, endpoint: b.peerEndpoint, budget: b.memoryBudgetBytes))
-        logger.info("registered \(b.workerID) at \(b.peerEndpoint), budget \(b.memoryBudgetBytes) bytes (\(workers.count)/\(configuration.workerCount))")
         answer(received, .registerAck(workerIndex: workers.count - 1), requestID: requestID)
+        guard phase == .serving else {
+            logger.info("registered \(b.workerID) at \(b.peerEndpoint), budget \(b.memoryBudgetBytes) bytes (\(workers.count)/\(configuration.workerCount))")
+            return
+        }
+        // A worker that registers once the cluster serves is a standby: it gets the
+        // dictionary (and must ack its hash) but no layers.
+        let i = workers.count - 1
+        workers[i].pipeline = Self.standby
+        do {
+            var options = ZMQSocketOptions()
+            options.routingID = Array(coordinatorPeerID.utf8)
+            let link = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: b.workerID, options: options)
+            try link.connect(b.peerEndpoint.description)
+            workers[i].link = link
+        } catch {
+            logger.error("cannot connect to standby \(b.workerID) at \(b.peerEndpoint): \(error.localizedDescription)")
+            workers.remove(at: i)
+            return
+        }
+        logger.info("registered \(b.workerID) at \(b.peerEndpoint) as a standby (no layers)")
+        if let d = dictionary { sendToWorker(i, WireMessage(.dictionary(DictionaryBody(contentHash: d.hash, gguf: d.gguf)))) }
     }
+
+    /// The pipeline number of a worker that registered after the start: it holds no layers.
+    static let standby = -1
 
     private func assignShards() throws {
         // With a handoff, both pipelines get one split, planned on the smaller budget of

@@ -61,7 +61,7 @@ extension Coordinator {
         guard configuration.prefillWorkers == 0 else {
             return refuse(.unexpectedMessage, "drain is not supported with --prefill-workers: the prefill and decode pipelines must keep matching layer splits")
         }
-        guard let x = workers.firstIndex(where: { $0.id == d.workerID }) else {
+        guard let x = index(ofWorker: d.workerID) else {
             return refuse(.unexpectedMessage, "no worker named \(d.workerID); the workers are \(workers.map(\.id).joined(separator: ", "))")
         }
         guard let layers = workers[x].layers else { return refuse(.unexpectedMessage, "\(d.workerID) is a standby and holds no layers") }
@@ -105,7 +105,7 @@ extension Coordinator {
     /// Once every live session is parked, the receivers load their added layers.
     func advanceDrain() {
         guard var d = drain, d.step == .waiting, active.values.allSatisfy({ $0.parked != nil }) else { return }
-        guard let x = workers.firstIndex(where: { $0.id == d.request.workerID }) else { return failDrain("the worker is gone") }
+        guard let x = index(ofWorker: d.request.workerID) else { return failDrain("the worker is gone") }
         d.sessions = active.keys.sorted()
         d.paused = .now
         d.step = .loading(Set(d.newLayers.keys))
@@ -113,7 +113,7 @@ extension Coordinator {
         drain = d
         logger.info("drain of \(d.request.workerID): \(d.sessions.count) session(s) paused; neighbours loading their added layers")
         for (id, layers) in d.newLayers {
-            guard let i = workers.firstIndex(where: { $0.id == id }) else { continue }
+            guard let i = index(ofWorker: id) else { continue }
             sendToWorker(i, WireMessage(.shardAssignment(assignment(for: i, layers: layers, without: x))))
         }
     }
@@ -132,7 +132,7 @@ extension Coordinator {
         d.step = waiting.isEmpty ? .transferring : .loading(waiting)
         drain = d
         guard waiting.isEmpty else { return }
-        guard let x = workers.firstIndex(where: { $0.id == d.request.workerID }) else { return failDrain("the worker is gone") }
+        guard let x = index(ofWorker: d.request.workerID) else { return failDrain("the worker is gone") }
         for session in d.sessions {
             for move in d.moves {
                 requestTransfer(session: session, from: x, to: move.to, layers: move.layers, encoding: cacheKind, mode: .install, purpose: .drain)
@@ -146,7 +146,7 @@ extension Coordinator {
         guard let d = drain, !pendingTransfers.values.contains(where: { $0.purpose == .drain }) else { return }
         let measured = d.transfers.contains { $0.mode == .measure }
         guard !d.request.baseline.isEmpty, !measured, !d.sessions.isEmpty,
-              let x = workers.firstIndex(where: { $0.id == d.request.workerID })
+              let x = index(ofWorker: d.request.workerID)
         else { return finishDrain() }
         for session in d.sessions {
             for move in d.moves {
@@ -159,9 +159,9 @@ extension Coordinator {
     /// All KV is over: the receivers serve the drained layers, the drained worker goes,
     /// the client gets the transfers, and the sessions resume.
     func finishDrain() {
-        guard let d = drain, let x = workers.firstIndex(where: { $0.id == d.request.workerID }) else { return }
+        guard let d = drain, let x = index(ofWorker: d.request.workerID) else { return }
         for (id, layers) in d.newLayers {
-            guard let i = workers.firstIndex(where: { $0.id == id }) else { continue }
+            guard let i = index(ofWorker: id) else { continue }
             let pieces = d.moves.filter { $0.to == id }.map(\.layers)
             workers[i].segments = (workers[i].segments + pieces).sorted { $0.lowerBound < $1.lowerBound }
             workers[i].layers = layers
@@ -194,7 +194,7 @@ extension Coordinator {
             resumeParked()
         } else {
             for id in d.newLayers.keys {
-                if let i = workers.firstIndex(where: { $0.id == id }) { sendToWorker(i, WireMessage(.shardAssignment(assignment(for: i)))) }
+                if let i = index(ofWorker: id) { sendToWorker(i, WireMessage(.shardAssignment(assignment(for: i)))) }
             }
             for id in active.keys.sorted() where active[id]?.parked != nil {
                 fail(id, code: .internalError, message: "the drain of \(d.request.workerID) failed while its KV moved: \(why)")

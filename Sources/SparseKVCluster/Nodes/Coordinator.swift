@@ -369,6 +369,8 @@ public final class Coordinator {
         if workers.allSatisfy({ $0.ready && (dictionary == nil || $0.dictionaryAcked) }) { phase = .serving }
     }
 
+    func index(ofWorker id: String) -> Int? { workers.firstIndex { $0.id == id } }
+
     private func workerIndex(_ received: ReceivedMessage) -> Int? {
         workers.firstIndex { $0.id == received.peer && $0.routingID == received.routingID }
     }
@@ -427,12 +429,13 @@ public final class Coordinator {
         guard var r = active[sessionID] else { return }
         switch action {
         case .send(let states):
-            if shouldHandOff(r, states) || drainHolds(r) {
+            let handoff = shouldHandOff(r, states)
+            if handoff || drainHolds(r) {
                 r.parked = states
                 if r.session.prefillEnd != nil { r.pausedSince = r.pausedSince ?? .now }
                 r.deadline = .now + configuration.stepTimeout
                 active[sessionID] = r
-                if shouldHandOff(r, states) { startHandoff(sessionID) } else { advanceDrain() }
+                if handoff { startHandoff(sessionID) } else { advanceDrain() }
                 return
             }
             try send(states, sessionID: sessionID)

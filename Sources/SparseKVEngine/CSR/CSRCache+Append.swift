@@ -8,10 +8,7 @@ import SparseCoding
 /// are not repeated: a replica got them with the prompt.
 extension CSRCache {
     func codeAppendPayload(layers: Range<Int>, tokens: Range<Int>) throws -> [UInt8] {
-        let n = try transferTokenCount(layers: layers)
-        guard !tokens.isEmpty, tokens.upperBound <= n else {
-            throw KVCacheError.incompatiblePayload("tokens \(tokens) requested, \(n) held")
-        }
+        try checkAppendRange(layers: layers, tokens: tokens)
         var w = BinaryWriter(capacity: 256 + 64 * layers.count * tokens.count)
         KVPayloadHeader(kind: kind, layers: layers, kvHeads: geometry.kvHeads, headDim: geometry.headDim,
                         tokenCount: tokens.count, keysRotated: false).write(to: &w)
@@ -42,14 +39,7 @@ extension CSRCache {
             }
             do {
                 let first = Int(try r.read(UInt32.self, "first position"))
-                let hash = try r.readString("dictionary hash", maxLength: 128)
-                guard hash == codec.dictionary.contentHash else {
-                    throw CSRError.dictionaryHashMismatch(payload: hash, local: codec.dictionary.contentHash)
-                }
-                let settings = try r.readString("settings", maxLength: 256)
-                guard settings == codec.settings.description else {
-                    throw KVCacheError.incompatiblePayload("payload coded with \(settings), this process uses \(codec.settings)")
-                }
+                try readStamp(&r, codec: codec)
                 let s = codec.settings
                 for layer in h.layers {
                     for keys in [true, false] {

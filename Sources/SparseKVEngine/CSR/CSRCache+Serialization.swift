@@ -49,14 +49,7 @@ extension CSRCache {
             }
             guard h.tokenCount <= capacity else { throw KVCacheError.full(layer: h.layers.lowerBound, capacity: capacity, needed: h.tokenCount) }
             do {
-                let hash = try r.readString("dictionary hash", maxLength: 128)
-                guard hash == codec.dictionary.contentHash else {
-                    throw CSRError.dictionaryHashMismatch(payload: hash, local: codec.dictionary.contentHash)
-                }
-                let settings = try r.readString("settings", maxLength: 256)
-                guard settings == codec.settings.description else {
-                    throw KVCacheError.incompatiblePayload("payload coded with \(settings), this process uses \(codec.settings)")
-                }
+                try readStamp(&r, codec: codec)
                 let cache = codec.makeCache(
                     geometry: KVCacheGeometry(layers: h.layers, kvHeads: h.kvHeads, headDim: h.headDim, capacity: capacity),
                     rope: rope)
@@ -90,6 +83,18 @@ extension CSRCache {
             } catch let e as BinaryReader.OutOfBounds {
                 throw KVCacheError.malformedPayload("truncated in \(e.what)")
             }
+        }
+    }
+
+    /// The dictionary hash and settings a CSR payload names: they must be `codec`'s.
+    static func readStamp(_ r: inout BinaryReader, codec: CSRCodec) throws {
+        let hash = try r.readString("dictionary hash", maxLength: 128)
+        guard hash == codec.dictionary.contentHash else {
+            throw CSRError.dictionaryHashMismatch(payload: hash, local: codec.dictionary.contentHash)
+        }
+        let settings = try r.readString("settings", maxLength: 256)
+        guard settings == codec.settings.description else {
+            throw KVCacheError.incompatiblePayload("payload coded with \(settings), this process uses \(codec.settings)")
         }
     }
 

@@ -5,13 +5,18 @@
 /// KIVI, whose newest tokens sit in an fp16 window and quantize deterministically);
 /// a CSR cache sends the tokens' codes (see `CSRCache.appendPayload`).
 extension KVCache {
-    /// Tokens `tokens` of `layers` as dense rows of `Element` (keys rotated), read the way
-    /// attention reads them.
-    public func denseAppendPayload<Element: DenseKVElement>(layers: Range<Int>, tokens: Range<Int>, as _: Element.Type) throws -> [UInt8] {
+    /// The layers hold the same token count, and `tokens` is a non-empty range of them.
+    func checkAppendRange(layers: Range<Int>, tokens: Range<Int>) throws {
         let n = try transferTokenCount(layers: layers)
         guard !tokens.isEmpty, tokens.upperBound <= n else {
             throw KVCacheError.incompatiblePayload("tokens \(tokens) requested, \(n) held")
         }
+    }
+
+    /// Tokens `tokens` of `layers` as dense rows of `Element` (keys rotated), read the way
+    /// attention reads them.
+    public func denseAppendPayload<Element: DenseKVElement>(layers: Range<Int>, tokens: Range<Int>, as _: Element.Type) throws -> [UInt8] {
+        try checkAppendRange(layers: layers, tokens: tokens)
         let g = geometry, d = g.headDim
         var w = BinaryWriter(capacity: 64 + layers.count * tokens.count * g.rowWidth * 2 * MemoryLayout<Element>.size)
         KVPayloadHeader(kind: Element.kindName, layers: layers, kvHeads: g.kvHeads, headDim: d, tokenCount: tokens.count,
@@ -72,10 +77,7 @@ public enum AppendPayload {
 extension DenseKVCache {
     /// The tokens' rows exactly as stored (no read of the rest of the history).
     func storedRowsPayload(layers: Range<Int>, tokens: Range<Int>) throws -> [UInt8] {
-        let n = try transferTokenCount(layers: layers)
-        guard !tokens.isEmpty, tokens.upperBound <= n else {
-            throw KVCacheError.incompatiblePayload("tokens \(tokens) requested, \(n) held")
-        }
+        try checkAppendRange(layers: layers, tokens: tokens)
         let g = geometry, d = g.headDim, size = MemoryLayout<Element>.size
         var w = BinaryWriter(capacity: 64 + layers.count * tokens.count * g.rowWidth * 2 * size)
         KVPayloadHeader(kind: kind, layers: layers, kvHeads: g.kvHeads, headDim: d, tokenCount: tokens.count,
@@ -97,10 +99,7 @@ extension KIVICache {
     /// The tokens' rows from the fp16 window, when they are all still in it (nil otherwise):
     /// a replica quantizes them itself, exactly as this cache will.
     func recentRowsPayload(layers: Range<Int>, tokens: Range<Int>) throws -> [UInt8]? {
-        let n = try transferTokenCount(layers: layers)
-        guard !tokens.isEmpty, tokens.upperBound <= n else {
-            throw KVCacheError.incompatiblePayload("tokens \(tokens) requested, \(n) held")
-        }
+        try checkAppendRange(layers: layers, tokens: tokens)
         let g = geometry, d = g.headDim
         var w = BinaryWriter(capacity: 64 + layers.count * tokens.count * g.rowWidth * 4)
         KVPayloadHeader(kind: "fp16", layers: layers, kvHeads: g.kvHeads, headDim: d, tokenCount: tokens.count,
@@ -109,7 +108,7 @@ extension KIVICache {
         for layer in layers {
             for h in 0..<g.kvHeads {
                 let slot = slots[(layer - g.layers.lowerBound) * g.kvHeads + h]
-                let first = n - slot.recentK.count / d  // position of the window's first row
+                let first = count(layer: layer) - slot.recentK.count / d  // position of the window's first row
                 guard tokens.lowerBound >= first else { return nil }
                 let lo = (tokens.lowerBound - first) * d, hi = (tokens.upperBound - first) * d
                 w.write(array: Array(slot.recentK[lo..<hi]))

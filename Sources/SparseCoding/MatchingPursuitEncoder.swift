@@ -26,18 +26,25 @@ public struct MatchingPursuitEncoder: Sendable {
         /// With OpenBLAS's own pool running, its threads keep spinning between calls and
         /// take the cores these threads need (1.0-1.1x).
         public var threads: Int
+        /// Whether the encoder keeps the dictionary's Gram matrix (N x N floats) for its
+        /// life. Without it (`false`) a batch of at least N / s rows computes the matrix for
+        /// the call only, and a smaller batch (a decoded token's few vectors) computes the
+        /// Gram row of each chosen atom when it needs it (N m multiply-adds per step).
+        public var keepsGram: Bool
 
         /// - Parameters:
         ///   - sparsity: s, pairs per vector (at least 1; at most N for OMP).
         ///   - algorithm: `.matchingPursuit` unless OMP's better fit is worth its cost.
         ///   - chunkRows: rows per correlation sgemm (values below 1 count as 1).
         ///   - threads: worker threads (values below 1 count as 1; small batches use fewer).
+        ///   - keepsGram: keep the Gram matrix (training, benchmarks) or not (serving).
         public init(sparsity: Int, algorithm: PursuitAlgorithm = .matchingPursuit,
-                    chunkRows: Int = 256, threads: Int = MatchingPursuitEncoder.defaultThreads) {
+                    chunkRows: Int = 256, threads: Int = MatchingPursuitEncoder.defaultThreads, keepsGram: Bool = true) {
             self.sparsity = sparsity
             self.algorithm = algorithm
             self.chunkRows = chunkRows
             self.threads = threads
+            self.keepsGram = keepsGram
         }
     }
 
@@ -52,8 +59,8 @@ public struct MatchingPursuitEncoder: Sendable {
     public let dictionary: SparseDictionary
     /// The settings, as given (see ``Options``).
     public let options: Options
-    /// (N, N) Gram matrix of the dictionary.
-    private let gram: [Float]
+    /// (N, N) Gram matrix of the dictionary, when kept (see ``Options/keepsGram``).
+    private let gram: [Float]?
 
     /// Makes an encoder, computing the dictionary's Gram matrix if it is not cached yet.
     ///
@@ -68,7 +75,15 @@ public struct MatchingPursuitEncoder: Sendable {
         }
         self.dictionary = dictionary
         self.options = options
-        self.gram = try dictionary.gram()
+        if options.keepsGram {
+            self.gram = try dictionary.gram()
+        } else {
+            guard dictionary.gramByteCount <= SparseDictionary.maxGramBytes else {
+                throw SparseCodingError.gramTooLarge(atomCount: dictionary.atomCount, bytes: dictionary.gramByteCount,
+                                                     limit: SparseDictionary.maxGramBytes)
+            }
+            self.gram = nil
+        }
     }
 
     // MARK: - Encoding
@@ -184,8 +199,8 @@ public struct MatchingPursuitEncoder: Sendable {
         let corr: UnsafeMutablePointer<Float>
         /// (N, m)
         let atoms: UnsafePointer<Float>
-        /// (N, N)
-        let gram: UnsafePointer<Float>
+        /// (N, N), or nil: each step computes the Gram row it needs
+        let gram: UnsafePointer<Float>?
         /// (count, m)
         let vectors: UnsafePointer<Float>
         /// (count, s)
@@ -231,11 +246,15 @@ public struct MatchingPursuitEncoder: Sendable {
         let chunks = (count + chunk - 1) / chunk
         let corr = UnsafeMutablePointer<Float>.allocate(capacity: workers * chunk * n)
         defer { corr.deallocate() }
+        // Without a kept Gram matrix: one for this call when the batch repays it (or OMP
+        // needs it), else Gram rows on demand.
+        let transient: [Float]? = gram == nil && (options.algorithm == .orthogonal || count * s >= n)
+            ? (try? dictionary.uncachedGram()) : nil
         dictionary.atoms.withUnsafeBufferPointer { d in
-            gram.withUnsafeBufferPointer { g in
-                guard let dp = d.baseAddress, let gp = g.baseAddress else { return }
-                let shared = Shared(corr: corr, atoms: dp, gram: gp, vectors: vectors, indices: indices,
-                                    coefficients: coefficients, queue: ChunkQueue(count: chunks))
+            (gram ?? transient ?? []).withUnsafeBufferPointer { g in
+                guard let dp = d.baseAddress else { return }
+                let shared = Shared(corr: corr, atoms: dp, gram: g.isEmpty ? nil : g.baseAddress, vectors: vectors,
+                                    indices: indices, coefficients: coefficients, queue: ChunkQueue(count: chunks))
                 if workers == 1 {
                     work(worker: 0, shared: shared, chunk: chunk, count: count, observe: observe)
                 } else {
@@ -261,9 +280,12 @@ public struct MatchingPursuitEncoder: Sendable {
             ints = i
             scratch = PursuitKernels.OMPScratch(floats: f, ints: i, atomCount: n, sparsity: s)
         }
+        // (N) one Gram row, computed per step when no matrix is at hand
+        let gramRow: UnsafeMutablePointer<Float>? = shared.gram == nil ? .allocate(capacity: n) : nil
         defer {
             floats?.deallocate()
             ints?.deallocate()
+            gramRow?.deallocate()
         }
         while let c = shared.queue.take() {
             let start = c * chunk, rows = min(chunk, count - start)
@@ -272,12 +294,16 @@ public struct MatchingPursuitEncoder: Sendable {
             for r in 0..<rows {
                 let b = start + r, row = corr + r * n
                 let idx = shared.indices + b * s, coef = shared.coefficients + b * s
-                if let scratch {
-                    PursuitKernels.orthogonalMatchingPursuit(corr: row, gram: shared.gram, atomCount: n, sparsity: s,
+                if let gramRow {
+                    PursuitKernels.matchingPursuit(corr: row, atoms: shared.atoms, dimension: m, gramRow: gramRow,
+                                                   atomCount: n, sparsity: s, indices: idx, coefficients: coef,
+                                                   observer: observe?(b, row))
+                } else if let scratch, let gram = shared.gram {
+                    PursuitKernels.orthogonalMatchingPursuit(corr: row, gram: gram, atomCount: n, sparsity: s,
                                                              indices: idx, coefficients: coef, scratch: scratch,
                                                              observer: observe?(b, row))
-                } else {
-                    PursuitKernels.matchingPursuit(corr: row, gram: shared.gram, atomCount: n, sparsity: s,
+                } else if let gram = shared.gram {
+                    PursuitKernels.matchingPursuit(corr: row, gram: gram, atomCount: n, sparsity: s,
                                                    indices: idx, coefficients: coef, observer: observe?(b, row))
                 }
             }

@@ -1,3 +1,4 @@
+import CBLAS
 /// The per-vector loops of Matching Pursuit and Orthogonal Matching Pursuit, on raw
 /// pointers so that the encoder can run them on disjoint rows from several threads.
 ///
@@ -35,6 +36,26 @@ enum PursuitKernels {
             coefficients[k] = c
             if k == s - 1 && observer == nil { break }
             best = axpyArgmaxAbs(corr, -c, gram + best * n, n)
+            observer?(k)
+        }
+    }
+
+    /// `matchingPursuit` without a Gram matrix: the Gram row of each chosen atom,
+    /// D d_j, is computed into `gramRow` (N floats) when the step needs it.
+    @inline(__always)
+    static func matchingPursuit(corr: UnsafeMutablePointer<Float>, atoms: UnsafePointer<Float>, dimension m: Int,
+                                gramRow: UnsafeMutablePointer<Float>, atomCount n: Int, sparsity s: Int,
+                                indices: UnsafeMutablePointer<UInt16>, coefficients: UnsafeMutablePointer<Float>,
+                                observer: Observer?) {
+        var best = argmaxAbs(corr, n)
+        for k in 0..<s {
+            let c = corr[best]
+            indices[k] = UInt16(truncatingIfNeeded: best)
+            coefficients[k] = c
+            if k == s - 1 && observer == nil { break }
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(m), 1, atoms, Int32(m), atoms + best * m, 1,
+                        0, gramRow, 1)
+            best = axpyArgmaxAbs(corr, -c, gramRow, n)
             observer?(k)
         }
     }

@@ -106,6 +106,15 @@ public struct SparseDictionary: Sendable {
         return gramCache.value { Self.computeGram(atoms, atomCount, dimension) }
     }
 
+    /// The Gram matrix computed afresh and not kept: for encoders that must not hold
+    /// N x N floats for the life of the process (a serving node with one dictionary per layer).
+    public func uncachedGram() throws -> [Float] {
+        guard gramByteCount <= Self.maxGramBytes else {
+            throw SparseCodingError.gramTooLarge(atomCount: atomCount, bytes: gramByteCount, limit: Self.maxGramBytes)
+        }
+        return Self.computeGram(atoms, atomCount, dimension)
+    }
+
     private static func computeGram(_ atoms: [Float], _ n: Int, _ m: Int) -> [Float] {
         var g = [Float](repeating: 0, count: n * n)  // (N, N)
         atoms.withUnsafeBufferPointer { d in

@@ -35,6 +35,7 @@ struct ModelOptions: ParsableArguments {
         var logger = Logger(label: "sparsekv")
         logger.logLevel = verbose ? .debug : logLevelFromEnvironment()
         BLASRuntime.setThreads(threads)
+        ComputeThreads.set(threads)
         logger.debug("OpenBLAS kernels: \(BLASRuntime.coreName), threads: \(BLASRuntime.threads)")
         let path = modelPath
         if model == nil, !FileManager.default.fileExists(atPath: path) {

@@ -239,7 +239,7 @@ struct QuantizedMatVecBench {
                 }
             }
             // apply() splits only matrices above the threading threshold.
-            let t1 = quant(1), t2 = quant(QuantizedMatrix.parallelism)
+            let t1 = quant(1), t2 = quant(ComputeThreads.count)
             let tf = w.withUnsafeBufferPointer { wp in
                 x.withUnsafeBufferPointer { xp in
                     y.withUnsafeMutableBufferPointer { yp in
@@ -279,7 +279,7 @@ struct QuantizedMatVecBench {
                 }
             }
         }
-        let t1 = quant(1), t2 = quant(QuantizedMatrix.parallelism)
+        let t1 = quant(1), t2 = quant(ComputeThreads.count)
         let tf = x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in
                 timing(20) {

@@ -22,9 +22,9 @@ public final class CSRCache: KVCache {
     var valueStreams: [CSRCodeStream]
     var counts: [Int]
     /// [layer - first]: the latest append, exact and pre-RoPE: (start, n, keys (n, width), values (n, width)).
-    private var pending: [(start: Int, count: Int, keys: [Float], values: [Float])?]
+    var pending: [(start: Int, count: Int, keys: [Float], values: [Float])?]
     /// (capacity, ropeDimension / 2, 2) cos, sin
-    private let ropeTable: [Float]
+    let ropeTable: [Float]
     /// (count, headDim) handed out by reads
     private var keyScratch: [Float] = []
     private var valueScratch: [Float] = []

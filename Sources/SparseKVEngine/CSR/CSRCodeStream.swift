@@ -231,7 +231,7 @@ final class CSRCodeStream {
             let d = try SparseDictionary(atoms: offline.atoms + bits.map { HalfPrecision.float($0) },
                                          atomCount: offline.atomCount + k, dimension: m)
             atoms = d.atoms
-            sessionEncoder = try MatchingPursuitEncoder(dictionary: d, options: .init(sparsity: sparsity, algorithm: algorithm))
+            sessionEncoder = try MatchingPursuitEncoder(dictionary: d, options: .init(sparsity: sparsity, algorithm: algorithm, keepsGram: false))
         } catch let e as SparseCodingError {
             throw KVCacheError.malformedPayload("online atoms: \(e.localizedDescription)")
         }

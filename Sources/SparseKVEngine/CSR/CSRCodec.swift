@@ -43,7 +43,8 @@ public final class CSRCodec: @unchecked Sendable {
         do {
             e = try MatchingPursuitEncoder(
                 dictionary: part.groups[group].dictionary,
-                options: .init(sparsity: keys ? settings.keySparsity : settings.valueSparsity, algorithm: settings.algorithm))
+                options: .init(sparsity: keys ? settings.keySparsity : settings.valueSparsity, algorithm: settings.algorithm,
+                               keepsGram: false))
         } catch let error as SparseCodingError {
             throw CSRError.badSettings(error.localizedDescription)
         }

@@ -1,3 +1,5 @@
+import CBLAS
+
 /// Shape of the KV cache a model instance needs: which layers, how many KV heads of
 /// which width, and the most positions a session may hold.
 public struct KVCacheGeometry: Sendable, Equatable, Codable {
@@ -47,6 +49,16 @@ public protocol KVCache: AnyObject {
         _ body: (_ keys: UnsafePointer<Float>, _ values: UnsafePointer<Float>, _ count: Int) throws -> R
     ) rethrows -> R
 
+    /// Causal attention of the layer's newest `n` tokens, whose keys and values this cache
+    /// already holds (count(layer) = start + n): query token i, at position start + i,
+    /// attends to positions 0 ... start + i. Each cache reads its own format here
+    /// (``FusedAttention``); the default is ``referenceAttend``.
+    /// - Parameters:
+    ///   - queries: (n, heads * headDim), RoPE applied
+    ///   - out: (n, heads * headDim)
+    func attend(layer: Int, queries: UnsafePointer<Float>, count n: Int, heads: Int, scale: Float,
+                into out: UnsafeMutablePointer<Float>) throws
+
     /// Every byte this cache holds for `layer` (codes, scales, windows, ...).
     func byteCount(layer: Int) -> Int
 
@@ -59,6 +71,43 @@ public protocol KVCache: AnyObject {
 }
 
 extension KVCache {
+    public func attend(layer: Int, queries: UnsafePointer<Float>, count n: Int, heads: Int, scale: Float,
+                       into out: UnsafeMutablePointer<Float>) throws {
+        try referenceAttend(layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out)
+    }
+
+    /// Attention on the layer materialized in fp32 by ``withKeysAndValues`` (one KV head
+    /// at a time, sgemm for scores and values): the reference every fused kernel is
+    /// tested against, and the path of caches without one.
+    public func referenceAttend(layer: Int, queries q: UnsafePointer<Float>, count n: Int, heads: Int, scale: Float,
+                                into out: UnsafeMutablePointer<Float>) throws {
+        guard geometry.layers.contains(layer) else {
+            throw KVCacheError.layerOutOfRange(layer: layer, layers: geometry.layers)
+        }
+        let hd = geometry.headDim, qDim = heads * hd, group = heads / geometry.kvHeads
+        let total = count(layer: layer), start = total - n
+        var scores = [Float](repeating: 0, count: n * total)  // (n, total)
+        scores.withUnsafeMutableBufferPointer { sb in
+            let s = sb.baseAddress!
+            for g in 0..<geometry.kvHeads {
+                withKeysAndValues(layer: layer, kvHead: g) { keys, values, _ in
+                    for h in g * group..<(g + 1) * group {
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(total), Int32(hd), scale,
+                                    q + h * hd, Int32(qDim), keys, Int32(hd), 0, s, Int32(total))
+                        for i in 0..<n {
+                            // Causal mask: token i (position start + i) sees positions 0 ... start + i.
+                            let row = s + i * total, visible = start + i + 1
+                            Kernels.softmax(row, count: visible)
+                            if visible < total { (row + visible).update(repeating: 0, count: total - visible) }
+                        }
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(hd), Int32(total), 1,
+                                    s, Int32(total), values, Int32(hd), 0, out + h * hd, Int32(qDim))
+                    }
+                }
+            }
+        }
+    }
+
     /// Bytes over all layers of the cache.
     public var byteCount: Int { geometry.layers.reduce(0) { $0 + byteCount(layer: $1) } }
 

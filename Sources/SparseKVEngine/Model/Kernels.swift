@@ -30,16 +30,8 @@ enum Kernels {
     /// In-place softmax of `count` values; returns nothing, values sum to 1.
     static func softmax(_ x: UnsafeMutablePointer<Float>, count: Int) {
         guard count > 0 else { return }
-        var m = x[0]
-        for i in 1..<count where x[i] > m { m = x[i] }
-        var s: Float = 0
-        for i in 0..<count {
-            let e = expf(x[i] - m)
-            x[i] = e
-            s += e
-        }
-        let inv = 1 / s
-        for i in 0..<count { x[i] *= inv }
+        let s = expSubtract(x, count: count, max: maximum(x, count: count))
+        scale(x, count: count, by: 1 / s)
     }
 
     /// `heads` queries (heads, dim) sharing one KV head, in one pass over K and V (each

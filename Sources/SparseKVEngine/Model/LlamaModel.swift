@@ -17,6 +17,8 @@ public final class LlamaModel: Sendable {
     public let fingerprint: String
     /// Blocks of loadedLayers, in order.
     let layers: [LlamaLayer]
+    /// Floats of the largest dequantized tile a block's batched products need.
+    let maxTileFloats: Int
     /// (vocab, dim); also the LM head when embeddings are tied
     let tokenEmbedding: WeightMatrix?
     /// (dim)
@@ -38,6 +40,7 @@ public final class LlamaModel: Sendable {
         name = (try? gguf.string("general.name")) ?? URL(fileURLWithPath: gguf.path).lastPathComponent
         fingerprint = ModelFingerprint.compute(gguf)
         layers = try range.map { try LlamaLayer(gguf: gguf, index: $0, config: c) }
+        maxTileFloats = layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.wGate, $0.wUp, $0.wDown] }.map(\.tileFloats).max() ?? 0
         let needEmbedding = embeddings || (head && c.tiedEmbeddings)
         tokenEmbedding = needEmbedding
             ? try WeightMatrix(gguf: gguf, name: "token_embd.weight", rows: c.vocabularySize, cols: c.embeddingLength)
@@ -53,10 +56,15 @@ public final class LlamaModel: Sendable {
         try self.init(gguf: try GGUFFile(path: path), layers: layers, embeddings: embeddings, head: head)
     }
 
+    /// `SPARSEKV_ATTENTION=materialized` runs every cache's attention on a layer
+    /// materialized in fp32 (``KVCache/referenceAttend``) instead of its fused kernel: the
+    /// baseline the fused kernels are measured and checked against.
+    static let materializedAttention = ProcessInfo.processInfo.environment["SPARSEKV_ATTENTION"] == "materialized"
+
     public var hasEmbeddings: Bool { tokenEmbedding != nil }
     public var hasHead: Bool { outputNorm != nil }
 
-    /// Bytes of weights this instance holds (fp32 in memory).
+    /// Bytes of weights this instance holds (quantized blocks as in the file, fp32 for other types).
     public var weightBytes: Int {
         layers.reduce(0) { $0 + $1.byteCount } + (tokenEmbedding?.byteCount ?? 0)
             + (outputNorm?.count ?? 0) * 4 + (untiedHead?.byteCount ?? 0)
@@ -79,14 +87,12 @@ public final class LlamaModel: Sendable {
         guard let e = tokenEmbedding else { throw ModelError.embeddingsNotLoaded }
         let dim = config.embeddingLength
         var out = [Float](repeating: 0, count: tokens.count * dim)
-        try e.data.withUnsafeBufferPointer { w in
-            try out.withUnsafeMutableBufferPointer { o in
-                for (i, t) in tokens.enumerated() {
-                    guard t >= 0, Int(t) < config.vocabularySize else {
-                        throw ModelError.tokenOutOfVocabulary(token: t, vocabularySize: config.vocabularySize)
-                    }
-                    (o.baseAddress! + i * dim).update(from: w.baseAddress! + Int(t) * dim, count: dim)
+        try out.withUnsafeMutableBufferPointer { o in
+            for (i, t) in tokens.enumerated() {
+                guard t >= 0, Int(t) < config.vocabularySize else {
+                    throw ModelError.tokenOutOfVocabulary(token: t, vocabularySize: config.vocabularySize)
                 }
+                e.row(Int(t), into: o.baseAddress! + i * dim)
             }
         }
         return out
@@ -106,7 +112,7 @@ public final class LlamaModel: Sendable {
         for l in range where !loadedLayers.contains(l) {
             throw ModelError.layerNotLoaded(layer: l, loaded: loadedLayers)
         }
-        let ws = Workspace(config: config, tokens: n)
+        let ws = Workspace(config: config, tokens: n, tileFloats: n >= WeightMatrix.batchThreshold ? maxTileFloats : 0)
         try hidden.withUnsafeMutableBufferPointer { x in
             for l in range {
                 try block(l, x.baseAddress!, n, cache, ws, profile)
@@ -117,7 +123,7 @@ public final class LlamaModel: Sendable {
     private func block(_ l: Int, _ x: UnsafeMutablePointer<Float>, _ n: Int, _ cache: any KVCache, _ ws: Workspace,
                        _ profile: ForwardProfile?) throws {
         let c = config, w = layers[l - loadedLayers.lowerBound]
-        let dim = c.embeddingLength, qDim = c.headCount * c.headDim, hd = c.headDim
+        let dim = c.embeddingLength, hd = c.headDim
         let start = cache.count(layer: l)
         guard start + n <= cache.geometry.capacity else {
             throw ModelError.contextFull(needed: start + n, contextLength: cache.geometry.capacity)
@@ -127,54 +133,35 @@ public final class LlamaModel: Sendable {
         // MARK: attention
         w.attentionNorm.withUnsafeBufferPointer { Kernels.rmsNorm(x, weight: $0.baseAddress!, rows: n, dim: dim, eps: c.rmsEpsilon, into: ws.xb) }
         t = profile?.lap(.elementwise, since: t) ?? 0
-        w.wq.apply(ws.xb, count: n, into: ws.q)
-        w.wk.apply(ws.xb, count: n, into: ws.k)
-        w.wv.apply(ws.xb, count: n, into: ws.v)
+        w.wq.apply(ws.xb, count: n, into: ws.q, tile: ws.tile)
+        w.wk.apply(ws.xb, count: n, into: ws.k, tile: ws.tile)
+        w.wv.apply(ws.xb, count: n, into: ws.v, tile: ws.tile)
         t = profile?.lap(.projections, since: t) ?? 0
         rope.apply(ws.q, rows: n, heads: c.headCount, startPosition: start)
         t = profile?.lap(.elementwise, since: t) ?? 0
         try cache.append(layer: l, keys: ws.k, values: ws.v, count: n)
 
-        let scale = 1 / Float(hd).squareRoot()
-        let group = c.groupSize
-        for g in 0..<c.kvHeadCount {
-            cache.withKeysAndValues(layer: l, kvHead: g) { keys, values, total in
-                let s = ws.scores(total: total)
-                if n == 1 {
-                    // One token: a few dot products per position; BLAS calls this small
-                    // cost more in dispatch and thread wake-ups than they compute.
-                    Kernels.attendGroup(queries: ws.q + g * group * hd, heads: group, keys: keys, values: values,
-                                        count: total, dim: hd, scale: scale, scores: s, into: ws.att + g * group * hd)
-                    return
-                }
-                for h in g * group..<(g + 1) * group {
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(total), Int32(hd), scale,
-                                ws.q + h * hd, Int32(qDim), keys, Int32(hd), 0, s, Int32(total))
-                    for i in 0..<n {
-                        // Causal mask: token i (position start + i) sees positions 0 ... start + i.
-                        let row = s + i * total, visible = start + i + 1
-                        Kernels.softmax(row, count: visible)
-                        if visible < total { (row + visible).update(repeating: 0, count: total - visible) }
-                    }
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(hd), Int32(total), 1,
-                                s, Int32(total), values, Int32(hd), 0, ws.att + h * hd, Int32(qDim))
-                }
-            }
+        if Self.materializedAttention {
+            try cache.referenceAttend(layer: l, queries: ws.q, count: n, heads: c.headCount,
+                                      scale: 1 / Float(hd).squareRoot(), into: ws.att)
+        } else {
+            try cache.attend(layer: l, queries: ws.q, count: n, heads: c.headCount, scale: 1 / Float(hd).squareRoot(),
+                             into: ws.att)
         }
         t = profile?.lap(.attention, since: t) ?? 0
-        w.wo.apply(ws.att, count: n, into: ws.xb)
+        w.wo.apply(ws.att, count: n, into: ws.xb, tile: ws.tile)
         t = profile?.lap(.projections, since: t) ?? 0
         Kernels.add(x, ws.xb, count: n * dim)
 
         // MARK: feed-forward (SwiGLU)
         w.ffnNorm.withUnsafeBufferPointer { Kernels.rmsNorm(x, weight: $0.baseAddress!, rows: n, dim: dim, eps: c.rmsEpsilon, into: ws.xb) }
         t = profile?.lap(.elementwise, since: t) ?? 0
-        w.wGate.apply(ws.xb, count: n, into: ws.gate)
-        w.wUp.apply(ws.xb, count: n, into: ws.up)
+        w.wGate.apply(ws.xb, count: n, into: ws.gate, tile: ws.tile)
+        w.wUp.apply(ws.xb, count: n, into: ws.up, tile: ws.tile)
         t = profile?.lap(.ffn, since: t) ?? 0
         Kernels.swiGLU(ws.gate, ws.up, count: n * c.feedForwardLength)
         t = profile?.lap(.elementwise, since: t) ?? 0
-        w.wDown.apply(ws.gate, count: n, into: ws.xb)
+        w.wDown.apply(ws.gate, count: n, into: ws.xb, tile: ws.tile)
         t = profile?.lap(.ffn, since: t) ?? 0
         Kernels.add(x, ws.xb, count: n * dim)
         profile?.lap(.elementwise, since: t)
@@ -219,13 +206,10 @@ private final class Workspace {
     let k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>
     /// (n, ffn) each
     let gate: UnsafeMutablePointer<Float>, up: UnsafeMutablePointer<Float>
-    /// attention probabilities, grown on demand: (n or group, total)
-    private(set) var scores: UnsafeMutablePointer<Float>
-    private var scoresCapacity: Int
-    private let rows: Int
+    /// (tileFloats) dequantized weight tile for batched products (nil for single tokens)
+    let tile: UnsafeMutablePointer<Float>?
 
-    init(config c: LlamaConfig, tokens n: Int) {
-        rows = max(n, c.groupSize)
+    init(config c: LlamaConfig, tokens n: Int, tileFloats: Int) {
         xb = .allocate(capacity: n * c.embeddingLength)
         q = .allocate(capacity: n * c.headCount * c.headDim)
         att = .allocate(capacity: n * c.headCount * c.headDim)
@@ -233,21 +217,11 @@ private final class Workspace {
         v = .allocate(capacity: n * c.kvDim)
         gate = .allocate(capacity: n * c.feedForwardLength)
         up = .allocate(capacity: n * c.feedForwardLength)
-        scoresCapacity = rows * 1024
-        scores = .allocate(capacity: scoresCapacity)
-    }
-
-    /// Scores buffer of at least (rows, total).
-    func scores(total: Int) -> UnsafeMutablePointer<Float> {
-        if rows * total > scoresCapacity {
-            scores.deallocate()
-            scoresCapacity = rows * total
-            scores = .allocate(capacity: scoresCapacity)
-        }
-        return scores
+        tile = tileFloats > 0 ? .allocate(capacity: tileFloats) : nil
     }
 
     deinit {
-        for p in [xb, q, att, k, v, gate, up, scores] { p.deallocate() }
+        for p in [xb, q, att, k, v, gate, up] { p.deallocate() }
+        tile?.deallocate()
     }
 }

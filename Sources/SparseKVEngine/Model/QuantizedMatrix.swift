@@ -69,7 +69,7 @@ public struct QuantizedMatrix: Sendable {
 
     // MARK: - y = W x
 
-    /// y (rows) = W (rows, cols) x (cols), on up to `parallelism` threads for large
+    /// y (rows) = W (rows, cols) x (cols), on up to `ComputeThreads.count` threads for large
     /// matrices. `x` and `y` must not overlap.
     ///
     /// The result differs from the fp32 product of the dequantized weights only by the
@@ -77,7 +77,7 @@ public struct QuantizedMatrix: Sendable {
     /// / 65534, which left y within 7e-5 of max|y| on the SmolLM2 tensors (int8 input
     /// as in llama.cpp would give about 1e-2).
     public func apply(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) {
-        apply(x, into: y, threads: Self.parallelism)
+        apply(x, into: y, threads: ComputeThreads.count)
     }
 
     /// `apply` on at most `threads` threads (benchmarks compare 1 and 2).
@@ -106,9 +106,6 @@ public struct QuantizedMatrix: Sendable {
             }
         }
     }
-
-    /// Threads used for one product (the cores of this machine).
-    static let parallelism = max(1, ProcessInfo.processInfo.activeProcessorCount)
 
     /// Weights each extra thread must get before it is worth waking: a GCD worker
     /// takes from a few µs (idle machine) to far longer (busy one) to start, and

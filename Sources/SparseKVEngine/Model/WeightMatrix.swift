@@ -3,42 +3,74 @@ import CBLAS
 /// A weight matrix, `rows` x `cols` row-major: `rows` outputs, each a dot product with
 /// a `cols`-long input. This is a GGUF tensor of shape `[cols, rows]`.
 ///
-/// Batches (prefill) run as one sgemm on an fp32 copy. A single token (decode) is
-/// memory-bound, so when the file stores the matrix as Q4_1 or Q8_0 the blocks are kept
-/// too and one token's product reads them instead: 0.6-1.1 bytes per weight, not 4.
+/// The matrix is held once, in the file's own format when that has a kernel (Q4_1,
+/// Q8_0: 0.6-1.1 bytes per weight), else as fp32. A single token (decode) runs the
+/// quantized matrix-vector kernel; a batch (prefill) dequantizes tiles of rows into a
+/// small fp32 buffer feeding sgemm (`QuantizedMatrix.applyBatch`).
 public struct WeightMatrix: Sendable {
     public let rows: Int
     public let cols: Int
-    /// (rows, cols) row-major
-    public let data: [Float]
-    /// The same matrix in its file's block format, for single-token products.
+    /// (rows, cols) row-major fp32, only for tensor types without a quantized kernel.
+    let dense: [Float]?
+    /// The matrix in its file's block format.
     public let quantized: QuantizedMatrix?
 
-    public init(rows: Int, cols: Int, data: [Float], quantized: QuantizedMatrix? = nil) {
+    /// Below this many tokens a batch runs the single-token kernel once per token: a
+    /// tile's dequantization costs about as much as 3-4 quantized products.
+    static let batchThreshold = 4
+
+    public init(rows: Int, cols: Int, data: [Float]) {
         precondition(data.count == rows * cols, "weight buffer does not match its shape")
-        precondition(quantized.map { $0.rows == rows && $0.cols == cols } ?? true, "quantized copy does not match")
         self.rows = rows
         self.cols = cols
-        self.data = data
-        self.quantized = quantized
+        dense = data
+        quantized = nil
+    }
+
+    public init(quantized q: QuantizedMatrix) {
+        rows = q.rows
+        cols = q.cols
+        dense = nil
+        quantized = q
     }
 
     public init(gguf: GGUFFile, name: String, rows: Int, cols: Int) throws {
         let info = try gguf.requireTensor(name, shape: [cols, rows])
-        let q = [.q4_1, .q8_0].contains(info.type)
-            ? try QuantizedMatrix(type: info.type, rows: rows, cols: cols, bytes: gguf.rawData(info))
-            : nil
-        self.init(rows: rows, cols: cols, data: try gguf.floats(name, shape: [cols, rows]), quantized: q)
+        if [.q4_1, .q8_0].contains(info.type) {
+            self.init(quantized: try QuantizedMatrix(type: info.type, rows: rows, cols: cols, bytes: gguf.rawData(info)))
+        } else {
+            self.init(rows: rows, cols: cols, data: try gguf.floats(name, shape: [cols, rows]))
+        }
     }
 
-    /// Bytes held: the fp32 copy plus the quantized blocks, if kept.
-    public var byteCount: Int { data.count * MemoryLayout<Float>.size + (quantized?.byteCount ?? 0) }
+    /// Bytes held.
+    public var byteCount: Int { (dense?.count ?? 0) * MemoryLayout<Float>.size + (quantized?.byteCount ?? 0) }
 
-    /// y (n, rows) = x (n, cols) * W^T. Quantized blocks for one token when present,
-    /// else sgemv; one sgemm for a batch.
-    public func apply(_ x: UnsafePointer<Float>, count n: Int, into y: UnsafeMutablePointer<Float>) {
-        if n == 1, let quantized { return quantized.apply(x, into: y) }
-        data.withUnsafeBufferPointer { w in
+    /// Floats of scratch a batched `apply` needs (0 for fp32 matrices).
+    var tileFloats: Int { quantized.map { $0.tileRows * cols } ?? 0 }
+
+    /// Row `r` as fp32 into `out` (cols floats): an embedding lookup.
+    func row(_ r: Int, into out: UnsafeMutablePointer<Float>) {
+        if let quantized { return quantized.dequantize(rows: r..<r + 1, into: out) }
+        dense?.withUnsafeBufferPointer { out.update(from: $0.baseAddress! + r * cols, count: cols) }
+    }
+
+    /// y (n, rows) = x (n, cols) * W^T. `tile` (``tileFloats``) is needed for a batch of
+    /// a quantized matrix; without it one is allocated.
+    public func apply(_ x: UnsafePointer<Float>, count n: Int, into y: UnsafeMutablePointer<Float>,
+                      tile: UnsafeMutablePointer<Float>? = nil) {
+        if let quantized {
+            if n < Self.batchThreshold {
+                for i in 0..<n { quantized.apply(x + i * cols, into: y + i * rows) }
+                return
+            }
+            let threads = ComputeThreads.count
+            if let tile { return quantized.applyBatch(x, count: n, into: y, tile: tile, threads: threads) }
+            let t = UnsafeMutablePointer<Float>.allocate(capacity: tileFloats)
+            defer { t.deallocate() }
+            return quantized.applyBatch(x, count: n, into: y, tile: t, threads: threads)
+        }
+        dense?.withUnsafeBufferPointer { w in
             if n == 1 {
                 cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(rows), Int32(cols), 1, w.baseAddress, Int32(cols),
                             x, 1, 0, y, 1)

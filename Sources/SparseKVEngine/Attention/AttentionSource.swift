@@ -1,0 +1,64 @@
+/// One session-layer's KV cache as the fused attention kernels read it: keys and values
+/// of one KV head, a block of positions at a time, in the cache's own format.
+///
+/// Each cache type provides a source (its "format owner" for attention). Keys come out
+/// rotated and fp32, decoded into a small caller-owned scratch (or pointing into the
+/// cache's storage when it is already fp32). Values can be accumulated in a space of the
+/// source's choosing: dense caches accumulate channels; the CSR cache accumulates
+/// attention weight per dictionary atom and maps back to channels once at the end.
+///
+/// A source is read from several threads at once and must not change while it is read.
+protocol AttentionSource {
+    /// d, the channels of one head vector.
+    var headDim: Int { get }
+
+    /// Keys of KV head `g` at positions lo ..< hi, rotated, fp32: (hi - lo, d) row-major,
+    /// either in `scratch` (room for `blockPositions` rows) or in the cache's storage.
+    func keys(head g: Int, _ lo: Int, _ hi: Int, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float>
+
+    /// Values of KV head `g` at positions lo ..< hi, fp32: (hi - lo, d), as for keys.
+    func values(head g: Int, _ lo: Int, _ hi: Int, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float>
+
+    /// Floats of one query row's value accumulator (d for channel space).
+    var accumulatorWidth: Int { get }
+
+    /// acc (rows, accumulatorWidth) += p (rows, hi - lo; row stride `stride`) x V[lo ..< hi].
+    func accumulate(head g: Int, _ lo: Int, _ hi: Int, weights p: UnsafePointer<Float>, stride: Int, rows: Int,
+                    into acc: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>)
+
+    /// Row r of the output (d floats at out + r * outStride) from row r of `acc`, times `scale[r]`.
+    func finish(head g: Int, acc: UnsafePointer<Float>, rows: Int, scale: UnsafePointer<Float>,
+                into out: UnsafeMutablePointer<Float>, outStride: Int)
+}
+
+extension AttentionSource {
+    /// Positions per decoded block: 64 rows of 64 channels are 16 KiB, well inside L1/L2.
+    static var blockPositions: Int { FusedAttention.blockPositions }
+
+    var accumulatorWidth: Int { headDim }
+
+    /// Channel-space accumulation: decode a block of values, then one axpy per (position, row).
+    func accumulate(head g: Int, _ lo: Int, _ hi: Int, weights p: UnsafePointer<Float>, stride: Int, rows: Int,
+                    into acc: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+        let d = headDim, b = FusedAttention.blockPositions
+        var b0 = lo
+        while b0 < hi {
+            let b1 = min(hi, b0 + b)
+            let v = values(head: g, b0, b1, scratch: scratch)
+            for t in b0..<b1 {
+                let vt = v + (t - b0) * d
+                for r in 0..<rows { Kernels.axpy(p[r * stride + t - lo], vt, acc + r * d, d) }
+            }
+            b0 = b1
+        }
+    }
+
+    func finish(head g: Int, acc: UnsafePointer<Float>, rows: Int, scale: UnsafePointer<Float>,
+                into out: UnsafeMutablePointer<Float>, outStride: Int) {
+        let d = headDim
+        for r in 0..<rows {
+            let s = scale[r], a = acc + r * d, o = out + r * outStride
+            for i in 0..<d { o[i] = a[i] * s }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+import SparseCoding
+
+/// Fused attention on CSR codes.
+///
+/// Keys: a block of positions is decoded from its (index, coefficient) pairs into a small
+/// scratch (guard rows and the latest append's exact rows override their codes) and
+/// rotated from the precomputed RoPE table, then dotted with the queries.
+///
+/// Values, when decoding a few tokens, stay in the sparse domain: each position adds its
+/// attention weight times its coefficients into one accumulator per atom,
+/// acc[atom] += a_t * c_t, and one dictionary product per head and chunk at the end turns
+/// the accumulators into channels. A position costs s multiply-adds per query row instead
+/// of decoding m channels. Guarded and exact rows are added in channel space.
+extension CSRCache {
+    public func attend(layer: Int, queries: UnsafePointer<Float>, count n: Int, heads: Int, scale: Float,
+                       into out: UnsafeMutablePointer<Float>) throws {
+        guard geometry.layers.contains(layer) else {
+            throw KVCacheError.layerOutOfRange(layer: layer, layers: geometry.layers)
+        }
+        let s = layer - geometry.layers.lowerBound
+        let ks = keyStreams[s], vs = valueStreams[s], p = pending[s]
+        // Nothing here changes while the kernel runs, so the arrays' storage stays put.
+        let src = CSRAttentionSource(
+            keys: CSRStreamView(ks), values: CSRStreamView(vs), kvHeads: geometry.kvHeads, headDim: geometry.headDim,
+            pendingStart: p?.start ?? 0, pendingCount: p?.count ?? 0,
+            pendingKeys: p.map { storageBase($0.keys) }, pendingValues: p.map { storageBase($0.values) },
+            ropeTable: storageBase(ropeTable), ropeHalf: rope.ropeDimension / 2)
+        withExtendedLifetime((ks, vs, p, ropeTable)) {
+            FusedAttention.run(src, queries: queries, count: n, start: counts[s] - n, heads: heads,
+                               kvHeads: geometry.kvHeads, scale: scale, into: out)
+        }
+    }
+}
+
+/// One code stream as raw storage.
+struct CSRStreamView {
+    let m: Int, sparsity: Int, width: Int
+    let int8: Bool
+    /// (atomCount, m) offline + online atoms
+    let atoms: UnsafePointer<Float>
+    let atomCount: Int
+    let indexBytes: UnsafePointer<UInt8>
+    let coefficients16: UnsafePointer<UInt16>
+    let coefficients8: UnsafePointer<Int8>
+    let scales: UnsafePointer<UInt16>
+    let guardRows: UnsafePointer<UInt32>, guardCount: Int
+    let guardValues: UnsafePointer<UInt16>
+
+    init(_ s: CSRCodeStream) {
+        m = s.m
+        sparsity = s.sparsity
+        width = s.width
+        int8 = s.format == .int8
+        atoms = storageBase(s.atoms)
+        atomCount = s.atoms.count / s.m
+        indexBytes = storageBase(s.indexBytes)
+        coefficients16 = storageBase(s.coefficients16)
+        coefficients8 = storageBase(s.coefficients8)
+        scales = storageBase(s.scales)
+        guardRows = storageBase(s.guardRows)
+        guardCount = s.guardRows.count
+        guardValues = storageBase(s.guardValues)
+    }
+
+    @inline(__always)
+    func index(_ row: Int, _ k: Int) -> Int { CSRCodeStream.readIndex(indexBytes, row * sparsity + k, width: width) }
+
+    @inline(__always)
+    func coefficient(_ row: Int, _ k: Int) -> Float {
+        int8 ? Float(coefficients8[row * sparsity + k]) * HalfPrecision.float(scales[row])
+            : HalfPrecision.float(coefficients16[row * sparsity + k])
+    }
+
+    /// Row `row` decoded from its pairs (m floats), ignoring the guard bank.
+    @inline(__always)
+    func decode(_ row: Int, into out: UnsafeMutablePointer<Float>) {
+        out.update(repeating: 0, count: m)
+        if int8 {
+            let scale = HalfPrecision.float(scales[row]), c = coefficients8 + row * sparsity
+            for k in 0..<sparsity { Kernels.axpy(Float(c[k]) * scale, atoms + index(row, k) * m, out, m) }
+        } else {
+            let c = coefficients16 + row * sparsity
+            for k in 0..<sparsity { Kernels.axpy(HalfPrecision.float(c[k]), atoms + index(row, k) * m, out, m) }
+        }
+    }
+
+    /// The first guard entry at or after `row` (binary search).
+    func firstGuard(atOrAfter row: Int) -> Int {
+        var lo = 0, hi = guardCount
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if Int(guardRows[mid]) < row { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    /// Guard entry g's m values into `out`.
+    @inline(__always)
+    func copyGuard(_ g: Int, into out: UnsafeMutablePointer<Float>) {
+        for i in 0..<m { out[i] = HalfPrecision.float(guardValues[g * m + i]) }
+    }
+}
+
+struct CSRAttentionSource: AttentionSource {
+    let keys: CSRStreamView
+    let values: CSRStreamView
+    let kvHeads: Int
+    let headDim: Int
+    /// The latest append's exact rows (pre-RoPE keys), (pendingCount, kvHeads * d) each.
+    let pendingStart: Int, pendingCount: Int
+    let pendingKeys: UnsafePointer<Float>?, pendingValues: UnsafePointer<Float>?
+    /// (capacity, half, 2) cos, sin
+    let ropeTable: UnsafePointer<Float>
+    let ropeHalf: Int
+
+    /// Positions lo ..< hi of head g of `stream`, decoded into out (hi - lo, d), exact where
+    /// the guard bank or the pending rows say so.
+    private func decode(_ v: CSRStreamView, exact: UnsafePointer<Float>?, head g: Int, _ lo: Int, _ hi: Int,
+                        into out: UnsafeMutablePointer<Float>) {
+        let d = headDim, chunks = d / v.m
+        var gi = v.firstGuard(atOrAfter: (lo * kvHeads + g) * chunks)
+        for t in lo..<hi {
+            let o = out + (t - lo) * d
+            if let exact, t >= pendingStart, t < pendingStart + pendingCount {
+                o.update(from: exact + (t - pendingStart) * kvHeads * d + g * d, count: d)
+                continue
+            }
+            for c in 0..<chunks {
+                let row = (t * kvHeads + g) * chunks + c
+                while gi < v.guardCount && Int(v.guardRows[gi]) < row { gi += 1 }
+                if gi < v.guardCount && Int(v.guardRows[gi]) == row {
+                    v.copyGuard(gi, into: o + c * v.m)
+                } else {
+                    v.decode(row, into: o + c * v.m)
+                }
+            }
+        }
+    }
+
+    func keys(head g: Int, _ lo: Int, _ hi: Int, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+        decode(keys, exact: pendingKeys, head: g, lo, hi, into: scratch)
+        for t in lo..<hi { Self.rotate(scratch + (t - lo) * headDim, table: ropeTable + t * ropeHalf * 2, pairs: ropeHalf) }
+        return UnsafePointer(scratch)
+    }
+
+    func values(head g: Int, _ lo: Int, _ hi: Int, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+        decode(values, exact: pendingValues, head: g, lo, hi, into: scratch)
+        return UnsafePointer(scratch)
+    }
+
+    /// RoPE on one row from its position's (cos, sin) pairs, 8 channel pairs at a time:
+    /// out = x * (c, c) + swap(x) * (-s, s), where swapping the two floats of a pair is a
+    /// 32-bit rotation of a 64-bit lane, and (c, c), (-s, s) are built from the table's
+    /// (c, s) lanes with integer operations.
+    @inline(__always)
+    static func rotate(_ row: UnsafeMutablePointer<Float>, table cs: UnsafePointer<Float>, pairs: Int) {
+        let raw = UnsafeMutableRawPointer(row), t = UnsafeRawPointer(cs)
+        var i = 0
+        while i + 8 <= pairs {
+            let x = raw.loadUnaligned(fromByteOffset: i * 8, as: SIMD8<UInt64>.self)
+            let u = t.loadUnaligned(fromByteOffset: i * 8, as: SIMD8<UInt64>.self)
+            let lowMask = SIMD8<UInt64>(repeating: 0xFFFF_FFFF)
+            let c = u & lowMask, sn = u &>> 32
+            let cc = c | (c &<< 32)
+            let ss = (sn ^ 0x8000_0000) | (sn &<< 32)
+            let swapped = (x &<< 32) | (x &>> 32)
+            let v = unsafeBitCast(x, to: SIMD16<Float>.self) * unsafeBitCast(cc, to: SIMD16<Float>.self)
+                + unsafeBitCast(swapped, to: SIMD16<Float>.self) * unsafeBitCast(ss, to: SIMD16<Float>.self)
+            raw.storeBytes(of: v, toByteOffset: i * 8, as: SIMD16<Float>.self)
+            i += 8
+        }
+        while i < pairs {
+            let c = cs[2 * i], s = cs[2 * i + 1], a = row[2 * i], b = row[2 * i + 1]
+            row[2 * i] = a * c - b * s
+            row[2 * i + 1] = a * s + b * c
+            i += 1
+        }
+    }
+
+    // MARK: - Values in atom space
+
+    /// Per query row: (chunks, atoms) weights per atom, then (d) channels for exact rows.
+    var accumulatorWidth: Int { (headDim / values.m) * values.atomCount + headDim }
+
+    func accumulate(head g: Int, _ lo: Int, _ hi: Int, weights p: UnsafePointer<Float>, stride: Int, rows: Int,
+                    into acc: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+        let v = values, d = headDim, m = v.m, chunks = d / m, a = v.atomCount, w = accumulatorWidth
+        let dense = chunks * a
+        var gi = v.firstGuard(atOrAfter: (lo * kvHeads + g) * chunks)
+        for t in lo..<hi {
+            if let exact = pendingValues, t >= pendingStart, t < pendingStart + pendingCount {
+                let x = exact + (t - pendingStart) * kvHeads * d + g * d
+                for r in 0..<rows { Kernels.axpy(p[r * stride + t - lo], x, acc + r * w + dense, d) }
+                continue
+            }
+            for c in 0..<chunks {
+                let row = (t * kvHeads + g) * chunks + c
+                while gi < v.guardCount && Int(v.guardRows[gi]) < row { gi += 1 }
+                if gi < v.guardCount && Int(v.guardRows[gi]) == row {
+                    v.copyGuard(gi, into: scratch)
+                    for r in 0..<rows { Kernels.axpy(p[r * stride + t - lo], scratch, acc + r * w + dense + c * m, m) }
+                    continue
+                }
+                for k in 0..<v.sparsity {
+                    let j = c * a + v.index(row, k), cf = v.coefficient(row, k)
+                    for r in 0..<rows { acc[r * w + j] += p[r * stride + t - lo] * cf }
+                }
+            }
+        }
+    }
+
+    func finish(head g: Int, acc: UnsafePointer<Float>, rows: Int, scale: UnsafePointer<Float>,
+                into out: UnsafeMutablePointer<Float>, outStride: Int) {
+        let v = values, d = headDim, m = v.m, chunks = d / m, a = v.atomCount, w = accumulatorWidth
+        for r in 0..<rows {
+            let o = out + r * outStride, ar = acc + r * w
+            o.update(from: ar + chunks * a, count: d)
+            for c in 0..<chunks {
+                let oc = o + c * m, weights = ar + c * a
+                for j in 0..<a where weights[j] != 0 { Kernels.axpy(weights[j], v.atoms + j * m, oc, m) }
+            }
+            Kernels.scale(o, count: d, by: scale[r])
+        }
+    }
+}

@@ -1,0 +1,54 @@
+/// Fused attention on a dense cache: fp32 rows are read in place, fp16 rows are widened a
+/// block at a time (F16C) inside the kernel, never a whole layer.
+extension DenseKVCache {
+    public func attend(layer: Int, queries: UnsafePointer<Float>, count n: Int, heads: Int, scale: Float,
+                       into out: UnsafeMutablePointer<Float>) throws {
+        guard geometry.layers.contains(layer) else {
+            throw KVCacheError.layerOutOfRange(layer: layer, layers: geometry.layers)
+        }
+        let slots = (0..<geometry.kvHeads).map { rows(layer: layer, kvHead: $0) }
+        let src = DenseAttentionSource<Element>(
+            keys: slots.map { $0.keys.baseAddress }, values: slots.map { $0.values.baseAddress },
+            headDim: geometry.headDim, rope: rotateOnRead ? rope : nil)
+        FusedAttention.run(src, queries: queries, count: n, start: count(layer: layer) - n, heads: heads,
+                           kvHeads: geometry.kvHeads, scale: scale, into: out)
+    }
+}
+
+/// A dense cache's rows of one layer, per KV head.
+struct DenseAttentionSource<Element: DenseKVElement>: AttentionSource {
+    /// [kvHead]: (count, d)
+    let keys: [UnsafePointer<Element>?]
+    let values: [UnsafePointer<Element>?]
+    let headDim: Int
+    /// Set when keys are stored pre-RoPE and must be rotated as they are read.
+    let rope: RoPE?
+
+    func keys(head g: Int, _ lo: Int, _ hi: Int, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+        let p = rows(keys[g], lo, hi, scratch)
+        guard let rope else { return p }
+        for t in lo..<hi { rope.apply(scratch + (t - lo) * headDim, heads: 1, position: t) }
+        return UnsafePointer(scratch)
+    }
+
+    func values(head g: Int, _ lo: Int, _ hi: Int, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+        rows(values[g], lo, hi, scratch)
+    }
+
+    /// Rows lo ..< hi as fp32: in place for fp32 (unless they must be rotated), widened
+    /// into `scratch` for fp16.
+    @inline(__always)
+    private func rows(_ base: UnsafePointer<Element>?, _ lo: Int, _ hi: Int,
+                      _ scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+        guard let base else { return UnsafePointer(scratch) }
+        let src = base + lo * headDim, count = (hi - lo) * headDim
+        if Element.self == Float.self {
+            let f = UnsafeRawPointer(src).assumingMemoryBound(to: Float.self)
+            guard rope != nil else { return f }
+            scratch.update(from: f, count: count)
+            return UnsafePointer(scratch)
+        }
+        Kernels.widen(UnsafeRawPointer(src).assumingMemoryBound(to: Float16.self), count: count, into: scratch)
+        return UnsafePointer(scratch)
+    }
+}

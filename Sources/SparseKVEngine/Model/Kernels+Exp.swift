@@ -1,0 +1,105 @@
+/// Vectorized exponentials for softmax: 16 lanes at a time, about 1 ulp, with no libm call.
+extension Kernels {
+    /// e^x for 16 lanes: x = k ln2 + r with |r| <= ln2 / 2, e^r by a degree-6 Taylor
+    /// polynomial (relative error < 2e-7), 2^k built in the exponent bits. Inputs below
+    /// -80 give exactly 0: softmax weights under e^-80 (1.8e-35) change nothing, while
+    /// subnormal results would cost a microcode assist in every later product on Intel
+    /// CPUs (that made prefill's softmax 10x slower). Softmax only exponentiates
+    /// x - max <= 0; inputs are capped at 88.
+    @inline(__always)
+    static func exp16(_ x: SIMD16<Float>) -> SIMD16<Float> {
+        let tiny = x .< -80
+        let xc = x.replacing(with: -80, where: tiny).replacing(with: 88, where: x .> 88)
+        // Rounding by adding 1.5 * 2^23 leaves k in the low mantissa bits (ties to even).
+        let magic = SIMD16<Float>(repeating: 12_582_912)
+        let kf = xc * 1.442_695_04 + magic
+        let k = unsafeBitCast(kf, to: SIMD16<Int32>.self) &- 0x4B40_0000
+        let kr = kf - magic
+        // ln 2 split so that kr * hi is exact.
+        let r = (xc - kr * 0.693_145_75) - kr * 1.428_606_8e-6
+        var p = SIMD16<Float>(repeating: 1.0 / 720)
+        p = p * r + 1.0 / 120
+        p = p * r + 1.0 / 24
+        p = p * r + 1.0 / 6
+        p = p * r + 0.5
+        p = p * r + 1
+        p = p * r + 1
+        let scale = unsafeBitCast((k &+ 127) &<< 23, to: SIMD16<Float>.self)
+        return (p * scale).replacing(with: 0, where: tiny)
+    }
+
+    /// e^x for one value, by the same method as `exp16`.
+    @inline(__always)
+    static func exp(_ x: Float) -> Float { exp16(SIMD16(repeating: x))[0] }
+
+    /// The largest of `count` values (-inf for none).
+    static func maximum(_ x: UnsafePointer<Float>, count: Int) -> Float {
+        var m16 = SIMD16<Float>(repeating: -.infinity)
+        let raw = UnsafeRawPointer(x)
+        var i = 0
+        while i + 16 <= count {
+            let v = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
+            m16 = m16.replacing(with: v, where: v .> m16)
+            i += 16
+        }
+        var m = m16.max()
+        while i < count {
+            if x[i] > m { m = x[i] }
+            i += 1
+        }
+        return m
+    }
+
+    /// x[i] = e^(x[i] - max) in place; returns the sum of the new values.
+    static func expSubtract(_ x: UnsafeMutablePointer<Float>, count: Int, max: Float) -> Float {
+        let raw = UnsafeMutableRawPointer(x), mv = SIMD16<Float>(repeating: max)
+        var s16 = SIMD16<Float>()
+        var i = 0
+        while i + 16 <= count {
+            let e = exp16(raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) - mv)
+            raw.storeBytes(of: e, toByteOffset: i * 4, as: SIMD16<Float>.self)
+            s16 += e
+            i += 16
+        }
+        if i < count {
+            var tail = SIMD16<Float>(repeating: -.infinity)
+            for j in i..<count { tail[j - i] = x[j] }
+            let e = exp16(tail - mv)
+            for j in i..<count { x[j] = e[j - i] }
+            s16 += e
+        }
+        return s16.sum()
+    }
+
+    /// x *= a for `count` values.
+    static func scale(_ x: UnsafeMutablePointer<Float>, count: Int, by a: Float) {
+        let raw = UnsafeMutableRawPointer(x), av = SIMD16<Float>(repeating: a)
+        var i = 0
+        while i + 16 <= count {
+            raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) * av,
+                           toByteOffset: i * 4, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count {
+            x[i] *= a
+            i += 1
+        }
+    }
+}
+
+extension Kernels {
+    /// fp16 to fp32, 16 values at a time (one `vcvtph2ps` per 8 with F16C).
+    static func widen(_ x: UnsafePointer<Float16>, count: Int, into y: UnsafeMutablePointer<Float>) {
+        let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
+        var i = 0
+        while i + 16 <= count {
+            let h = rx.loadUnaligned(fromByteOffset: i * 2, as: SIMD16<Float16>.self)
+            ry.storeBytes(of: SIMD16<Float>(h), toByteOffset: i * 4, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count {
+            y[i] = Float(x[i])
+            i += 1
+        }
+    }
+}

@@ -2,8 +2,8 @@ import Foundation
 import SparseKVEngine
 
 // Liveness and failover. The decisions are taken by I/O-free types (HeartbeatMonitor:
-// whom to ping, who is dead; FailoverPlanner: who takes a dead worker's layers); this
-// file carries them out. A failover pauses every live session (their KV on the dead
+// whom to ping, who is dead; FailoverPlanner: who takes a dead worker's layers;
+// FailoverTracker: whom to wait for, when to rebuild or give up); this file carries them out. A failover pauses every live session (their KV on the dead
 // worker is gone), sends the new assignments, waits until every pipeline worker reports
 // its new layers, then rebuilds each session's KV by replaying its prompt and generated
 // tokens exactly as the first time (GenerationSession.restart), so the tokens that follow
@@ -11,15 +11,6 @@ import SparseKVEngine
 // plan in progress.
 
 extension Coordinator {
-    /// A failover in progress.
-    struct RecoveryState {
-        /// Workers that died, in order (a death during the failover adds one).
-        var lost: [String]
-        /// When the first death was declared.
-        let started: ContinuousClock.Instant
-        var deadline: ContinuousClock.Instant
-    }
-
     // MARK: - Heartbeat
 
     /// Anything from a worker (on its main or its heartbeat socket) shows it alive.
@@ -94,13 +85,12 @@ extension Coordinator {
             return giveUp("\(id) (\(held)) died (\(why)) and the live workers cannot hold its layers: \(m)")
         }
         workers.remove(at: x)
-        apply(plan, reset: reset)
+        apply(plan)
         logger.warning("failover of \(id): \(plan.how); pipeline now \(workers.filter { $0.layers != nil }.map { "\($0.id) \($0.layers!.lowerBound)..<\($0.layers!.upperBound)" }.joined(separator: ", "))")
         let now = ContinuousClock.now
-        var r = recovery ?? RecoveryState(lost: [], started: now, deadline: now)
-        r.lost.append(id)
-        r.deadline = now + configuration.stepTimeout
-        recovery = r
+        var tracker = recovery ?? FailoverTracker(started: now, timeout: configuration.stepTimeout)
+        let actions = tracker.workerLost(id, plan: plan, reset: Array(reset), now: now)
+        recovery = tracker
         for sid in active.keys {
             active[sid]?.recovering = true
             active[sid]?.parked = nil
@@ -108,12 +98,28 @@ extension Coordinator {
             if active[sid]?.pausedSince == nil { active[sid]?.pausedSince = now }
             if active[sid]?.stalledSince == nil { active[sid]?.stalledSince = active[sid]?.lastStep }
         }
-        checkRecovery()
+        carryOut(actions)
+    }
+
+    /// Does what the failover tracker decided.
+    private func carryOut(_ actions: [FailoverTracker.Action]) {
+        for action in actions {
+            switch action {
+            case .assign(let id, _):
+                guard let i = index(ofWorker: id), workers[i].layers != nil else { continue }
+                workers[i].ready = false
+                sendToWorker(i, WireMessage(.shardAssignment(assignment(for: i))))
+            case .rebuildSessions:
+                finishFailover()
+            case .giveUp(let why):
+                giveUp(why)
+            }
+        }
     }
 
     /// Puts the plan's pipeline first in `workers` (pipeline order), everyone else after
-    /// as standbys, and sends the assignments.
-    private func apply(_ plan: FailoverPlanner.Plan, reset: Set<String>) {
+    /// as standbys.
+    private func apply(_ plan: FailoverPlanner.Plan) {
         var line: [WorkerState] = []
         for m in plan.pipeline {
             guard var w = workers.first(where: { $0.id == m.id }) else { continue }
@@ -130,28 +136,26 @@ extension Coordinator {
             return w
         }
         workers = line + rest
-        let assign = plan.assign + reset.filter { !plan.assign.contains($0) }.sorted()
-        for id in assign {
-            guard let i = index(ofWorker: id), workers[i].layers != nil else { continue }
-            workers[i].ready = false
-            sendToWorker(i, WireMessage(.shardAssignment(assignment(for: i))))
-        }
     }
 
     /// A worker reports layers during a failover: counted when they are its new ones.
     func recoveryWorkerReady(_ i: Int, layers: Range<Int>) {
+        guard var tracker = recovery else { return }
+        let id = workers[i].id
         guard workers[i].layers == layers else {
-            logger.info("\(workers[i].id) reported layers \(layers.lowerBound)..<\(layers.upperBound) of an earlier plan; waiting for its new ones")
+            logger.info("\(id) reported layers \(layers.lowerBound)..<\(layers.upperBound) of an earlier plan; waiting for its new ones")
             return
         }
         workers[i].ready = true
-        logger.info("\(workers[i].id) serves layers \(layers.lowerBound)..<\(layers.upperBound) after the failover")
-        checkRecovery()
+        logger.info("\(id) serves layers \(layers.lowerBound)..<\(layers.upperBound) after the failover")
+        let actions = tracker.ready(id, layers: layers)
+        recovery = tracker
+        carryOut(actions)
     }
 
-    /// Once every pipeline worker serves its new layers, the sessions rebuild their KV.
-    func checkRecovery() {
-        guard let r = recovery, pipeline(0).allSatisfy({ workers[$0].ready }) else { return }
+    /// Every pipeline worker serves its new layers: the sessions rebuild their KV.
+    private func finishFailover() {
+        guard let r = recovery else { return }
         recovery = nil
         let elapsed = milliseconds(.now - r.started)
         guard phase == .serving else {
@@ -188,9 +192,10 @@ extension Coordinator {
     }
 
     func checkRecoveryDeadline() {
-        if let r = recovery, r.deadline < .now {
-            giveUp("the failover of \(r.lost.joined(separator: ", ")) did not finish within \(configuration.stepTimeout)")
-        }
+        guard var tracker = recovery else { return }
+        let actions = tracker.tick(now: .now)
+        recovery = tracker
+        carryOut(actions)
     }
 
     /// The cluster cannot serve any more: every session and waiting request fails with

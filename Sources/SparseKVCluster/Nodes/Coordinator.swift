@@ -101,7 +101,7 @@ public final class Coordinator {
     /// Liveness of every registered worker (Coordinator+Failover.swift).
     var monitor: HeartbeatMonitor
     /// The failover in progress, if any.
-    var recovery: RecoveryState?
+    var recovery: FailoverTracker?
     /// Why the cluster cannot serve any more (a death it could not recover from).
     var broken: String?
 

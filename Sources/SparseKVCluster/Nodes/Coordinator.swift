@@ -199,8 +199,9 @@ public final class Coordinator {
         case .success(let message): m = message
         case .failure(let e):
             logger.warning("refused a message from \(received.peer): \(e.localizedDescription)")
+            // Not waited for: a peer that sends garbage and reads nothing must not stall the loop.
             answer(received, .error(ErrorBody(code: .malformedMessage, message: clip(e.localizedDescription))),
-                   requestID: received.header?.requestID ?? 0)
+                   requestID: received.header?.requestID ?? 0, timeout: .zero)
             return .keepServing
         }
         switch m.body {
@@ -561,9 +562,9 @@ public final class Coordinator {
 
     // MARK: - Sending
 
-    func answer(_ received: ReceivedMessage, _ body: WireBody, requestID: UInt64, sessionID: UInt64 = 0) {
+    func answer(_ received: ReceivedMessage, _ body: WireBody, requestID: UInt64, sessionID: UInt64 = 0, timeout: Duration = .seconds(2)) {
         guard let id = received.routingID else { return }
-        do { try router.send(WireMessage(body, requestID: requestID, sessionID: sessionID), to: id, timeout: .seconds(2)) } catch {
+        do { try router.send(WireMessage(body, requestID: requestID, sessionID: sessionID), to: id, timeout: timeout) } catch {
             logger.warning("could not answer \(received.peer): \(error.localizedDescription)")
         }
     }

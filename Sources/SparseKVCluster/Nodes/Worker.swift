@@ -161,7 +161,7 @@ public final class Worker {
             case .failure(let e):
                 logger.warning("refused a message from \(received.peer): \(e.localizedDescription)")
                 reply(to: received, WireMessage(.error(ErrorBody(code: .malformedMessage, message: clip(e.localizedDescription))),
-                                                requestID: received.header?.requestID ?? 0))
+                                                requestID: received.header?.requestID ?? 0), timeout: .zero)
                 continue
             }
             do {
@@ -225,12 +225,12 @@ public final class Worker {
 
     /// Replies go to the coordinator over the DEALER (its ROUTER is where it listens),
     /// to anyone else over the ROUTER they came in on. A failed reply is logged only.
-    private func reply(to received: ReceivedMessage, _ message: WireMessage) {
+    private func reply(to received: ReceivedMessage, _ message: WireMessage, timeout: Duration = .seconds(5)) {
         do {
             if received.peer == coordinatorPeerID {
-                try up.send(message, timeout: .seconds(5))
+                try up.send(message, timeout: timeout)
             } else if let id = received.routingID {
-                try router.send(message, to: id, timeout: .seconds(5))
+                try router.send(message, to: id, timeout: timeout)
             }
         } catch {
             logger.warning("could not answer \(received.peer): \(error.localizedDescription)")

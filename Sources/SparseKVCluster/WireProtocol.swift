@@ -185,10 +185,11 @@ public enum WireProtocol {
     // Heartbeat (see the note above the constants).
 
     /// Time between two pings of the coordinator to each worker (`--heartbeat-ms`).
-    public static let heartbeatInterval: Duration = .milliseconds(250)
+    public static let heartbeatInterval: Duration = .milliseconds(100)
     /// Intervals without any sign of life before a peer counts as dead (`--liveness`):
-    /// with the defaults, a killed or stopped worker is declared dead after 1 to 1.25 s.
-    public static let heartbeatLiveness = 4
+    /// with the defaults, a killed or stopped worker is declared dead after 1.5 to 1.6 s;
+    /// a shorter silence is tolerated, as a loaded machine can hold a process that long.
+    public static let heartbeatLiveness = 15
     /// Suffix of a worker's heartbeat routing id: "<worker id>.hb".
     public static let heartbeatSuffix = ".hb"
 

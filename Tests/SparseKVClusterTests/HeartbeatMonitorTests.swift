@@ -61,6 +61,21 @@ import Testing
         #expect(m.watched == ["w1"])
     }
 
+    @Test func aHeldUpLoopDoesNotBlameTheWorkers() {
+        var m = HeartbeatMonitor(settings: settings)
+        m.add("w1", now: at(0))
+        for ms in stride(from: 0, through: 200, by: 50) { _ = m.tick(now: at(ms)) }
+        // The loop itself stood still for 3 s: nothing was read, nobody is dead.
+        #expect(lost(m.tick(now: at(3_200))).isEmpty)
+        // The silence outside the hold counts (200 ms before it, one interval of it, and
+        // what follows): past 400 ms, at 3,350 ms, the worker is dead.
+        var died: Int?
+        for ms in stride(from: 3_250, through: 4_000, by: 50) where died == nil {
+            if !lost(m.tick(now: at(ms))).isEmpty { died = ms }
+        }
+        #expect(died == 3_350, "declared dead at \(String(describing: died)) ms")
+    }
+
     @Test func aLateTickDoesNotBurstPings() {
         var m = HeartbeatMonitor(settings: settings)
         m.add("w1", now: at(0))

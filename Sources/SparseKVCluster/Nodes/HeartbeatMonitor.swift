@@ -38,6 +38,7 @@ public struct HeartbeatMonitor: Sendable {
     public let settings: Settings
     private var peers: [String: Peer] = [:]
     private var nextNonce: UInt64 = 1
+    private var lastTick: ContinuousClock.Instant?
 
     public init(settings: Settings = Settings()) {
         self.settings = settings
@@ -62,7 +63,16 @@ public struct HeartbeatMonitor: Sendable {
     }
 
     /// Pings due and workers silent for too long, in name order (so runs repeat).
+    ///
+    /// A gap between two ticks longer than two intervals means the loop itself was held
+    /// up (descheduled on a busy machine, a long step): it neither pinged nor read the
+    /// pongs meanwhile, so that time does not count against the workers.
     public mutating func tick(now: ContinuousClock.Instant) -> [Action] {
+        if let last = lastTick, now - last > settings.interval * 2 {
+            let held = now - last - settings.interval
+            for id in peers.keys { peers[id]?.lastHeard += held }
+        }
+        lastTick = now
         var actions: [Action] = []
         for id in peers.keys.sorted() {
             guard var p = peers[id] else { continue }

@@ -35,8 +35,12 @@ final class HeartbeatResponder: @unchecked Sendable {
     func start(onLost: @escaping @Sendable (Duration) -> Void) {
         lock.withLock { started = true }
         Thread.detachNewThread { [self] in
-            var lastPing = ContinuousClock.now
+            var lastPing = ContinuousClock.now, lastLoop = lastPing
             while !isFinished {
+                // A thread held up for long (a busy machine) did not read the pings meanwhile.
+                let gap = ContinuousClock.now - lastLoop
+                if gap > settings.interval * 2 { lastPing += gap - settings.interval }
+                lastLoop = .now
                 do {
                     if let r = try socket.receive(timeout: settings.interval / 2), case .success(let m) = r.result,
                        case .ping(let nonce) = m.body {

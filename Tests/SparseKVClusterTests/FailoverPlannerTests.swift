@@ -72,6 +72,16 @@ import Testing
         #expect(Set(p.pipeline.map(\.id)) == ["w1", "w3", "s1"])
         #expect(Set(p.assign) == ["w1", "w3", "s1"], "every worker gets its new range")
         #expect(covers(p))
+        // Each worker's pieces are the ones it will hold: its old range kept when the new
+        // one contains it, else one new piece.
+        for m in p.pipeline {
+            let old = line.first { $0.id == m.id }?.layers
+            if let old, m.layers!.lowerBound <= old.lowerBound, old.upperBound <= m.layers!.upperBound {
+                #expect(m.segments.contains(old) && m.segments.reduce(0) { $0 + $1.count } == m.layers!.count)
+            } else {
+                #expect(m.segments == [m.layers!])
+            }
+        }
     }
 
     @Test func theLastWorkerDyingLeavesNothing() {

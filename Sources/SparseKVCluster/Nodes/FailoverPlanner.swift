@@ -96,6 +96,15 @@ public enum FailoverPlanner {
         return fresh(alive, layerCount: layerCount, bytesPerLayer: bytesPerLayer, fixedBytes: fixedBytes)
     }
 
+    /// The pieces a worker holds once it serves `layers`, as the worker arranges them: a
+    /// range that contains its old one keeps the old pieces and adds the new ends as
+    /// pieces of their own; any other range is loaded afresh as one piece.
+    static func segments(of m: Member, after layers: Range<Int>) -> [Range<Int>] {
+        guard let old = m.layers, layers.lowerBound <= old.lowerBound, old.upperBound <= layers.upperBound else { return [layers] }
+        let added = [layers.lowerBound..<old.lowerBound, old.upperBound..<layers.upperBound].filter { !$0.isEmpty }
+        return (m.segments + added).sorted { $0.lowerBound < $1.lowerBound }
+    }
+
     private static func fresh(_ members: [Member], layerCount: Int, bytesPerLayer: UInt64, fixedBytes: UInt64) -> Result<Plan, Failure> {
         // As many workers as have at least one layer's room, in their order.
         let usable = members.filter { bytesPerLayer + fixedBytes <= $0.budget }.prefix(layerCount)
@@ -103,7 +112,7 @@ public enum FailoverPlanner {
         do {
             let ranges = try ShardPlanner.plan(layerCount: layerCount, budgets: usable.map(\.budget), bytesPerLayer: bytesPerLayer,
                                                fixedBytes: fixedBytes, names: usable.map(\.id))
-            let line = zip(usable, ranges).map { Member(id: $0.id, layers: $1, budget: $0.budget) }
+            let line = zip(usable, ranges).map { Member(id: $0.id, layers: $1, segments: segments(of: $0, after: $1), budget: $0.budget) }
             return .success(Plan(pipeline: line, assign: line.map(\.id), how: "a new plan over \(line.map(\.id).joined(separator: ", "))"))
         } catch {
             return .failure(.insufficientMemory((error as? NodeError)?.description ?? "\(error)"))

@@ -8,6 +8,8 @@
 #   4. prints the coordinator's byte counters,
 #   5. drains w2 while a second generation decodes (its KV crosses the limited links, CSR and
 #      the fp16 baseline, timed) and checks that generation's tokens too,
+#   5b. kills w3 (kill -9) while a third generation decodes: the coordinator declares it dead
+#      by heartbeat, w1 takes its layers, the session is rebuilt, and its tokens are checked,
 #   6. checks that nothing is left: no process, namespace or link.
 # Then it stops a cluster with SIGTERM while it is loading and once while it serves a
 # command, and checks the same. Needs root. Exit status 0 only if every step passed.
@@ -118,6 +120,14 @@ gen=$!
 "$BIN" cluster drain "$DRAIN_WORKER" --cluster "$SPARSEKV_CLUSTER" --baseline fp16 --after-tokens 4 --wait-session --json >"$out/drain.json" \
     || { echo "client: cluster drain $DRAIN_WORKER failed" >&2; kill "$gen" 2>/dev/null; exit 13; }
 wait "$gen" || { echo "client: the generation during the drain failed" >&2; exit 14; }
+# Kill the last worker while a third, longer generation decodes: failover over the links.
+"$BIN" generate --cluster "$SPARSEKV_CLUSTER" --prompt-file "$PROMPT" -n $((TOKENS * 4)) --ignore-eos --json >"$out/after-kill.json" &
+gen=$!
+sleep 1.5
+victim=$(ip netns pids "$2-w3" | head -1)
+[[ -n "$victim" ]] || { echo "client: no process in $2-w3" >&2; kill "$gen" 2>/dev/null; exit 15; }
+kill -KILL "$victim"
+wait "$gen" || { echo "client: the generation during the failover failed" >&2; exit 16; }
 CLIENT
 chmod +x "$work/client.sh"
 export BIN="$bin" PROMPT="$prompt" TOKENS="$tokens" DRAIN_WORKER="$drain_worker"
@@ -138,7 +148,7 @@ run_setting() {
     p="$(new_prefix)"
     # In the background, so that a signal to this script is handled at once (finish stops it).
     "$launcher" --bin "$bin" --prefix "$p" --rate "$rate" --measure "$measure" -n 3 --kv "$kv" "${dict_args[@]}" \
-        --ctx "$ctx" --logs "$dir/logs" -- "$work/client.sh" "$dir" >"$dir/launcher.out" 2>"$dir/launcher.err" &
+        --ctx "$ctx" --logs "$dir/logs" -- "$work/client.sh" "$dir" "$p" >"$dir/launcher.out" 2>"$dir/launcher.err" &
     launcher_pid=$!
     set +e; wait "$launcher_pid"; status=$?; set -e
     launcher_pid=""
@@ -149,6 +159,7 @@ run_setting() {
         12) fail "cluster stats failed (logs in $dir/logs)" ;;
         13) step="$kv: drain hook"; fail "cluster drain $drain_worker failed (logs in $dir/logs)" ;;
         14) step="$kv: drain hook"; fail "generate after the drain failed (logs in $dir/logs)" ;;
+        15|16) step="$kv: failover hook"; fail "the generation during the kill of w3 failed (logs in $dir/logs)" ;;
         *) fail "netns-launch.sh exited with $status (see the lines above; logs in $dir/logs)" ;;
     esac
 
@@ -183,8 +194,17 @@ def compare(label, run):
 compare(f"{kv} cluster", got)
 if os.path.exists(f"{d}/after-drain.json"):
     compare(f"{kv} after drain", json.load(open(f"{d}/after-drain.json")))
+if os.path.exists(f"{d}/after-kill.json"):
+    # Four times as long as the reference: its first tokens must be the reference's.
+    run = json.load(open(f"{d}/after-kill.json"))
+    run["generatedTokens"] = run["generatedTokens"][:len(ref["generatedTokens"])]
+    compare(f"{kv} with w3 killed mid-decode", run)
 sys.exit(0 if ok else 1)
 PY
+
+    step="$kv: failover over $rate links"
+    grep -q "failover of w3" "$dir/logs/coordinator.log" || fail "w3 was not declared dead and failed over (logs in $dir/logs)"
+    grep -E "is dead|failover of|generates again" "$dir/logs/coordinator.log" | sed 's/.*\] /    /' >&2
 
     step="$kv: byte counters"
     python3 - "$dir" <<'PY' || fail "the coordinator's byte counters are missing or show no activations"

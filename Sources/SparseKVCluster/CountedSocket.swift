@@ -45,6 +45,9 @@ public final class CountedSocket {
 
     public func close() { socket.close() }
 
+    /// Closes with a new linger time (see ``ZMQSocket/close(linger:)``).
+    public func close(linger: Duration) { socket.close(linger: linger) }
+
     // MARK: - Send
 
     /// Encodes, sends and counts a message.

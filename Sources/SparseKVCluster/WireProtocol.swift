@@ -99,6 +99,14 @@ import SparseKVEngine
 //                                        token count u32 (<= maxContext), payload bytes u64,
 //                                        wire bytes u64, ns u64
 //
+// Heartbeat: besides its main link, every worker opens a second DEALER to the coordinator
+// with routing id "<worker id>.hb", served by a thread of its own so that a worker busy
+// computing still answers. The coordinator sends ping(nonce) to it every heartbeat
+// interval and counts the worker alive while anything (a pong, or any message from the
+// worker) arrived within `heartbeatLiveness` intervals; after that the worker is declared
+// dead and its layers fail over. A worker that gets no ping for as long exits. Worker ids
+// ending in ".hb" are refused so the two names never collide.
+//
 // Categories for byte accounting: activations -> activations, kvTransfer -> kv,
 // dictionary -> dictionary, every other kind -> control.
 
@@ -173,6 +181,20 @@ public enum WireProtocol {
 
     /// The encoding name of CSR-coded KV transfers, which must name their dictionary.
     public static let csrEncoding = "csr"
+
+    // Heartbeat (see the note above the constants).
+
+    /// Time between two pings of the coordinator to each worker (`--heartbeat-ms`).
+    public static let heartbeatInterval: Duration = .milliseconds(100)
+    /// Intervals without any sign of life before a peer counts as dead (`--liveness`):
+    /// with the defaults, a killed or stopped worker is declared dead after 1.5 to 1.6 s;
+    /// a shorter silence is tolerated, as a loaded machine can hold a process that long.
+    public static let heartbeatLiveness = 15
+    /// Suffix of a worker's heartbeat routing id: "<worker id>.hb".
+    public static let heartbeatSuffix = ".hb"
+
+    /// The routing id of a worker's heartbeat socket.
+    public static func heartbeatRoutingID(worker id: String) -> [UInt8] { Array((id + heartbeatSuffix).utf8) }
 }
 
 // MARK: - Message kinds and categories

@@ -222,6 +222,13 @@ public final class ZMQSocket {
         frame.deallocate()
     }
 
+    /// Closes the socket with a new linger time: at shutdown, what a dead peer did not
+    /// take must not hold the process for the default linger.
+    public func close(linger: Duration) {
+        if handle != nil { try? setOption(ZMQ_LINGER, Int32(clamping: Self.milliseconds(linger)), "ZMQ_LINGER") }
+        close()
+    }
+
     public var isClosed: Bool { handle == nil }
 
     private func open() throws -> UnsafeMutableRawPointer {

@@ -11,6 +11,16 @@ struct ClusterCommand: ParsableCommand {
         @Option(help: "The coordinator's endpoint (default: $SPARSEKV_CLUSTER).")
         var cluster: String?
 
+        /// A client that a SIGINT or SIGTERM interrupts.
+        func client() throws -> ClusterClient {
+            let stop = StopSignal()
+            Self.signalSources = stopOnSignals(stop)
+            return try ClusterClient(coordinator: try resolve(), stop: stop)
+        }
+
+        /// Kept for the process's life.
+        nonisolated(unsafe) static var signalSources: [DispatchSourceSignal] = []
+
         func resolve() throws -> String {
             guard let endpoint = cluster ?? ProcessInfo.processInfo.environment["SPARSEKV_CLUSTER"] else {
                 throw ValidationError("give --cluster ENDPOINT or set SPARSEKV_CLUSTER (cluster/launch.sh does)")
@@ -26,7 +36,7 @@ struct ClusterCommand: ParsableCommand {
         @OptionGroup var endpoint: Endpoint
 
         func run() throws {
-            let stats = try ClusterClient(coordinator: try endpoint.resolve()).stats()
+            let stats = try endpoint.client().stats()
             print(try jsonString(stats.traffic))
         }
     }
@@ -63,7 +73,7 @@ struct ClusterCommand: ParsableCommand {
         }
 
         func run() throws {
-            let client = try ClusterClient(coordinator: try endpoint.resolve())
+            let client = try endpoint.client()
             if waitSession {
                 let deadline = ContinuousClock.now + .seconds(60)
                 while try client.stats().sessionCount == 0 {

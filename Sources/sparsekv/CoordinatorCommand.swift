@@ -34,6 +34,8 @@ struct CoordinatorCommand: ParsableCommand {
     @Flag(help: "Measure replication: each worker streams every decoded token's KV to a peer (with a handoff, its counterpart), which checks and discards it; see the kv counters.")
     var replicate = false
 
+    @OptionGroup var heartbeat: HeartbeatOptions
+
     func validate() throws {
         guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
         guard prefillWorkers == 0 || workers == 2 * prefillWorkers else {
@@ -56,6 +58,7 @@ struct CoordinatorCommand: ParsableCommand {
         config.prefillWorkers = prefillWorkers
         config.handoffBaseline = handoffBaseline ?? ""
         config.replicate = replicate
+        config.heartbeat = heartbeat.settings
         let stop = StopSignal()
         let sources = stopOnSignals(stop)
         defer { sources.forEach { $0.cancel() } }

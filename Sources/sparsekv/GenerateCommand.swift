@@ -99,7 +99,10 @@ struct GenerateCommand: ParsableCommand {
 
     func runOnCluster(_ endpoint: String) throws {
         let text = try prompt ?? readTextFile(promptFile!)
-        let client = try ClusterClient(coordinator: endpoint)
+        let stop = StopSignal()
+        let sources = stopOnSignals(stop)
+        defer { sources.forEach { $0.cancel() } }
+        let client = try ClusterClient(coordinator: endpoint, stop: stop)
         let before = try client.stats().traffic
         let r = try client.generate(GenerateRequestBody(
             prompt: text, chat: chat, maxTokens: n, temperature: temp, topK: topK, topP: topP, seed: seed, ignoreEOS: ignoreEos))

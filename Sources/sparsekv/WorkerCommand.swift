@@ -23,6 +23,8 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Worker id (A-Z a-z 0-9 . _ -); default worker-<pid>.")
     var id: String?
 
+    @OptionGroup var heartbeat: HeartbeatOptions
+
     func validate() throws {
         guard parseBytes(memory) != nil else { throw ValidationError("--memory must be a byte count such as 2G or 536870912") }
     }
@@ -33,6 +35,7 @@ struct WorkerCommand: ParsableCommand {
             coordinator: coordinator, modelPath: common.modelPath, memoryBudgetBytes: parseBytes(memory) ?? 0,
             listen: listen, id: id ?? "worker-\(ProcessInfo.processInfo.processIdentifier)")
         config.advertise = advertise
+        config.heartbeat = heartbeat.settings
         let stop = StopSignal()
         let sources = stopOnSignals(stop)
         defer { sources.forEach { $0.cancel() } }

@@ -214,7 +214,7 @@ struct ClusterRefusalTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let inbox = try TestPeer(kind: .router, bind: "tcp://127.0.0.1:*")
         let worker = try Child("w1", arguments: ["worker", "--model", ClusterAssets.model, "--coordinator", inbox.boundEndpoint,
-                                                 "--id", "w1", "-t", "1"], directory: dir)
+                                                 "--id", "w1", "-t", "1"] + KVTransferProcessTests.patient, directory: dir)
         defer { worker.terminate() }
         let (register, from) = try inbox.next()
         guard case .register(let r) = register.body else { throw HarnessError(description: "expected register, got \(register.kind)") }

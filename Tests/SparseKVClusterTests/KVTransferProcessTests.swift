@@ -6,6 +6,9 @@ import SparseKVEngine
 /// KV transfer between two real worker processes, the test playing the coordinator.
 @Suite(.enabled(if: ClusterAssets.available, "needs the SmolLM2 model (scripts/setup.sh) and a built sparsekv"), .serialized)
 struct KVTransferProcessTests {
+    /// This test plays the coordinator and sends no pings: the workers must wait for it.
+    static let patient = ["--heartbeat-ms", "1000", "--liveness", "600"]
+
     /// Worker A prefills a session, sends its CSR KV to worker B, and B continues the
     /// session with exactly A's output; a payload naming another dictionary is refused.
     @Test func csrSessionMovesBetweenWorkersAndContinuesIdentically() throws {
@@ -13,8 +16,8 @@ struct KVTransferProcessTests {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let inbox = try TestPeer(kind: .router, bind: "tcp://127.0.0.1:*")
-        let a = try Child("ka", arguments: ["worker", "--model", ClusterAssets.model, "--coordinator", inbox.boundEndpoint, "--id", "ka", "-t", "1"], directory: dir)
-        let b = try Child("kb", arguments: ["worker", "--model", ClusterAssets.model, "--coordinator", inbox.boundEndpoint, "--id", "kb", "-t", "1"], directory: dir)
+        let a = try Child("ka", arguments: ["worker", "--model", ClusterAssets.model, "--coordinator", inbox.boundEndpoint, "--id", "ka", "-t", "1"] + Self.patient, directory: dir)
+        let b = try Child("kb", arguments: ["worker", "--model", ClusterAssets.model, "--coordinator", inbox.boundEndpoint, "--id", "kb", "-t", "1"] + Self.patient, directory: dir)
         defer { a.terminate(); b.terminate() }
 
         // Registration, assignment (both serve layers 0..<2), dictionary.

@@ -1,20 +1,29 @@
 import Foundation
 
 /// A client of the coordinator: sends generate requests and waits for the replies. One
-/// DEALER connected to the coordinator's ROUTER; one request at a time.
+/// DEALER connected to the coordinator's ROUTER; one request at a time. Every wait has a
+/// deadline, and a raised `stop` (a signal) ends it within a tenth of a second.
 public final class ClusterClient {
     public let counters = ByteCounters()
     private let context: ZMQContext
     private let socket: CountedSocket
+    private let stop: StopSignal?
     private var nextRequestID: UInt64 = 1
 
-    public init(coordinator: String) throws {
+    /// - Parameter stop: raised (e.g. on SIGTERM), it ends any wait with ``NodeError/interrupted(waitingFor:)``.
+    public init(coordinator: String, stop: StopSignal? = nil) throws {
         context = try ZMQContext()
-        socket = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: coordinatorPeerID)
+        var options = ZMQSocketOptions()
+        options.linger = .milliseconds(100)
+        socket = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: coordinatorPeerID, options: options)
         try socket.connect(coordinator)
+        self.stop = stop
     }
 
     deinit { socket.close() }
+
+    /// How long one slice of a wait lasts before `stop` is looked at again.
+    private static let slice: Duration = .milliseconds(100)
 
     /// Sends a request and returns the coordinator's answer to it (replies to other
     /// request ids are skipped).
@@ -23,10 +32,23 @@ public final class ClusterClient {
     public func request(_ body: WireBody, timeout: Duration = .seconds(600)) throws -> WireMessage {
         let id = nextRequestID
         nextRequestID += 1
-        try socket.send(WireMessage(body, requestID: id), timeout: .seconds(10))
+        // Sending waits while the coordinator is not connected yet.
+        let connectBy = ContinuousClock.now + .seconds(10)
+        while true {
+            if stop?.isRaised == true { throw NodeError.interrupted(waitingFor: "the coordinator to take \(body.kind)") }
+            do {
+                try socket.send(WireMessage(body, requestID: id), timeout: Self.slice)
+                break
+            } catch ZMQError.timedOut where ContinuousClock.now < connectBy {
+                continue
+            } catch ZMQError.timedOut {
+                throw NodeError.timedOut(waitingFor: "a connection to send \(body.kind)", peer: coordinatorPeerID)
+            }
+        }
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            guard let received = try socket.receive(timeout: min(.seconds(1), deadline - .now)) else { continue }
+            if stop?.isRaised == true { throw NodeError.interrupted(waitingFor: "the answer to \(body.kind)") }
+            guard let received = try socket.receive(timeout: min(Self.slice, deadline - .now)) else { continue }
             guard case .success(let m) = received.result, m.requestID == id else { continue }
             if case .error(let e) = m.body { throw NodeError.refused(by: coordinatorPeerID, code: e.code, message: e.message) }
             return m

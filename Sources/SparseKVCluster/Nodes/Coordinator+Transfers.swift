@@ -168,6 +168,7 @@ extension Coordinator {
         }
         sendToWorker(x, WireMessage(.shutdown(reason: "drained: layers \(d.layers.lowerBound)..<\(d.layers.upperBound) moved to \(d.newLayers.keys.sorted().joined(separator: ", "))")))
         let gone = workers.remove(at: x)
+        monitor.remove(gone.id)
         gone.link?.close()
         drain = nil
         let elapsed = nanoseconds(.now - d.paused)

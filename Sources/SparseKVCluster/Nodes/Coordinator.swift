@@ -8,7 +8,8 @@ import SparseKVEngine
 /// tokenizer, embeddings, final norm, LM head and sampling.
 ///
 /// KV moves between workers (a drain, a prefill -> decode handoff) are in
-/// Coordinator+Transfers.swift.
+/// Coordinator+Transfers.swift, heartbeats and failover in Coordinator+Failover.swift,
+/// sending in Coordinator+Sending.swift.
 ///
 /// Sockets: one ROUTER bound at `listen` takes registrations, replies, returning
 /// activations and client requests; one DEALER per worker (routing id "coordinator")
@@ -27,7 +28,7 @@ public final class Coordinator {
     let dictionary: (hash: String, gguf: [UInt8])?
     let cacheKind: String
     private let context: ZMQContext
-    private let router: CountedSocket
+    let router: CountedSocket
 
     // MARK: - State
 
@@ -75,6 +76,17 @@ public final class Coordinator {
         var streaming = false
         /// When the running handoff of this session started.
         var handoffStarted: ContinuousClock.Instant?
+        /// The request id its activations carry; a restart takes a new one, so states and
+        /// errors of the pipeline before a failover are recognised and dropped.
+        var wireID: UInt64 = 0
+        /// Waiting for a failover to finish; its KV is rebuilt then.
+        var recovering = false
+        /// When the latest states came back (a step ended).
+        var lastStep = ContinuousClock.now
+        /// The failover's start of the rebuild, until the session generates again.
+        var recoveryStarted: ContinuousClock.Instant?
+        /// The last step before the death, while a failover lasts.
+        var stalledSince: ContinuousClock.Instant?
     }
 
     var phase = Phase.registering
@@ -87,11 +99,21 @@ public final class Coordinator {
     /// kvRequests sent and not yet acknowledged, by their request id.
     var pendingTransfers: [UInt64: PendingTransfer] = [:]
     var nextControlID: UInt64 = 1 << 48
+    /// Liveness of every registered worker (Coordinator+Failover.swift).
+    var monitor: HeartbeatMonitor
+    /// The failover in progress, if any.
+    var recovery: FailoverTracker?
+    /// Why the cluster cannot serve any more (a death it could not recover from).
+    var broken: String?
 
     /// Loads the coordinator's part of the model and the dictionary, and binds.
     public init(configuration: CoordinatorConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
+        monitor = HeartbeatMonitor(settings: configuration.heartbeat)
+        guard configuration.heartbeat.interval > .zero, configuration.heartbeat.liveness >= 1 else {
+            throw NodeError.badConfiguration("the heartbeat interval must be positive and the liveness at least 1")
+        }
         guard configuration.workerCount >= 1 else { throw NodeError.badConfiguration("--workers must be at least 1") }
         guard ["", "fp16"].contains(configuration.handoffBaseline) else {
             throw NodeError.badConfiguration("--handoff-baseline must be fp16 (or absent), not '\(configuration.handoffBaseline)'")
@@ -140,9 +162,20 @@ public final class Coordinator {
     /// worker to shut down. `onReady` runs once, when every worker is loaded and acked.
     public func run(stop: StopSignal, onReady: (String) -> Void = { _ in }) throws {
         logger.info("listening on \(boundEndpoint), waiting for \(configuration.workerCount) workers")
-        defer { shutDownWorkers(reason: "coordinator stopping") }
+        defer {
+            // Whoever waits hears why, before the workers go.
+            let why = "the coordinator is shutting down"
+            broken = why
+            for id in active.keys.sorted() { fail(id, code: .shuttingDown, message: why) }
+            for r in waiting { sendToClient(r.client, WireMessage(.error(ErrorBody(code: .shuttingDown, message: why)), requestID: r.requestID)) }
+            waiting = []
+            shutDownWorkers(reason: "coordinator stopping")
+        }
+        // Wake up often enough to ping on time.
+        let wait = min(.milliseconds(100), configuration.heartbeat.interval / 2)
         while !stop.isRaised {
-            if let received = try router.receive(timeout: .milliseconds(100)) {
+            if let received = try router.receive(timeout: wait) {
+                noteHeard(received)
                 let wasServing = phase == .serving
                 if try handle(received) == .stop { return }
                 if !wasServing, phase == .serving {
@@ -151,8 +184,10 @@ public final class Coordinator {
                     startWaiting()
                 }
             }
+            heartbeatTick()
             expireSessions()
             checkDrainDeadline()
+            checkRecoveryDeadline()
         }
         logger.info("stop requested")
     }
@@ -165,8 +200,9 @@ public final class Coordinator {
         case .success(let message): m = message
         case .failure(let e):
             logger.warning("refused a message from \(received.peer): \(e.localizedDescription)")
+            // Not waited for: a peer that sends garbage and reads nothing must not stall the loop.
             answer(received, .error(ErrorBody(code: .malformedMessage, message: clip(e.localizedDescription))),
-                   requestID: received.header?.requestID ?? 0)
+                   requestID: received.header?.requestID ?? 0, timeout: .zero)
             return .keepServing
         }
         switch m.body {
@@ -177,6 +213,10 @@ public final class Coordinator {
             guard let i = workerIndex(received) else { return refuseUnknown(received, m) }
             if drainAwaitsReady(from: workers[i].id) {
                 drainWorkerReady(workers[i].id, layers: b.layers)
+                return .keepServing
+            }
+            if recovery != nil {
+                recoveryWorkerReady(i, layers: b.layers)
                 return .keepServing
             }
             guard workers[i].layers == b.layers else {
@@ -202,12 +242,18 @@ public final class Coordinator {
                 answer(received, .error(ErrorBody(code: .unknownSession, message: "no session \(m.sessionID)")), requestID: m.requestID, sessionID: m.sessionID)
                 return .keepServing
             }
+            guard m.requestID == r.wireID, !r.recovering else {
+                logger.debug("session \(m.sessionID): dropped states of the pipeline before the failover")
+                return .keepServing
+            }
             r.receivedBytes += UInt64(received.wireBytes)
             r.inFlight = false
             r.kvBytes = a.kvBytes
+            r.lastStep = .now
             do {
                 let action = try r.session.receive(a, model: model)
                 active[m.sessionID] = r
+                if r.recoveryStarted != nil { sessionRecovered(m.sessionID) }
                 try perform(action, sessionID: m.sessionID)
             } catch {
                 fail(m.sessionID, code: .internalError, message: error.localizedDescription)
@@ -218,6 +264,8 @@ public final class Coordinator {
             startDrain(d, from: received, requestID: m.requestID)
         case .error(let e) where pendingTransfers[m.requestID] != nil:
             transferFailed(requestID: m.requestID, message: "\(received.peer): \(e.code) \(e.message)")
+        case .error(let e) where m.sessionID != 0 && (active[m.sessionID].map { m.requestID != $0.wireID || $0.recovering } ?? false):
+            logger.debug("session \(m.sessionID): ignored an error of the pipeline before the failover: \(e.code) \(e.message)")
         case .error(let e):
             if m.sessionID != 0, active[m.sessionID] != nil {
                 fail(m.sessionID, code: e.code, message: "\(received.peer): \(e.message)")
@@ -260,14 +308,15 @@ public final class Coordinator {
         guard b.modelFingerprint == model.fingerprint else {
             return refuse(.modelMismatch, "model fingerprint \(b.modelFingerprint) differs from the coordinator's \(model.fingerprint); run every process on the same GGUF file")
         }
-        guard b.workerID != coordinatorPeerID, received.peer == b.workerID else {
-            return refuse(.malformedMessage, "worker id '\(b.workerID)' must be the socket's routing id and not '\(coordinatorPeerID)'")
+        guard b.workerID != coordinatorPeerID, !b.workerID.hasSuffix(WireProtocol.heartbeatSuffix), received.peer == b.workerID else {
+            return refuse(.malformedMessage, "worker id '\(b.workerID)' must be the socket's routing id, not '\(coordinatorPeerID)' and not end in '\(WireProtocol.heartbeatSuffix)'")
         }
         guard !workers.contains(where: { $0.id == b.workerID }) else {
             return refuse(.unexpectedMessage, "a worker named \(b.workerID) is already registered; give each worker its own --id")
         }
         guard let routingID = received.routingID else { return }
         workers.append(WorkerState(id: b.workerID, routingID: routingID, endpoint: b.peerEndpoint, budget: b.memoryBudgetBytes))
+        monitor.add(b.workerID, now: .now)
         answer(received, .registerAck(workerIndex: workers.count - 1), requestID: requestID)
         guard phase == .serving else {
             logger.info("registered \(b.workerID) at \(b.peerEndpoint), budget \(b.memoryBudgetBytes) bytes (\(workers.count)/\(configuration.workerCount))")
@@ -285,6 +334,7 @@ public final class Coordinator {
             workers[i].link = link
         } catch {
             logger.error("cannot connect to standby \(b.workerID) at \(b.peerEndpoint): \(error.localizedDescription)")
+            monitor.remove(b.workerID)
             workers.remove(at: i)
             return
         }
@@ -364,9 +414,10 @@ public final class Coordinator {
     /// Worker indices of pipeline `p`, in layer order.
     func pipeline(_ p: Int) -> [Int] { workers.indices.filter { workers[$0].pipeline == p } }
 
-    private func checkReady() {
-        guard phase == .starting else { return }
-        if workers.allSatisfy({ $0.ready && (dictionary == nil || $0.dictionaryAcked) }) { phase = .serving }
+    func checkReady() {
+        guard phase == .starting, recovery == nil else { return }
+        let serving = workers.filter { $0.pipeline != Self.standby }
+        if !serving.isEmpty, serving.allSatisfy({ $0.ready && (dictionary == nil || $0.dictionaryAcked) }) { phase = .serving }
     }
 
     func index(ofWorker id: String) -> Int? { workers.firstIndex { $0.id == id } }
@@ -384,6 +435,10 @@ public final class Coordinator {
     // MARK: - Generation
 
     private func accept(_ g: GenerateRequestBody, from received: ReceivedMessage, requestID: UInt64) {
+        if let broken {
+            answer(received, .error(ErrorBody(code: .unreachable, message: clip(broken))), requestID: requestID)
+            return
+        }
         guard phase == .serving, let client = received.routingID else {
             let missing = workers.filter { !$0.ready || (dictionary != nil && !$0.dictionaryAcked) }.map(\.id)
             answer(received, .error(ErrorBody(code: .unexpectedMessage, message: clip(
@@ -410,9 +465,10 @@ public final class Coordinator {
     }
 
     func startWaiting() {
-        while phase == .serving, drain == nil, active.count < configuration.maxConcurrentSessions, !waiting.isEmpty {
+        while phase == .serving, drain == nil, recovery == nil, broken == nil, active.count < configuration.maxConcurrentSessions, !waiting.isEmpty {
             var r = waiting.removeFirst()
             let id = r.session.id
+            r.wireID = takeControlID()
             do {
                 let action = try r.session.start(model: model)
                 active[id] = r
@@ -465,7 +521,7 @@ public final class Coordinator {
             startStreaming(sessionID, pipeline: r.pipeline)
             r.streaming = true
         }
-        r.sentBytes += UInt64(try link.send(WireMessage(.activations(states), requestID: r.requestID, sessionID: sessionID),
+        r.sentBytes += UInt64(try link.send(WireMessage(.activations(states), requestID: r.wireID, sessionID: sessionID),
                                             timeout: .seconds(30)))
         r.inFlight = true
         r.parked = nil
@@ -492,65 +548,16 @@ public final class Coordinator {
         startWaiting()
     }
 
+    /// Refuses every request still waiting for its turn.
+    func failWaiting(_ why: String) {
+        for r in waiting { sendToClient(r.client, WireMessage(.error(ErrorBody(code: .unreachable, message: clip(why))), requestID: r.requestID)) }
+        waiting = []
+    }
+
     private func expireSessions() {
         let now = ContinuousClock.now
-        for (id, r) in active where r.deadline < now && r.parked == nil {
+        for (id, r) in active where r.deadline < now && r.parked == nil && !r.recovering {
             fail(id, code: .unreachable, message: "no hidden states came back within \(configuration.stepTimeout); is every worker alive?")
         }
-    }
-
-    // MARK: - Sending
-
-    func answer(_ received: ReceivedMessage, _ body: WireBody, requestID: UInt64, sessionID: UInt64 = 0) {
-        guard let id = received.routingID else { return }
-        do { try router.send(WireMessage(body, requestID: requestID, sessionID: sessionID), to: id, timeout: .seconds(2)) } catch {
-            logger.warning("could not answer \(received.peer): \(error.localizedDescription)")
-        }
-    }
-
-    func sendToClient(_ client: [UInt8], _ m: WireMessage) {
-        do { try router.send(m, to: client, timeout: .seconds(5)) } catch {
-            logger.warning("could not reach client \(WireProtocol.peerLabel(routingID: client)): \(error.localizedDescription)")
-        }
-    }
-
-    func sendToWorker(_ i: Int, _ m: WireMessage) {
-        do {
-            if let link = workers[i].link {
-                try link.send(m, timeout: .seconds(30))
-            } else {
-                try router.send(m, to: workers[i].routingID, timeout: .seconds(2))
-            }
-        } catch {
-            logger.warning("could not reach \(workers[i].id): \(error.localizedDescription)")
-        }
-    }
-
-    private func shutDownWorkers(reason: String) {
-        for i in workers.indices {
-            do {
-                let m = WireMessage(.shutdown(reason: reason))
-                if let link = workers[i].link { try link.send(m, timeout: .seconds(1)) } else { try router.send(m, to: workers[i].routingID, timeout: .seconds(1)) }
-            } catch {
-                logger.warning("could not tell \(workers[i].id) to shut down: \(error.localizedDescription)")
-            }
-        }
-    }
-
-    func clip(_ s: String) -> String {
-        var s = s
-        while s.utf8.count > WireProtocol.maxErrorMessageLength { s.removeLast() }
-        return s
-    }
-
-    private func clipText(_ s: String) -> String {
-        var s = s
-        while s.utf8.count > WireProtocol.maxReplyTextBytes { s.removeLast() }
-        return s
-    }
-
-    func nanoseconds(_ d: Duration) -> UInt64 {
-        let (s, atto) = d.components
-        return UInt64(max(0, s)) * 1_000_000_000 + UInt64(max(0, atto) / 1_000_000_000)
     }
 }

@@ -30,6 +30,9 @@ public struct CoordinatorConfiguration: Sendable {
     /// counterpart in the other pipeline with a handoff, else the next worker, wrapping
     /// around), which checks, counts and discards it.
     public var replicate = false
+    /// Ping interval and liveness (`--heartbeat-ms`, `--liveness`): a worker silent for
+    /// `liveness` intervals is declared dead and its layers fail over.
+    public var heartbeat = HeartbeatMonitor.Settings()
 
     public init(listen: String, modelPath: String, dictionaryPath: String?, workerCount: Int) {
         self.listen = listen

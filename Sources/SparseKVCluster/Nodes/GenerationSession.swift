@@ -24,6 +24,10 @@ public struct GenerationSession {
     public private(set) var position = 0
     /// Tokens in flight (sent, not yet back).
     private var inFlight = 0
+    /// After a restart: the next of `generated` to feed again instead of sampling.
+    private var replayed: Int?
+    /// Times the session was rebuilt on a new plan (``restart(model:)``).
+    public private(set) var restarts = 0
     private var sampler: Sampler
     private let isStop: (Int32) -> Bool
     public private(set) var prefillEnd: ContinuousClock.Instant?
@@ -48,6 +52,22 @@ public struct GenerationSession {
         return try sendPrompt(model: model)
     }
 
+    /// Rebuilds the session's KV from nothing, on whatever pipeline serves now (after a
+    /// failover): the prompt goes in the same chunks as the first time, then every token
+    /// generated so far is fed again one step at a time, without sampling. The workers
+    /// thus run exactly the calls of the first run, so the caches (CSR online atoms and
+    /// guard entries included) and every later token are the same bit for bit.
+    public mutating func restart(model: LlamaModel) throws -> Action {
+        position = 0
+        inFlight = 0
+        replayed = 0
+        restarts += 1
+        return try sendPrompt(model: model)
+    }
+
+    /// Whether the session is feeding generated tokens again after a restart.
+    public var isReplaying: Bool { replayed != nil }
+
     private mutating func sendPrompt(model: LlamaModel) throws -> Action {
         let chunk = Array(prompt[position..<min(position + prefillBatch, prompt.count)])
         return .send(try states(chunk, phase: .prefill, model: model))
@@ -70,9 +90,17 @@ public struct GenerationSession {
         }
         position += a.tokenCount
         inFlight = 0
+        if a.phase == .prefill, position < prompt.count { return try sendPrompt(model: model) }
+        if let r = replayed {
+            if r < generated.count {
+                replayed = r + 1
+                return .send(try states([generated[r]], phase: .decode, model: model))
+            }
+            // Every generated token is back in the caches: sample from these states.
+            replayed = nil
+        }
         let logits: [Float]
         if a.phase == .prefill {
-            if position < prompt.count { return try sendPrompt(model: model) }
             logits = try model.logits(a.hidden, count: a.tokenCount, rows: a.tokenCount - 1..<a.tokenCount)
             prefillEnd = ContinuousClock.now
         } else {

@@ -12,6 +12,10 @@ public enum NodeError: LocalizedError, CustomStringConvertible, Sendable {
     case insufficientMemory(String)
     /// The cluster was stopped (signal or shutdown message) before it got ready.
     case stopped
+    /// The peer stopped answering heartbeats for `silence`.
+    case peerLost(peer: String, silence: Duration)
+    /// A signal ended a wait (`what` was awaited).
+    case interrupted(waitingFor: String)
 
     public var errorDescription: String? {
         switch self {
@@ -25,6 +29,10 @@ public enum NodeError: LocalizedError, CustomStringConvertible, Sendable {
             return s
         case .stopped:
             return "stopped before the cluster was ready"
+        case .peerLost(let peer, let silence):
+            return "nothing heard from \(peer) for \(silence); it is gone (or declared this node dead). Restart it, then this node"
+        case .interrupted(let what):
+            return "interrupted by a signal while waiting for \(what)"
         }
     }
 

@@ -50,14 +50,17 @@ public final class Worker {
     /// endpoint and kept for the process's life: a ROUTER drops a second connection that
     /// carries a routing id it already has, so a link is never duplicated or replaced.
     private var peers: [String: CountedSocket] = [:]
+    /// Raised by the heartbeat thread when the coordinator stopped pinging.
+    private let coordinatorGone = StopSignal()
+    private var heartbeat: HeartbeatResponder?
 
     public init(configuration: WorkerConfiguration, logger: Logger) throws {
         self.configuration = configuration
         var logger = logger
         logger[metadataKey: "worker"] = "\(configuration.id)"
         self.logger = logger
-        guard configuration.id != coordinatorPeerID else {
-            throw NodeError.badConfiguration("the worker id '\(coordinatorPeerID)' is reserved; pick another --id")
+        guard configuration.id != coordinatorPeerID, !configuration.id.hasSuffix(WireProtocol.heartbeatSuffix) else {
+            throw NodeError.badConfiguration("the worker id '\(configuration.id)' is reserved ('\(coordinatorPeerID)', or ending in '\(WireProtocol.heartbeatSuffix)'); pick another --id")
         }
         gguf = try GGUFFile(path: configuration.modelPath)
         base = try LlamaModel(gguf: gguf, layers: 0..<0, embeddings: false, head: false)
@@ -72,9 +75,11 @@ public final class Worker {
     }
 
     deinit {
-        for p in peers.values { p.close() }
-        up.close()
-        router.close()
+        heartbeat?.stop()
+        // A dead peer must not hold the exit: what it did not take within a moment is dropped.
+        for p in peers.values { p.close(linger: .milliseconds(300)) }
+        up.close(linger: .milliseconds(300))
+        router.close(linger: .milliseconds(300))
     }
 
     // MARK: - Registration
@@ -100,6 +105,7 @@ public final class Worker {
                 switch m.body {
                 case .registerAck(let index):
                     logger.info("registered as worker \(index), listening on \(boundEndpoint)")
+                    try startHeartbeat()
                     break registration
                 case .error(let e):
                     throw NodeError.refused(by: coordinatorPeerID, code: e.code, message: e.message)
@@ -110,13 +116,30 @@ public final class Worker {
                 logger.warning("malformed message from the coordinator: \(e.localizedDescription)")
             }
         }
+        defer { heartbeat?.stop() }
         try serve(stop: stop)
+        if coordinatorGone.isRaised {
+            throw NodeError.peerLost(peer: configuration.coordinator, silence: heartbeat?.lostAfter ?? configuration.heartbeat.deadAfter)
+        }
+    }
+
+    /// Answers the coordinator's pings on a thread of its own; when they stop, the serving
+    /// loop ends.
+    private func startHeartbeat() throws {
+        let responder = try HeartbeatResponder(context: context, coordinator: configuration.coordinator, workerID: configuration.id,
+                                               counters: counters, settings: configuration.heartbeat, logger: logger)
+        heartbeat = responder
+        let gone = coordinatorGone, logger = logger
+        responder.start { quiet in
+            logger.error("no ping from the coordinator for \(quiet); it is gone or has declared this worker dead. Exiting.")
+            gone.raise()
+        }
     }
 
     // MARK: - Serving loop
 
     private func serve(stop: StopSignal) throws {
-        while !stop.isRaised {
+        while !stop.isRaised, !coordinatorGone.isRaised {
             // The coordinator's ROUTER answers on the registration link (refusals, a
             // shutdown before links exist); everything else comes to our ROUTER.
             while let received = try up.receive(timeout: .zero) {
@@ -138,7 +161,7 @@ public final class Worker {
             case .failure(let e):
                 logger.warning("refused a message from \(received.peer): \(e.localizedDescription)")
                 reply(to: received, WireMessage(.error(ErrorBody(code: .malformedMessage, message: clip(e.localizedDescription))),
-                                                requestID: received.header?.requestID ?? 0))
+                                                requestID: received.header?.requestID ?? 0), timeout: .zero)
                 continue
             }
             do {
@@ -202,12 +225,12 @@ public final class Worker {
 
     /// Replies go to the coordinator over the DEALER (its ROUTER is where it listens),
     /// to anyone else over the ROUTER they came in on. A failed reply is logged only.
-    private func reply(to received: ReceivedMessage, _ message: WireMessage) {
+    private func reply(to received: ReceivedMessage, _ message: WireMessage, timeout: Duration = .seconds(5)) {
         do {
             if received.peer == coordinatorPeerID {
-                try up.send(message, timeout: .seconds(5))
+                try up.send(message, timeout: timeout)
             } else if let id = received.routingID {
-                try router.send(message, to: id, timeout: .seconds(5))
+                try router.send(message, to: id, timeout: timeout)
             }
         } catch {
             logger.warning("could not answer \(received.peer): \(error.localizedDescription)")

@@ -17,6 +17,9 @@ public struct WorkerConfiguration: Sendable {
     public var registrationTimeout: Duration = .seconds(60)
     /// Directory for the received dictionary file.
     public var temporaryDirectory: String = "/tmp"
+    /// The coordinator's ping interval and liveness (`--heartbeat-ms`, `--liveness`; give
+    /// the coordinator's values): with no ping for that long, the worker exits.
+    public var heartbeat = HeartbeatMonitor.Settings()
 
     public init(coordinator: String, modelPath: String, memoryBudgetBytes: UInt64, listen: String, id: String) {
         self.coordinator = coordinator

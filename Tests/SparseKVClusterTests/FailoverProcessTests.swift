@@ -1,0 +1,110 @@
+import Foundation
+import Testing
+@testable import SparseKVCluster
+import SparseKVEngine
+
+/// Workers dying (SIGKILL) or hanging (SIGSTOP) in the middle of a generation, in a
+/// cluster of real processes: the coordinator declares them dead by heartbeat, gives
+/// their layers to a standby or to their neighbours, rebuilds the session's KV, and the
+/// session ends with the tokens of an uninterrupted single-process run.
+@Suite(.enabled(if: ClusterAssets.available, "needs the SmolLM2 model (scripts/setup.sh) and a built sparsekv"), .serialized)
+struct FailoverProcessTests {
+    /// Long enough that the kill lands while the session decodes.
+    static let request = GenerateRequestBody(prompt: ClusterProcessTests.prompt, maxTokens: 120, ignoreEOS: true)
+
+    /// Waits for a live session, lets it decode a little, then sends `signal` to `victim`.
+    static func signalMidDecode(_ cluster: LocalCluster, _ control: ClusterClient, _ victim: String, _ signal: Int32) throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try control.stats().sessionCount == 0 {
+            guard ContinuousClock.now < deadline else { throw HarnessError(description: "no live session within a minute") }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        Thread.sleep(forTimeInterval: 0.3)
+        let w = try #require(cluster.workers.first { $0.name == victim })
+        kill(w.process.processIdentifier, signal)
+    }
+
+    /// Lines of the coordinator's log that contain `text`.
+    static func logLines(_ cluster: LocalCluster, _ text: String) -> [Substring] {
+        cluster.coordinator.stderr.split(separator: "\n").filter { $0.contains(text) }
+    }
+
+    @Test(arguments: ["fp32", "csr:8"])
+    func killingTheFirstMiddleAndLastWorkersKeepsTheTokens(kv: String) throws {
+        let cluster = try LocalCluster(workers: 4, kv: kv)
+        let control = try ClusterClient(coordinator: cluster.endpoint)
+        let expected = try ClusterProcessTests.localTokens(kv: kv, maxTokens: Self.request.maxTokens, ctx: 512)
+        // w1 is first of w1..w4; then w3 is in the middle of w2, w3, w4; then w4 is last of w2, w4.
+        for (round, victim) in ["w1", "w3", "w4"].enumerated() {
+            let running = DrainHandoffProcessTests.Background(endpoint: cluster.endpoint, Self.request)
+            try Self.signalMidDecode(cluster, control, victim, SIGKILL)
+            let reply = try running.wait()
+            #expect(reply.generatedTokens == expected, "after killing \(victim): \(reply.generatedTokens) vs local \(expected)")
+            #expect(Self.logLines(cluster, "failover of \(victim):").count == 1, "\(victim) was declared dead and failed over")
+            #expect(Self.logLines(cluster, "generates again").count == round + 1, "the session was rebuilt and went on")
+        }
+        let last = try #require(cluster.workers.first { $0.name == "w2" })
+        #expect(last.process.isRunning, "w2 holds every layer now")
+        #expect(try control.generate(GenerateRequestBody(prompt: ClusterProcessTests.prompt, maxTokens: 8, ignoreEOS: true)).generatedTokens
+                == Array(expected.prefix(8)), "new sessions run on the pipeline that is left")
+        #expect(cluster.stop())
+    }
+
+    @Test func aStandbyTakesTheLayersOfAKilledWorker() throws {
+        let cluster = try LocalCluster(workers: 3, kv: "csr:8")
+        let control = try ClusterClient(coordinator: cluster.endpoint)
+        let standby = try Child("w9", arguments: ["worker", "--model", ClusterAssets.model, "--coordinator", cluster.endpoint,
+                                                  "--id", "w9", "--memory", "2G", "-t", "1"], directory: cluster.directory)
+        cluster.workers.append(standby)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while Self.logLines(cluster, "w9 acked dictionary").isEmpty {
+            guard ContinuousClock.now < deadline else { throw HarnessError(description: "the standby did not ack the dictionary") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        let expected = try ClusterProcessTests.localTokens(kv: "csr:8", maxTokens: Self.request.maxTokens, ctx: 512)
+        let running = DrainHandoffProcessTests.Background(endpoint: cluster.endpoint, Self.request)
+        try Self.signalMidDecode(cluster, control, "w2", SIGKILL)
+        let reply = try running.wait()
+        #expect(reply.generatedTokens == expected)
+        #expect(!Self.logLines(cluster, "standby w9 takes layers").isEmpty, "the standby loaded the dead worker's layers")
+        #expect(cluster.stop())
+    }
+
+    /// A hung worker is declared dead like a killed one; once it runs again, it finds
+    /// itself dropped (no pings) and exits, and the cluster serves on.
+    @Test func aStoppedWorkerIsFailedOverAndExitsWhenItResumes() throws {
+        let cluster = try LocalCluster(workers: 3, kv: "csr:8")
+        let control = try ClusterClient(coordinator: cluster.endpoint)
+        let expected = try ClusterProcessTests.localTokens(kv: "csr:8", maxTokens: Self.request.maxTokens, ctx: 512)
+        let running = DrainHandoffProcessTests.Background(endpoint: cluster.endpoint, Self.request)
+        try Self.signalMidDecode(cluster, control, "w2", SIGSTOP)
+        let reply = try running.wait()
+        #expect(reply.generatedTokens == expected)
+        #expect(Self.logLines(cluster, "failover of w2:").count == 1)
+        let w2 = try #require(cluster.workers.first { $0.name == "w2" })
+        kill(w2.process.processIdentifier, SIGCONT)
+        #expect(w2.waitForExit(timeout: .seconds(20)), "the resumed worker exits on its own")
+        #expect(w2.process.terminationStatus != 0 && w2.stderr.contains("nothing heard from"))
+        let again = try control.generate(GenerateRequestBody(prompt: ClusterProcessTests.prompt, maxTokens: 8, ignoreEOS: true))
+        #expect(again.generatedTokens == Array(expected.prefix(8)))
+        #expect(cluster.stop())
+    }
+
+    /// With no worker left to take the layers, the session fails at once with an error
+    /// that says so, and so does every later request.
+    @Test func withNoWorkerLeftTheSessionFailsPromptlyAndClearly() throws {
+        let cluster = try LocalCluster(workers: 1)
+        let client = try ClusterClient(coordinator: cluster.endpoint)
+        let running = DrainHandoffProcessTests.Background(endpoint: cluster.endpoint, Self.request)
+        try Self.signalMidDecode(cluster, client, "w1", SIGKILL)
+        do {
+            _ = try running.wait()
+            Issue.record("the session cannot have finished")
+        } catch NodeError.refused(_, let code, let message) {
+            #expect(code == .unreachable)
+            #expect(message.contains("w1") && message.contains("no live worker"), "\(message)")
+        }
+        #expect(throws: NodeError.self) { try client.generate(GenerateRequestBody(prompt: "x", maxTokens: 1)) }
+        #expect(cluster.stop())
+    }
+}

@@ -3,7 +3,7 @@
 public enum HalfPrecision {
     /// Float to binary16 bits, rounding to nearest even. Values beyond ±65504 become
     /// infinite; callers check `isFinite(bits)` where that matters.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func bits(_ value: Float) -> UInt16 {
         Float16(value).bitPattern
     }
@@ -11,7 +11,7 @@ public enum HalfPrecision {
     /// binary16 bits to Float, exact for every input. Done with integer and float
     /// arithmetic rather than `Float16`, whose conversion is a library call on x86_64
     /// builds without F16C, so that it inlines into unpacking loops.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func float(_ bits: UInt16) -> Float {
         let w = UInt32(bits) << 16
         let sign = w & 0x8000_0000

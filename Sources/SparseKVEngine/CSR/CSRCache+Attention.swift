@@ -62,13 +62,18 @@ struct CSRStreamView {
         guardValues = storageBase(s.guardValues)
     }
 
+    /// binary16 bits to Float: one `vcvtph2ps` with F16C (the shared `HalfPrecision.float`
+    /// lives in another module and is not inlined across it).
+    @inline(__always)
+    static func half(_ bits: UInt16) -> Float { Float(Float16(bitPattern: bits)) }
+
     @inline(__always)
     func index(_ row: Int, _ k: Int) -> Int { CSRCodeStream.readIndex(indexBytes, row * sparsity + k, width: width) }
 
     @inline(__always)
     func coefficient(_ row: Int, _ k: Int) -> Float {
-        int8 ? Float(coefficients8[row * sparsity + k]) * HalfPrecision.float(scales[row])
-            : HalfPrecision.float(coefficients16[row * sparsity + k])
+        int8 ? Float(coefficients8[row * sparsity + k]) * Self.half(scales[row])
+            : Self.half(coefficients16[row * sparsity + k])
     }
 
     /// Row `row` decoded from its pairs (m floats), ignoring the guard bank.
@@ -76,11 +81,11 @@ struct CSRStreamView {
     func decode(_ row: Int, into out: UnsafeMutablePointer<Float>) {
         out.update(repeating: 0, count: m)
         if int8 {
-            let scale = HalfPrecision.float(scales[row]), c = coefficients8 + row * sparsity
+            let scale = Self.half(scales[row]), c = coefficients8 + row * sparsity
             for k in 0..<sparsity { Kernels.axpy(Float(c[k]) * scale, atoms + index(row, k) * m, out, m) }
         } else {
             let c = coefficients16 + row * sparsity
-            for k in 0..<sparsity { Kernels.axpy(HalfPrecision.float(c[k]), atoms + index(row, k) * m, out, m) }
+            for k in 0..<sparsity { Kernels.axpy(Self.half(c[k]), atoms + index(row, k) * m, out, m) }
         }
     }
 
@@ -97,7 +102,7 @@ struct CSRStreamView {
     /// Guard entry g's m values into `out`.
     @inline(__always)
     func copyGuard(_ g: Int, into out: UnsafeMutablePointer<Float>) {
-        for i in 0..<m { out[i] = HalfPrecision.float(guardValues[g * m + i]) }
+        for i in 0..<m { out[i] = Self.half(guardValues[g * m + i]) }
     }
 }
 

@@ -51,7 +51,7 @@ public final class LlamaModel: Sendable {
             : nil
     }
 
-    /// Opens `path` and loads as `init(gguf:...)` does; the file is unmapped afterwards.
+    /// Opens `path` and loads as `init(gguf:...)` does; the quantized weights are read in place from the file mapping, which the model keeps.
     public convenience init(path: String, layers: Range<Int>? = nil, embeddings: Bool = true, head: Bool = true) throws {
         try self.init(gguf: try GGUFFile(path: path), layers: layers, embeddings: embeddings, head: head)
     }

@@ -38,30 +38,66 @@ public struct QuantizedMatrix: Sendable {
     public let rows: Int
     public let cols: Int
     /// (rows, cols / 32) blocks in ggml's layout: Q4_1 = d, m (f16), 16 nibble bytes;
-    /// Q8_0 = d (f16), 32 int8.
-    let blocks: [UInt8]
+    /// Q8_0 = d (f16), 32 int8. Either a copy or the tensor inside the GGUF mapping.
+    let blocks: BlockStorage
+
+    /// Where a matrix's blocks live. Read-only once made, so shared between threads.
+    final class BlockStorage: @unchecked Sendable {
+        let bytes: UnsafeRawBufferPointer
+        /// What keeps `bytes` valid: the GGUF file (its mapping) or nothing (owned copy).
+        private let owner: AnyObject?
+
+        init(copying b: UnsafeRawBufferPointer) {
+            let p = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, b.count), alignment: 64)
+            if let src = b.baseAddress, b.count > 0 { p.baseAddress!.copyMemory(from: src, byteCount: b.count) }
+            bytes = UnsafeRawBufferPointer(start: p.baseAddress, count: b.count)
+            owner = nil
+        }
+
+        init(mapped b: UnsafeRawBufferPointer, file: GGUFFile) {
+            bytes = b
+            owner = file
+        }
+
+        deinit { if owner == nil { UnsafeMutableRawPointer(mutating: bytes.baseAddress)?.deallocate() } }
+
+        var count: Int { bytes.count }
+
+        func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R { try body(bytes) }
+    }
 
     /// Copies `bytes` (a whole GGUF tensor, e.g. `GGUFFile.rawData`) so the matrix
     /// outlives the file mapping. `bytes` may start at any alignment.
     public init(type: GGMLType, rows: Int, cols: Int, bytes: UnsafeRawBufferPointer) throws {
+        try Self.check(type: type, rows: rows, cols: cols, byteCount: bytes.count)
+        self.type = type
+        self.rows = rows
+        self.cols = cols
+        blocks = BlockStorage(copying: bytes)
+    }
+
+    /// Tensor `name`, of GGUF shape [cols, rows], read in place from the file's memory
+    /// mapping, which the matrix keeps alive: nothing is copied, and only the pages of the
+    /// tensors a process uses (a worker's layers) become resident.
+    public init(gguf: GGUFFile, name: String, rows: Int, cols: Int) throws {
+        let info = try gguf.requireTensor(name, shape: [cols, rows])
+        let bytes = gguf.rawData(info)
+        try Self.check(type: info.type, rows: rows, cols: cols, byteCount: bytes.count)
+        type = info.type
+        self.rows = rows
+        self.cols = cols
+        blocks = BlockStorage(mapped: bytes, file: gguf)
+    }
+
+    private static func check(type: GGMLType, rows: Int, cols: Int, byteCount: Int) throws {
         guard type == .q4_1 || type == .q8_0 else { throw LayoutError.unsupportedType(type) }
         guard rows > 0, cols > 0, cols % 32 == 0 else { throw LayoutError.badShape(rows: rows, cols: cols) }
         let (blockCount, overflow1) = rows.multipliedReportingOverflow(by: cols / 32)
         let (expected, overflow2) = blockCount.multipliedReportingOverflow(by: type.blockBytes)
-        guard !overflow1, !overflow2, expected == bytes.count else {
+        guard !overflow1, !overflow2, expected == byteCount else {
             throw LayoutError.byteCountMismatch(type: type, rows: rows, cols: cols,
-                                                expected: overflow1 || overflow2 ? Int.max : expected, found: bytes.count)
+                                                expected: overflow1 || overflow2 ? Int.max : expected, found: byteCount)
         }
-        self.type = type
-        self.rows = rows
-        self.cols = cols
-        self.blocks = [UInt8](bytes)
-    }
-
-    /// Copies tensor `name`, of GGUF shape [cols, rows], out of `gguf`.
-    public init(gguf: GGUFFile, name: String, rows: Int, cols: Int) throws {
-        let info = try gguf.requireTensor(name, shape: [cols, rows])
-        try self.init(type: info.type, rows: rows, cols: cols, bytes: gguf.rawData(info))
     }
 
     /// Bytes of weight data held (the same as in the GGUF file).

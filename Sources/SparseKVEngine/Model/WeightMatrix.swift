@@ -37,7 +37,7 @@ public struct WeightMatrix: Sendable {
     public init(gguf: GGUFFile, name: String, rows: Int, cols: Int) throws {
         let info = try gguf.requireTensor(name, shape: [cols, rows])
         if [.q4_1, .q8_0].contains(info.type) {
-            self.init(quantized: try QuantizedMatrix(type: info.type, rows: rows, cols: cols, bytes: gguf.rawData(info)))
+            self.init(quantized: try QuantizedMatrix(gguf: gguf, name: name, rows: rows, cols: cols))
         } else {
             self.init(rows: rows, cols: cols, data: try gguf.floats(name, shape: [cols, rows]))
         }

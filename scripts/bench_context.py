@@ -179,7 +179,8 @@ def markdown(report):
              f"{report['genTokens']} decoded tokens after the prompt; medians of {report['repeats']} runs after a warm-up; "
              f"load average before/after {report['loadavgBefore']} / {report['loadavgAfter']}). Each cell is its own process; "
              "peak RSS is its ru_maxrss. KV bytes: the cache after prompt + decoded tokens"
-             + ("; llama.cpp's are its f16 K/V allocated for n_ctx = prompt + decoded tokens." if have_llama else
+             + ("; llama.cpp's are its f16 K/V allocated for n_ctx = prompt + decoded tokens, and its peak RSS "
+                "includes the Python interpreter (llama-cpp-python)." if have_llama else
                 ". llama-cpp-python was not installed: no llama.cpp baseline in this run."), ""]
     for length in report["lengths"]:
         rs = [r for r in rows if r["length"] == length]

@@ -65,7 +65,7 @@ struct F64ReferenceTests {
 
     init() { BLASRuntime.setThreads(2) }
 
-    static func cacheType(_ kind: String, model: LlamaModel) throws -> KVCacheType {
+    static func cacheType(_ kind: String) throws -> KVCacheType {
         kind.lowercased().hasPrefix("csr")
             ? try KVCacheType(parsing: kind, dictionary: try dictionary.get())
             : try KVCacheType(parsing: kind)
@@ -99,7 +99,7 @@ struct F64ReferenceTests {
     @Test(arguments: cacheKinds, KernelPath.allCases)
     func greedyTokensLeaveTheReferenceOnlyAtNearTies(kind: String, path: KernelPath) throws {
         let model = try Self.model.get(), ref = try F64Reference.shared.get()
-        let type = try Self.cacheType(kind, model: model)
+        let type = try Self.cacheType(kind)
         #expect(ref.greedy.prompts.count >= 4)
         for p in ref.greedy.prompts {
             let (tokens, logits) = try Self.greedy(model: model, cache: type, path: path, prompt: p.prompt_ids,

@@ -226,14 +226,17 @@ def svg(report):
         return x0 + (pw / 2 if span == 0 else (math.log2(c) - math.log2(lengths[0])) / span * pw)
 
     def panel(x0, title, field):
-        top = max((r[field] for r in rows), default=1) * 1.1 or 1
+        peak = max((r[field] for r in rows), default=1) or 1
+        step = next(f * 10 ** e for e in range(math.floor(math.log10(peak / 5)), 9) for f in (1, 2, 5)
+                    if f * 10 ** e >= peak / 5)  # a round tick step, at most 5 steps to the top
+        top = step * math.ceil(peak / step)
         sy = lambda v: m + ph - v / top * ph  # noqa: E731
         out = [f'<text x="{x0 + pw / 2:.1f}" y="{m - 25}" text-anchor="middle" font-size="15" font-weight="bold">{title}</text>',
                f'<rect x="{x0:.1f}" y="{m}" width="{pw:.1f}" height="{ph}" fill="none" stroke="#999"/>']
-        for i in range(6):
-            v = top * i / 5
+        for i in range(round(top / step) + 1):
+            v = step * i
             out.append(f'<line x1="{x0:.1f}" x2="{x0 + pw:.1f}" y1="{sy(v):.1f}" y2="{sy(v):.1f}" stroke="#eee"/>')
-            out.append(f'<text x="{x0 - 6:.1f}" y="{sy(v) + 4:.1f}" text-anchor="end" font-size="11">{v:,.0f}</text>')
+            out.append(f'<text x="{x0 - 6:.1f}" y="{sy(v) + 4:.1f}" text-anchor="end" font-size="11">{v:,g}</text>')
         for c in lengths:
             out.append(f'<text x="{sx(x0, c):.1f}" y="{m + ph + 18}" text-anchor="middle" font-size="11">{c}</text>')
         out.append(f'<text x="{x0 + pw / 2:.1f}" y="{m + ph + 38}" text-anchor="middle" font-size="12">context (prompt tokens)</text>')

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """An exact reference for SmolLM2: a float64 numpy forward over the GGUF's dequantized weights.
 
-Usage (re-runnable; overwrites the fixture; about 1-2 minutes on 2 cores, see below):
+Usage (re-runnable; overwrites the fixture; 575 s wall, 140 s CPU, on 2 busy cores; ~1.4 GB RAM):
 
     python3 -m pip install gguf        # gguf-py, the GGUF reader of the llama.cpp project
     python3 scripts/reference/make_f64_reference.py

@@ -3,7 +3,7 @@ SWIFT ?= swift
 RELEASE = -c release
 BIN = .build/release/sparsekv
 
-.PHONY: setup build demo test bench bench-eval bench-bandwidth netns-e2e docker-e2e clean
+.PHONY: setup build demo test bench bench-context bench-eval bench-bandwidth netns-e2e docker-e2e clean
 
 setup:            ## system packages, model, texts (idempotent)
 	bash scripts/setup.sh
@@ -19,8 +19,12 @@ test: setup       ## the test suite (optimized build; the real model runs in it)
 	bash cluster/netns-e2e.sh --bin $(BIN)
 	bash cluster/docker-e2e.sh --bin $(BIN)
 
-bench: build      ## speed benchmark vs llama.cpp in the same run (when llama-cpp-python is installed)
+bench: build      ## speed benchmark vs llama.cpp in the same run (when llama-cpp-python is installed), then bench-context
 	bash scripts/bench_speed.sh
+	python3 scripts/bench_context.py
+
+bench-context: build ## tok/s, KV bytes and peak RSS at 512-8192 tokens, every cache and llama.cpp (reports/speed.{json,md,svg}, ~1 h)
+	python3 scripts/bench_context.py
 
 bench-eval: build ## CSR evaluation table: KV caches vs fp32 on cfi-ch4 and alice29 (reports/eval-*.md)
 	bash scripts/bench_eval.sh

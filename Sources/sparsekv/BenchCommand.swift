@@ -48,6 +48,9 @@ struct SpeedBench: ParsableCommand {
         /// Share of one decode step's time per part, from a separate profiled run.
         var decodeProfile: [String: Double]
         var decodeStepMilliseconds: Double
+        /// The cache's kind, and the bytes it holds after the prompt and the decoded tokens.
+        var kvCache: String
+        var kvCacheBytes: Int
     }
 
     func validate() throws {
@@ -109,7 +112,8 @@ struct SpeedBench: ParsableCommand {
             threads: BLASRuntime.threads, blasCore: BLASRuntime.coreName, promptTokens: promptTokens,
             genTokens: genTokens, repeats: repeats, prefillTokensPerSecond: median(prefillRates),
             decodeTokensPerSecond: median(decodeRates), prefillRuns: prefillRates, decodeRuns: decodeRates,
-            decodeProfile: shares, decodeStepMilliseconds: total / Double(genTokens) * 1000)
+            decodeProfile: shares, decodeStepMilliseconds: total / Double(genTokens) * 1000,
+            kvCache: cache.kind, kvCacheBytes: cache.byteCount)
         if json {
             print(try jsonString(report))
             return
@@ -117,6 +121,8 @@ struct SpeedBench: ParsableCommand {
         print(String(format: "prefill (%d tokens): %.1f tok/s   decode (%d tokens): %.1f tok/s   [median of %d, %d threads, OpenBLAS %@]",
                      promptTokens, report.prefillTokensPerSecond, genTokens, report.decodeTokensPerSecond, repeats,
                      report.threads, report.blasCore))
+        print(String(format: "KV cache %@: %.1f MB after %d tokens", report.kvCache, Double(report.kvCacheBytes) / 1e6,
+                     promptTokens + genTokens))
         print(String(format: "decode step profile (%.2f ms/step):", report.decodeStepMilliseconds))
         for part in ForwardProfile.Part.allCases {
             guard let s = shares[part.rawValue] else { continue }

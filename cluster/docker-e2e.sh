@@ -23,7 +23,8 @@
 #   SPARSEKV_BASE_IMAGE        base image (default sparsekv-base:bookworm, made here when
 #                              missing; e.g. debian:bookworm-slim where a registry is reachable)
 #   SPARSEKV_E2E_CACHE         where the base rootfs tarball is kept (default $SPARSEKV_HOME/docker)
-#   SPARSEKV_DEBIAN_MIRROR     debootstrap mirror (default http://deb.debian.org/debian)
+#   SPARSEKV_DEBIAN_MIRROR     debootstrap mirror (default: the Debian archive this machine's
+#                              apt uses, from /etc/apt/sources.list(.d), else deb.debian.org)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -49,7 +50,29 @@ model="$home_dir/models/$model_file"
 dict="$root/dicts/${model_file%.gguf}.csr.gguf"
 base_image="${SPARSEKV_BASE_IMAGE:-sparsekv-base:bookworm}"
 cache_dir="${SPARSEKV_E2E_CACHE:-$home_dir/docker}"
-mirror="${SPARSEKV_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# The machine's own Debian archive: the first `deb` entry (one-line or deb822 .sources)
+# whose suite is a plain release (not -security/-updates), so debootstrap works wherever apt does.
+apt_mirror() {
+    local f
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+        [[ -r "$f" ]] || continue
+        case "$f" in
+            *.sources)
+                awk 'BEGIN { RS = ""; FS = "\n" }
+                     { uri = ""; suite = ""; deb = 0
+                       for (i = 1; i <= NF; i++) {
+                         if ($i ~ /^Types:.*(^|[ \t])deb([ \t]|$)/) deb = 1
+                         if ($i ~ /^URIs:/) { split($i, a, /[ \t]+/); uri = a[2] }
+                         if ($i ~ /^Suites:/) { split($i, a, /[ \t]+/); suite = a[2] } }
+                       if (deb && uri != "" && suite !~ /-(security|updates|backports)$/) { print uri; exit } }' "$f" ;;
+            *)
+                awk '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+                                   if ($(i + 1) !~ /-(security|updates|backports)$/) { print $i; exit } }' "$f" ;;
+        esac
+    done | head -1
+}
+mirror="${SPARSEKV_DEBIAN_MIRROR:-$(apt_mirror)}"
+mirror="${mirror:-http://deb.debian.org/debian}"
 drain_id="${SPARSEKV_E2E_DRAIN:-w2}"
 image="sparsekv:e2e"
 project="sparsekve2e$$"

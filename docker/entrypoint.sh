@@ -33,6 +33,7 @@ coordinator)
         --workers "${SPARSEKV_WORKERS:-3}" --kv "${SPARSEKV_KV:-csr:8,coef=i8}" -t "$threads" "$@"
     [ -n "${SPARSEKV_CTX:-}" ] && set -- "$@" --ctx "$SPARSEKV_CTX"
     [ -n "${SPARSEKV_DICT:-}" ] && set -- "$@" --dict "$SPARSEKV_DICT"
+    [ -n "${SPARSEKV_HTTP_PORT:-}" ] && set -- "$@" --http "0.0.0.0:$SPARSEKV_HTTP_PORT"
     rm -f "$ready_file"
     # exec keeps sparsekv as the process that receives SIGTERM from `docker stop`; tee
     # (started by the shell before exec) copies its stdout for the health check.

@@ -47,6 +47,7 @@ worker)
     set -- worker --model "$model" --coordinator "${SPARSEKV_COORDINATOR:-tcp://$(address_of coordinator):$port}" \
         --listen "tcp://0.0.0.0:$worker_port" --advertise "tcp://$host:$worker_port" \
         --id "$id" --memory "${SPARSEKV_MEMORY:-2G}" -t "$threads" "$@"
+    [ -n "${SPARSEKV_METRICS_PORT:-}" ] && set -- "$@" --metrics "0.0.0.0:$SPARSEKV_METRICS_PORT"
     ;;
 healthcheck)
     # Coordinator: healthy once it printed READY (every worker loaded and acked the

@@ -11,9 +11,16 @@ public enum HTTPServing {
     ///   (with the port chosen when `port` is 0).
     public static func run(api: APIServer, host: String, port: Int, services: [any Service], logger: Logger,
                            onListening: @escaping @Sendable (String) -> Void) async throws {
+        try await run(router: api.router(), serverName: "sparsekv", host: host, port: port, services: services,
+                      logger: logger, onListening: onListening)
+    }
+
+    /// Runs `router` on `host:port` with `services` behind it (see ``run(api:host:port:services:logger:onListening:)``).
+    static func run(router: Router<BasicRequestContext>, serverName: String, host: String, port: Int, services: [any Service],
+                    logger: Logger, onListening: @escaping @Sendable (String) -> Void) async throws {
         let app = Application(
-            router: api.router(),
-            configuration: .init(address: .hostname(host, port: port), serverName: "sparsekv"),
+            router: router,
+            configuration: .init(address: .hostname(host, port: port), serverName: serverName),
             onServerRunning: { channel in
                 onListening("http://\(host):\(channel.localAddress?.port ?? port)")
             },

@@ -16,12 +16,7 @@ public enum MetricsEndpoint {
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(string: metrics.render(traffic: counters.snapshot()))))
         }
-        let app = Application(
-            router: router, configuration: .init(address: .hostname(host, port: port), serverName: "sparsekv-worker"),
-            onServerRunning: { channel in onListening("http://\(host):\(channel.localAddress?.port ?? port)") },
-            logger: logger)
-        let group = ServiceGroup(services: services + [app], gracefulShutdownSignals: [.sigterm, .sigint],
-                                 cancellationSignals: [], logger: logger)
-        try await group.run()
+        try await HTTPServing.run(router: router, serverName: "sparsekv-worker", host: host, port: port, services: services,
+                                  logger: logger, onListening: onListening)
     }
 }

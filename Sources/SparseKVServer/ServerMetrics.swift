@@ -94,7 +94,7 @@ public final class ServerMetrics: @unchecked Sendable {
                         let before = exported[key] ?? 0
                         let counter = registry.makeCounter(name: "sparsekv_wire_\(unit)_total",
                                                            labels: [("peer", peer), ("kind", kind.rawValue), ("direction", direction)],
-                                                           help: "The coordinator's socket counters: \(unit) by peer, kind and direction")
+                                                           help: "This process's socket counters (a coordinator's: every worker and client link): \(unit) by peer, kind and direction")
                         if value > before {
                             counter.increment(by: Int64(clamping: value - before))
                             exported[key] = value

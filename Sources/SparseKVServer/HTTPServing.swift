@@ -25,9 +25,14 @@ public enum HTTPServing {
                 onListening("http://\(host):\(channel.localAddress?.port ?? port)")
             },
             logger: logger)
-        let group = ServiceGroup(services: services + [app], gracefulShutdownSignals: [.sigterm, .sigint],
-                                 cancellationSignals: [], logger: logger)
-        try await group.run()
+        // A service behind the API that ends on its own (a drained worker, a coordinator told
+        // to shut down) ends the process cleanly: the HTTP server finishes its requests, exit 0.
+        let behind = services.map {
+            ServiceGroupConfiguration.ServiceConfiguration(service: $0, successTerminationBehavior: .gracefullyShutdownGroup)
+        }
+        var configuration = ServiceGroupConfiguration(services: behind + [.init(service: app)], logger: logger)
+        configuration.gracefulShutdownSignals = [.sigterm, .sigint]
+        try await ServiceGroup(configuration: configuration).run()
     }
 
     /// Splits `HOST:PORT` (`:PORT` means 127.0.0.1).

@@ -4,8 +4,9 @@ import SparseKVCluster
 public struct BackendGauges: Sendable {
     public var activeSessions = 0
     public var queuedRequests = 0
-    /// KV bytes held by the sessions in flight.
-    public var kvCacheBytes: UInt64 = 0
+    /// KV bytes held by the sessions in flight; nil where the backend does not know it (a
+    /// cluster: the workers report a session's KV bytes only with its reply).
+    public var kvCacheBytes: UInt64?
     public var kvCache = ""
     /// The CSR dictionary's content hash (empty without one).
     public var dictionaryHash = ""

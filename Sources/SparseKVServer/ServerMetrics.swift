@@ -13,7 +13,7 @@ import SparseKVCluster
 /// - `prompt_tokens_total`, `generated_tokens_total`
 /// - `prefill_seconds` (histogram, per request: arrival to first token),
 ///   `decode_token_seconds` (histogram, per token: gap between sampled tokens)
-/// - `sessions_active`, `requests_queued`, `kv_cache_bytes`
+/// - `sessions_active`, `requests_queued`, `kv_cache_bytes` (one process only)
 /// - `worker_ready{worker}` (1 ready, 0 not)
 /// - `wire_bytes_total{peer,kind,direction}`, `wire_messages_total{peer,kind,direction}`:
 ///   the coordinator's socket counters; kind is control, activations, kv or dictionary,
@@ -59,8 +59,10 @@ public final class ServerMetrics: @unchecked Sendable {
         let g = backend.gauges()
         registry.makeGauge(name: "sparsekv_sessions_active", help: "Sessions generating now").set(to: Double(g.activeSessions))
         registry.makeGauge(name: "sparsekv_requests_queued", help: "Requests waiting for a session").set(to: Double(g.queuedRequests))
-        registry.makeGauge(name: "sparsekv_kv_cache_bytes", help: "Bytes held by the KV caches of the sessions in flight (all workers)")
-            .set(to: Double(g.kvCacheBytes))
+        if let kv = g.kvCacheBytes {
+            registry.makeGauge(name: "sparsekv_kv_cache_bytes", help: "Bytes held by the KV caches of the sessions in flight")
+                .set(to: Double(kv))
+        }
         registry.makeGauge(name: "sparsekv_info", labels: [("model", backend.modelName), ("kv_cache", g.kvCache),
                                                           ("dictionary_hash", g.dictionaryHash)],
                            help: "The model, KV cache type and CSR dictionary hash this server runs").set(to: 1)

@@ -3,7 +3,7 @@ SWIFT ?= swift
 RELEASE = -c release
 BIN = .build/release/sparsekv
 
-.PHONY: setup build demo test bench bench-context bench-eval bench-bandwidth netns-e2e docker-e2e clean
+.PHONY: setup build demo test test-serve bench bench-context bench-eval bench-bandwidth netns-e2e docker-e2e clean
 
 setup:            ## system packages, model, texts (idempotent)
 	bash scripts/setup.sh
@@ -14,10 +14,14 @@ build: setup
 demo: build       ## the main job
 	bash scripts/demo.sh
 
-test: setup       ## the test suite (optimized build; the real model runs in it), then the emulated-link and docker compose end-to-end tests (root)
+test: setup       ## the test suite (optimized build; the real model runs in it), the HTTP API with the openai client, then the emulated-link and docker compose end-to-end tests (root)
 	eval "$$(python3 scripts/blas_env.py)"; $(SWIFT) test $(RELEASE) -Xswiftc -enable-testing
+	bash scripts/test_serve.sh --bin $(BIN)
 	bash cluster/netns-e2e.sh --bin $(BIN)
 	bash cluster/docker-e2e.sh --bin $(BIN)
+
+test-serve: build ## only the HTTP API end-to-end test (sparsekv serve, then a 3-worker cluster with coordinator --http)
+	bash scripts/test_serve.sh --bin $(BIN)
 
 bench: build      ## speed benchmark vs llama.cpp in the same run (when llama-cpp-python is installed), then bench-context
 	bash scripts/bench_speed.sh

@@ -2,7 +2,7 @@
 import Foundation
 import PackageDescription
 
-// Targets depend one way: C shims -> sparse coding -> engine -> (cluster) -> CLI. See ../shared/STYLE.md.
+// Targets depend one way: C shims -> sparse coding -> engine -> (cluster) -> (HTTP server) -> CLI. See docs/ARCHITECTURE.md §1.
 
 // Numeric kernels are compiled for AVX2/FMA/F16C ("haswell": Intel since 2013, AMD since
 // Zen); without it Swift emits SSE2 only and the decode kernels run ~2x slower.
@@ -27,6 +27,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.0"..<"5.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
     ],
     targets: [
         // MARK: - C shims (system libraries found through pkg-config)
@@ -63,11 +68,26 @@ let package = Package(
             path: "Sources/SparseKVCluster",
             swiftSettings: optimize),
 
+        // MARK: - HTTP server: OpenAI-compatible API, server-sent events, Prometheus metrics
+        .target(
+            name: "SparseKVServer",
+            dependencies: [
+                "SparseKVEngine", "SparseKVCluster",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/SparseKVServer",
+            swiftSettings: optimize),
+
         // MARK: - CLI
         .executableTarget(
             name: "sparsekv",
             dependencies: [
-                "SparseKVEngine", "SparseKVCluster", "CZMQ",
+                "SparseKVEngine", "SparseKVCluster", "SparseKVServer", "CZMQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -84,5 +104,8 @@ let package = Package(
         .testTarget(
             name: "SparseKVClusterTests",
             dependencies: ["SparseKVCluster", "SparseKVEngine", "CZMQ"]),
+        .testTarget(
+            name: "SparseKVServerTests",
+            dependencies: ["SparseKVServer", "SparseKVEngine"]),
     ]
 )

@@ -9,8 +9,9 @@
 # engine (dockerd started in the background if none answers, stopped at exit); the base
 # image (debootstrap + docker import, no registry needed; the rootfs tarball is cached);
 # the project image from the prebuilt binary (docker/Dockerfile --target prebuilt);
-# compose up; wait for READY; generate and compare; drain w2 during a generation and
-# compare; byte counters; compose down. On any failure or signal it says which step
+# compose up; wait for READY; generate and compare; the HTTP API (streamed chat, /metrics
+# against the socket counters); drain w2 during a generation and compare; byte counters;
+# compose down. On any failure or signal it says which step
 # failed, shows the containers' logs, brings everything down and exits non-zero; the run's
 # folder (container and dockerd logs, client output) is kept then, or with --keep-logs.
 #
@@ -23,7 +24,8 @@
 #   SPARSEKV_BASE_IMAGE        base image (default sparsekv-base:bookworm, made here when
 #                              missing; e.g. debian:bookworm-slim where a registry is reachable)
 #   SPARSEKV_E2E_CACHE         where the base rootfs tarball is kept (default $SPARSEKV_HOME/docker)
-#   SPARSEKV_DEBIAN_MIRROR     debootstrap mirror (default http://deb.debian.org/debian)
+#   SPARSEKV_DEBIAN_MIRROR     debootstrap mirror (default: the Debian archive this machine's
+#                              apt uses, from /etc/apt/sources.list(.d), else deb.debian.org)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -49,7 +51,29 @@ model="$home_dir/models/$model_file"
 dict="$root/dicts/${model_file%.gguf}.csr.gguf"
 base_image="${SPARSEKV_BASE_IMAGE:-sparsekv-base:bookworm}"
 cache_dir="${SPARSEKV_E2E_CACHE:-$home_dir/docker}"
-mirror="${SPARSEKV_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# The machine's own Debian archive: the first `deb` entry (one-line or deb822 .sources)
+# whose suite is a plain release (not -security/-updates), so debootstrap works wherever apt does.
+apt_mirror() {
+    local f
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+        [[ -r "$f" ]] || continue
+        case "$f" in
+            *.sources)
+                awk 'BEGIN { RS = ""; FS = "\n" }
+                     { uri = ""; suite = ""; deb = 0
+                       for (i = 1; i <= NF; i++) {
+                         if ($i ~ /^Types:.*(^|[ \t])deb([ \t]|$)/) deb = 1
+                         if ($i ~ /^URIs:/) { split($i, a, /[ \t]+/); uri = a[2] }
+                         if ($i ~ /^Suites:/) { split($i, a, /[ \t]+/); suite = a[2] } }
+                       if (deb && uri != "" && suite !~ /-(security|updates|backports)$/) { print uri; exit } }' "$f" ;;
+            *)
+                awk '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+                                   if ($(i + 1) !~ /-(security|updates|backports)$/) { print $i; exit } }' "$f" ;;
+        esac
+    done | head -1
+}
+mirror="${SPARSEKV_DEBIAN_MIRROR:-$(apt_mirror)}"
+mirror="${mirror:-http://deb.debian.org/debian}"
 drain_id="${SPARSEKV_E2E_DRAIN:-w2}"
 image="sparsekv:e2e"
 project="sparsekve2e$$"
@@ -252,6 +276,8 @@ rm -rf "$context"
 step "compose up (coordinator + 3 workers, kv $kv, ctx $ctx)"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 endpoint="tcp://127.0.0.1:$port"
+http_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+export SPARSEKV_HTTP_PORT="$http_port"
 export SPARSEKV_IMAGE="$image" SPARSEKV_PORT="$port" SPARSEKV_MODELS="$home_dir/models" \
     SPARSEKV_MODEL="$model_file" SPARSEKV_KV="$kv" SPARSEKV_CTX="$ctx" SPARSEKV_WORKERS=3 \
     SPARSEKV_THREADS=1 SPARSEKV_MEMORY=2G SPARSEKV_BIND=127.0.0.1
@@ -324,6 +350,40 @@ cluster_generate "$run_dir/short.json" "$run_dir/short.err" --prompt "$short_pro
 wait_pid "$ref_short_pid" 300 || die "the local reference run failed"
 same_tokens "$run_dir/short.json" "$run_dir/ref-short.json" || die "cluster tokens differ from the local run"
 printf '   text: %s\n' "$(python3 -c 'import json,sys; print(repr(json.load(open(sys.argv[1]))["text"]))' "$run_dir/short.json")"
+
+step "HTTP API (the coordinator's, published on :$http_port): streamed = non-streamed chat, /metrics = socket counters"
+python3 - "http://127.0.0.1:$http_port" "$bin" "$endpoint" <<'PY' || die "the HTTP API check failed"
+import json, subprocess, sys, urllib.request
+base, bin_, endpoint = sys.argv[1:4]
+def post(body):
+    req = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    return urllib.request.urlopen(req, timeout=300).read().decode()
+ask = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 8, "temperature": 0}
+whole = json.loads(post(ask))["choices"][0]["message"]["content"]
+events = [e[6:] for e in post(dict(ask, stream=True)).split("\n\n") if e.startswith("data: ")]
+assert events[-1] == "[DONE]", "the stream does not end with [DONE]"
+pieces = [json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1] if json.loads(e)["choices"]]
+assert "".join(pieces) == whole, f"streamed {''.join(pieces)!r} != {whole!r}"
+print(f"   chat: {whole!r}, streamed in {len(events) - 1} chunks")
+stats = json.loads(subprocess.run([bin_, "cluster", "stats", "--cluster", endpoint], check=True, capture_output=True, text=True).stdout)
+metrics = urllib.request.urlopen(base + "/metrics", timeout=30).read().decode()
+got = {}
+for line in metrics.splitlines():
+    if line.startswith("sparsekv_wire_bytes_total{"):
+        labels, value = line[len("sparsekv_wire_bytes_total{"):].rsplit("} ", 1)
+        d = dict(kv.split("=", 1) for kv in labels.split(","))
+        got[(d["peer"].strip('"'), d["kind"].strip('"'), d["direction"].strip('"'))] = float(value)
+n = 0
+for peer, kinds in stats["byPeer"].items():
+    if peer not in ("w1", "w2", "w3"):
+        continue
+    for kind in ("activations", "kv", "dictionary"):
+        for direction, field in (("sent", "sentBytes"), ("received", "receivedBytes")):
+            assert got.get((peer, kind, direction), 0.0) == kinds[kind][field], f"{peer} {kind} {direction}"
+            n += 1
+print(f"   /metrics wire bytes equal the coordinator's socket counters ({n} series)")
+PY
 
 if [[ "${SPARSEKV_E2E_SKIP_DRAIN:-0}" == 1 ]]; then
     step "drain $drain_id: SKIPPED (SPARSEKV_E2E_SKIP_DRAIN=1)"

@@ -10,13 +10,14 @@
 #          --prefill-workers K (prefill -> decode handoff: K prefill + K decode workers; -n must be 2K)
 #          --handoff-baseline fp16 (with it: also send each handoff's KV in dense fp16, measured)
 #          --replicate (workers stream each decoded token's KV to a peer, which counts and discards it)
+#          --http HOST:PORT (the coordinator also serves OpenAI's HTTP API; CMD gets SPARSEKV_HTTP=http://...)
 # Every process runs in its own process group; on exit each group is sent SIGTERM, then
 # SIGKILL after a grace period, and waited for, so nothing is left behind.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
-workers=3 port=0 kv=fp32 ctx="" model="" dict="" memory=2G threads=1 prefill=0
+workers=3 port=0 kv=fp32 ctx="" model="" dict="" memory=2G threads=1 prefill=0 http=0
 bin="${SPARSEKV_BIN:-}"
 logs=""
 cmd=()
@@ -36,8 +37,9 @@ while [[ $# -gt 0 ]]; do
         --prefill-workers) prefill="$2"; shift 2 ;;
         --handoff-baseline) coord_extra+=(--handoff-baseline "$2"); shift 2 ;;
         --replicate) coord_extra+=(--replicate); shift ;;
+        --http) coord_extra+=(--http "$2"); http=1; shift 2 ;;
         --) shift; cmd=("$@"); break ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "launch.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -106,10 +108,20 @@ done
 [[ -n "$ready" ]] || { echo "launch.sh: the cluster did not get ready (logs in $logs)" >&2; exit 1; }
 printf '%s\n' "${pids[@]}" >"$logs/pids"
 echo "SPARSEKV_CLUSTER=$ready (logs in $logs)"
+http_url=""
+if [[ $http -eq 1 ]]; then
+    for _ in $(seq 300); do
+        http_url="$(sed -n 's/^HTTP //p' "$logs/coordinator.out" 2>/dev/null | head -1)"
+        [[ -n "$http_url" ]] && break
+        sleep 0.1
+    done
+    [[ -n "$http_url" ]] || { echo "launch.sh: the coordinator's HTTP API did not start (see $logs)" >&2; exit 1; }
+    echo "SPARSEKV_HTTP=$http_url"
+fi
 
 if [[ ${#cmd[@]} -gt 0 ]]; then
     set +e
-    SPARSEKV_CLUSTER="$ready" "${cmd[@]}"
+    SPARSEKV_CLUSTER="$ready" SPARSEKV_HTTP="$http_url" "${cmd[@]}"
     status=$?
     set -e
     stop_all

@@ -33,6 +33,7 @@ coordinator)
         --workers "${SPARSEKV_WORKERS:-3}" --kv "${SPARSEKV_KV:-csr:8,coef=i8}" -t "$threads" "$@"
     [ -n "${SPARSEKV_CTX:-}" ] && set -- "$@" --ctx "$SPARSEKV_CTX"
     [ -n "${SPARSEKV_DICT:-}" ] && set -- "$@" --dict "$SPARSEKV_DICT"
+    [ -n "${SPARSEKV_HTTP_PORT:-}" ] && set -- "$@" --http "0.0.0.0:$SPARSEKV_HTTP_PORT"
     rm -f "$ready_file"
     # exec keeps sparsekv as the process that receives SIGTERM from `docker stop`; tee
     # (started by the shell before exec) copies its stdout for the health check.
@@ -46,6 +47,7 @@ worker)
     set -- worker --model "$model" --coordinator "${SPARSEKV_COORDINATOR:-tcp://$(address_of coordinator):$port}" \
         --listen "tcp://0.0.0.0:$worker_port" --advertise "tcp://$host:$worker_port" \
         --id "$id" --memory "${SPARSEKV_MEMORY:-2G}" -t "$threads" "$@"
+    [ -n "${SPARSEKV_METRICS_PORT:-}" ] && set -- "$@" --metrics "0.0.0.0:$SPARSEKV_METRICS_PORT"
     ;;
 healthcheck)
     # Coordinator: healthy once it printed READY (every worker loaded and acked the

@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(libopenblas-dev libzmq3-dev pkg-config cfi-en)
 # python3 with pip may come from elsewhere (pyenv); only ask Debian for it when absent.
 python3 -m pip --version >/dev/null 2>&1 || APT_PACKAGES+=(python3 python3-pip)
+# The HTTP API test (scripts/test_serve.sh) uses a venv and curl.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || APT_PACKAGES+=(python3-venv)
+command -v curl >/dev/null 2>&1 || APT_PACKAGES+=(curl)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -34,4 +37,11 @@ for d in dicts/*.csr.gguf; do
   [ -e "$d" ] || continue
   cmp -s "$d" "$HOME_DIR/dicts/$(basename "$d")" || cp "$d" "$HOME_DIR/dicts/"
 done
-echo "[setup] ready: model, texts and dictionary in $HOME_DIR" >&2
+# A venv with the real `openai` client and prometheus_client (from PyPI) for the HTTP API test.
+if ! "$HOME_DIR/venv/bin/python" -c 'import openai, prometheus_client' >/dev/null 2>&1; then
+  echo "[setup] making $HOME_DIR/venv (openai, prometheus_client)" >&2
+  python3 -m venv "$HOME_DIR/venv"
+  "$HOME_DIR/venv/bin/pip" install -q 'openai>=1.40' 'prometheus_client>=0.20' >/dev/null \
+    || { echo "error: pip install openai prometheus_client failed (is PyPI reachable?)" >&2; exit 1; }
+fi
+echo "[setup] ready: model, texts, dictionary and the test venv in $HOME_DIR" >&2

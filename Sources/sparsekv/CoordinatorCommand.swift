@@ -2,11 +2,16 @@ import ArgumentParser
 import Foundation
 import SparseKVCluster
 
-struct CoordinatorCommand: ParsableCommand {
+struct CoordinatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coordinator",
         abstract: "Register workers, plan shards, broadcast the dictionary and serve generate requests.",
-        discussion: "Prints 'READY <endpoint>' on stdout once every worker has loaded its layers and acknowledged the dictionary.")
+        discussion: """
+            Prints 'READY <endpoint>' on stdout once every worker has loaded its layers and acknowledged the dictionary.
+            With --http HOST:PORT the coordinator also serves OpenAI's API (the endpoints of `sparsekv serve`) \
+            from its own process, printing 'HTTP http://HOST:PORT' once bound: each sampled token streams from \
+            the coordinator's session loop to the HTTP response, and GET /health answers 200 once the cluster is ready.
+            """)
 
     @OptionGroup var common: ModelOptions
 
@@ -31,6 +36,9 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(help: "With --prefill-workers: after each handoff, send the same KV again in this encoding (fp16), checked and discarded, as a measured baseline.")
     var handoffBaseline: String?
 
+    @Option(help: ArgumentHelp("Also serve OpenAI's HTTP API on this address (see `sparsekv serve --help`).", valueName: "HOST:PORT"))
+    var http: String?
+
     @Flag(help: "Measure replication: each worker streams every decoded token's KV to a peer (with a handoff, its counterpart), which checks and discards it; see the kv counters.")
     var replicate = false
 
@@ -42,9 +50,10 @@ struct CoordinatorCommand: ParsableCommand {
             throw ValidationError("--prefill-workers \(prefillWorkers) needs --workers \(2 * prefillWorkers) (one decode worker per prefill worker)")
         }
         if let ctx { guard ctx >= 1 else { throw ValidationError("--ctx must be at least 1") } }
+        if let http { _ = try parseHTTPAddress(http) }
     }
 
-    func run() throws {
+    func run() async throws {
         let (_, logger) = try common.setUp()
         var dictPath: String?
         if kv.lowercased().hasPrefix("csr") {
@@ -59,6 +68,7 @@ struct CoordinatorCommand: ParsableCommand {
         config.handoffBaseline = handoffBaseline ?? ""
         config.replicate = replicate
         config.heartbeat = heartbeat.settings
+        if let http { return try await serveHTTP(config, address: http, logger: logger) }
         let stop = StopSignal()
         let sources = stopOnSignals(stop)
         defer { sources.forEach { $0.cancel() } }

@@ -8,7 +8,7 @@ struct EvalCommand: ParsableCommand {
         abstract: "Quality and size of KV caches against the fp32 cache, on the same windows of each text.",
         discussion: """
             For each text and each --kv cache: bits per channel (every byte the cache holds, \
-            DESIGN.md §5), KV bytes per token, perplexity, relative change vs fp32, mean KL \
+            docs/ARCHITECTURE.md §3), KV bytes per token, perplexity, relative change vs fp32, mean KL \
             divergence of next-token distributions vs fp32, and top-1 agreement with fp32.
             Windows follow llama-perplexity (non-overlapping, second half scored). The first \
             half is prefilled in one batch, the second fed in batches of --decode-batch tokens.

@@ -41,6 +41,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Context length (positions) of the session.")
     var ctx: Int?
 
+    @Flag(help: "Tokenize special tokens such as <|im_start|> in the prompt as plain text (by default they are parsed, as llama.cpp does).")
+    var noSpecial = false
+
     @Flag(help: "Keep generating past the end-of-generation token.")
     var ignoreEos = false
 
@@ -56,6 +59,10 @@ struct GenerateCommand: ParsableCommand {
         guard n >= 0 else { throw ValidationError("-n must be >= 0") }
         guard temp >= 0 else { throw ValidationError("--temp must be >= 0") }
         guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
+        guard !(noSpecial && cluster != nil) else {
+            throw ValidationError("--no-special works in one process only: the coordinator parses special tokens in every prompt")
+        }
+        guard !(noSpecial && chat) else { throw ValidationError("--no-special cannot go with --chat: the chat template is made of special tokens") }
     }
 
     func run() throws {
@@ -68,7 +75,7 @@ struct GenerateCommand: ParsableCommand {
 
         var text = try prompt ?? readTextFile(promptFile!)
         if chat { text = tokenizer.applyChatTemplate(messages: [(role: "user", content: text)], addGenerationPrompt: true) }
-        let ids = tokenizer.encode(text, addSpecial: true, parseSpecial: chat)
+        let ids = tokenizer.encode(text, addSpecial: true, parseSpecial: chat || !noSpecial)
         guard !ids.isEmpty else { throw ValidationError("the prompt is empty after tokenization") }
 
         let cacheType = try dictionary.cacheTypes([kv], model: model, modelPath: common.modelPath)[0]
@@ -127,8 +134,12 @@ struct GenerateCommand: ParsableCommand {
                         result.promptTokens.count, result.prefillTokensPerSecond, result.generatedTokens.count,
                         result.decodeTokensPerSecond, result.kvCache, result.kvCacheBytes, result.stopReason))
         if r.kvTransferBytes > 0 {
-            printErr(String(format: "kv moved between workers for this session: %llu bytes in %.1f ms", r.kvTransferBytes,
-                            Double(r.kvTransferNanoseconds) / 1e6))
+            // A handoff is timed per session; a drain's transfers are timed in the drain's
+            // own reply (`cluster drain --json`), not here.
+            let time = r.kvTransferNanoseconds > 0
+                ? String(format: " in %.1f ms", Double(r.kvTransferNanoseconds) / 1e6)
+                : " (by a drain: see the drain's report for its timing)"
+            printErr(String(format: "kv moved between workers for this session: %llu bytes", r.kvTransferBytes) + time)
             if r.kvBaselineBytes > 0 {
                 printErr(String(format: "the same kv in dense fp16 (measured baseline): %llu bytes in %.1f ms", r.kvBaselineBytes,
                                 Double(r.kvBaselineNanoseconds) / 1e6))

@@ -1,6 +1,6 @@
 import ArgumentParser
 
-struct SparseKVCommand: ParsableCommand {
+struct SparseKVCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sparsekv",
         abstract: "Distributed LLM inference with sparse-coded (CSR) KV caches.",
@@ -8,7 +8,7 @@ struct SparseKVCommand: ParsableCommand {
             Model and texts live in $SPARSEKV_HOME (default ~/.cache/sparsekv); \
             scripts/setup.sh fetches them. --model may be omitted once the model is there.
             """,
-        subcommands: [GenerateCommand.self, PerplexityCommand.self, TokenizeCommand.self, InfoCommand.self,
+        subcommands: [GenerateCommand.self, ServeCommand.self, PerplexityCommand.self, TokenizeCommand.self, InfoCommand.self,
                       BenchCommand.self, EvalCommand.self, DictCommand.self,
                       CoordinatorCommand.self, WorkerCommand.self, ClusterCommand.self])
 }

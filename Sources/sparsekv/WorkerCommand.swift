@@ -1,8 +1,9 @@
 import ArgumentParser
 import Foundation
 import SparseKVCluster
+import SparseKVServer
 
-struct WorkerCommand: ParsableCommand {
+struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker", abstract: "Serve a contiguous range of layers for a coordinator.")
 
@@ -24,18 +25,30 @@ struct WorkerCommand: ParsableCommand {
     var id: String?
 
     @OptionGroup var heartbeat: HeartbeatOptions
+    @Option(help: ArgumentHelp("Serve Prometheus metrics (this worker's socket counters by peer, kind and direction) on GET /metrics; prints 'METRICS http://HOST:PORT'.",
+                               valueName: "HOST:PORT"))
+    var metrics: String?
 
     func validate() throws {
         guard parseBytes(memory) != nil else { throw ValidationError("--memory must be a byte count such as 2G or 536870912") }
+        if let metrics { _ = try parseHTTPAddress(metrics) }
     }
 
-    func run() throws {
+    func run() async throws {
         let (_, logger) = try common.setUp()
         var config = WorkerConfiguration(
             coordinator: coordinator, modelPath: common.modelPath, memoryBudgetBytes: parseBytes(memory) ?? 0,
             listen: listen, id: id ?? "worker-\(ProcessInfo.processInfo.processIdentifier)")
         config.advertise = advertise
         config.heartbeat = heartbeat.settings
+        if let metrics {
+            let (host, port) = try parseHTTPAddress(metrics)
+            let worker = UncheckedSendable(try Worker(configuration: config, logger: logger))
+            printOut("LISTENING \(worker.value.boundEndpoint)")
+            let loop = BlockingThreadService(name: "worker") { stop in try worker.value.run(stop: stop) }
+            return try await MetricsEndpoint.run(counters: worker.value.counters, host: host, port: port, services: [loop],
+                                                 logger: logger) { url in printOut("METRICS \(url)") }
+        }
         let stop = StopSignal()
         let sources = stopOnSignals(stop)
         defer { sources.forEach { $0.cancel() } }

@@ -29,6 +29,10 @@ public final class Coordinator {
     let cacheKind: String
     private let context: ZMQContext
     let router: CountedSocket
+    /// Called on the coordinator's thread with each token a session samples (the client's
+    /// routing id, its request id, the token); returning false ends the session with stop
+    /// reason "cancelled". The HTTP API streams tokens through it (Coordinator+TokenTap.swift).
+    public var tokenTap: (@Sendable (_ client: [UInt8], _ requestID: UInt64, _ token: Int32) -> Bool)?
 
     // MARK: - State
 
@@ -251,10 +255,11 @@ public final class Coordinator {
             r.kvBytes = a.kvBytes
             r.lastStep = .now
             do {
+                let before = r.session.generated.count
                 let action = try r.session.receive(a, model: model)
                 active[m.sessionID] = r
                 if r.recoveryStarted != nil { sessionRecovered(m.sessionID) }
-                try perform(action, sessionID: m.sessionID)
+                try perform(tapped(action, r, generatedBefore: before), sessionID: m.sessionID)
             } catch {
                 fail(m.sessionID, code: .internalError, message: error.localizedDescription)
             }
@@ -448,7 +453,9 @@ public final class Coordinator {
         }
         var text = g.prompt
         if g.chat { text = tokenizer.applyChatTemplate(messages: [(role: "user", content: text)], addGenerationPrompt: true) }
-        let ids = tokenizer.encode(text, addSpecial: true, parseSpecial: g.chat)
+        // Special tokens in the prompt are parsed, as llama.cpp does (the HTTP API sends
+        // chat-templated text).
+        let ids = tokenizer.encode(text, addSpecial: true, parseSpecial: true)
         guard !ids.isEmpty, ids.count < contextLength else {
             answer(received, .error(ErrorBody(code: .capacityExceeded, message: "the prompt has \(ids.count) tokens; 1...\(contextLength - 1) fit the context")),
                    requestID: requestID)

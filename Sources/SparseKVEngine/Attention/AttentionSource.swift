@@ -37,7 +37,8 @@ extension AttentionSource {
 
     var accumulatorWidth: Int { headDim }
 
-    /// Channel-space accumulation: decode a block of values, then one axpy per (position, row).
+    /// Channel-space accumulation: decode a block of values, then per query row a weighted
+    /// sum of the block's rows held in registers.
     func accumulate(head g: Int, _ lo: Int, _ hi: Int, weights p: UnsafePointer<Float>, stride: Int, rows: Int,
                     into acc: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
         let d = headDim, b = FusedAttention.blockPositions
@@ -45,9 +46,9 @@ extension AttentionSource {
         while b0 < hi {
             let b1 = min(hi, b0 + b)
             let v = values(head: g, b0, b1, scratch: scratch)
-            for t in b0..<b1 {
-                let vt = v + (t - b0) * d
-                for r in 0..<rows { Kernels.axpy(p[r * stride + t - lo], vt, acc + r * d, d) }
+            for r in 0..<rows {
+                Kernels.accumulateRows(weights: p + r * stride + b0 - lo, wStride: 1, rows: v, count: b1 - b0, dim: d,
+                                       into: acc + r * d)
             }
             b0 = b1
         }

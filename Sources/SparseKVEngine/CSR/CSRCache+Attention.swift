@@ -76,16 +76,24 @@ struct CSRStreamView {
             : Self.half(coefficients16[row * sparsity + k])
     }
 
-    /// Row `row` decoded from its pairs (m floats), ignoring the guard bank.
+    /// Row `row` decoded from its pairs (m floats), ignoring the guard bank. For m = 32 or
+    /// 64 the sum stays in registers over the pairs.
     @inline(__always)
     func decode(_ row: Int, into out: UnsafeMutablePointer<Float>) {
-        out.update(repeating: 0, count: m)
-        if int8 {
-            let scale = Self.half(scales[row]), c = coefficients8 + row * sparsity
-            for k in 0..<sparsity { Kernels.axpy(Float(c[k]) * scale, atoms + index(row, k) * m, out, m) }
-        } else {
-            let c = coefficients16 + row * sparsity
-            for k in 0..<sparsity { Kernels.axpy(Self.half(c[k]), atoms + index(row, k) * m, out, m) }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * sparsity) { buf in
+            // (s) coefficients, then (s) atom indices as floats' bit patterns: one pass of
+            // unpacking, then the sum.
+            let c = buf.baseAddress!
+            let idx = UnsafeMutableRawPointer(c + sparsity).assumingMemoryBound(to: Int32.self)
+            if int8 {
+                let scale = Self.half(scales[row]), q = coefficients8 + row * sparsity
+                for k in 0..<sparsity { c[k] = Float(q[k]) * scale }
+            } else {
+                let q = coefficients16 + row * sparsity
+                for k in 0..<sparsity { c[k] = Self.half(q[k]) }
+            }
+            for k in 0..<sparsity { idx[k] = Int32(truncatingIfNeeded: index(row, k)) }
+            Kernels.sumOfRows(coefficients: c, indices: idx, count: sparsity, rows: atoms, dim: m, into: out)
         }
     }
 
@@ -206,6 +214,21 @@ struct CSRAttentionSource: AttentionSource {
                     for r in 0..<rows { Kernels.axpy(p[r * stride + t - lo], scratch, acc + r * w + dense + c * m, m) }
                     continue
                 }
+                let scale = v.int8 ? CSRStreamView.half(v.scales[row]) : 1
+                if rows == 3 {
+                    // The common decode step (one token, 3 query heads per KV head): the
+                    // weights in registers, not reloaded after every scattered store.
+                    let w0 = p[t - lo], w1 = p[stride + t - lo], w2 = p[2 * stride + t - lo]
+                    for k in 0..<v.sparsity {
+                        let j = c * a + v.index(row, k)
+                        let cf = v.int8 ? Float(v.coefficients8[row * v.sparsity + k]) * scale
+                            : CSRStreamView.half(v.coefficients16[row * v.sparsity + k])
+                        acc[j] += w0 * cf
+                        acc[w + j] += w1 * cf
+                        acc[2 * w + j] += w2 * cf
+                    }
+                    continue
+                }
                 for k in 0..<v.sparsity {
                     let j = c * a + v.index(row, k), cf = v.coefficient(row, k)
                     for r in 0..<rows { acc[r * w + j] += p[r * stride + t - lo] * cf }
@@ -222,7 +245,7 @@ struct CSRAttentionSource: AttentionSource {
             o.update(from: ar + chunks * a, count: d)
             for c in 0..<chunks {
                 let oc = o + c * m, weights = ar + c * a
-                for j in 0..<a where weights[j] != 0 { Kernels.axpy(weights[j], v.atoms + j * m, oc, m) }
+                Kernels.accumulateRows(weights: weights, wStride: 1, rows: v.atoms, count: a, dim: m, into: oc)
             }
             Kernels.scale(o, count: d, by: scale[r])
         }

@@ -1,7 +1,7 @@
 import Foundation
 import SparseCoding
 
-/// The CSR KV cache (DESIGN.md §1): every key and value head vector of a session held as
+/// The CSR KV cache (docs/ARCHITECTURE.md): every key and value head vector of a session held as
 /// Matching Pursuit codes over the model's trained dictionary plus the session's online
 /// atoms, with a guard bank for vectors the atoms fit badly.
 ///

@@ -16,13 +16,13 @@ public struct CacheEvaluation: Codable, Sendable {
     public var top1Agreement: Double
     /// Mean over windows of every byte the cache holds after the whole window, per token.
     public var bytesPerToken: Double
-    /// DESIGN.md §5: bytes * 8 / (tokens * layers * kvHeads * headDim * 2).
+    /// docs/ARCHITECTURE.md §3: bytes * 8 / (tokens * layers * kvHeads * headDim * 2).
     public var bitsPerChannel: Double
     public var seconds: Double
 }
 
 /// Runs several KV cache types over the same windows of a text and compares each with
-/// the fp32 cache (DESIGN.md §5).
+/// the fp32 cache (docs/ARCHITECTURE.md §3).
 ///
 /// Protocol, the same for every cache: llama-perplexity's windows (non-overlapping, each
 /// from an empty cache, tokens ctx/2 ..< ctx-1 scored). The first half of a window is the

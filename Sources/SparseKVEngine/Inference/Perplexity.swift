@@ -12,7 +12,7 @@ public struct PerplexityResult: Codable, Sendable {
     public var seconds: Double
 }
 
-/// llama-perplexity's protocol (DESIGN.md §5): the whole text tokenized without BOS,
+/// llama-perplexity's protocol (docs/ARCHITECTURE.md §3): the whole text tokenized without BOS,
 /// cut into non-overlapping windows of `contextLength` tokens, each evaluated from an
 /// empty cache; in each window the logits at positions ctx/2 ..< ctx-1 are scored
 /// against the next token (ctx/2 - 1 tokens per window).

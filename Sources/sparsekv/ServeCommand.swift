@@ -1,0 +1,75 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SparseKVEngine
+import SparseKVServer
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve one local model over HTTP with OpenAI's API (like llama-server).",
+        discussion: """
+            Endpoints: POST /v1/chat/completions, POST /v1/completions ("stream": true for \
+            server-sent events, one chunk per token), GET /v1/models, GET /health, GET /metrics \
+            (Prometheus). Prints 'LISTENING http://HOST:PORT' on stdout once bound. SIGTERM or \
+            SIGINT: stop taking connections, finish the requests in flight, exit.
+            Requests run in one compute thread, interleaved a prefill chunk or a token at a \
+            time, each with its own KV cache. To serve a cluster, give the coordinator --http \
+            instead (sparsekv coordinator --http HOST:PORT). See README, HTTP API.
+            """)
+
+    @OptionGroup var common: ModelOptions
+
+    @Option(help: ArgumentHelp("Address to serve HTTP on (port 0 picks a free one).", valueName: "HOST:PORT"))
+    var http: String = "127.0.0.1:8080"
+
+    @Option(help: kvHelp)
+    var kv: String = "fp32"
+
+    @OptionGroup var dictionary: DictionaryOption
+
+    @Option(help: "Context length (positions) of each session.")
+    var ctx: Int?
+
+    @Option(help: "Sessions generating at once (interleaved); more wait in the queue.")
+    var parallel: Int = 4
+
+    @Option(help: "Requests that may wait for a session; beyond that the server answers 503.")
+    var queue: Int = 16
+
+    @Option(help: "The model id /v1/models lists (default: the model file's name without .gguf).")
+    var alias: String?
+
+    func validate() throws {
+        _ = try parseHTTPAddress(http)
+        guard parallel >= 1 else { throw ValidationError("--parallel must be at least 1") }
+        guard queue >= 0 else { throw ValidationError("--queue must be >= 0") }
+        if let ctx { guard ctx >= 2 else { throw ValidationError("--ctx must be at least 2") } }
+    }
+
+    func run() async throws {
+        let (host, port) = try parseHTTPAddress(http)
+        let (gguf, logger) = try common.setUp()
+        let tokenizer = try BPETokenizer(gguf: gguf)
+        let model = try LlamaModel(gguf: gguf)
+        let cacheType = try dictionary.cacheTypes([kv], model: model, modelPath: common.modelPath)[0]
+        var hash = ""
+        if case .csr(let codec) = cacheType { hash = codec.dictionary.contentHash }
+        let backend = LocalBackend(model: model, tokenizer: tokenizer, cacheType: cacheType,
+                                   modelName: alias ?? modelAlias(common.modelPath), contextLength: ctx,
+                                   maxActive: parallel, maxQueued: queue, dictionaryHash: hash, logger: logger)
+        let api = APIServer(backend: backend, metrics: ServerMetrics(), logger: logger)
+        try await HTTPServing.run(api: api, host: host, port: port, services: [LocalBackendService(backend: backend)],
+                                  logger: logger) { url in printOut("LISTENING \(url)") }
+    }
+}
+
+/// `--http HOST:PORT` as a validation error the CLI prints with its usage.
+func parseHTTPAddress(_ s: String) throws -> (host: String, port: Int) {
+    do { return try HTTPServing.parseAddress(s) } catch { throw ValidationError(error.localizedDescription) }
+}
+
+/// The model id served: the file name without `.gguf`.
+func modelAlias(_ path: String) -> String {
+    URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+}

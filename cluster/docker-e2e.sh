@@ -25,6 +25,8 @@
 #   SPARSEKV_E2E_CACHE         where the base rootfs tarball is kept (default $SPARSEKV_HOME/docker)
 #   SPARSEKV_DEBIAN_MIRROR     debootstrap mirror (default http://deb.debian.org/debian)
 set -euo pipefail
+# Plaintext links, explicitly: every sparsekv process here runs as with --insecure.
+export SPARSEKV_INSECURE=1
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"

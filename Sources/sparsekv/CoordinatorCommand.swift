@@ -36,6 +36,8 @@ struct CoordinatorCommand: ParsableCommand {
 
     @OptionGroup var heartbeat: HeartbeatOptions
 
+    @OptionGroup var security: SecurityOptions
+
     func validate() throws {
         guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
         guard prefillWorkers == 0 || workers == 2 * prefillWorkers else {
@@ -45,6 +47,7 @@ struct CoordinatorCommand: ParsableCommand {
     }
 
     func run() throws {
+        let security = try security.security()
         let (_, logger) = try common.setUp()
         var dictPath: String?
         if kv.lowercased().hasPrefix("csr") {
@@ -59,6 +62,7 @@ struct CoordinatorCommand: ParsableCommand {
         config.handoffBaseline = handoffBaseline ?? ""
         config.replicate = replicate
         config.heartbeat = heartbeat.settings
+        config.security = security
         let stop = StopSignal()
         let sources = stopOnSignals(stop)
         defer { sources.forEach { $0.cancel() } }

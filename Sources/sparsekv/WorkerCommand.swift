@@ -8,7 +8,7 @@ struct WorkerCommand: ParsableCommand {
 
     @OptionGroup var common: ModelOptions
 
-    @Option(help: "The coordinator's endpoint, e.g. tcp://127.0.0.1:5555.")
+    @Option(help: "The coordinator's endpoint, e.g. tcp://127.0.0.1:5555 (under CURVE as it prints it, ending in #<its public key>).")
     var coordinator: String
 
     @Option(help: "Memory budget for weights, caches and the dictionary (bytes; K/M/G suffixes).")
@@ -25,17 +25,21 @@ struct WorkerCommand: ParsableCommand {
 
     @OptionGroup var heartbeat: HeartbeatOptions
 
+    @OptionGroup var security: SecurityOptions
+
     func validate() throws {
         guard parseBytes(memory) != nil else { throw ValidationError("--memory must be a byte count such as 2G or 536870912") }
     }
 
     func run() throws {
+        let security = try security.security()
         let (_, logger) = try common.setUp()
         var config = WorkerConfiguration(
             coordinator: coordinator, modelPath: common.modelPath, memoryBudgetBytes: parseBytes(memory) ?? 0,
             listen: listen, id: id ?? "worker-\(ProcessInfo.processInfo.processIdentifier)")
         config.advertise = advertise
         config.heartbeat = heartbeat.settings
+        config.security = security
         let stop = StopSignal()
         let sources = stopOnSignals(stop)
         defer { sources.forEach { $0.cancel() } }

@@ -15,17 +15,18 @@ final class LoopbackRecorder: @unchecked Sendable {
     private var connections: [Int32] = []
 
     init(upstreamPort: Int) throws {
-        listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard listener >= 0 else { throw HarnessError(description: "socket() failed: errno \(errno)") }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw HarnessError(description: "socket() failed: errno \(errno)") }
         var addr = Self.loopback(port: 0)
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, len) == 0 && getsockname(listener, $0, &len) == 0 }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
         }
-        guard bound, listen(listener, 16) == 0 else {
-            close(listener)
+        guard bound, listen(fd, 16) == 0 else {
+            close(fd)
             throw HarnessError(description: "cannot listen on 127.0.0.1: errno \(errno)")
         }
+        listener = fd
         port = Int(UInt16(bigEndian: addr.sin_port))
         Thread.detachNewThread { [self] in acceptLoop(upstreamPort: upstreamPort) }
     }

@@ -40,6 +40,4 @@ public enum NodeSecurity: Sendable, Equatable {
         guard case .curve(let keys, _, _) = self else { return bound }
         return bound + "#" + keys.publicKey
     }
-
-    public var isSecure: Bool { self != .insecure }
 }

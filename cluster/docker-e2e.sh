@@ -27,6 +27,8 @@
 #   SPARSEKV_DEBIAN_MIRROR     debootstrap mirror (default: the Debian archive this machine's
 #                              apt uses, from /etc/apt/sources.list(.d), else deb.debian.org)
 set -euo pipefail
+# Plaintext links, explicitly: every sparsekv process here runs as with --insecure.
+export SPARSEKV_INSECURE=1
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
@@ -442,7 +444,7 @@ stats_pids=()
 for w in w1 w2 w3; do
     id="$(docker ps -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=$w")"
     [[ -n "$id" ]] || continue   # not running (drained)
-    docker exec "$id" sparsekv cluster stats --cluster "tcp://127.0.0.1:6001" >"$run_dir/stats-$w.json" 2>"$run_dir/stats-$w.err" &
+    docker exec "$id" sparsekv cluster stats --insecure --cluster "tcp://127.0.0.1:6001" >"$run_dir/stats-$w.json" 2>"$run_dir/stats-$w.err" &
     stats_pids+=($!)
 done
 for p in "${stats_pids[@]}"; do wait "$p" || die "cluster stats on a worker failed"; done

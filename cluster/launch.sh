@@ -11,13 +11,19 @@
 #          --handoff-baseline fp16 (with it: also send each handoff's KV in dense fp16, measured)
 #          --replicate (workers stream each decoded token's KV to a peer, which counts and discards it)
 #          --http HOST:PORT (the coordinator also serves OpenAI's HTTP API; CMD gets SPARSEKV_HTTP=http://...)
+#          --insecure (plaintext links; default: CURVE keys for every process, see below)
+# Security: by default every process gets a CURVE key pair in LOGS/keys/NAME (coordinator, w1..,
+# client), cross-authorized: the coordinator accepts the workers and the client, each worker the
+# coordinator and the other workers. CMD runs with SPARSEKV_KEYS=LOGS/keys/client, which
+# `sparsekv generate --cluster` and `sparsekv cluster ...` use; from elsewhere pass
+# --keys LOGS/keys/client. SPARSEKV_CLUSTER ends in #<coordinator public key>.
 # Every process runs in its own process group; on exit each group is sent SIGTERM, then
 # SIGKILL after a grace period, and waited for, so nothing is left behind.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
-workers=3 port=0 kv=fp32 ctx="" model="" dict="" memory=2G threads=1 prefill=0 http=0
+workers=3 port=0 kv=fp32 ctx="" model="" dict="" memory=2G threads=1 prefill=0 http=0 insecure=0
 bin="${SPARSEKV_BIN:-}"
 logs=""
 cmd=()
@@ -38,8 +44,9 @@ while [[ $# -gt 0 ]]; do
         --handoff-baseline) coord_extra+=(--handoff-baseline "$2"); shift 2 ;;
         --replicate) coord_extra+=(--replicate); shift ;;
         --http) coord_extra+=(--http "$2"); http=1; shift 2 ;;
+        --insecure) insecure=1; shift ;;
         --) shift; cmd=("$@"); break ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "launch.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -53,6 +60,25 @@ fi
 mkdir -p "$logs"
 
 model_args=(); [[ -n "$model" ]] && model_args=(--model "$model")
+
+# CURVE keys for every process, cross-authorized (or plaintext with --insecure).
+names=(coordinator client); for i in $(seq "$workers"); do names+=("w$i"); done
+security() { if [[ $insecure -eq 1 ]]; then sec=(--insecure); else sec=(--keys "$logs/keys/$1"); fi; }
+if [[ $insecure -eq 0 ]]; then
+    rm -rf "$logs/keys"
+    for n in "${names[@]}"; do "$bin" keys generate --out "$logs/keys/$n" >/dev/null; done
+    for n in "${names[@]}"; do
+        [[ $n == coordinator ]] || cp "$logs/keys/$n/key.pub" "$logs/keys/coordinator/authorized/$n.pub"
+        if [[ $n == w* ]]; then
+            for m in "${names[@]}"; do
+                [[ $m == client || $m == "$n" ]] || cp "$logs/keys/$m/key.pub" "$logs/keys/$n/authorized/$m.pub"
+            done
+        fi
+    done
+    export SPARSEKV_KEYS="$logs/keys/client"
+else
+    export SPARSEKV_INSECURE=1
+fi
 coord_args=(--listen "tcp://127.0.0.1:$port" --workers "$workers" --kv "$kv" -t "$threads" --prefill-workers "$prefill" "${coord_extra[@]}")
 [[ -n "$ctx" ]] && coord_args+=(--ctx "$ctx")
 [[ -n "$dict" ]] && coord_args+=(--dict "$dict")
@@ -78,7 +104,8 @@ trap 'stop_all; exit 143' TERM
 trap 'stop_all' EXIT
 
 # setsid gives each process its own process group, so a group kill reaches all of it.
-setsid "$bin" coordinator "${model_args[@]}" "${coord_args[@]}" >"$logs/coordinator.out" 2>"$logs/coordinator.log" &
+security coordinator
+setsid "$bin" coordinator "${model_args[@]}" "${coord_args[@]}" "${sec[@]}" >"$logs/coordinator.out" 2>"$logs/coordinator.log" &
 pids+=($!)
 
 endpoint=""
@@ -91,7 +118,8 @@ done
 [[ -n "$endpoint" ]] || { echo "launch.sh: the coordinator did not start (see $logs)" >&2; exit 1; }
 
 for i in $(seq "$workers"); do
-    setsid "$bin" worker "${model_args[@]}" --coordinator "$endpoint" --id "w$i" --memory "$memory" -t "$threads" \
+    security "w$i"
+    setsid "$bin" worker "${model_args[@]}" --coordinator "$endpoint" --id "w$i" --memory "$memory" -t "$threads" "${sec[@]}" \
         >"$logs/w$i.out" 2>"$logs/w$i.log" &
     pids+=($!)
 done
@@ -118,6 +146,7 @@ if [[ $http -eq 1 ]]; then
     [[ -n "$http_url" ]] || { echo "launch.sh: the coordinator's HTTP API did not start (see $logs)" >&2; exit 1; }
     echo "SPARSEKV_HTTP=$http_url"
 fi
+[[ $insecure -eq 1 ]] || echo "SPARSEKV_KEYS=$SPARSEKV_KEYS (a client's keys, authorized by the coordinator)"
 
 if [[ ${#cmd[@]} -gt 0 ]]; then
     set +e

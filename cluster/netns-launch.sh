@@ -239,6 +239,9 @@ fi
 # MARK: - Cluster
 
 model_args=(); [[ -n "$model" ]] && model_args=(--model "$model")
+# Plaintext links, explicitly (no CURVE keys here yet; cluster/launch.sh has them): the
+# processes get --insecure, and CMD's sparsekv clients SPARSEKV_INSECURE=1.
+export SPARSEKV_INSECURE=1
 endpoint="tcp://$coord_ip:$port"
 coord_args=(--listen "$endpoint" --workers "$workers" --kv "$kv" -t "$threads" "${extra_coord[@]}")
 [[ -n "$ctx" ]] && coord_args+=(--ctx "$ctx")
@@ -246,7 +249,7 @@ coord_args=(--listen "$endpoint" --workers "$workers" --kv "$kv" -t "$threads" "
 
 # setsid gives each process its own process group; `ip netns exec` execs the command, so the
 # pid is the sparsekv process itself.
-setsid ip netns exec "$coord_ns" "$bin" coordinator "${model_args[@]}" "${coord_args[@]}" \
+setsid ip netns exec "$coord_ns" "$bin" coordinator "${model_args[@]}" "${coord_args[@]}" --insecure \
     >"$logs/coordinator.out" 2>"$logs/coordinator.log" &
 pids+=($!)
 echo "${pids[-1]}" >"$logs/pids"   # one line per process, as each starts
@@ -262,7 +265,7 @@ done
 
 for i in $(seq "$workers"); do
     setsid ip netns exec "$(worker_ns "$i")" "$bin" worker "${model_args[@]}" --coordinator "$endpoint" \
-        --listen "tcp://$(worker_ip "$i"):6000" --id "w$i" --memory "$memory" -t "$threads" \
+        --listen "tcp://$(worker_ip "$i"):6000" --id "w$i" --memory "$memory" -t "$threads" --insecure \
         >"$logs/w$i.out" 2>"$logs/w$i.log" &
     pids+=($!)
     echo "${pids[-1]}" >>"$logs/pids"

@@ -30,7 +30,7 @@ coordinator)
     shift
     [ -r "$model" ] || fail "no model at $model: mount the host's model folder on ${SPARSEKV_HOME:-/var/lib/sparsekv}/models (SPARSEKV_MODELS) and set SPARSEKV_MODEL to the file name"
     set -- coordinator --model "$model" --listen "tcp://0.0.0.0:$port" \
-        --workers "${SPARSEKV_WORKERS:-3}" --kv "${SPARSEKV_KV:-csr:8,coef=i8}" -t "$threads" "$@"
+        --workers "${SPARSEKV_WORKERS:-3}" --kv "${SPARSEKV_KV:-csr:8,coef=i8}" -t "$threads" --insecure "$@"
     [ -n "${SPARSEKV_CTX:-}" ] && set -- "$@" --ctx "$SPARSEKV_CTX"
     [ -n "${SPARSEKV_DICT:-}" ] && set -- "$@" --dict "$SPARSEKV_DICT"
     [ -n "${SPARSEKV_HTTP_PORT:-}" ] && set -- "$@" --http "0.0.0.0:$SPARSEKV_HTTP_PORT"
@@ -46,7 +46,7 @@ worker)
     id="${SPARSEKV_WORKER_ID:-worker-$(hostname)}"
     set -- worker --model "$model" --coordinator "${SPARSEKV_COORDINATOR:-tcp://$(address_of coordinator):$port}" \
         --listen "tcp://0.0.0.0:$worker_port" --advertise "tcp://$host:$worker_port" \
-        --id "$id" --memory "${SPARSEKV_MEMORY:-2G}" -t "$threads" "$@"
+        --id "$id" --memory "${SPARSEKV_MEMORY:-2G}" -t "$threads" --insecure "$@"
     [ -n "${SPARSEKV_METRICS_PORT:-}" ] && set -- "$@" --metrics "0.0.0.0:$SPARSEKV_METRICS_PORT"
     ;;
 healthcheck)
@@ -54,7 +54,7 @@ healthcheck)
     # dictionary). Worker: healthy while its socket answers a stats request.
     case "${2:-}" in
     coordinator) exec grep -q '^READY ' "$ready_file" ;;
-    worker) exec timeout 5 sparsekv cluster stats --cluster "tcp://127.0.0.1:$worker_port" >/dev/null ;;
+    worker) exec timeout 5 sparsekv cluster stats --insecure --cluster "tcp://127.0.0.1:$worker_port" >/dev/null ;;
     *) fail "healthcheck takes the role: coordinator or worker" ;;
     esac
     ;;

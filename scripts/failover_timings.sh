@@ -11,6 +11,8 @@
 # 2. SIGTERM timings: a coordinator with a session in flight (until it, its workers and the
 #    client are gone), a lone worker, a client waiting on a stopped coordinator.
 set -euo pipefail
+# Plaintext links, explicitly: every sparsekv process here runs as with --insecure.
+export SPARSEKV_INSECURE=1
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${SPARSEKV_BIN:-$root/.build/release/sparsekv}" kv="csr:8,coef=i8" tokens=200 after=4
 while [[ $# -gt 0 ]]; do

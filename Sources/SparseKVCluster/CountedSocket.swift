@@ -43,6 +43,12 @@ public final class CountedSocket {
 
     public func disconnect(_ endpoint: String) throws { try socket.disconnect(endpoint) }
 
+    /// See ``ZMQSocket/watchHandshakes()``.
+    public func watchHandshakes() throws { try socket.watchHandshakes() }
+
+    /// See ``ZMQSocket/checkHandshakes()``.
+    public func checkHandshakes() throws { try socket.checkHandshakes() }
+
     public func close() { socket.close() }
 
     /// Closes with a new linger time (see ``ZMQSocket/close(linger:)``).

@@ -1,6 +1,8 @@
 /// A ZeroMQ endpoint this project accepts: `tcp://HOST:PORT`, `ipc://PATH` or
 /// `inproc://NAME`. HOST and PORT may be `*` to bind (a wildcard is never something a peer
 /// can connect to, so the wire protocol refuses it wherever a peer must connect).
+/// A CURVE server's endpoint ends in `#<Z85 public key>` (40 characters), which its
+/// clients need to connect; the key travels wherever the endpoint does.
 public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
     public enum Transport: String, Sendable {
         case tcp, ipc, inproc
@@ -13,6 +15,8 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
     public let host: String?
     /// tcp only: the port, or nil for `*` (an ephemeral port chosen at bind).
     public let port: Int?
+    /// The server's CURVE public key (Z85), from a `#KEY` suffix; nil for plaintext.
+    public let serverKey: String?
 
     /// Longest ipc path (sockaddr_un.sun_path holds 108 bytes with the terminating NUL).
     public static let maxIPCPathLength = 107
@@ -22,11 +26,16 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
         guard s.utf8.count <= WireProtocol.maxEndpointLength else {
             throw fail("longer than \(WireProtocol.maxEndpointLength) bytes")
         }
-        guard let sep = s.range(of: "://") else { throw fail("no transport (missing '://')") }
-        guard let transport = Transport(rawValue: String(s[..<sep.lowerBound])) else {
-            throw fail("transport '\(s[..<sep.lowerBound])' is not tcp, ipc or inproc")
+        let (plain, key) = ZMQCurve.splitServerKey(s)
+        if let key {
+            guard ZMQCurve.decode(key) != nil else { throw fail("'#\(key)' is not a Z85 CURVE public key (40 characters)") }
         }
-        let address = String(s[sep.upperBound...])
+        serverKey = key
+        guard let sep = plain.range(of: "://") else { throw fail("no transport (missing '://')") }
+        guard let transport = Transport(rawValue: String(plain[..<sep.lowerBound])) else {
+            throw fail("transport '\(plain[..<sep.lowerBound])' is not tcp, ipc or inproc")
+        }
+        let address = String(plain[sep.upperBound...])
         guard !address.isEmpty else { throw fail("empty address") }
         guard address.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7F }) else {
             throw fail("spaces or control characters in the address")
@@ -60,7 +69,10 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
     /// True when the endpoint can only be bound (`*` host or port).
     public var isWildcard: Bool { transport == .tcp && (host == "*" || port == nil) }
 
-    public var description: String { "\(transport.rawValue)://\(address)" }
+    public var description: String { "\(transport.rawValue)://\(address)" + (serverKey.map { "#" + $0 } ?? "") }
+
+    /// The endpoint without its key, as libzmq and the byte counters name it.
+    public var withoutKey: String { "\(transport.rawValue)://\(address)" }
 
     private static func isValidHost(_ h: String) -> Bool {
         if h == "*" { return true }

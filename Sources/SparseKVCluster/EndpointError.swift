@@ -7,7 +7,7 @@ public enum EndpointError: LocalizedError, Sendable, Equatable {
     public var errorDescription: String? {
         switch self {
         case .invalid(let s, let reason):
-            return "endpoint '\(s)' is invalid: \(reason). Use tcp://HOST:PORT, ipc://PATH or inproc://NAME."
+            return "endpoint '\(s)' is invalid: \(reason). Use tcp://HOST:PORT, ipc://PATH or inproc://NAME, optionally followed by #<server public key>."
         }
     }
 }

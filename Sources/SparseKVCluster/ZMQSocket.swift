@@ -41,6 +41,10 @@ public final class ZMQSocket {
     public let kind: Kind
     private let context: ZMQContext
     private var handle: UnsafeMutableRawPointer?
+    /// The CURVE client's default server key, for endpoints without `#KEY`.
+    private var curveClient: (keys: CurveKeyPair, serverKey: String?)?
+    /// The PAIR socket receiving this socket's handshake events (``watchHandshakes()``).
+    private var monitor: ZMQSocket?
     /// Reused for every received frame: zmq_msg_recv releases the previous content.
     private let frame: UnsafeMutablePointer<zmq_msg_t>
 
@@ -63,6 +67,15 @@ public final class ZMQSocket {
             if kind == .router, options.routerMandatory {
                 try setOption(ZMQ_ROUTER_MANDATORY, Int32(1), "ZMQ_ROUTER_MANDATORY")
             }
+            switch options.curve {
+            case nil: break
+            case .server(let keys):
+                try setCurveKeys(keys)
+                try setOption(ZMQ_CURVE_SERVER, Int32(1), "ZMQ_CURVE_SERVER")
+            case .client(let keys, let serverKey):
+                try setCurveKeys(keys)
+                curveClient = (keys, serverKey)
+            }
         } catch {
             close()
             throw error
@@ -83,15 +96,64 @@ public final class ZMQSocket {
     }
 
     /// Connects; libzmq connects in the background and reconnects after failures, so this
-    /// only fails for a malformed endpoint or an unknown transport.
+    /// only fails for a malformed endpoint or an unknown transport. An endpoint may end in
+    /// `#<Z85 server public key>`: a CURVE client uses it as ZMQ_CURVE_SERVERKEY for this
+    /// connection (libzmq copies options at connect), a plaintext socket ignores it.
     public func connect(_ endpoint: String) throws {
         let h = try open()
-        guard zmq_connect(h, endpoint) == 0 else { throw ZMQError.last("zmq_connect", endpoint) }
+        let (address, key) = ZMQCurve.splitServerKey(endpoint)
+        if let client = curveClient {
+            guard let serverKey = key ?? client.serverKey else { throw CurveKeyError.noServerKey(address) }
+            guard let bytes = ZMQCurve.decode(serverKey) else { throw CurveKeyError.malformedKey("the server key of \(address)", serverKey.count) }
+            try setOption(ZMQ_CURVE_SERVERKEY, bytes: bytes, "ZMQ_CURVE_SERVERKEY")
+        }
+        guard zmq_connect(h, address) == 0 else { throw ZMQError.last("zmq_connect", address) }
     }
 
     public func disconnect(_ endpoint: String) throws {
         let h = try open()
-        guard zmq_disconnect(h, endpoint) == 0 else { throw ZMQError.last("zmq_disconnect", endpoint) }
+        let address = ZMQCurve.splitServerKey(endpoint).endpoint
+        guard zmq_disconnect(h, address) == 0 else { throw ZMQError.last("zmq_disconnect", address) }
+    }
+
+    // MARK: - Handshakes
+
+    /// Starts watching this socket's security handshakes (zmq_socket_monitor to a PAIR in
+    /// the same context), so that ``checkHandshakes()`` can tell a refused key from a peer
+    /// that is merely slow. Call before connecting.
+    public func watchHandshakes() throws {
+        let h = try open()
+        guard monitor == nil else { return }
+        let address = "inproc://sparsekv-monitor-\(UUID().uuidString)"
+        let events = ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+        guard zmq_socket_monitor(h, address, Int32(events)) == 0 else { throw ZMQError.last("zmq_socket_monitor", address) }
+        let m = try ZMQSocket(context: context, kind: .pair)
+        try m.connect(address)
+        monitor = m
+    }
+
+    /// Throws ``ZMQError/handshakeFailed(endpoint:reason:)`` when a handshake failed since
+    /// ``watchHandshakes()``; returns at once otherwise.
+    public func checkHandshakes() throws {
+        guard let m = monitor, let event = try m.receive(timeout: .zero), event.count >= 2, event[0].count >= 6 else { return }
+        let id = UInt16(event[0][0]) | UInt16(event[0][1]) << 8
+        let value = event[0][2...5].reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        let endpoint = String(decoding: event[1], as: UTF8.self)
+        if Int32(id) == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH {
+            throw ZMQError.handshakeFailed(endpoint: endpoint, reason: "the server refused this node's CURVE public key (ZAP status \(value)); add this node's key.pub to the server's authorized/ directory")
+        }
+        throw ZMQError.handshakeFailed(endpoint: endpoint, reason: Self.protocolFailure(value))
+    }
+
+    private static func protocolFailure(_ code: UInt32) -> String {
+        switch Int32(bitPattern: code) {
+        case ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            return "one side uses CURVE and the other plaintext; give both --keys (or both --insecure)"
+        case ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+            return "the CURVE handshake did not decrypt; check the server's public key"
+        default:
+            return "security handshake protocol error 0x\(String(code, radix: 16))"
+        }
     }
 
     /// The last endpoint bound (ZMQ_LAST_ENDPOINT).
@@ -205,6 +267,29 @@ public final class ZMQSocket {
         }
     }
 
+    /// The security mechanism in force (ZMQ_MECHANISM): "NULL" (plaintext) or "CURVE".
+    public var mechanism: String {
+        get throws {
+            switch try intOption(ZMQ_MECHANISM, "ZMQ_MECHANISM") {
+            case ZMQ_NULL: "NULL"
+            case ZMQ_PLAIN: "PLAIN"
+            case ZMQ_CURVE: "CURVE"
+            case let m: "mechanism \(m)"
+            }
+        }
+    }
+
+    /// True when the socket is the server side of CURVE (ZMQ_CURVE_SERVER).
+    public var isCurveServer: Bool { get throws { try intOption(ZMQ_CURVE_SERVER, "ZMQ_CURVE_SERVER") != 0 } }
+
+    private func intOption(_ option: Int32, _ name: String) throws -> Int32 {
+        let h = try open()
+        var v: Int32 = 0
+        var size = MemoryLayout<Int32>.size
+        guard zmq_getsockopt(h, option, &v, &size) == 0 else { throw ZMQError.last("zmq_getsockopt", name) }
+        return v
+    }
+
     /// Sets a binary option such as ZMQ_ROUTING_ID.
     public func setOption(_ option: Int32, bytes: [UInt8], _ name: String) throws {
         let h = try open()
@@ -212,10 +297,21 @@ public final class ZMQSocket {
         guard rc == 0 else { throw ZMQError.last("zmq_setsockopt", name) }
     }
 
+    private func setCurveKeys(_ keys: CurveKeyPair) throws {
+        guard ZMQCurve.isAvailable else { throw CurveKeyError.curveUnavailable }
+        guard let pub = ZMQCurve.decode(keys.publicKey), let sec = ZMQCurve.decode(keys.secretKey) else {
+            throw CurveKeyError.malformedKey("the key pair", keys.publicKey.count)
+        }
+        try setOption(ZMQ_CURVE_PUBLICKEY, bytes: pub, "ZMQ_CURVE_PUBLICKEY")
+        try setOption(ZMQ_CURVE_SECRETKEY, bytes: sec, "ZMQ_CURVE_SECRETKEY")
+    }
+
     /// Closes the socket (queued messages get the linger time); later calls throw
     /// ``ZMQError/closed``. Idempotent.
     public func close() {
         guard let h = handle else { return }
+        monitor?.close(linger: .zero)
+        monitor = nil
         handle = nil
         zmq_close(h)
         zmq_msg_close(frame)

@@ -16,6 +16,8 @@ public struct ZMQSocketOptions: Sendable, Equatable {
     /// ROUTER only (ZMQ_ROUTER_MANDATORY): a send to an unknown routing id fails with
     /// ``ZMQError/hostUnreachable(peer:)`` instead of being dropped silently.
     public var routerMandatory = true
+    /// CURVE authentication and encryption (see ``ZMQCurve``); nil: plaintext.
+    public var curve: ZMQCurve?
 
     public init() {}
 }

@@ -27,6 +27,8 @@ public final class ClusterBackend: InferenceBackend, @unchecked Sendable {
     public var acceptsTokenPrompts: Bool { false }
     public let maxPending: Int
     private let endpoint: String
+    /// Options of the bridge's socket: the coordinator's own CURVE key pair when its links are keyed.
+    private let socketOptions: ZMQSocketOptions
     private let workerCount: Int
     private let kvCache: String
     private let dictionaryHash: String
@@ -45,7 +47,9 @@ public final class ClusterBackend: InferenceBackend, @unchecked Sendable {
     ///   - endpoint: the coordinator's bound ROUTER endpoint.
     ///   - counters: the coordinator's byte counters (exported in /metrics).
     public init(endpoint: String, tokenizer: BPETokenizer, modelName: String, contextLength: Int, workerCount: Int,
-                kvCache: String, dictionaryHash: String, counters: ByteCounters, maxPending: Int = 20, logger: Logger) {
+                kvCache: String, dictionaryHash: String, counters: ByteCounters, maxPending: Int = 20, logger: Logger,
+                socketOptions: ZMQSocketOptions = ZMQSocketOptions()) {
+        self.socketOptions = socketOptions
         self.endpoint = endpoint
         self.tokenizer = tokenizer
         self.modelName = modelName
@@ -125,7 +129,7 @@ public final class ClusterBackend: InferenceBackend, @unchecked Sendable {
     /// Runs the bridge until `stop` is raised and no request is outstanding (or 30 s more).
     public func runBridge(stop: StopSignal) throws {
         let context = try ZMQContext()
-        var options = ZMQSocketOptions()
+        var options = socketOptions
         options.routingID = Self.routingID
         let socket = try CountedSocket(context: context, kind: .dealer, counters: ByteCounters(), peerLabel: coordinatorPeerID, options: options)
         defer { socket.close() }

@@ -11,11 +11,14 @@ struct ClusterCommand: ParsableCommand {
         @Option(help: "The coordinator's endpoint (default: $SPARSEKV_CLUSTER).")
         var cluster: String?
 
+        @OptionGroup var security: SecurityOptions
+
         /// A client that a SIGINT or SIGTERM interrupts.
         func client() throws -> ClusterClient {
+            let security = try security.security()
             let stop = StopSignal()
             Self.signalSources = stopOnSignals(stop)
-            return try ClusterClient(coordinator: try resolve(), stop: stop)
+            return try ClusterClient(coordinator: try resolve(), stop: stop, security: security)
         }
 
         /// Kept for the process's life.

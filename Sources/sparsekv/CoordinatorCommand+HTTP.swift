@@ -19,7 +19,7 @@ extension CoordinatorCommand {
             endpoint: coordinator.value.boundEndpoint, tokenizer: tokenizer, modelName: modelAlias(config.modelPath),
             contextLength: min(config.contextLength ?? modelContext, modelContext), workerCount: config.workerCount,
             kvCache: config.kvSpec, dictionaryHash: coordinator.value.dictionaryHash, counters: coordinator.value.counters,
-            logger: logger)
+            logger: logger, socketOptions: config.security.client())
         coordinator.value.tokenTap = { backend.tap(client: $0, requestID: $1, token: $2) }
         let loop = BlockingThreadService(name: "coordinator") { stop in
             try coordinator.value.run(stop: stop) { endpoint in

@@ -44,6 +44,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     @OptionGroup var heartbeat: HeartbeatOptions
 
+    @OptionGroup var security: SecurityOptions
+
     func validate() throws {
         guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
         guard prefillWorkers == 0 || workers == 2 * prefillWorkers else {
@@ -54,6 +56,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        let security = try security.security()
         let (_, logger) = try common.setUp()
         var dictPath: String?
         if kv.lowercased().hasPrefix("csr") {
@@ -68,6 +71,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         config.handoffBaseline = handoffBaseline ?? ""
         config.replicate = replicate
         config.heartbeat = heartbeat.settings
+        config.security = security
         if let http { return try await serveHTTP(config, address: http, logger: logger) }
         let stop = StopSignal()
         let sources = stopOnSignals(stop)

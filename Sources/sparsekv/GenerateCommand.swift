@@ -54,6 +54,8 @@ struct GenerateCommand: ParsableCommand {
                                discussion: "The coordinator's --kv, --ctx and model apply; the text comes at the end, not streamed."))
     var cluster: String?
 
+    @OptionGroup(title: "Cluster security (with --cluster)") var security: SecurityOptions
+
     func validate() throws {
         guard (prompt == nil) != (promptFile == nil) else { throw ValidationError("give exactly one of -p TEXT or --prompt-file PATH") }
         guard n >= 0 else { throw ValidationError("-n must be >= 0") }
@@ -109,7 +111,7 @@ struct GenerateCommand: ParsableCommand {
         let stop = StopSignal()
         let sources = stopOnSignals(stop)
         defer { sources.forEach { $0.cancel() } }
-        let client = try ClusterClient(coordinator: endpoint, stop: stop)
+        let client = try ClusterClient(coordinator: endpoint, stop: stop, security: try security.security())
         let before = try client.stats().traffic
         let r = try client.generate(GenerateRequestBody(
             prompt: text, chat: chat, maxTokens: n, temperature: temp, topK: topK, topP: topP, seed: seed, ignoreEOS: ignoreEos))

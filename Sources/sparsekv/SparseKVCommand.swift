@@ -10,5 +10,5 @@ struct SparseKVCommand: AsyncParsableCommand {
             """,
         subcommands: [GenerateCommand.self, ServeCommand.self, PerplexityCommand.self, TokenizeCommand.self, InfoCommand.self,
                       BenchCommand.self, EvalCommand.self, DictCommand.self,
-                      CoordinatorCommand.self, WorkerCommand.self, ClusterCommand.self])
+                      CoordinatorCommand.self, WorkerCommand.self, ClusterCommand.self, KeysCommand.self])
 }

@@ -9,7 +9,7 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @OptionGroup var common: ModelOptions
 
-    @Option(help: "The coordinator's endpoint, e.g. tcp://127.0.0.1:5555.")
+    @Option(help: "The coordinator's endpoint, e.g. tcp://127.0.0.1:5555 (under CURVE as it prints it, ending in #<its public key>).")
     var coordinator: String
 
     @Option(help: "Memory budget for weights, caches and the dictionary (bytes; K/M/G suffixes).")
@@ -29,18 +29,22 @@ struct WorkerCommand: AsyncParsableCommand {
                                valueName: "HOST:PORT"))
     var metrics: String?
 
+    @OptionGroup var security: SecurityOptions
+
     func validate() throws {
         guard parseBytes(memory) != nil else { throw ValidationError("--memory must be a byte count such as 2G or 536870912") }
         if let metrics { _ = try parseHTTPAddress(metrics) }
     }
 
     func run() async throws {
+        let security = try security.security()
         let (_, logger) = try common.setUp()
         var config = WorkerConfiguration(
             coordinator: coordinator, modelPath: common.modelPath, memoryBudgetBytes: parseBytes(memory) ?? 0,
             listen: listen, id: id ?? "worker-\(ProcessInfo.processInfo.processIdentifier)")
         config.advertise = advertise
         config.heartbeat = heartbeat.settings
+        config.security = security
         if let metrics {
             let (host, port) = try parseHTTPAddress(metrics)
             let worker = UncheckedSendable(try Worker(configuration: config, logger: logger))

@@ -110,19 +110,39 @@ final class LocalCluster {
     private(set) var endpoint = ""
     var workerEndpoints: [String] = []
 
+    /// True when the processes run with CURVE keys (``keys(_:)``), false for --insecure.
+    let secure: Bool
+
     /// Starts the coordinator and `workers` workers, and waits until the cluster is ready.
-    init(workers count: Int = 3, kv: String = "fp32", ctx: Int = 512, memory: String = "2G", coordinatorArguments: [String] = []) throws {
+    /// - Parameter secure: CURVE on every link: `sparsekv keys generate` for the
+    ///   coordinator, each worker and a client ("client"), cross-authorized as
+    ///   cluster/launch.sh does; else every process runs with --insecure.
+    init(workers count: Int = 3, kv: String = "fp32", ctx: Int = 512, memory: String = "2G", coordinatorArguments: [String] = [],
+         secure: Bool = false) throws {
         directory = NSTemporaryDirectory() + "sparsekv-cluster-\(UUID().uuidString.prefix(8))"
+        self.secure = secure
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let names = ["coordinator", "client"] + (1...count).map { "w\($0)" }
+        if secure {
+            for n in names { try Self.generateKeys(into: directory + "/keys/" + n) }
+            // The coordinator accepts the workers and the client; each worker the coordinator and the other workers.
+            for n in names where n != "coordinator" { try Self.authorize(n, into: "coordinator", in: directory) }
+            for w in names.dropFirst(2) {
+                for n in names where n != w && n != "client" { try Self.authorize(n, into: w, in: directory) }
+            }
+        }
         var args = ["coordinator", "--model", ClusterAssets.model, "--listen", "tcp://127.0.0.1:0", "--workers", "\(count)",
                     "--kv", kv, "--ctx", "\(ctx)", "-t", "1"] + coordinatorArguments
         if kv.hasPrefix("csr") { args += ["--dict", ClusterAssets.dictionary] }
-        coordinator = try Child("coordinator", arguments: args, directory: directory)
+        let dir = directory
+        let security = { (name: String) in secure ? ["--keys", dir + "/keys/" + name] : ["--insecure"] }
+        coordinator = try Child("coordinator", arguments: args + security("coordinator"), directory: directory)
         do {
             endpoint = try coordinator.line("LISTENING")
             for i in 1...count {
                 let w = try Child("w\(i)", arguments: ["worker", "--model", ClusterAssets.model, "--coordinator", endpoint,
-                                                       "--id", "w\(i)", "--memory", memory, "-t", "1"], directory: directory)
+                                                       "--id", "w\(i)", "--memory", memory, "-t", "1"] + security("w\(i)"),
+                                  directory: directory)
                 workers.append(w)
             }
             workerEndpoints = try workers.map { try $0.line("LISTENING") }
@@ -134,6 +154,37 @@ final class LocalCluster {
     }
 
     var all: [Child] { [coordinator] + workers }
+
+    /// The key directory of process `name` (secure clusters).
+    func keys(_ name: String) -> String { directory + "/keys/" + name }
+
+    /// `--keys DIR` for process `name` in a secure cluster, else `--insecure`.
+    func securityArguments(_ name: String) -> [String] { secure ? ["--keys", keys(name)] : ["--insecure"] }
+
+    /// Copies `name`'s public key into `node`'s authorized/ directory.
+    func authorize(_ name: String, into node: String) throws { try Self.authorize(name, into: node, in: directory) }
+
+    static func authorize(_ name: String, into node: String, in directory: String) throws {
+        let keys = directory + "/keys/"
+        try FileManager.default.copyItem(atPath: keys + name + "/key.pub", toPath: keys + node + "/authorized/\(name).pub")
+    }
+
+    /// How an in-process client of this cluster connects: the "client" keys, or plaintext.
+    func clientSecurity(_ name: String = "client") throws -> NodeSecurity {
+        secure ? try NodeSecurity.load(keysDirectory: keys(name)) : .insecure
+    }
+
+    /// Runs `sparsekv keys generate --out DIR`.
+    static func generateKeys(into dir: String) throws {
+        guard let bin = ClusterAssets.binary else { throw HarnessError(description: "no sparsekv binary; build it first") }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: bin)
+        p.arguments = ["keys", "generate", "--out", dir]
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw HarnessError(description: "sparsekv keys generate --out \(dir) exited \(p.terminationStatus)") }
+    }
 
     /// SIGTERM to every process; true when all exited in time.
     @discardableResult

@@ -166,7 +166,7 @@ struct ClusterRefusalTests {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let coordinator = try Child("coordinator", arguments: [
-            "coordinator", "--model", ClusterAssets.model, "--listen", "tcp://127.0.0.1:0", "--workers", "1",
+            "coordinator", "--insecure", "--model", ClusterAssets.model, "--listen", "tcp://127.0.0.1:0", "--workers", "1",
             "--kv", "csr:8", "--dict", ClusterAssets.dictionary, "--ctx", "256", "-t", "1"], directory: dir)
         defer { coordinator.terminate() }
         let endpoint = try coordinator.line("LISTENING")
@@ -213,7 +213,7 @@ struct ClusterRefusalTests {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let inbox = try TestPeer(kind: .router, bind: "tcp://127.0.0.1:*")
-        let worker = try Child("w1", arguments: ["worker", "--model", ClusterAssets.model, "--coordinator", inbox.boundEndpoint,
+        let worker = try Child("w1", arguments: ["worker", "--insecure", "--model", ClusterAssets.model, "--coordinator", inbox.boundEndpoint,
                                                  "--id", "w1", "-t", "1"] + KVTransferProcessTests.patient, directory: dir)
         defer { worker.terminate() }
         let (register, from) = try inbox.next()
@@ -248,17 +248,17 @@ struct ClusterRefusalTests {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let coordinator = try Child("coordinator", arguments: [
-            "coordinator", "--model", ClusterAssets.model, "--listen", "tcp://127.0.0.1:0", "--workers", "2", "--ctx", "512", "-t", "1"],
+            "coordinator", "--insecure", "--model", ClusterAssets.model, "--listen", "tcp://127.0.0.1:0", "--workers", "2", "--ctx", "512", "-t", "1"],
                                     directory: dir)
         defer { coordinator.terminate() }
         let endpoint = try coordinator.line("LISTENING")
-        let big = try Child("big", arguments: ["worker", "--model", ClusterAssets.model, "--coordinator", endpoint, "--id", "big",
+        let big = try Child("big", arguments: ["worker", "--insecure", "--model", ClusterAssets.model, "--coordinator", endpoint, "--id", "big",
                                                "--memory", "4G", "-t", "1"], directory: dir)
         defer { big.terminate() }
         _ = try big.line("LISTENING")
         Thread.sleep(forTimeInterval: 0.5)  // registration order: big first
-        let small = try Child("small", arguments: ["worker", "--model", ClusterAssets.model, "--coordinator", endpoint, "--id", "small",
-                                                   "--memory", "5M", "-t", "1"], directory: dir)
+        let small = try Child("small", arguments: ["worker", "--insecure", "--model", ClusterAssets.model, "--coordinator", endpoint, "--id", "small",
+                                                   "--memory", "1M", "-t", "1"], directory: dir)
         defer { small.terminate() }
         #expect(coordinator.waitForExit(timeout: .seconds(60)), "the coordinator gives up")
         #expect(coordinator.process.terminationStatus != 0)

@@ -77,7 +77,7 @@ struct DrainHandoffProcessTests {
     @Test func aLateWorkerGetsTheDictionaryAndStandsBy() throws {
         let cluster = try LocalCluster(workers: 2, kv: "csr:8")
         let client = try ClusterClient(coordinator: cluster.endpoint)
-        let late = try Child("w9", arguments: ["worker", "--model", ClusterAssets.model, "--coordinator", cluster.endpoint,
+        let late = try Child("w9", arguments: ["worker", "--insecure", "--model", ClusterAssets.model, "--coordinator", cluster.endpoint,
                                                "--id", "w9", "-t", "1"], directory: cluster.directory)
         cluster.workers.append(late)
         let deadline = ContinuousClock.now + .seconds(60)

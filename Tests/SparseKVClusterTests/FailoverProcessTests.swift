@@ -53,7 +53,7 @@ struct FailoverProcessTests {
     @Test func aStandbyTakesTheLayersOfAKilledWorker() throws {
         let cluster = try LocalCluster(workers: 3, kv: "csr:8")
         let control = try ClusterClient(coordinator: cluster.endpoint)
-        let standby = try Child("w9", arguments: ["worker", "--model", ClusterAssets.model, "--coordinator", cluster.endpoint,
+        let standby = try Child("w9", arguments: ["worker", "--insecure", "--model", ClusterAssets.model, "--coordinator", cluster.endpoint,
                                                   "--id", "w9", "--memory", "2G", "-t", "1"], directory: cluster.directory)
         cluster.workers.append(standby)
         let deadline = ContinuousClock.now + .seconds(60)

@@ -16,8 +16,8 @@ struct KVTransferProcessTests {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let inbox = try TestPeer(kind: .router, bind: "tcp://127.0.0.1:*")
-        let a = try Child("ka", arguments: ["worker", "--model", ClusterAssets.model, "--coordinator", inbox.boundEndpoint, "--id", "ka", "-t", "1"] + Self.patient, directory: dir)
-        let b = try Child("kb", arguments: ["worker", "--model", ClusterAssets.model, "--coordinator", inbox.boundEndpoint, "--id", "kb", "-t", "1"] + Self.patient, directory: dir)
+        let a = try Child("ka", arguments: ["worker", "--insecure", "--model", ClusterAssets.model, "--coordinator", inbox.boundEndpoint, "--id", "ka", "-t", "1"] + Self.patient, directory: dir)
+        let b = try Child("kb", arguments: ["worker", "--insecure", "--model", ClusterAssets.model, "--coordinator", inbox.boundEndpoint, "--id", "kb", "-t", "1"] + Self.patient, directory: dir)
         defer { a.terminate(); b.terminate() }
 
         // Registration, assignment (both serve layers 0..<2), dictionary.

@@ -48,13 +48,13 @@ struct ShutdownProcessTests {
         let directory = NSTemporaryDirectory() + "sparsekv-shutdown-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let coordinator = try Child("coordinator", arguments: ["coordinator", "--model", ClusterAssets.model, "--listen", "tcp://127.0.0.1:0",
+        let coordinator = try Child("coordinator", arguments: ["coordinator", "--insecure", "--model", ClusterAssets.model, "--listen", "tcp://127.0.0.1:0",
                                                                "--workers", "1", "--ctx", "64", "-t", "1"], directory: directory)
         defer { coordinator.terminate() }
         let endpoint = try coordinator.line("LISTENING")
         kill(coordinator.process.processIdentifier, SIGSTOP)
         defer { kill(coordinator.process.processIdentifier, SIGCONT) }
-        let client = try Child("client", arguments: ["generate", "--model", ClusterAssets.model, "--cluster", endpoint, "-p", "Hello", "-n", "1"],
+        let client = try Child("client", arguments: ["generate", "--insecure", "--model", ClusterAssets.model, "--cluster", endpoint, "-p", "Hello", "-n", "1"],
                                directory: directory)
         Thread.sleep(forTimeInterval: 1)
         #expect(client.process.isRunning, "the client waits for the stopped coordinator")

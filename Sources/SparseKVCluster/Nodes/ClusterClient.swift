@@ -11,11 +11,16 @@ public final class ClusterClient {
     private var nextRequestID: UInt64 = 1
 
     /// - Parameter stop: raised (e.g. on SIGTERM), it ends any wait with ``NodeError/interrupted(waitingFor:)``.
-    public init(coordinator: String, stop: StopSignal? = nil) throws {
+    /// - Parameter security: under CURVE, `coordinator` ends in `#<its public key>` (as the
+    ///   coordinator prints it) or the security names the server key; a refused key ends
+    ///   a request with ``ZMQError/handshakeFailed(endpoint:reason:)``.
+    public init(coordinator: String, stop: StopSignal? = nil, security: NodeSecurity = .insecure) throws {
         context = try ZMQContext()
         var options = ZMQSocketOptions()
         options.linger = .milliseconds(100)
-        socket = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: coordinatorPeerID, options: options)
+        socket = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: coordinatorPeerID,
+                                   options: security.client(options))
+        try socket.watchHandshakes()
         try socket.connect(coordinator)
         self.stop = stop
     }
@@ -36,6 +41,7 @@ public final class ClusterClient {
         let connectBy = ContinuousClock.now + .seconds(10)
         while true {
             if stop?.isRaised == true { throw NodeError.interrupted(waitingFor: "the coordinator to take \(body.kind)") }
+            try socket.checkHandshakes()
             do {
                 try socket.send(WireMessage(body, requestID: id), timeout: Self.slice)
                 break
@@ -48,6 +54,7 @@ public final class ClusterClient {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if stop?.isRaised == true { throw NodeError.interrupted(waitingFor: "the answer to \(body.kind)") }
+            try socket.checkHandshakes()
             guard let received = try socket.receive(timeout: min(Self.slice, deadline - .now)) else { continue }
             guard case .success(let m) = received.result, m.requestID == id else { continue }
             if case .error(let e) = m.body { throw NodeError.refused(by: coordinatorPeerID, code: e.code, message: e.message) }

@@ -28,6 +28,8 @@ public final class Coordinator {
     let dictionary: (hash: String, gguf: [UInt8])?
     let cacheKind: String
     private let context: ZMQContext
+    /// Checks the keys of connecting workers and clients (CURVE only).
+    private let zap: ZAPHandler?
     let router: CountedSocket
     /// Called on the coordinator's thread with each token a session samples (the client's
     /// routing id, its request id, the token); returning false ends the session with stop
@@ -151,13 +153,22 @@ public final class Coordinator {
                                        rope: model.rope).kind
         }
         context = try ZMQContext()
-        router = try CountedSocket(context: context, kind: .router, counters: counters)
-        boundEndpoint = try router.bind(bindableEndpoint(configuration.listen))
+        // The ZAP handler first: a CURVE server bound without one would let every key in.
+        let zap = try configuration.security.startAuthentication(context: context, logger: logger)
+        self.zap = zap
+        do {
+            router = try CountedSocket(context: context, kind: .router, counters: counters, options: configuration.security.server())
+            boundEndpoint = configuration.security.advertised(try router.bind(bindableEndpoint(configuration.listen)))
+        } catch {
+            zap?.stop()
+            throw error
+        }
     }
 
     deinit {
         for w in workers { w.link?.close() }
         router.close()
+        zap?.stop()
     }
 
     // MARK: - Serving loop
@@ -334,7 +345,8 @@ public final class Coordinator {
         do {
             var options = ZMQSocketOptions()
             options.routingID = Array(coordinatorPeerID.utf8)
-            let link = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: b.workerID, options: options)
+            let link = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: b.workerID,
+                                         options: configuration.security.client(options))
             try link.connect(b.peerEndpoint.description)
             workers[i].link = link
         } catch {
@@ -379,7 +391,8 @@ public final class Coordinator {
         for i in workers.indices {
             var options = ZMQSocketOptions()
             options.routingID = Array(coordinatorPeerID.utf8)
-            let link = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: workers[i].id, options: options)
+            let link = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: workers[i].id,
+                                         options: configuration.security.client(options))
             try link.connect(workers[i].endpoint.description)
             workers[i].link = link
         }

@@ -33,6 +33,8 @@ public struct CoordinatorConfiguration: Sendable {
     /// Ping interval and liveness (`--heartbeat-ms`, `--liveness`): a worker silent for
     /// `liveness` intervals is declared dead and its layers fail over.
     public var heartbeat = HeartbeatMonitor.Settings()
+    /// CURVE keys and authorized clients (`--keys`), or plaintext (`--insecure`).
+    public var security: NodeSecurity = .insecure
 
     public init(listen: String, modelPath: String, dictionaryPath: String?, workerCount: Int) {
         self.listen = listen

@@ -19,13 +19,13 @@ final class HeartbeatResponder: @unchecked Sendable {
 
     /// Connects the heartbeat socket (nothing is sent until the coordinator pings).
     init(context: ZMQContext, coordinator: String, workerID: String, counters: ByteCounters,
-         settings: HeartbeatMonitor.Settings, logger: Logger) throws {
+         settings: HeartbeatMonitor.Settings, security: NodeSecurity, logger: Logger) throws {
         var options = ZMQSocketOptions()
         options.routingID = WireProtocol.heartbeatRoutingID(worker: workerID)
         options.linger = .zero
         // Counted apart from the main link, as the coordinator counts "<id>.hb" apart from "<id>".
         socket = try CountedSocket(context: context, kind: .dealer, counters: counters,
-                                   peerLabel: coordinatorPeerID + WireProtocol.heartbeatSuffix, options: options)
+                                   peerLabel: coordinatorPeerID + WireProtocol.heartbeatSuffix, options: security.client(options))
         try socket.connect(coordinator)
         self.settings = settings
         self.logger = logger

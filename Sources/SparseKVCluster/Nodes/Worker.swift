@@ -19,6 +19,8 @@ public final class Worker {
     /// No layers: config, fingerprint and rope for checks.
     private let base: LlamaModel
     private let context: ZMQContext
+    /// Checks the keys of the coordinator and of peers sending states or KV (CURVE only).
+    private let zap: ZAPHandler?
     private let router: CountedSocket
     private let up: CountedSocket
     /// The next worker's endpoint; nil sends the output to the coordinator.
@@ -65,13 +67,23 @@ public final class Worker {
         gguf = try GGUFFile(path: configuration.modelPath)
         base = try LlamaModel(gguf: gguf, layers: 0..<0, embeddings: false, head: false)
         context = try ZMQContext()
-        router = try CountedSocket(context: context, kind: .router, counters: counters)
-        boundEndpoint = try router.bind(bindableEndpoint(configuration.listen))
-        var options = ZMQSocketOptions()
-        options.routingID = Array(configuration.id.utf8)
-        up = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: coordinatorPeerID,
-                               options: options)
-        try up.connect(configuration.coordinator)
+        let security = configuration.security
+        // The ZAP handler first: a CURVE server bound without one would let every key in.
+        let zap = try security.startAuthentication(context: context, logger: logger)
+        self.zap = zap
+        do {
+            router = try CountedSocket(context: context, kind: .router, counters: counters, options: security.server())
+            boundEndpoint = security.advertised(try router.bind(bindableEndpoint(configuration.listen)))
+            var options = ZMQSocketOptions()
+            options.routingID = Array(configuration.id.utf8)
+            up = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: coordinatorPeerID,
+                                   options: security.client(options))
+            try up.watchHandshakes()
+            try up.connect(configuration.coordinator)
+        } catch {
+            zap?.stop()
+            throw error
+        }
     }
 
     deinit {
@@ -80,13 +92,16 @@ public final class Worker {
         for p in peers.values { p.close(linger: .milliseconds(300)) }
         up.close(linger: .milliseconds(300))
         router.close(linger: .milliseconds(300))
+        zap?.stop()
     }
 
     // MARK: - Registration
 
     /// Registers and serves until a shutdown message or `stop` is raised.
     public func run(stop: StopSignal) throws {
-        let endpoint = try Endpoint(parsing: configuration.advertise ?? boundEndpoint)
+        // Under CURVE the advertised endpoint carries this worker's public key.
+        let advertised = configuration.advertise.map { $0.contains("#") ? $0 : configuration.security.advertised($0) }
+        let endpoint = try Endpoint(parsing: advertised ?? boundEndpoint)
         guard !endpoint.isWildcard, endpoint.host != "0.0.0.0", endpoint.host != "[::]" else {
             throw NodeError.badConfiguration("the worker listens on \(boundEndpoint), which peers cannot connect to; give --advertise tcp://HOST:PORT")
         }
@@ -96,6 +111,7 @@ public final class Worker {
         let deadline = ContinuousClock.now + configuration.registrationTimeout
         registration: while true {
             if stop.isRaised { throw NodeError.stopped }
+            try up.checkHandshakes()
             guard ContinuousClock.now < deadline else {
                 throw NodeError.timedOut(waitingFor: "the registration answer", peer: configuration.coordinator)
             }
@@ -127,7 +143,8 @@ public final class Worker {
     /// loop ends.
     private func startHeartbeat() throws {
         let responder = try HeartbeatResponder(context: context, coordinator: configuration.coordinator, workerID: configuration.id,
-                                               counters: counters, settings: configuration.heartbeat, logger: logger)
+                                               counters: counters, settings: configuration.heartbeat,
+                                               security: configuration.security, logger: logger)
         heartbeat = responder
         let gone = coordinatorGone, logger = logger
         responder.start { quiet in
@@ -489,7 +506,9 @@ public final class Worker {
         if let p = peers[endpoint] { return p }
         var options = ZMQSocketOptions()
         options.routingID = Array(configuration.id.utf8)
-        let s = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: endpoint, options: options)
+        // Counted under the endpoint without its key.
+        let s = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: ZMQCurve.splitServerKey(endpoint).endpoint,
+                                  options: configuration.security.client(options))
         try s.connect(endpoint)
         peers[endpoint] = s
         return s

@@ -20,6 +20,8 @@ public struct WorkerConfiguration: Sendable {
     /// The coordinator's ping interval and liveness (`--heartbeat-ms`, `--liveness`; give
     /// the coordinator's values): with no ping for that long, the worker exits.
     public var heartbeat = HeartbeatMonitor.Settings()
+    /// CURVE keys and authorized peers (`--keys`), or plaintext (`--insecure`).
+    public var security: NodeSecurity = .insecure
 
     public init(coordinator: String, modelPath: String, memoryBudgetBytes: UInt64, listen: String, id: String) {
         self.coordinator = coordinator

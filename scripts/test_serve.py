@@ -226,7 +226,8 @@ def run_checks(args, base, cluster_endpoint=None):
         _, now = metric_samples(base)
         compared = 0
         for peer, kinds in stats["byPeer"].items():
-            if not peer.startswith("w"):
+            # The workers' data links; their heartbeat links ("w1.hb", ...) carry control only.
+            if not peer.startswith("w") or peer.endswith(".hb"):
                 continue
             for kind in ("activations", "kv", "dictionary"):
                 for direction, field in (("sent", "sentBytes"), ("received", "receivedBytes")):

@@ -29,15 +29,8 @@ enum PursuitKernels {
     static func matchingPursuit(corr: UnsafeMutablePointer<Float>, gram: UnsafePointer<Float>, atomCount n: Int,
                                 sparsity s: Int, indices: UnsafeMutablePointer<UInt16>,
                                 coefficients: UnsafeMutablePointer<Float>, observer: Observer?) {
-        var best = argmaxAbs(corr, n)
-        for k in 0..<s {
-            let c = corr[best]
-            indices[k] = UInt16(truncatingIfNeeded: best)
-            coefficients[k] = c
-            if k == s - 1 && observer == nil { break }
-            best = axpyArgmaxAbs(corr, -c, gram + best * n, n)
-            observer?(k)
-        }
+        matchingPursuit(corr: corr, atomCount: n, sparsity: s, indices: indices, coefficients: coefficients,
+                        observer: observer) { gram + $0 * n }
     }
 
     /// `matchingPursuit` without a Gram matrix: the Gram row of each chosen atom,
@@ -47,15 +40,26 @@ enum PursuitKernels {
                                 gramRow: UnsafeMutablePointer<Float>, atomCount n: Int, sparsity s: Int,
                                 indices: UnsafeMutablePointer<UInt16>, coefficients: UnsafeMutablePointer<Float>,
                                 observer: Observer?) {
+        matchingPursuit(corr: corr, atomCount: n, sparsity: s, indices: indices, coefficients: coefficients,
+                        observer: observer) { best in
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(m), 1, atoms, Int32(m), atoms + best * m, 1,
+                        0, gramRow, 1)
+            return UnsafePointer(gramRow)
+        }
+    }
+
+    /// The MP steps, with `gramRow(j)` giving atom j's Gram row (N floats) when a step needs it.
+    @inline(__always)
+    private static func matchingPursuit(corr: UnsafeMutablePointer<Float>, atomCount n: Int, sparsity s: Int,
+                                        indices: UnsafeMutablePointer<UInt16>, coefficients: UnsafeMutablePointer<Float>,
+                                        observer: Observer?, gramRow: (Int) -> UnsafePointer<Float>) {
         var best = argmaxAbs(corr, n)
         for k in 0..<s {
             let c = corr[best]
             indices[k] = UInt16(truncatingIfNeeded: best)
             coefficients[k] = c
             if k == s - 1 && observer == nil { break }
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(m), 1, atoms, Int32(m), atoms + best * m, 1,
-                        0, gramRow, 1)
-            best = axpyArgmaxAbs(corr, -c, gramRow, n)
+            best = axpyArgmaxAbs(corr, -c, gramRow(best), n)
             observer?(k)
         }
     }

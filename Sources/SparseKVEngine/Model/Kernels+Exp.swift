@@ -107,75 +107,53 @@ extension Kernels {
 // MARK: - Register-accumulated sums of rows
 
 extension Kernels {
-    /// acc (dim) += sum over t of w[t * wStride] * x[t * dim ..< (t + 1) * dim], with the
-    /// sum held in registers for dim 32 or 64 (an axpy per row would store and reload
-    /// acc every time, a chain of store-to-load latencies), plain axpys otherwise.
+    /// acc (dim) += sum over t < count of weight(t) * row(t) (dim floats each), the sum
+    /// held in registers for dim 32 or 64 (an axpy per row would store and reload acc every
+    /// time, a chain of store-to-load latencies), plain axpys otherwise.
     @inline(__always)
-    static func accumulateRows(weights w: UnsafePointer<Float>, wStride: Int, rows x: UnsafePointer<Float>, count: Int,
-                               dim: Int, into acc: UnsafeMutablePointer<Float>) {
+    private static func weightedSum(count: Int, dim: Int, into acc: UnsafeMutablePointer<Float>, fromZero: Bool,
+                                    weight: (Int) -> Float, row: (Int) -> UnsafePointer<Float>) {
         let ra = UnsafeMutableRawPointer(acc)
-        if dim == 64 {
-            var a0 = ra.loadUnaligned(as: SIMD16<Float>.self), a1 = ra.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
-            var a2 = ra.loadUnaligned(fromByteOffset: 128, as: SIMD16<Float>.self)
-            var a3 = ra.loadUnaligned(fromByteOffset: 192, as: SIMD16<Float>.self)
-            for t in 0..<count {
-                let c = SIMD16<Float>(repeating: w[t * wStride]), p = UnsafeRawPointer(x + t * 64)
-                a0 += c * p.loadUnaligned(as: SIMD16<Float>.self)
-                a1 += c * p.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
+        guard dim == 64 || dim == 32 else {
+            if fromZero { acc.update(repeating: 0, count: dim) }
+            for t in 0..<count { axpy(weight(t), row(t), acc, dim) }
+            return
+        }
+        let wide = dim == 64
+        @inline(__always) func start(_ offset: Int) -> SIMD16<Float> {
+            fromZero ? SIMD16<Float>() : ra.loadUnaligned(fromByteOffset: offset, as: SIMD16<Float>.self)
+        }
+        var a0 = start(0), a1 = start(64)
+        var a2 = wide ? start(128) : SIMD16<Float>(), a3 = wide ? start(192) : SIMD16<Float>()
+        for t in 0..<count {
+            let c = SIMD16<Float>(repeating: weight(t)), p = UnsafeRawPointer(row(t))
+            a0 += c * p.loadUnaligned(as: SIMD16<Float>.self)
+            a1 += c * p.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
+            if wide {
                 a2 += c * p.loadUnaligned(fromByteOffset: 128, as: SIMD16<Float>.self)
                 a3 += c * p.loadUnaligned(fromByteOffset: 192, as: SIMD16<Float>.self)
             }
-            ra.storeBytes(of: a0, as: SIMD16<Float>.self)
-            ra.storeBytes(of: a1, toByteOffset: 64, as: SIMD16<Float>.self)
+        }
+        ra.storeBytes(of: a0, as: SIMD16<Float>.self)
+        ra.storeBytes(of: a1, toByteOffset: 64, as: SIMD16<Float>.self)
+        if wide {
             ra.storeBytes(of: a2, toByteOffset: 128, as: SIMD16<Float>.self)
             ra.storeBytes(of: a3, toByteOffset: 192, as: SIMD16<Float>.self)
-        } else if dim == 32 {
-            var a0 = ra.loadUnaligned(as: SIMD16<Float>.self), a1 = ra.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
-            for t in 0..<count {
-                let c = SIMD16<Float>(repeating: w[t * wStride]), p = UnsafeRawPointer(x + t * 32)
-                a0 += c * p.loadUnaligned(as: SIMD16<Float>.self)
-                a1 += c * p.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
-            }
-            ra.storeBytes(of: a0, as: SIMD16<Float>.self)
-            ra.storeBytes(of: a1, toByteOffset: 64, as: SIMD16<Float>.self)
-        } else {
-            for t in 0..<count { axpy(w[t * wStride], x + t * dim, acc, dim) }
         }
     }
-}
 
-extension Kernels {
-    /// out (dim) = sum over k of c[k] * rows[idx[k] * dim ..< (idx[k] + 1) * dim], summed in
-    /// registers for dim 32 or 64 (a sparse code's reconstruction).
+    /// acc (dim) += sum over t of w[t * wStride] * x[t * dim ..< (t + 1) * dim].
+    @inline(__always)
+    static func accumulateRows(weights w: UnsafePointer<Float>, wStride: Int, rows x: UnsafePointer<Float>, count: Int,
+                               dim: Int, into acc: UnsafeMutablePointer<Float>) {
+        weightedSum(count: count, dim: dim, into: acc, fromZero: false, weight: { w[$0 * wStride] }, row: { x + $0 * dim })
+    }
+
+    /// out (dim) = sum over k of c[k] * rows[idx[k] * dim ..< (idx[k] + 1) * dim]: a sparse
+    /// code's reconstruction.
     @inline(__always)
     static func sumOfRows(coefficients c: UnsafePointer<Float>, indices idx: UnsafePointer<Int32>, count: Int,
                           rows: UnsafePointer<Float>, dim: Int, into out: UnsafeMutablePointer<Float>) {
-        let ro = UnsafeMutableRawPointer(out)
-        if dim == 64 {
-            var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
-            for k in 0..<count {
-                let w = SIMD16<Float>(repeating: c[k]), p = UnsafeRawPointer(rows + Int(idx[k]) * 64)
-                a0 += w * p.loadUnaligned(as: SIMD16<Float>.self)
-                a1 += w * p.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
-                a2 += w * p.loadUnaligned(fromByteOffset: 128, as: SIMD16<Float>.self)
-                a3 += w * p.loadUnaligned(fromByteOffset: 192, as: SIMD16<Float>.self)
-            }
-            ro.storeBytes(of: a0, as: SIMD16<Float>.self)
-            ro.storeBytes(of: a1, toByteOffset: 64, as: SIMD16<Float>.self)
-            ro.storeBytes(of: a2, toByteOffset: 128, as: SIMD16<Float>.self)
-            ro.storeBytes(of: a3, toByteOffset: 192, as: SIMD16<Float>.self)
-        } else if dim == 32 {
-            var a0 = SIMD16<Float>(), a1 = SIMD16<Float>()
-            for k in 0..<count {
-                let w = SIMD16<Float>(repeating: c[k]), p = UnsafeRawPointer(rows + Int(idx[k]) * 32)
-                a0 += w * p.loadUnaligned(as: SIMD16<Float>.self)
-                a1 += w * p.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
-            }
-            ro.storeBytes(of: a0, as: SIMD16<Float>.self)
-            ro.storeBytes(of: a1, toByteOffset: 64, as: SIMD16<Float>.self)
-        } else {
-            out.update(repeating: 0, count: dim)
-            for k in 0..<count { axpy(c[k], rows + Int(idx[k]) * dim, out, dim) }
-        }
+        weightedSum(count: count, dim: dim, into: out, fromZero: true, weight: { c[$0] }, row: { rows + Int(idx[$0]) * dim })
     }
 }

@@ -14,9 +14,7 @@ import SparseCoding
 extension CSRCache {
     public func attend(layer: Int, queries: UnsafePointer<Float>, count n: Int, heads: Int, scale: Float,
                        into out: UnsafeMutablePointer<Float>) throws {
-        guard geometry.layers.contains(layer) else {
-            throw KVCacheError.layerOutOfRange(layer: layer, layers: geometry.layers)
-        }
+        try requireLayer(layer)
         let s = layer - geometry.layers.lowerBound
         let ks = keyStreams[s], vs = valueStreams[s], p = pending[s]
         // Nothing here changes while the kernel runs, so the arrays' storage stays put.
@@ -26,8 +24,7 @@ extension CSRCache {
             pendingKeys: p.map { storageBase($0.keys) }, pendingValues: p.map { storageBase($0.values) },
             ropeTable: storageBase(ropeTable), ropeHalf: rope.ropeDimension / 2)
         withExtendedLifetime((ks, vs, p, ropeTable)) {
-            FusedAttention.run(src, queries: queries, count: n, start: counts[s] - n, heads: heads,
-                               kvHeads: geometry.kvHeads, scale: scale, into: out)
+            fusedAttend(src, layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out)
         }
     }
 }

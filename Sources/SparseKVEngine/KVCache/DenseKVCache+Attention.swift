@@ -3,15 +3,12 @@
 extension DenseKVCache {
     public func attend(layer: Int, queries: UnsafePointer<Float>, count n: Int, heads: Int, scale: Float,
                        into out: UnsafeMutablePointer<Float>) throws {
-        guard geometry.layers.contains(layer) else {
-            throw KVCacheError.layerOutOfRange(layer: layer, layers: geometry.layers)
-        }
+        try requireLayer(layer)
         let slots = (0..<geometry.kvHeads).map { rows(layer: layer, kvHead: $0) }
         let src = DenseAttentionSource<Element>(
             keys: slots.map { $0.keys.baseAddress }, values: slots.map { $0.values.baseAddress },
             headDim: geometry.headDim, rope: rotateOnRead ? rope : nil)
-        FusedAttention.run(src, queries: queries, count: n, start: count(layer: layer) - n, heads: heads,
-                           kvHeads: geometry.kvHeads, scale: scale, into: out)
+        fusedAttend(src, layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out)
     }
 }
 

@@ -3,9 +3,7 @@
 extension KIVICache {
     public func attend(layer: Int, queries: UnsafePointer<Float>, count n: Int, heads: Int, scale: Float,
                        into out: UnsafeMutablePointer<Float>) throws {
-        guard geometry.layers.contains(layer) else {
-            throw KVCacheError.layerOutOfRange(layer: layer, layers: geometry.layers)
-        }
+        try requireLayer(layer)
         let s = layer - geometry.layers.lowerBound
         let held = (0..<geometry.kvHeads).map { slots[s * geometry.kvHeads + $0] }
         // The slots' arrays are not changed while the kernel runs (appends and truncation
@@ -17,8 +15,7 @@ extension KIVICache {
         }
         let src = KIVIAttentionSource(slots: views, headDim: geometry.headDim, bits: bits)
         withExtendedLifetime(held) {
-            FusedAttention.run(src, queries: queries, count: n, start: counts[s] - n, heads: heads,
-                               kvHeads: geometry.kvHeads, scale: scale, into: out)
+            fusedAttend(src, layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out)
         }
     }
 }

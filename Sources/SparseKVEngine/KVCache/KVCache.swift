@@ -81,9 +81,7 @@ extension KVCache {
     /// tested against, and the path of caches without one.
     public func referenceAttend(layer: Int, queries q: UnsafePointer<Float>, count n: Int, heads: Int, scale: Float,
                                 into out: UnsafeMutablePointer<Float>) throws {
-        guard geometry.layers.contains(layer) else {
-            throw KVCacheError.layerOutOfRange(layer: layer, layers: geometry.layers)
-        }
+        try requireLayer(layer)
         let hd = geometry.headDim, qDim = heads * hd, group = heads / geometry.kvHeads
         let total = count(layer: layer), start = total - n
         var scores = [Float](repeating: 0, count: n * total)  // (n, total)
@@ -106,6 +104,21 @@ extension KVCache {
                 }
             }
         }
+    }
+
+    /// Throws unless this cache holds `layer`.
+    func requireLayer(_ layer: Int) throws {
+        guard geometry.layers.contains(layer) else {
+            throw KVCacheError.layerOutOfRange(layer: layer, layers: geometry.layers)
+        }
+    }
+
+    /// ``FusedAttention`` on `source`, this cache's layer `layer` in its own format, for the
+    /// n newest tokens.
+    func fusedAttend<S: AttentionSource>(_ source: S, layer: Int, queries: UnsafePointer<Float>, count n: Int, heads: Int,
+                                         scale: Float, into out: UnsafeMutablePointer<Float>) {
+        FusedAttention.run(source, queries: queries, count: n, start: count(layer: layer) - n, heads: heads,
+                           kvHeads: geometry.kvHeads, scale: scale, into: out)
     }
 
     /// Bytes over all layers of the cache.

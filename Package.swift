@@ -10,10 +10,15 @@ import PackageDescription
 #if arch(x86_64)
 let targetCPU = ProcessInfo.processInfo.environment["SPARSEKV_TARGET_CPU"] ?? "haswell"
 let cpuFlags = ["-target-cpu", targetCPU]
+// CPUs whose AVX2 kernels (QuantizedMatrix+AVX2.swift) may be compiled in.
+let avx2 = ["haswell", "broadwell", "skylake", "skylake-avx512", "icelake-server", "sapphirerapids",
+            "znver1", "znver2", "znver3", "znver4", "x86-64-v3", "x86-64-v4"].contains(targetCPU)
+let cpuDefines: [SwiftSetting] = avx2 ? [.define("SPARSEKV_AVX2", .when(configuration: .release))] : []
 #else
 let cpuFlags: [String] = []
+let cpuDefines: [SwiftSetting] = []
 #endif
-let optimize: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"] + cpuFlags, .when(configuration: .release))]
+let optimize: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"] + cpuFlags, .when(configuration: .release))] + cpuDefines
 
 let package = Package(
     name: "SparseKV",

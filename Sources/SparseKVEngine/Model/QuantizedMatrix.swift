@@ -9,12 +9,12 @@ import Foundation
 /// traffic at 4 bytes per weight; here a weight costs 0.625 (Q4_1) or 1.0625 (Q8_0)
 /// bytes. The input vector is quantized once per call to 16-bit integers per block of
 /// 32 (scale = max|x| / 32767) so that each block's dot product is integer
-/// multiply-adds (`pmaddwd`, the only SSE2 instruction that multiplies and adds 8 lane
-/// pairs at once) followed by one float multiply.
+/// multiply-adds (`pmaddwd`: 16-bit lane pairs multiplied and added into 32 bits)
+/// followed by one float multiply. The block kernels live in QuantizedMatrix+AVX2.swift
+/// (the default build) and QuantizedMatrix+Portable.swift (any other target).
 ///
-/// SwiftPM builds for baseline x86-64 (SSE2: no AVX2, FMA, F16C or byte multiplies),
-/// so weights must be widened to 16-bit lanes anyway; 16-bit rather than llama.cpp's
-/// int8 input then costs nothing and is about 250 times more accurate.
+/// Weights are widened to 16-bit lanes for `pmaddwd` anyway, so 16-bit rather than
+/// llama.cpp's int8 input costs nothing and is about 250 times more accurate.
 public struct QuantizedMatrix: Sendable {
     /// Why bytes could not be taken as a quantized matrix.
     public enum LayoutError: LocalizedError, Sendable, Equatable {
@@ -172,49 +172,20 @@ public struct QuantizedMatrix: Sendable {
 
     /// The input vector rounded to 16-bit integers per block of 32.
     struct Input {
-        /// (3, 8) lanes of 4096, 256 and 16, which the kernels multiply weight lanes by
+        /// (3, 8) lanes of 4096, 256 and 16, which the portable kernels multiply weight lanes by
         /// to move a nibble or byte to the top. They are written here, in memory, by a
         /// function that is never inlined, so that LLVM cannot see their values: with
         /// constant masks and shifts it proves the lanes small and "narrows" the
         /// pmaddwd pattern into pack/unpack sequences three times longer.
         let multipliers: UnsafeMutablePointer<SIMD8<Int16>>
-        /// (blocks, 4, 8) per block: x[0, 2, ..., 30] then x[1, 3, ..., 31], i.e. the even
-        /// and odd elements of each half, matching how the kernels split weight bytes.
+        /// (blocks, 4, 8): block b's 32 values in the order its kernels read weights:
+        /// natural order for AVX2; x[0, 2, ..., 30] then x[1, 3, ..., 31] (the even and
+        /// odd elements of each half) for the portable kernels.
         let q: UnsafeMutablePointer<SIMD8<Int16>>
         /// (blocks) x ≈ scale * q
         let scale: UnsafeMutablePointer<Float>
         /// (blocks) exact fp32 sum of the block's x, for Q4_1's offset term
         let sum: UnsafeMutablePointer<Float>
-    }
-
-    @inline(never)
-    static func quantizeInput(_ x: UnsafePointer<Float>, blocks nb: Int, into out: Input) {
-        out.multipliers[0] = SIMD8(repeating: 4096)
-        out.multipliers[1] = SIMD8(repeating: 256)
-        out.multipliers[2] = SIMD8(repeating: 16)
-        // Written with integer tricks and SIMD8 rather than pointwiseMax, .max(),
-        // .sum() or SIMD rounding: on SIMD32 those compile to per-lane loops and libm calls.
-        let raw = UnsafeRawPointer(x)
-        for b in 0..<nb {
-            let p = raw + b * 128
-            let v0 = p.loadUnaligned(as: SIMD8<Float>.self)
-            let v1 = p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
-            let v2 = p.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self)
-            let v3 = p.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self)
-            let amax = absMax(absMax(v0, v1), absMax(v2, v3)).max()
-            // 32767, not 32768: keeps q symmetric and pmaddwd clear of its one overflow
-            // case (-32768 * -32768 twice).
-            let inv: Float = amax > 0 ? 32767 / amax : 0
-            let q = SIMD32<Int16>(lowHalf: SIMD16(lowHalf: round16(v0, inv), highHalf: round16(v1, inv)),
-                                  highHalf: SIMD16(lowHalf: round16(v2, inv), highHalf: round16(v3, inv)))
-            let even = q.evenHalf, odd = q.oddHalf
-            out.q[4 * b] = even.lowHalf
-            out.q[4 * b + 1] = even.highHalf
-            out.q[4 * b + 2] = odd.lowHalf
-            out.q[4 * b + 3] = odd.highHalf
-            out.scale[b] = amax / 32767
-            out.sum[b] = ((v0 + v1) + (v2 + v3)).sum()
-        }
     }
 
     /// Lane-wise max(|a|, |b|) as the bit patterns of |a| and |b|, which order like the
@@ -235,101 +206,6 @@ public struct QuantizedMatrix: Sendable {
     static func round16(_ v: SIMD8<Float>, _ inv: Float) -> SIMD8<Int16> {
         let r = v * inv + SIMD8<Float>(repeating: 12_582_912)
         return SIMD8<Int16>(truncatingIfNeeded: unsafeBitCast(r, to: SIMD8<Int32>.self) &- 0x4B40_0000)
-    }
-
-    // MARK: - Row kernels
-
-    /// One Q4_1 row: sum over blocks of d * (q . xq) * xscale + m * sum(x).
-    @inline(__always)
-    static func rowQ4_1(_ row: UnsafeRawPointer, _ nb: Int, _ x: Input) -> Float {
-        let k = (x.multipliers[0], x.multipliers[1], x.multipliers[2])
-        var acc = SIMD4<Float>(), offsets = SIMD4<Float>()
-        var b = 0
-        // Four blocks at a time so their scales convert and multiply as one vector.
-        while b + 4 <= nb {
-            let p = row + b * 20
-            let dm = gather4(p, stride: 20)  // d in the low half, m in the high half
-            let d = highHalfToFloat(dm &<< 16), m = highHalfToFloat(dm)
-            let s = reduce4(dotQ4_1(p + 4, x.q + 4 * b, k), dotQ4_1(p + 24, x.q + 4 * b + 4, k),
-                            dotQ4_1(p + 44, x.q + 4 * b + 8, k), dotQ4_1(p + 64, x.q + 4 * b + 12, k))
-            acc += SIMD4<Float>(s) * d * load4(x.scale + b)
-            offsets += m * load4(x.sum + b)
-            b += 4
-        }
-        var tail: Float = 0
-        while b < nb {
-            let p = row + b * 20
-            let s = Float(dotQ4_1(p + 4, x.q + 4 * b, k).wrappedSum())
-            tail += s * half(p) * x.scale[b] + half(p + 2) * x.sum[b]
-            b += 1
-        }
-        return (acc + offsets).sum() + tail
-    }
-
-    /// One Q8_0 row: sum over blocks of d * (q . xq) * xscale.
-    @inline(__always)
-    static func rowQ8_0(_ row: UnsafeRawPointer, _ nb: Int, _ x: Input) -> Float {
-        let k = x.multipliers[1]
-        var acc = SIMD4<Float>()
-        var b = 0
-        while b + 4 <= nb {
-            let p = row + b * 34
-            let d = highHalfToFloat(gather4(p, stride: 34) &<< 16)
-            let s = reduce4(dotQ8_0(p + 2, x.q + 4 * b, k), dotQ8_0(p + 36, x.q + 4 * b + 4, k),
-                            dotQ8_0(p + 70, x.q + 4 * b + 8, k), dotQ8_0(p + 104, x.q + 4 * b + 12, k))
-            acc += SIMD4<Float>(s) * d * load4(x.scale + b)
-            b += 4
-        }
-        var tail: Float = 0
-        while b < nb {
-            let p = row + b * 34
-            tail += Float(dotQ8_0(p + 2, x.q + 4 * b, k).wrappedSum()) * half(p) * x.scale[b]
-            b += 1
-        }
-        return acc.sum() + tail
-    }
-
-    // MARK: - Block dot products
-
-    /// 16 nibble bytes . one block of xq, as four partial Int32 sums. Read as 8 UInt16
-    /// lanes, lane i holds bytes 2i and 2i+1, so its four nibbles are elements 2i, 2i+16,
-    /// 2i+1, 2i+17, the even/odd order of `Input.q`. Multiplying by 4096, 256 or 16
-    /// moves a nibble to the top and a logical shift by 12 brings it down alone.
-    @inline(__always)
-    static func dotQ4_1(_ qs: UnsafeRawPointer, _ x: UnsafePointer<SIMD8<Int16>>,
-                        _ k: (SIMD8<Int16>, SIMD8<Int16>, SIMD8<Int16>)) -> SIMD4<Int32> {
-        let v = qs.loadUnaligned(as: SIMD8<UInt16>.self)
-        @inline(__always) func nibble(_ u: SIMD8<UInt16>) -> SIMD8<Int16> { unsafeBitCast(u &>> 12, to: SIMD8<Int16>.self) }
-        @inline(__always) func times(_ m: SIMD8<Int16>) -> SIMD8<UInt16> { v &* unsafeBitCast(m, to: SIMD8<UInt16>.self) }
-        let e0 = nibble(times(k.0)), e1 = nibble(times(k.1)), o0 = nibble(times(k.2)), o1 = nibble(v)
-        return madd(e0, x[0]) &+ madd(e1, x[1]) &+ madd(o0, x[2]) &+ madd(o1, x[3])
-    }
-
-    /// 32 int8 . one block of xq. As Int16 lanes, `lane * 256 >> 8` (arithmetic)
-    /// sign-extends the even byte and `lane >> 8` the odd one; `k` is 256.
-    @inline(__always)
-    static func dotQ8_0(_ qs: UnsafeRawPointer, _ x: UnsafePointer<SIMD8<Int16>>, _ k: SIMD8<Int16>) -> SIMD4<Int32> {
-        let v0 = qs.loadUnaligned(as: SIMD8<Int16>.self)
-        let v1 = qs.loadUnaligned(fromByteOffset: 16, as: SIMD8<Int16>.self)
-        let e0 = (v0 &* k) &>> 8, o0 = v0 &>> 8
-        let e1 = (v1 &* k) &>> 8, o1 = v1 &>> 8
-        return madd(e0, x[0]) &+ madd(e1, x[1]) &+ madd(o0, x[2]) &+ madd(o1, x[3])
-    }
-
-    /// Products of Int16 lanes summed in adjacent pairs; LLVM emits one `pmaddwd`.
-    /// Cannot overflow here: |w| <= 128 and |x| <= 32767 keep a block's total under 2^28.
-    @inline(__always)
-    static func madd(_ w: SIMD8<Int16>, _ x: SIMD8<Int16>) -> SIMD4<Int32> {
-        let p = SIMD8<Int32>(truncatingIfNeeded: w) &* SIMD8<Int32>(truncatingIfNeeded: x)
-        return p.evenHalf &+ p.oddHalf
-    }
-
-    /// The totals of four vectors, [a.sum, b.sum, c.sum, d.sum], by pairwise adds.
-    @inline(__always)
-    static func reduce4(_ a: SIMD4<Int32>, _ b: SIMD4<Int32>, _ c: SIMD4<Int32>, _ d: SIMD4<Int32>) -> SIMD4<Int32> {
-        let ab = SIMD8(lowHalf: a, highHalf: b), cd = SIMD8(lowHalf: c, highHalf: d)
-        let s = SIMD8(lowHalf: ab.evenHalf &+ ab.oddHalf, highHalf: cd.evenHalf &+ cd.oddHalf)
-        return s.evenHalf &+ s.oddHalf
     }
 
     // MARK: - Scalars

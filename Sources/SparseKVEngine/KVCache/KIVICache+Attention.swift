@@ -41,7 +41,7 @@ struct KIVIAttentionSource: AttentionSource {
 
     func keys(head g: Int, _ lo: Int, _ hi: Int, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
         let x = slots[g], d = headDim, gs = KIVICache.group
-        let quantized = x.groups * gs, groupBytes = gs * d * bits / 8
+        let quantized = x.groups * gs, groupBytes = gs * d * bits / 8, rowBytes = d * bits / 8
         var t = lo
         while t < min(hi, quantized) {
             // One group's per-channel scales and minimums, widened once for its tokens.
@@ -50,8 +50,9 @@ struct KIVIAttentionSource: AttentionSource {
                 Kernels.widen(x.keyParams + grp * 2 * d, count: 2 * d, into: p.baseAddress!)
                 let sc = p.baseAddress!, mn = sc + d, codes = x.keyCodes + grp * groupBytes
                 for u in t..<end {
-                    let o = scratch + (u - lo) * d, first = (u - grp * gs) * d
-                    for c in 0..<d { o[c] = mn[c] + sc[c] * Float(unpack(codes, first + c)) }
+                    let o = scratch + (u - lo) * d
+                    KIVICodes.unpack(codes + (u - grp * gs) * rowBytes, count: d, bits: bits, into: o)
+                    KIVICodes.affine(o, count: d, scale: sc, offset: mn)
                 }
             }
             t = end
@@ -66,20 +67,14 @@ struct KIVIAttentionSource: AttentionSource {
         let end = min(hi, quantized)
         if lo < end {
             for t in lo..<end {
-                let codes = x.valueCodes + t * rowBytes, p = x.valueParams + t * 2 * vg, o = scratch + (t - lo) * d
-                for c in 0..<d {
-                    o[c] = Float(p[vg + c / gs]) + Float(p[c / gs]) * Float(unpack(codes, c))
-                }
+                let p = x.valueParams + t * 2 * vg, o = scratch + (t - lo) * d
+                KIVICodes.unpack(x.valueCodes + t * rowBytes, count: d, bits: bits, into: o)
+                // Per group of channels: one scale (p[j]) and minimum (p[vg + j]).
+                for j in 0..<vg { KIVICodes.affine(o + j * gs, count: gs, scale: Float(p[j]), offset: Float(p[vg + j])) }
             }
         }
         let t = max(lo, quantized)
         if t < hi { Kernels.widen(x.recentV + (t - quantized) * d, count: (hi - t) * d, into: scratch + (t - lo) * d) }
         return UnsafePointer(scratch)
-    }
-
-    /// Code `i` of a packed stream (`bits` each, least significant first).
-    @inline(__always)
-    private func unpack(_ bytes: UnsafePointer<UInt8>, _ i: Int) -> UInt8 {
-        (bytes[i * bits / 8] >> UInt8((i * bits) % 8)) & UInt8((1 << bits) - 1)
     }
 }

@@ -137,6 +137,24 @@ private func quantized(_ type: GGMLType, rows: Int, cols: Int, seed: UInt64) thr
         #expect(!runs[0].contains(Float.nan.bitPattern))
     }
 
+    /// A grouped product (q, k and v sharing one quantized input, rows split over threads
+    /// across matrix boundaries) gives each matrix exactly its own product.
+    @Test func groupedProductsEqualSingleOnes() throws {
+        let ms = [try quantized(.q4_1, rows: 576, cols: 576, seed: 21), try quantized(.q8_0, rows: 193, cols: 576, seed: 22),
+                  try quantized(.q4_1, rows: 191, cols: 576, seed: 23)]
+        var rng = TestRandom(seed: 24)
+        let x = rng.activations(576)
+        let single = ms.map { apply($0, x).map(\.bitPattern) }
+        let ys = ms.map { UnsafeMutablePointer<Float>.allocate(capacity: $0.rows) }
+        defer { ys.forEach { $0.deallocate() } }
+        for threads in [1, 2, 3] {
+            for (y, m) in zip(ys, ms) { y.initialize(repeating: .nan, count: m.rows) }
+            x.withUnsafeBufferPointer { QuantizedMatrix.apply(ms, $0.baseAddress!, into: ys, threads: threads) }
+            let got = zip(ys, ms).map { y, m in UnsafeBufferPointer(start: y, count: m.rows).map(\.bitPattern) }
+            #expect(got == single, "threads \(threads)")
+        }
+    }
+
     @Test func zeroInputGivesZero() throws {
         let m = try quantized(.q4_1, rows: 4, cols: 128, seed: 3)
         #expect(apply(m, [Float](repeating: 0, count: 128)) == [0, 0, 0, 0])

@@ -133,9 +133,7 @@ public final class LlamaModel: Sendable {
         // MARK: attention
         w.attentionNorm.withUnsafeBufferPointer { Kernels.rmsNorm(x, weight: $0.baseAddress!, rows: n, dim: dim, eps: c.rmsEpsilon, into: ws.xb) }
         t = profile?.lap(.elementwise, since: t) ?? 0
-        w.wq.apply(ws.xb, count: n, into: ws.q, tile: ws.tile)
-        w.wk.apply(ws.xb, count: n, into: ws.k, tile: ws.tile)
-        w.wv.apply(ws.xb, count: n, into: ws.v, tile: ws.tile)
+        WeightMatrix.apply([w.wq, w.wk, w.wv], ws.xb, count: n, into: [ws.q, ws.k, ws.v], tile: ws.tile)
         t = profile?.lap(.projections, since: t) ?? 0
         rope.apply(ws.q, rows: n, heads: c.headCount, startPosition: start)
         t = profile?.lap(.elementwise, since: t) ?? 0
@@ -156,8 +154,7 @@ public final class LlamaModel: Sendable {
         // MARK: feed-forward (SwiGLU)
         w.ffnNorm.withUnsafeBufferPointer { Kernels.rmsNorm(x, weight: $0.baseAddress!, rows: n, dim: dim, eps: c.rmsEpsilon, into: ws.xb) }
         t = profile?.lap(.elementwise, since: t) ?? 0
-        w.wGate.apply(ws.xb, count: n, into: ws.gate, tile: ws.tile)
-        w.wUp.apply(ws.xb, count: n, into: ws.up, tile: ws.tile)
+        WeightMatrix.apply([w.wGate, w.wUp], ws.xb, count: n, into: [ws.gate, ws.up], tile: ws.tile)
         t = profile?.lap(.ffn, since: t) ?? 0
         Kernels.swiGLU(ws.gate, ws.up, count: n * c.feedForwardLength)
         t = profile?.lap(.elementwise, since: t) ?? 0

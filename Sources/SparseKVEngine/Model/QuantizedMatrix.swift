@@ -118,6 +118,17 @@ public struct QuantizedMatrix: Sendable {
 
     /// `apply` on at most `threads` threads (benchmarks compare 1 and 2).
     func apply(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, threads: Int) {
+        Self.apply([self], x, into: [y], threads: threads)
+    }
+
+    /// y_i = W_i x for matrices of the same width reading the same x (a layer's q, k and v,
+    /// or gate and up): x is quantized once, and the rows of all of them are shared out
+    /// over the threads as one job, so three small products wake the threads once and
+    /// together are big enough to split.
+    static func apply(_ ms: [QuantizedMatrix], _ x: UnsafePointer<Float>, into ys: [UnsafeMutablePointer<Float>],
+                      threads: Int) {
+        guard let cols = ms.first?.cols else { return }
+        precondition(ms.count == ys.count && ms.allSatisfy { $0.cols == cols }, "grouped products need one width")
         let nb = cols / 32
         // 3 multiplier vectors, then (nb, 4, 8) quantized x (see Input)
         withUnsafeTemporaryAllocation(of: SIMD8<Int16>.self, capacity: 3 + nb * 4) { xq in
@@ -125,46 +136,57 @@ public struct QuantizedMatrix: Sendable {
             withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * nb) { xf in
                 guard let k = xq.baseAddress, let f = xf.baseAddress else { return }
                 let input = Input(multipliers: k, q: k + 3, scale: f, sum: f + nb)
-                Self.quantizeInput(x, blocks: nb, into: input)
-                blocks.withUnsafeBytes { w in
-                    guard let base = w.baseAddress else { return }
-                    let parts = min(threads, max(1, rows * cols / Self.weightsPerThread))
-                    if parts == 1 {
-                        rowRange(0..<rows, base, input, y)
-                        return
-                    }
-                    let shared = Shared(base: base, x: input, y: y)
-                    DispatchQueue.concurrentPerform(iterations: parts) { part in
-                        let lo = rows * part / parts, hi = rows * (part + 1) / parts
-                        rowRange(lo..<hi, shared.base, shared.x, shared.y)
-                    }
+                quantizeInput(x, blocks: nb, into: input)
+                let total = ms.reduce(0) { $0 + $1.rows }
+                let parts = min(threads, max(1, total * cols / weightsPerThread))
+                let job = GroupJob(matrices: ms, x: input, ys: ys)
+                if parts == 1 {
+                    job.run(rows: 0..<total)
+                    return
+                }
+                DispatchQueue.concurrentPerform(iterations: parts) { part in
+                    job.run(rows: total * part / parts..<total * (part + 1) / parts)
                 }
             }
         }
     }
 
-    /// Weights each extra thread must get before it is worth waking: a GCD worker
-    /// takes from a few µs (idle machine) to far longer (busy one) to start, and
-    /// SSE2 code gets through 256k Q4_1 weights in about 20 µs on one Zen 3 core.
-    /// So 576x576 stays on one thread; the FFN matrices and the LM head split.
-    static let weightsPerThread = 256 * 1024
-
-    /// The pointers one product's threads share. Safe to send: the weights and the
-    /// quantized input are only read while the threads run, each thread writes a
-    /// disjoint slice of y, and `concurrentPerform` returns only when all are done.
-    private struct Shared: @unchecked Sendable {
-        let base: UnsafeRawPointer
+    /// One grouped product shared by threads. Safe to send: the weights and the quantized
+    /// input are only read while the threads run, each thread writes disjoint rows of the
+    /// outputs, and `concurrentPerform` returns only when all are done.
+    private struct GroupJob: @unchecked Sendable {
+        let matrices: [QuantizedMatrix]
         let x: Input
-        let y: UnsafeMutablePointer<Float>
+        let ys: [UnsafeMutablePointer<Float>]
+
+        /// Rows `range` of the matrices stacked on one another.
+        func run(rows range: Range<Int>) {
+            var first = 0
+            for (m, y) in zip(matrices, ys) {
+                let lo = max(range.lowerBound, first), hi = min(range.upperBound, first + m.rows)
+                if lo < hi { m.rowRange(lo - first..<hi - first, x, y) }
+                first += m.rows
+            }
+        }
     }
 
-    private func rowRange(_ range: Range<Int>, _ base: UnsafeRawPointer, _ x: Input, _ y: UnsafeMutablePointer<Float>) {
+    /// Weights each extra thread must get before it is worth waking: a GCD worker
+    /// takes from a few µs (idle machine) to far longer (busy one) to start, and the
+    /// kernels get through 256k Q4_1 weights in about 20 µs on one core. So a 576x576
+    /// product alone stays on one thread; q, k and v together, the FFN matrices and
+    /// the LM head split.
+    static let weightsPerThread = 256 * 1024
+
+    private func rowRange(_ range: Range<Int>, _ x: Input, _ y: UnsafeMutablePointer<Float>) {
         let nb = cols / 32
         let rowBytes = nb * type.blockBytes
-        if type == .q4_1 {
-            for r in range { y[r] = Self.rowQ4_1(base + r * rowBytes, nb, x) }
-        } else {
-            for r in range { y[r] = Self.rowQ8_0(base + r * rowBytes, nb, x) }
+        blocks.withUnsafeBytes { w in
+            guard let base = w.baseAddress else { return }
+            if type == .q4_1 {
+                for r in range { y[r] = Self.rowQ4_1(base + r * rowBytes, nb, x) }
+            } else {
+                for r in range { y[r] = Self.rowQ8_0(base + r * rowBytes, nb, x) }
+            }
         }
     }
 

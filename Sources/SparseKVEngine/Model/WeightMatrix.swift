@@ -80,4 +80,16 @@ public struct WeightMatrix: Sendable {
             }
         }
     }
+
+    /// y_i (n, rows_i) = x (n, cols) * W_i^T for matrices reading the same x. One token on
+    /// quantized matrices runs as one grouped product (x quantized once, one wake of the
+    /// threads); anything else runs the products one by one.
+    static func apply(_ ms: [WeightMatrix], _ x: UnsafePointer<Float>, count n: Int,
+                      into ys: [UnsafeMutablePointer<Float>], tile: UnsafeMutablePointer<Float>? = nil) {
+        let quantized = ms.compactMap(\.quantized)
+        if n == 1, quantized.count == ms.count {
+            return QuantizedMatrix.apply(quantized, x, into: ys, threads: ComputeThreads.count)
+        }
+        for (m, y) in zip(ms, ys) { m.apply(x, count: n, into: y, tile: tile) }
+    }
 }

@@ -1,0 +1,71 @@
+import Foundation
+import Testing
+@testable import SparseKVEngine
+
+/// One decode step's attention on one layer of SmolLM2's shape (3 KV heads of 64, 9 query
+/// heads) holding 4,096 positions of random keys and values, per cache kind: median of
+/// repeated calls at 1 and 2 threads, with fp32 measured in the same run as the baseline.
+/// The CSR caches use the committed dictionary. Benchmark, not a test: run with
+/// SPARSEKV_BENCH=1 swift test -c release -Xswiftc -enable-testing --filter FusedAttentionBench
+@Suite(.serialized, .enabled(if: ProcessInfo.processInfo.environment["SPARSEKV_BENCH"] != nil && RealAssets.available))
+struct FusedAttentionBench {
+    static let dictionary = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("dicts/SmolLM2-135M-Instruct.Q4_1.csr.gguf").path
+
+    static func cache(_ kind: String, geometry g: KVCacheGeometry, rope: RoPE) throws -> any KVCache {
+        if kind.hasPrefix("csr") {
+            let settings = try CSRSettings(parsing: kind)
+            return try CSRCodec(dictionary: try CSRDictionary.load(path: dictionary), settings: settings)
+                .makeCache(geometry: g, rope: rope)
+        }
+        return try FusedAttentionTests.makeCache(kind, kvHeads: g.kvHeads, capacity: g.capacity)
+    }
+
+    @Test func decodeStep() throws {
+        let positions = Int(ProcessInfo.processInfo.environment["SPARSEKV_BENCH_POSITIONS"] ?? "") ?? 4096
+        let kvHeads = 3, heads = 9, d = 64, width = kvHeads * d
+        let rope = RoPE(headDim: d, ropeDimension: d, base: 100_000)
+        let g = KVCacheGeometry(layers: 0..<2, kvHeads: kvHeads, headDim: d, capacity: positions + 1)
+        let k = FusedAttentionTests.rows(positions + 1, width: width, seed: 1).map { $0 * 0.5 }
+        let v = FusedAttentionTests.rows(positions + 1, width: width, seed: 2).map { $0 * 0.5 }
+        let q = FusedAttentionTests.rows(1, width: heads * d, seed: 3)
+        var out = [Float](repeating: 0, count: heads * d)
+        let before = ComputeThreads.count
+        defer { ComputeThreads.set(before) }
+        var baseline: [Int: Double] = [:]
+        print("attention, one decode step, one layer, \(positions) positions: µs, median of 31 calls")
+        for kind in ["fp32", "fp16", "kivi4", "csr:8,coef=i8", "csr:16,coef=i8"] {
+            let c = try Self.cache(kind, geometry: g, rope: rope)
+            var t = 0
+            while t <= positions {
+                let b = t < positions ? min(512, positions - t) : 1
+                try k.withUnsafeBufferPointer { kp in
+                    try v.withUnsafeBufferPointer { vp in
+                        try c.append(layer: 1, keys: kp.baseAddress! + t * width, values: vp.baseAddress! + t * width, count: b)
+                    }
+                }
+                t += b
+            }
+            var line = kind.padding(toLength: 16, withPad: " ", startingAt: 0)
+            for threads in [1, 2] {
+                ComputeThreads.set(threads)
+                var times: [Double] = []
+                for _ in 0..<31 {
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    try q.withUnsafeBufferPointer { qp in
+                        try out.withUnsafeMutableBufferPointer {
+                            try c.attend(layer: 1, queries: qp.baseAddress!, count: 1, heads: heads, scale: 0.125,
+                                         into: $0.baseAddress!)
+                        }
+                    }
+                    times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1000)
+                }
+                times.sort()
+                let median = times[15]
+                if kind == "fp32" { baseline[threads] = median }
+                line += String(format: "  %d thread(s) %8.1f µs (%.2fx fp32)", threads, median, median / (baseline[threads] ?? median))
+            }
+            print(line)
+        }
+    }
+}

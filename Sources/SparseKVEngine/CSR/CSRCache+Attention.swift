@@ -194,6 +194,9 @@ struct CSRAttentionSource: AttentionSource {
 
     func accumulate(head g: Int, _ lo: Int, _ hi: Int, weights p: UnsafePointer<Float>, stride: Int, rows: Int,
                     into acc: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+        if rows <= 4 {
+            return accumulateInterleaved(head: g, lo, hi, weights: p, stride: stride, rows: rows, into: acc, scratch: scratch)
+        }
         let v = values, d = headDim, m = v.m, chunks = d / m, a = v.atomCount, w = accumulatorWidth
         let dense = chunks * a
         var gi = v.firstGuard(atOrAfter: (lo * kvHeads + g) * chunks)
@@ -211,25 +214,56 @@ struct CSRAttentionSource: AttentionSource {
                     for r in 0..<rows { Kernels.axpy(p[r * stride + t - lo], scratch, acc + r * w + dense + c * m, m) }
                     continue
                 }
-                let scale = v.int8 ? CSRStreamView.half(v.scales[row]) : 1
-                if rows == 3 {
-                    // The common decode step (one token, 3 query heads per KV head): the
-                    // weights in registers, not reloaded after every scattered store.
-                    let w0 = p[t - lo], w1 = p[stride + t - lo], w2 = p[2 * stride + t - lo]
-                    for k in 0..<v.sparsity {
-                        let j = c * a + v.index(row, k)
-                        let cf = v.int8 ? Float(v.coefficients8[row * v.sparsity + k]) * scale
-                            : CSRStreamView.half(v.coefficients16[row * v.sparsity + k])
-                        acc[j] += w0 * cf
-                        acc[w + j] += w1 * cf
-                        acc[2 * w + j] += w2 * cf
-                    }
-                    continue
-                }
                 for k in 0..<v.sparsity {
                     let j = c * a + v.index(row, k), cf = v.coefficient(row, k)
                     for r in 0..<rows { acc[r * w + j] += p[r * stride + t - lo] * cf }
                 }
+            }
+        }
+    }
+
+    /// `accumulate` for up to 4 query rows (a decode step's query heads per KV head): the
+    /// atom accumulators of all rows sit side by side, acc4[atom] = (row 0, ..., row 3),
+    /// so a pair costs one 4-wide multiply-add on one scattered location instead of one
+    /// scalar read-modify-write per row. They are added into `acc`'s rows at the end.
+    private func accumulateInterleaved(head g: Int, _ lo: Int, _ hi: Int, weights p: UnsafePointer<Float>, stride: Int,
+                                       rows: Int, into acc: UnsafeMutablePointer<Float>,
+                                       scratch: UnsafeMutablePointer<Float>) {
+        let v = values, d = headDim, m = v.m, chunks = d / m, a = v.atomCount, w = accumulatorWidth
+        let dense = chunks * a
+        withUnsafeTemporaryAllocation(of: SIMD4<Float>.self, capacity: dense) { buf in
+            let acc4 = buf.baseAddress!
+            acc4.initialize(repeating: SIMD4(), count: dense)
+            var gi = v.firstGuard(atOrAfter: (lo * kvHeads + g) * chunks)
+            for t in lo..<hi {
+                if let exact = pendingValues, t >= pendingStart, t < pendingStart + pendingCount {
+                    let x = exact + (t - pendingStart) * kvHeads * d + g * d
+                    for r in 0..<rows { Kernels.axpy(p[r * stride + t - lo], x, acc + r * w + dense, d) }
+                    continue
+                }
+                var weight = SIMD4<Float>()
+                for r in 0..<rows { weight[r] = p[r * stride + t - lo] }
+                for c in 0..<chunks {
+                    let row = (t * kvHeads + g) * chunks + c
+                    while gi < v.guardCount && Int(v.guardRows[gi]) < row { gi += 1 }
+                    if gi < v.guardCount && Int(v.guardRows[gi]) == row {
+                        v.copyGuard(gi, into: scratch)
+                        for r in 0..<rows { Kernels.axpy(weight[r], scratch, acc + r * w + dense + c * m, m) }
+                        continue
+                    }
+                    let base = acc4 + c * a
+                    if v.int8 {
+                        let scale = CSRStreamView.half(v.scales[row]), q = v.coefficients8 + row * v.sparsity
+                        for k in 0..<v.sparsity { base[v.index(row, k)] += weight * (Float(q[k]) * scale) }
+                    } else {
+                        let q = v.coefficients16 + row * v.sparsity
+                        for k in 0..<v.sparsity { base[v.index(row, k)] += weight * CSRStreamView.half(q[k]) }
+                    }
+                }
+            }
+            for r in 0..<rows {
+                let ar = acc + r * w
+                for j in 0..<dense { ar[j] += acc4[j][r] }
             }
         }
     }

@@ -74,23 +74,19 @@ struct CSRStreamView {
     }
 
     /// Row `row` decoded from its pairs (m floats), ignoring the guard bank. For m = 32 or
-    /// 64 the sum stays in registers over the pairs.
+    /// 64 the sum stays in registers over the pairs, each pair's index and coefficient read
+    /// as the sum reaches it.
     @inline(__always)
     func decode(_ row: Int, into out: UnsafeMutablePointer<Float>) {
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * sparsity) { buf in
-            // (s) coefficients, then (s) atom indices as floats' bit patterns: one pass of
-            // unpacking, then the sum.
-            let c = buf.baseAddress!
-            let idx = UnsafeMutableRawPointer(c + sparsity).assumingMemoryBound(to: Int32.self)
-            if int8 {
-                let scale = Self.half(scales[row]), q = coefficients8 + row * sparsity
-                for k in 0..<sparsity { c[k] = Float(q[k]) * scale }
-            } else {
-                let q = coefficients16 + row * sparsity
-                for k in 0..<sparsity { c[k] = Self.half(q[k]) }
-            }
-            for k in 0..<sparsity { idx[k] = Int32(truncatingIfNeeded: index(row, k)) }
-            Kernels.sumOfRows(coefficients: c, indices: idx, count: sparsity, rows: atoms, dim: m, into: out)
+        let first = row * sparsity
+        if int8 {
+            let scale = Self.half(scales[row]), q = coefficients8 + first
+            Kernels.sumOfRows(count: sparsity, dim: m, into: out, weight: { Float(q[$0]) * scale },
+                              row: { atoms + CSRCodeStream.readIndex(indexBytes, first + $0, width: width) * m })
+        } else {
+            let q = coefficients16 + first
+            Kernels.sumOfRows(count: sparsity, dim: m, into: out, weight: { Self.half(q[$0]) },
+                              row: { atoms + CSRCodeStream.readIndex(indexBytes, first + $0, width: width) * m })
         }
     }
 

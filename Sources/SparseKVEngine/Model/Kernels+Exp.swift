@@ -149,11 +149,11 @@ extension Kernels {
         weightedSum(count: count, dim: dim, into: acc, fromZero: false, weight: { w[$0 * wStride] }, row: { x + $0 * dim })
     }
 
-    /// out (dim) = sum over k of c[k] * rows[idx[k] * dim ..< (idx[k] + 1) * dim]: a sparse
-    /// code's reconstruction.
+    /// out (dim) = sum over t < count of weight(t) * row(t): a sparse code's reconstruction
+    /// with its pairs read as the sum goes (no unpacking pass).
     @inline(__always)
-    static func sumOfRows(coefficients c: UnsafePointer<Float>, indices idx: UnsafePointer<Int32>, count: Int,
-                          rows: UnsafePointer<Float>, dim: Int, into out: UnsafeMutablePointer<Float>) {
-        weightedSum(count: count, dim: dim, into: out, fromZero: true, weight: { c[$0] }, row: { rows + Int(idx[$0]) * dim })
+    static func sumOfRows(count: Int, dim: Int, into out: UnsafeMutablePointer<Float>,
+                          weight: (Int) -> Float, row: (Int) -> UnsafePointer<Float>) {
+        weightedSum(count: count, dim: dim, into: out, fromZero: true, weight: weight, row: row)
     }
-}
+

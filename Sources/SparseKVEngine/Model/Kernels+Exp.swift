@@ -156,4 +156,4 @@ extension Kernels {
                           weight: (Int) -> Float, row: (Int) -> UnsafePointer<Float>) {
         weightedSum(count: count, dim: dim, into: out, fromZero: true, weight: weight, row: row)
     }
-
+}

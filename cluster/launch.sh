@@ -43,6 +43,7 @@ while [[ $# -gt 0 ]]; do
         --prefill-workers) prefill="$2"; shift 2 ;;
         --handoff-baseline) coord_extra+=(--handoff-baseline "$2"); shift 2 ;;
         --replicate) coord_extra+=(--replicate); shift ;;
+        --replicas) coord_extra+=(--replicas "$2"); shift 2 ;;
         --http) coord_extra+=(--http "$2"); http=1; shift 2 ;;
         --insecure) insecure=1; shift ;;
         --) shift; cmd=("$@"); break ;;

@@ -11,14 +11,7 @@ import SparseKVEngine
 // plan that reloaded a live worker, rebuilds by recomputation (Coordinator+Failover.swift).
 
 extension Coordinator {
-    /// One kept copy of a worker's segment for a session.
-    struct ReplicaCopy: Equatable {
-        let source: String
-        let holder: String
-        let layers: Range<Int>
-        /// Tokens of the full copy the holder acked (nil until acked).
-        var tokens: Int?
-    }
+    typealias ReplicaCopy = ReplicaInstallPlanner.Copy
 
     /// Whether sessions keep replicas: not turned off, one pipeline, and a cache whose
     /// append payloads a replica can take.
@@ -67,34 +60,21 @@ extension Coordinator {
     /// replicas and must be rebuilt.
     func installReplicas(_ sessionID: UInt64) -> Bool {
         guard failoverKeepsCaches, let r = active[sessionID], r.session.prefillEnd != nil, !r.session.generated.isEmpty else { return false }
-        let lost = Set(lostSegments.keys)
-        // Every lost segment must have an acked copy on a live holder.
-        var moves: [(holder: Int, layers: Range<Int>, to: Int)] = []
-        for (dead, segments) in lostSegments {
-            for segment in segments {
-                guard let copy = r.replicas.first(where: { $0.source == dead && $0.layers == segment }),
-                      let tokens = copy.tokens, tokens >= r.session.prompt.count, !lost.contains(copy.holder),
-                      let h = index(ofWorker: copy.holder)
-                else { return false }
-                // Whoever serves these layers now takes its piece.
-                for w in pipeline(0) {
-                    guard let layers = workers[w].layers else { continue }
-                    let piece = segment.clamped(to: layers)
-                    if !piece.isEmpty { moves.append((h, piece, w)) }
-                }
-                guard moves.filter({ $0.layers.overlaps(segment) }).reduce(0, { $0 + $1.layers.count }) == segment.count else { return false }
-            }
-        }
-        guard !moves.isEmpty else { return false }
-        for move in moves {
-            splitSegment(of: move.to, for: move.layers)
-            requestTransfer(session: sessionID, from: move.holder, to: workers[move.to].id, layers: move.layers, encoding: cacheKind,
+        let plan = pipeline(0).compactMap { i in workers[i].layers.map { (id: workers[i].id, layers: $0) } }
+        guard let moves = ReplicaInstallPlanner.moves(lost: lostSegments, copies: r.replicas, pipeline: plan,
+                                                      alive: Set(workers.map(\.id)), promptTokens: r.session.prompt.count)
+        else { return false }
+        let ends = moves.compactMap { m in index(ofWorker: m.holder).flatMap { h in index(ofWorker: m.to).map { (h, $0) } } }
+        guard ends.count == moves.count else { return false }
+        for (move, (holder, to)) in zip(moves, ends) {
+            splitSegment(of: to, for: move.layers)
+            requestTransfer(session: sessionID, from: holder, to: move.to, layers: move.layers, encoding: cacheKind,
                             mode: .install, purpose: .failover)
         }
         active[sessionID]?.pendingInstalls = moves.count
         active[sessionID]?.installedTokens = nil
         active[sessionID]?.deadline = .now + configuration.stepTimeout
-        logger.info("session \(sessionID): installing replicas: \(moves.map { "\(workers[$0.holder].id) -> \(workers[$0.to].id) \($0.layers.lowerBound)..<\($0.layers.upperBound)" }.joined(separator: ", "))")
+        logger.info("session \(sessionID): installing replicas: \(moves.map { "\($0.holder) -> \($0.to) \($0.layers.lowerBound)..<\($0.layers.upperBound)" }.joined(separator: ", "))")
         return true
     }
 
@@ -139,6 +119,21 @@ extension Coordinator {
         for (id, r) in active where r.pendingInstalls > 0 && r.deadline < now {
             guard let t = pendingTransfers.values.first(where: { $0.sessionID == id && $0.purpose == .failover }) else { continue }
             replicaInstallFailed(t, message: "not acknowledged within \(configuration.stepTimeout)")
+        }
+    }
+
+    /// Measured streaming (`--replicate`, when no replicas are kept): asks every worker of the
+    /// session's pipeline to stream its decoded tokens' KV to a peer, which checks and discards it.
+    func startStreaming(_ sessionID: UInt64, pipeline p: Int) {
+        let line = pipeline(p), other = pipeline(1 - p)
+        for (position, i) in line.enumerated() {
+            let target = other.count == line.count ? other[position] : line[(position + 1) % line.count]
+            guard target != i, let layers = workers[i].layers else { continue }
+            let id = nextControlID
+            nextControlID += 1
+            sendToWorker(i, WireMessage(.kvRequest(KVRequestBody(layers: layers, destination: workers[target].endpoint,
+                                                                 encoding: cacheKind, mode: .stream)),
+                                        requestID: id, sessionID: sessionID))
         }
     }
 }

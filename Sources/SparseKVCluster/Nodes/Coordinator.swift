@@ -133,6 +133,9 @@ public final class Coordinator {
             throw NodeError.badConfiguration("the heartbeat interval must be positive and the liveness at least 1")
         }
         guard configuration.workerCount >= 1 else { throw NodeError.badConfiguration("--workers must be at least 1") }
+        guard (configuration.replicas ?? 1) >= 0, (configuration.replicas ?? 1) <= 1 else {
+            throw NodeError.badConfiguration("--replicas must be 0 or 1, not \(configuration.replicas ?? 1)")
+        }
         guard ["", "fp16"].contains(configuration.handoffBaseline) else {
             throw NodeError.badConfiguration("--handoff-baseline must be fp16 (or absent), not '\(configuration.handoffBaseline)'")
         }
@@ -425,20 +428,6 @@ public final class Coordinator {
         let hop: ShardAssignmentBody.NextHop = position + 1 < line.count ? .peer(workers[line[position + 1]].endpoint) : .coordinator
         return ShardAssignmentBody(layers: layers ?? workers[i].layers!, modelLayers: model.config.layerCount, kvSpec: configuration.kvSpec,
                                    dictionaryHash: dictionary?.hash ?? "", contextCapacity: contextLength, nextHop: hop)
-    }
-
-    /// Asks every worker of the session's pipeline to stream its decoded tokens' KV to a peer.
-    private func startStreaming(_ sessionID: UInt64, pipeline p: Int) {
-        let line = pipeline(p), other = pipeline(1 - p)
-        for (position, i) in line.enumerated() {
-            let target = other.count == line.count ? other[position] : line[(position + 1) % line.count]
-            guard target != i, let layers = workers[i].layers else { continue }
-            let id = nextControlID
-            nextControlID += 1
-            sendToWorker(i, WireMessage(.kvRequest(KVRequestBody(layers: layers, destination: workers[target].endpoint,
-                                                                 encoding: cacheKind, mode: .stream)),
-                                        requestID: id, sessionID: sessionID))
-        }
     }
 
     /// Worker indices of pipeline `p`, in layer order.

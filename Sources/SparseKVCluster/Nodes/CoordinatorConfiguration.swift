@@ -28,7 +28,8 @@ public struct CoordinatorConfiguration: Sendable {
     /// Replication-style streaming, for measurement: once a session decodes, every worker
     /// on its pipeline sends each decoded token's KV for its layers to a peer (its
     /// counterpart in the other pipeline with a handoff, else the next worker, wrapping
-    /// around), which checks, counts and discards it.
+    /// around), which checks, counts and discards it. Only when no replicas are kept
+    /// (`replicas`), which stream the same payloads and apply them.
     public var replicate = false
     /// Kept KV replicas per worker: 1 keeps a live replica of every worker's KV on the
     /// next worker of the pipeline (wrapping around), so a failover installs it instead of

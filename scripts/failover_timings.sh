@@ -85,7 +85,8 @@ for case in "w3 1 1" "w3 1 0" "w3 0 1" "w3 0 0" "w1 0 1" "w1 0 0"; do
 done
 fi
 
-for spec in "$kv" fp32; do
+specs=("$kv"); [[ $kv == fp32 ]] || specs+=(fp32)
+for spec in "${specs[@]}"; do
     d="$work/bytes-${spec//[:,=]/_}"
     cluster "$d" 0 1 "$spec"
     "$bin" generate --cluster "$ep" -p "The capital of France is" -n "$tokens" --ignore-eos --json >"$d/gen.json" 2>"$d/gen.log"

@@ -9,7 +9,8 @@
 #          --logs DIR (process logs; default a temporary directory)  --threads N (per process, 1)
 #          --prefill-workers K (prefill -> decode handoff: K prefill + K decode workers; -n must be 2K)
 #          --handoff-baseline fp16 (with it: also send each handoff's KV in dense fp16, measured)
-#          --replicate (workers stream each decoded token's KV to a peer, which counts and discards it)
+#          --replicas N (1: keep a live replica of each worker's KV on the next worker, the default; 0: none)
+#          --replicate (without replicas: workers stream each decoded token's KV to a peer, which counts and discards it)
 #          --http HOST:PORT (the coordinator also serves OpenAI's HTTP API; CMD gets SPARSEKV_HTTP=http://...)
 #          --insecure (plaintext links; default: CURVE keys for every process, see below)
 # Security: by default every process gets a CURVE key pair in LOGS/keys/NAME (coordinator, w1..,
@@ -43,6 +44,7 @@ while [[ $# -gt 0 ]]; do
         --prefill-workers) prefill="$2"; shift 2 ;;
         --handoff-baseline) coord_extra+=(--handoff-baseline "$2"); shift 2 ;;
         --replicate) coord_extra+=(--replicate); shift ;;
+        --replicas) coord_extra+=(--replicas "$2"); shift 2 ;;
         --http) coord_extra+=(--http "$2"); http=1; shift 2 ;;
         --insecure) insecure=1; shift ;;
         --) shift; cmd=("$@"); break ;;

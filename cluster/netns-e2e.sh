@@ -8,8 +8,9 @@
 #   4. prints the coordinator's byte counters,
 #   5. drains w2 while a second generation decodes (its KV crosses the limited links, CSR and
 #      the fp16 baseline, timed) and checks that generation's tokens too,
-#   5b. kills w3 (kill -9) while a third generation decodes: the coordinator declares it dead
-#      by heartbeat, w1 takes its layers, the session is rebuilt, and its tokens are checked,
+#   5b. kills w3 (kill -9) while a third generation decodes, once its KV has a kept replica
+#      (on w1): the coordinator declares it dead by heartbeat, w1 takes its layers and
+#      installs the replica, the session resumes without recomputing, and its tokens are checked,
 #   6. checks that nothing is left: no process, namespace or link.
 # Then it stops a cluster with SIGTERM while it is loading and once while it serves a
 # command, and checks the same. Needs root. Exit status 0 only if every step passed.
@@ -120,10 +121,17 @@ gen=$!
 "$BIN" cluster drain "$DRAIN_WORKER" --cluster "$SPARSEKV_CLUSTER" --baseline fp16 --after-tokens 4 --wait-session --json >"$out/drain.json" \
     || { echo "client: cluster drain $DRAIN_WORKER failed" >&2; kill "$gen" 2>/dev/null; exit 13; }
 wait "$gen" || { echo "client: the generation during the drain failed" >&2; exit 14; }
-# Kill the last worker while a third, longer generation decodes: failover over the links.
+# Kill the last worker while a third, longer generation decodes, once the coordinator has
+# logged that w3's KV has a kept replica for it: failover from the replica over the links.
+log="$out/logs/coordinator.log"
+replicas_before=$(grep -c "keeps the replica of w3's" "$log" || true)
 "$BIN" generate --cluster "$SPARSEKV_CLUSTER" --prompt-file "$PROMPT" -n $((TOKENS * 4)) --ignore-eos --json >"$out/after-kill.json" &
 gen=$!
-sleep 1.5
+for _ in $(seq 600); do
+    (( $(grep -c "keeps the replica of w3's" "$log" || true) > replicas_before )) && break
+    sleep 0.1
+done
+sleep 0.5
 victim=$(ip netns pids "$2-w3" | head -1)
 [[ -n "$victim" ]] || { echo "client: no process in $2-w3" >&2; kill "$gen" 2>/dev/null; exit 15; }
 kill -KILL "$victim"
@@ -204,7 +212,9 @@ PY
 
     step="$kv: failover over $rate links"
     grep -q "failover of w3" "$dir/logs/coordinator.log" || fail "w3 was not declared dead and failed over (logs in $dir/logs)"
-    grep -E "is dead|failover of|generates again" "$dir/logs/coordinator.log" | sed 's/.*\] /    /' >&2
+    grep -E "is dead|failover of|installing replicas|generates again" "$dir/logs/coordinator.log" | sed 's/.*\] /    /' >&2
+    grep -q "resumed from replicas" "$dir/logs/coordinator.log" \
+        || fail "the session was not resumed from w3's replica (logs in $dir/logs)"
 
     step="$kv: byte counters"
     python3 - "$dir" <<'PY' || fail "the coordinator's byte counters are missing or show no activations"

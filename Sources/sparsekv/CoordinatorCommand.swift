@@ -42,6 +42,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Flag(help: "Measure replication: each worker streams every decoded token's KV to a peer (with a handoff, its counterpart), which checks and discards it; see the kv counters.")
     var replicate = false
 
+    @Option(help: ArgumentHelp("Kept KV replicas per worker: 1 keeps a live copy of each worker's KV (its prompt, then every decoded token) on the next worker, so a failover installs it instead of recomputing; 0 keeps none. Default: 1 with two workers or more (csr, fp32 or fp16 caches; not with --prefill-workers).",
+                               valueName: "N"))
+    var replicas: Int?
+
     @OptionGroup var heartbeat: HeartbeatOptions
 
     @OptionGroup var security: SecurityOptions
@@ -52,6 +56,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw ValidationError("--prefill-workers \(prefillWorkers) needs --workers \(2 * prefillWorkers) (one decode worker per prefill worker)")
         }
         if let ctx { guard ctx >= 1 else { throw ValidationError("--ctx must be at least 1") } }
+        if let replicas { guard (0...1).contains(replicas) else { throw ValidationError("--replicas must be 0 or 1, not \(replicas)") } }
         if let http { _ = try parseHTTPAddress(http) }
     }
 
@@ -70,6 +75,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         config.prefillWorkers = prefillWorkers
         config.handoffBaseline = handoffBaseline ?? ""
         config.replicate = replicate
+        config.replicas = replicas
         config.heartbeat = heartbeat.settings
         config.security = security
         if let http { return try await serveHTTP(config, address: http, logger: logger) }

@@ -29,24 +29,81 @@ struct FailoverProcessTests {
         cluster.coordinator.stderr.split(separator: "\n").filter { $0.contains(text) }
     }
 
-    @Test(arguments: ["fp32", "csr:8"])
-    func killingTheFirstMiddleAndLastWorkersKeepsTheTokens(kv: String) throws {
-        let cluster = try LocalCluster(workers: 4, kv: kv)
+    /// Waits until `victim`'s KV has a kept replica for the running session (the
+    /// coordinator logged more acks of it than `before`).
+    static func waitForReplica(_ cluster: LocalCluster, of victim: String, before: Int) throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while logLines(cluster, "keeps the replica of \(victim)'s").count <= before {
+            guard ContinuousClock.now < deadline else { throw HarnessError(description: "no replica of \(victim) within a minute") }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+    }
+
+    /// Kills `victim` mid-decode of a fresh session (once its replica is kept, with
+    /// replicas) and checks the tokens and how the session came back.
+    static func killRound(_ cluster: LocalCluster, _ control: ClusterClient, victim: String, round: Int, replicas: Bool,
+                          expected: [Int32]) throws {
+        let before = logLines(cluster, "keeps the replica of \(victim)'s").count
+        let running = DrainHandoffProcessTests.Background(endpoint: cluster.endpoint, request)
+        if replicas { try waitForReplica(cluster, of: victim, before: before) }
+        try signalMidDecode(cluster, control, victim, SIGKILL)
+        let reply = try running.wait()
+        #expect(reply.generatedTokens == expected, "after killing \(victim): \(reply.generatedTokens) vs local \(expected)")
+        #expect(logLines(cluster, "failover of \(victim):").count == 1, "\(victim) was declared dead and failed over")
+        #expect(logLines(cluster, "generates again").count == round + 1, "the session went on")
+        let fromReplicas = logLines(cluster, "resumed from replicas").count, recomputed = logLines(cluster, "tokens recomputed").count
+        if replicas {
+            #expect(fromReplicas == round + 1 && recomputed == 0, "resumed from the replica without recomputing the prompt")
+        } else {
+            #expect(recomputed == round + 1 && fromReplicas == 0, "no replica: rebuilt by recomputation")
+        }
+    }
+
+    /// Without a standby the neighbours take the layers: from the replicas they hold (or
+    /// receive from the holder), or with --replicas 0 by recomputation.
+    @Test(arguments: [("fp32", 0), ("csr:8", 0), ("csr:8,coef=i8", 1)])
+    func killingTheFirstMiddleAndLastWorkersKeepsTheTokens(kv: String, replicas: Int) throws {
+        let cluster = try LocalCluster(workers: 4, kv: kv, coordinatorArguments: ["--replicas", "\(replicas)"])
         let control = try ClusterClient(coordinator: cluster.endpoint)
         let expected = try ClusterProcessTests.localTokens(kv: kv, maxTokens: Self.request.maxTokens, ctx: 512)
         // w1 is first of w1..w4; then w3 is in the middle of w2, w3, w4; then w4 is last of w2, w4.
         for (round, victim) in ["w1", "w3", "w4"].enumerated() {
-            let running = DrainHandoffProcessTests.Background(endpoint: cluster.endpoint, Self.request)
-            try Self.signalMidDecode(cluster, control, victim, SIGKILL)
-            let reply = try running.wait()
-            #expect(reply.generatedTokens == expected, "after killing \(victim): \(reply.generatedTokens) vs local \(expected)")
-            #expect(Self.logLines(cluster, "failover of \(victim):").count == 1, "\(victim) was declared dead and failed over")
-            #expect(Self.logLines(cluster, "generates again").count == round + 1, "the session was rebuilt and went on")
+            try Self.killRound(cluster, control, victim: victim, round: round, replicas: replicas == 1, expected: expected)
         }
         let last = try #require(cluster.workers.first { $0.name == "w2" })
         #expect(last.process.isRunning, "w2 holds every layer now")
         #expect(try control.generate(GenerateRequestBody(prompt: ClusterProcessTests.prompt, maxTokens: 8, ignoreEOS: true)).generatedTokens
                 == Array(expected.prefix(8)), "new sessions run on the pipeline that is left")
+        #expect(cluster.stop())
+    }
+
+    /// Starts worker `name` once the cluster serves (a standby) and waits for its dictionary ack.
+    static func addStandby(_ cluster: LocalCluster, _ name: String, dictionary: Bool) throws {
+        let standby = try Child(name, arguments: ["worker", "--insecure", "--model", ClusterAssets.model, "--coordinator", cluster.endpoint,
+                                                  "--id", name, "--memory", "2G", "-t", "1"], directory: cluster.directory)
+        cluster.workers.append(standby)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while logLines(cluster, "registered \(name) at").isEmpty || dictionary && logLines(cluster, "\(name) acked dictionary").isEmpty {
+            guard ContinuousClock.now < deadline else { throw HarnessError(description: "the standby \(name) did not register") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
+    /// The case: the first, a middle and the last worker killed in turn, each time
+    /// a standby takes the dead worker's place and receives its replica from the holder;
+    /// the session continues from the replica, with the single-process tokens.
+    @Test(arguments: ["fp32", "csr:8,coef=i8"])
+    func standbysTakeOverFromReplicasAtEveryPosition(kv: String) throws {
+        let cluster = try LocalCluster(workers: 3, kv: kv)
+        let control = try ClusterClient(coordinator: cluster.endpoint)
+        let expected = try ClusterProcessTests.localTokens(kv: kv, maxTokens: Self.request.maxTokens, ctx: 512)
+        for (round, (victim, standby)) in [("w1", "s1"), ("w2", "s2"), ("w3", "s3")].enumerated() {
+            try Self.addStandby(cluster, standby, dictionary: kv.hasPrefix("csr"))
+            try Self.killRound(cluster, control, victim: victim, round: round, replicas: true, expected: expected)
+            #expect(!Self.logLines(cluster, "standby \(standby) takes layers").isEmpty, "\(standby) took \(victim)'s place")
+        }
+        #expect(try control.generate(GenerateRequestBody(prompt: ClusterProcessTests.prompt, maxTokens: 8, ignoreEOS: true)).generatedTokens
+                == Array(expected.prefix(8)), "new sessions run on the standbys")
         #expect(cluster.stop())
     }
 

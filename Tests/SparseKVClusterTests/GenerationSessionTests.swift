@@ -58,4 +58,64 @@ struct GenerationSessionTests {
         #expect(midPrompt.restarts == 1)
         #expect(midPrompt.tokens == chunked.tokens)
     }
+
+    /// Runs a session with a replica of its cache kept from the prompt's transfer and each
+    /// decoded token's append payload; after `failAfter` generated tokens the cache is lost
+    /// with the states in flight, the replica (cut back by `lag` tokens, as a replica
+    /// whose last updates were lost) takes its place, and the session resumes from it.
+    static func runFromReplica(kv: String, failAfter: Int, lag: Int) throws -> (tokens: [Int32], restarts: Int, fedAgain: Int) {
+        let gguf = try GGUFFile(path: ClusterAssets.model)
+        let head = try LlamaModel(gguf: gguf, layers: 0..<0, embeddings: true, head: true)
+        let all = 0..<head.config.layerCount
+        let layers = try LlamaModel(gguf: gguf, layers: all, embeddings: false, head: false)
+        let type: KVCacheType = kv.hasPrefix("csr")
+            ? try KVCacheType(parsing: kv, dictionary: try CSRDictionary.load(path: ClusterAssets.dictionary))
+            : try KVCacheType(parsing: kv)
+        func copy(_ c: any KVCache) throws -> any KVCache {
+            let bytes = try c.serialize(layers: all)
+            switch type {
+            case .csr(let codec): return try CSRCache.deserialize(bytes, capacity: 256, rope: head.rope, codec: codec)
+            case .fp16: return try DenseKVCache<Float16>.deserialize(bytes, capacity: 256, rope: head.rope)
+            default: return try DenseKVCache<Float>.deserialize(bytes, capacity: 256, rope: head.rope)
+            }
+        }
+        var session = GenerationSession(id: 1, prompt: prompt, maxTokens: 10, sampling: SamplingOptions(), contextLength: 256,
+                                        isStop: { _ in false })
+        var cache = layers.makeCache(type, capacity: 256)
+        var replica: (any KVCache)?
+        var action = try session.start(model: head)
+        var failed = false, sentAfter = 0
+        while case .send(var states) = action {
+            if failed { sentAfter += 1 }
+            if states.phase == .decode, replica == nil { replica = try copy(cache) }
+            if !failed, session.generated.count == failAfter, states.phase == .decode, let r = replica {
+                failed = true
+                r.truncate(to: r.tokenCount - lag)
+                let q = min(r.tokenCount, session.prompt.count + session.generated.count - 1)
+                cache = r
+                action = try session.resume(at: q, model: head)
+                continue
+            }
+            try layers.forward(&states.hidden, count: states.tokenCount, layers: all, cache: cache)
+            if states.phase == .decode, let r = replica, r !== cache {
+                try r.applyAppendPayload(try cache.appendPayload(layers: all, tokens: states.startPosition..<states.startPosition + 1))
+            }
+            states.nextLayer = head.config.layerCount
+            action = try session.receive(states, model: head)
+        }
+        return (session.generated, session.restarts, sentAfter)
+    }
+
+    @Test(arguments: ["fp32", "csr:8,coef=i8"])
+    func aSessionResumedFromItsReplicaGivesTheUninterruptedTokens(kv: String) throws {
+        let plain = try Self.run(kv: kv, restartAfter: nil)
+        let current = try Self.runFromReplica(kv: kv, failAfter: 4, lag: 0)
+        #expect(current.tokens == plain.tokens, "resumed from an up-to-date replica: \(current.tokens) vs \(plain.tokens)")
+        #expect(current.restarts == 1)
+        // No prompt states go in again: the token in flight, then the 5 left to generate.
+        #expect(current.fedAgain == 1 + 5)
+        let behind = try Self.runFromReplica(kv: kv, failAfter: 4, lag: 2)
+        #expect(behind.tokens == plain.tokens, "resumed from a replica 2 tokens behind")
+        #expect(behind.fedAgain == 3 + 5)
+    }
 }

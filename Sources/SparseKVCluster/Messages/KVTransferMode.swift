@@ -10,12 +10,19 @@ public enum KVTransferMode: UInt8, Sendable, Equatable, CustomStringConvertible 
     /// payload, `KVCache.appendPayload`), which the receiver checks, counts and discards
     /// without an ack. It measures what keeping a replica current costs per token.
     case stream = 2
+    /// A kept replica: in a kvRequest, "send the session's KV for this segment (`layers`)
+    /// to the destination, then stream each decoded token's KV there"; in a kvTransfer,
+    /// that KV, which the receiver keeps as a replica (acked to the coordinator) and keeps
+    /// current with the stream's append payloads. A failover installs it in place of the
+    /// dead worker's cache.
+    case replica = 3
 
     public var description: String {
         switch self {
         case .install: "install"
         case .measure: "measure"
         case .stream: "stream"
+        case .replica: "replica"
         }
     }
 }

@@ -84,8 +84,27 @@ extension Coordinator {
             workers.remove(at: x)
             return giveUp("\(id) (\(held)) died (\(why)) and the live workers cannot hold its layers: \(m)")
         }
+        // A new failover forgets the last one's dead, unless its replicas are still being installed.
+        if recovery == nil, !active.values.contains(where: { $0.pendingInstalls > 0 }) {
+            lostSegments = [:]
+            failoverKeepsCaches = true
+        }
+        for (rid, t) in pendingTransfers where t.purpose == .failover { pendingTransfers[rid] = nil }
+        for sid in active.keys {
+            active[sid]?.pendingInstalls = 0
+            active[sid]?.installedTokens = nil
+        }
+        lostSegments[id] = dead.segments
+        let before = Dictionary(uniqueKeysWithValues: workers.map { ($0.id, $0.layers) })
         workers.remove(at: x)
         apply(plan)
+        // A live worker whose range does not contain its old one reloads and drops its caches.
+        for w in workers {
+            guard let old = before[w.id] ?? nil else { continue }
+            if !reset.isEmpty || !(w.layers.map { $0.lowerBound <= old.lowerBound && old.upperBound <= $0.upperBound } ?? true) {
+                failoverKeepsCaches = false
+            }
+        }
         logger.warning("failover of \(id): \(plan.how); pipeline now \(workers.filter { $0.layers != nil }.map { "\($0.id) \($0.layers!.lowerBound)..<\($0.layers!.upperBound)" }.joined(separator: ", "))")
         let now = ContinuousClock.now
         var tracker = recovery ?? FailoverTracker(started: now, timeout: configuration.stepTimeout)
@@ -164,21 +183,29 @@ extension Coordinator {
         }
         let sessions = active.keys.sorted().filter { active[$0]?.recovering == true }
         logger.warning("failover of \(r.lost.joined(separator: ", ")) done in \(elapsed) ms; rebuilding \(sessions.count) session(s) on the new plan")
-        for id in sessions {
-            guard var q = active[id] else { continue }
-            q.recovering = false
-            q.wireID = takeControlID()
-            q.recoveryStarted = .now
-            do {
-                let action = try q.session.restart(model: model)
-                active[id] = q
-                try perform(action, sessionID: id)
-            } catch {
-                active[id] = q
-                fail(id, code: .internalError, message: "could not rebuild the session after the failover: \(error.localizedDescription)")
-            }
+        for id in sessions where !installReplicas(id) {
+            resumeSession(id) { try $0.restart(model: model) }
         }
         startWaiting()
+    }
+
+    /// Puts a paused session back on the pipeline with `action` (a rebuild or a resume from
+    /// replicas), under a new request id; its replicas are requested again on the new plan.
+    func resumeSession(_ id: UInt64, _ action: (inout GenerationSession) throws -> GenerationSession.Action) {
+        guard var q = active[id] else { return }
+        q.recovering = false
+        q.wireID = takeControlID()
+        q.recoveryStarted = .now
+        q.replicated = false
+        q.replicas = []
+        do {
+            let next = try action(&q.session)
+            active[id] = q
+            try perform(next, sessionID: id)
+        } catch {
+            active[id] = q
+            fail(id, code: .internalError, message: "could not rebuild the session after the failover: \(error.localizedDescription)")
+        }
     }
 
     /// A session's replay reached the token where it stopped: it generates again.
@@ -188,10 +215,16 @@ extension Coordinator {
         active[id]?.stalledSince = nil
         let replay = milliseconds(.now - started)
         let pause = r.stalledSince.map { milliseconds(.now - $0) } ?? replay
-        logger.warning("session \(id) generates again: \(r.session.prompt.count) prompt and \(r.session.generated.count) generated tokens recomputed in \(replay) ms; paused \(pause) ms since the last token before the death")
+        if let q = r.installedTokens {
+            let fed = r.session.prompt.count + r.session.generated.count - 1 - q
+            logger.warning("session \(id) generates again: resumed from replicas at token \(q), \(fed) token(s) fed again in \(replay) ms, no prompt recompute; paused \(pause) ms since the last token before the death")
+        } else {
+            logger.warning("session \(id) generates again: \(r.session.prompt.count) prompt and \(r.session.generated.count) generated tokens recomputed in \(replay) ms; paused \(pause) ms since the last token before the death")
+        }
     }
 
     func checkRecoveryDeadline() {
+        checkInstallDeadlines()
         guard var tracker = recovery else { return }
         let actions = tracker.tick(now: .now)
         recovery = tracker

@@ -9,7 +9,9 @@ import SparseKVEngine
 // move, so the two never share a link at the same time and each is timed alone.
 
 extension Coordinator {
-    enum TransferPurpose: Equatable { case drain, handoff }
+    /// What a KV transfer is for: a drain's move, a handoff, a kept replica (its full
+    /// copy), or a failover installing a replica on a dead worker's successor.
+    enum TransferPurpose: Equatable { case drain, handoff, replica, failover }
 
     /// A kvRequest sent and not yet acknowledged.
     struct PendingTransfer {
@@ -177,6 +179,11 @@ extension Coordinator {
         sendToClient(d.client, WireMessage(.drainReply(reply), requestID: d.requestID))
         let moved = d.transfers.filter { $0.mode == .install }.reduce(UInt64(0)) { $0 + $1.wireBytes }
         logger.info("drained \(gone.id) in \(elapsed / 1_000_000) ms: \(d.sessions.count) session(s), \(moved) bytes of KV moved; pipeline now \(workers.map { "\($0.id) \($0.layers!.lowerBound)..<\($0.layers!.upperBound)" }.joined(separator: ", "))")
+        // The pipeline changed: each session asks for its replicas again at its next step.
+        for id in active.keys {
+            active[id]?.replicated = false
+            active[id]?.replicas = []
+        }
         resumeParked()
         startWaiting()
     }
@@ -271,7 +278,7 @@ extension Coordinator {
 
     // MARK: - Requests and acks
 
-    private func requestTransfer(session: UInt64, from source: Int, to destination: String, layers: Range<Int>, encoding: String,
+    func requestTransfer(session: UInt64, from source: Int, to destination: String, layers: Range<Int>, encoding: String,
                                  mode: KVTransferMode, purpose: TransferPurpose) {
         guard let target = workers.first(where: { $0.id == destination }) else { return }
         let id = nextControlID
@@ -308,6 +315,10 @@ extension Coordinator {
             if !pendingTransfers.values.contains(where: { $0.sessionID == t.sessionID && $0.purpose == .handoff }) {
                 handoffWaveDone(t.sessionID, mode: t.mode)
             }
+        case .replica:
+            replicaAcknowledged(t, tokens: ack.tokenCount, wireBytes: ack.wireBytes)
+        case .failover:
+            replicaInstalled(t, tokens: ack.tokenCount)
         }
     }
 
@@ -316,6 +327,8 @@ extension Coordinator {
         switch t.purpose {
         case .drain: failDrain("moving session \(t.sessionID) layers \(t.layers.lowerBound)..<\(t.layers.upperBound) to \(t.destination): \(message)")
         case .handoff: fail(t.sessionID, code: .internalError, message: "handoff of layers \(t.layers.lowerBound)..<\(t.layers.upperBound): \(message)")
+        case .replica: replicaFailed(t, message: message)
+        case .failover: replicaInstallFailed(t, message: message)
         }
     }
 }

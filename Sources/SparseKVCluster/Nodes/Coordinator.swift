@@ -93,6 +93,14 @@ public final class Coordinator {
         var recoveryStarted: ContinuousClock.Instant?
         /// The last step before the death, while a failover lasts.
         var stalledSince: ContinuousClock.Instant?
+        /// Kept replicas of this session's KV (Coordinator+Replicas.swift), requested once
+        /// per plan at its first decode step.
+        var replicas: [ReplicaCopy] = []
+        var replicated = false
+        /// A failover installing replicas: installs not yet acked, and the fewest tokens
+        /// an installed replica holds.
+        var pendingInstalls = 0
+        var installedTokens: Int?
     }
 
     var phase = Phase.registering
@@ -111,6 +119,10 @@ public final class Coordinator {
     var recovery: FailoverTracker?
     /// Why the cluster cannot serve any more (a death it could not recover from).
     var broken: String?
+    /// During a failover: the dead workers' segments, and whether every live worker kept
+    /// its caches (so replicas can stand in for the dead ones' KV).
+    var lostSegments: [String: [Range<Int>]] = [:]
+    var failoverKeepsCaches = true
 
     /// Loads the coordinator's part of the model and the dictionary, and binds.
     public init(configuration: CoordinatorConfiguration, logger: Logger) throws {
@@ -121,6 +133,9 @@ public final class Coordinator {
             throw NodeError.badConfiguration("the heartbeat interval must be positive and the liveness at least 1")
         }
         guard configuration.workerCount >= 1 else { throw NodeError.badConfiguration("--workers must be at least 1") }
+        guard (configuration.replicas ?? 1) >= 0, (configuration.replicas ?? 1) <= 1 else {
+            throw NodeError.badConfiguration("--replicas must be 0 or 1, not \(configuration.replicas ?? 1)")
+        }
         guard ["", "fp16"].contains(configuration.handoffBaseline) else {
             throw NodeError.badConfiguration("--handoff-baseline must be fp16 (or absent), not '\(configuration.handoffBaseline)'")
         }
@@ -415,20 +430,6 @@ public final class Coordinator {
                                    dictionaryHash: dictionary?.hash ?? "", contextCapacity: contextLength, nextHop: hop)
     }
 
-    /// Asks every worker of the session's pipeline to stream its decoded tokens' KV to a peer.
-    private func startStreaming(_ sessionID: UInt64, pipeline p: Int) {
-        let line = pipeline(p), other = pipeline(1 - p)
-        for (position, i) in line.enumerated() {
-            let target = other.count == line.count ? other[position] : line[(position + 1) % line.count]
-            guard target != i, let layers = workers[i].layers else { continue }
-            let id = nextControlID
-            nextControlID += 1
-            sendToWorker(i, WireMessage(.kvRequest(KVRequestBody(layers: layers, destination: workers[target].endpoint,
-                                                                 encoding: cacheKind, mode: .stream)),
-                                        requestID: id, sessionID: sessionID))
-        }
-    }
-
     /// Worker indices of pipeline `p`, in layer order.
     func pipeline(_ p: Int) -> [Int] { workers.indices.filter { workers[$0].pipeline == p } }
 
@@ -537,7 +538,12 @@ public final class Coordinator {
     func send(_ states: ActivationsBody, sessionID: UInt64) throws {
         guard var r = active[sessionID] else { return }
         guard let first = pipeline(r.pipeline).first, let link = workers[first].link else { throw NodeError.badConfiguration("no workers") }
-        if configuration.replicate, states.phase == .decode, !r.streaming {
+        if states.phase == .decode, !r.replicated, replicasEnabled {
+            r.replicated = true
+            active[sessionID] = r
+            startReplicas(sessionID)
+            r = active[sessionID] ?? r
+        } else if configuration.replicate, states.phase == .decode, !r.streaming, !replicasEnabled {
             startStreaming(sessionID, pipeline: r.pipeline)
             r.streaming = true
         }
@@ -562,7 +568,7 @@ public final class Coordinator {
 
     private func end(_ sessionID: UInt64) {
         active[sessionID] = nil
-        for (id, t) in pendingTransfers where t.sessionID == sessionID && t.purpose == .handoff { pendingTransfers[id] = nil }
+        for (id, t) in pendingTransfers where t.sessionID == sessionID && t.purpose != .drain { pendingTransfers[id] = nil }
         for i in workers.indices { sendToWorker(i, WireMessage(.dropSession, sessionID: sessionID)) }
         advanceDrain()
         startWaiting()

@@ -28,8 +28,14 @@ public struct CoordinatorConfiguration: Sendable {
     /// Replication-style streaming, for measurement: once a session decodes, every worker
     /// on its pipeline sends each decoded token's KV for its layers to a peer (its
     /// counterpart in the other pipeline with a handoff, else the next worker, wrapping
-    /// around), which checks, counts and discards it.
+    /// around), which checks, counts and discards it. Only when no replicas are kept
+    /// (`replicas`), which stream the same payloads and apply them.
     public var replicate = false
+    /// Kept KV replicas per worker: 1 keeps a live replica of every worker's KV on the
+    /// next worker of the pipeline (wrapping around), so a failover installs it instead of
+    /// recomputing; 0 keeps none. nil: 1 whenever the pipeline has two workers or more
+    /// (and the cache is csr, fp32 or fp16, without --prefill-workers).
+    public var replicas: Int?
     /// Ping interval and liveness (`--heartbeat-ms`, `--liveness`): a worker silent for
     /// `liveness` intervals is declared dead and its layers fail over.
     public var heartbeat = HeartbeatMonitor.Settings()

@@ -65,6 +65,24 @@ public struct GenerationSession {
         return try sendPrompt(model: model)
     }
 
+    /// Goes on from position `q` after a failover that kept the KV (replicas): every
+    /// worker's caches hold at least `q` tokens (those holding more cut back to `q` on the
+    /// next states, see Worker), so the generated tokens from `q` on are fed again without
+    /// sampling, usually just the one that was in flight, and the prompt is not recomputed.
+    /// A `q` inside the prompt, or past what the caches can hold, falls back to
+    /// ``restart(model:)``.
+    public mutating func resume(at q: Int, model: LlamaModel) throws -> Action {
+        let fed = prompt.count + generated.count - 1  // the last position any worker may hold
+        guard prefillEnd != nil, !generated.isEmpty, q >= prompt.count, q <= fed else {
+            return try restart(model: model)
+        }
+        position = q
+        inFlight = 0
+        replayed = q - prompt.count + 1
+        restarts += 1
+        return .send(try states([generated[q - prompt.count]], phase: .decode, model: model))
+    }
+
     /// Whether the session is feeding generated tokens again after a restart.
     public var isReplaying: Bool { replayed != nil }
 

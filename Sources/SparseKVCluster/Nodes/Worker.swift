@@ -14,15 +14,15 @@ import SparseKVEngine
 public final class Worker {
     public let configuration: WorkerConfiguration
     public let counters = ByteCounters()
-    private let logger: Logger
-    private let gguf: GGUFFile
+    let logger: Logger
+    let gguf: GGUFFile
     /// No layers: config, fingerprint and rope for checks.
-    private let base: LlamaModel
+    let base: LlamaModel
     private let context: ZMQContext
     /// Checks the keys of the coordinator and of peers sending states or KV (CURVE only).
     private let zap: ZAPHandler?
     private let router: CountedSocket
-    private let up: CountedSocket
+    let up: CountedSocket
     /// The next worker's endpoint; nil sends the output to the coordinator.
     private var next: String?
     /// The endpoint the ROUTER is bound to (with the chosen port).
@@ -33,21 +33,27 @@ public final class Worker {
     /// Contiguous pieces of this worker's layers, each with its own model instance and one
     /// cache per session. A first assignment gives one segment; a drain that moves a
     /// neighbour's layers here adds segments, so the caches already held stay as they are.
-    private struct Segment {
+    struct Segment {
         let layers: Range<Int>
         let model: LlamaModel
     }
 
-    private var assignment: ShardAssignmentBody?
-    private var segments: [Segment] = []
-    private var dictionary: CSRDictionary?
-    private var cacheType: KVCacheType?
+    var assignment: ShardAssignmentBody?
+    var segments: [Segment] = []
+    var dictionary: CSRDictionary?
+    var cacheType: KVCacheType?
     /// KV caches of this worker's layers: by session id, then by the segment's first layer.
-    private var sessions: [UInt64: [Int: any KVCache]] = [:]
-    /// Sessions whose decoded tokens' KV this worker streams, and to which endpoint.
-    private var streams: [UInt64: String] = [:]
-    /// Caches received for layers this worker does not serve (replicas), by session id.
-    private var replicas: [UInt64: any KVCache] = [:]
+    var sessions: [UInt64: [Int: any KVCache]] = [:]
+    /// Where each session's decoded tokens' KV goes, by the first layer of the segment it
+    /// belongs to (Worker+Replica.swift).
+    var streams: [UInt64: [Int: String]] = [:]
+    /// Caches kept for another worker's layers (replicas, Worker+Replica.swift): by session
+    /// id, then by first layer.
+    var replicas: [UInt64: [Int: any KVCache]] = [:]
+    /// The newest request id of each session's states: newer states may cut the caches back.
+    var latestRequest: [UInt64: UInt64] = [:]
+    /// The endpoint peers know this worker by (a KV request to it is served locally).
+    var ownEndpoint: String?
     /// DEALER links to other workers (the next hop, KV transfer destinations), one per
     /// endpoint and kept for the process's life: a ROUTER drops a second connection that
     /// carries a routing id it already has, so a link is never duplicated or replaced.
@@ -105,6 +111,7 @@ public final class Worker {
         guard !endpoint.isWildcard, endpoint.host != "0.0.0.0", endpoint.host != "[::]" else {
             throw NodeError.badConfiguration("the worker listens on \(boundEndpoint), which peers cannot connect to; give --advertise tcp://HOST:PORT")
         }
+        ownEndpoint = endpoint.description
         try up.send(WireMessage(.register(RegisterBody(
             workerID: configuration.id, peerEndpoint: endpoint, memoryBudgetBytes: configuration.memoryBudgetBytes,
             modelFingerprint: base.fingerprint)), requestID: 1), timeout: .seconds(10))
@@ -216,6 +223,7 @@ public final class Worker {
             sessions[m.sessionID] = nil
             replicas[m.sessionID] = nil
             streams[m.sessionID] = nil
+            latestRequest[m.sessionID] = nil
         case .kvRequest(let r):
             try sendKV(r, message: m)
         case .kvTransfer(let t):
@@ -223,7 +231,7 @@ public final class Worker {
         case .kvTransferAck(let a):
             logger.info("\(received.peer) installed session \(m.sessionID) layers \(a.layers.lowerBound)..<\(a.layers.upperBound), \(a.tokenCount) tokens")
         case .statsRequest:
-            let bytes = (sessions.values.flatMap(\.values) + Array(replicas.values)).reduce(0) { $0 + $1.byteCount }
+            let bytes = (sessions.values.flatMap(\.values) + replicas.values.flatMap(\.values)).reduce(0) { $0 + $1.byteCount }
             reply(to: received, WireMessage(.statsReply(StatsReplyBody(
                 traffic: counters.snapshot(), kvCacheBytes: UInt64(bytes), sessionCount: Set(sessions.keys).union(replicas.keys).count)),
                 requestID: m.requestID))
@@ -242,7 +250,7 @@ public final class Worker {
 
     /// Replies go to the coordinator over the DEALER (its ROUTER is where it listens),
     /// to anyone else over the ROUTER they came in on. A failed reply is logged only.
-    private func reply(to received: ReceivedMessage, _ message: WireMessage, timeout: Duration = .seconds(5)) {
+    func reply(to received: ReceivedMessage, _ message: WireMessage, timeout: Duration = .seconds(5)) {
         do {
             if received.peer == coordinatorPeerID {
                 try up.send(message, timeout: timeout)
@@ -344,11 +352,18 @@ public final class Worker {
         guard a.startPosition + a.tokenCount <= assignment.contextCapacity else {
             throw WorkerFailure(code: .capacityExceeded, message: "positions up to \(a.startPosition + a.tokenCount) exceed the context capacity \(assignment.contextCapacity)")
         }
+        if let latest = latestRequest[m.sessionID], m.requestID < latest {
+            throw WorkerFailure(code: .unexpectedMessage, message: "states of session \(m.sessionID) under request \(m.requestID), older than its request \(latest) (from before a failover); dropped")
+        }
         if a.startPosition == 0 {
             sessions[m.sessionID] = Dictionary(uniqueKeysWithValues: segments.map {
                 ($0.layers.lowerBound, $0.model.makeCache(cacheType, capacity: assignment.contextCapacity))
             })
+            streams[m.sessionID] = nil
+        } else {
+            cutBack(session: m.sessionID, to: a.startPosition, requestID: m.requestID)
         }
+        latestRequest[m.sessionID] = max(latestRequest[m.sessionID] ?? 0, m.requestID)
         guard let held = sessions[m.sessionID] else {
             throw WorkerFailure(code: .unknownSession, message: "session \(m.sessionID) is not held here (start position \(a.startPosition))")
         }
@@ -365,6 +380,8 @@ public final class Worker {
         for (segment, cache) in zip(segments, caches) {
             try segment.model.forward(&hidden, count: a.tokenCount, layers: segment.layers, cache: cache)
         }
+        // The replicas' update goes first, so a replica is at most the forwarded token behind.
+        if a.phase == .decode { try streamDecoded(a, message: m, caches: caches) }
         var out = a
         out.nextLayer = layers.upperBound
         out.kvBytes = a.kvBytes + caches.reduce(0) { $0 + UInt64($1.byteCount) }
@@ -374,17 +391,6 @@ public final class Worker {
             try (next.map(peer) ?? up).send(forward, timeout: .seconds(30))
         } catch {
             throw WorkerFailure(code: .unreachable, message: "cannot reach the next hop: \(error.localizedDescription)")
-        }
-        if a.phase == .decode, let destination = streams[m.sessionID] {
-            let tokens = a.startPosition..<(a.startPosition + a.tokenCount)
-            for (segment, cache) in zip(segments, caches) {
-                let payload = try cache.appendPayload(layers: segment.layers, tokens: tokens)
-                let hash = cache.kind == WireProtocol.csrEncoding ? (dictionary?.contentHash ?? "") : ""
-                let encoding = cache.kind == "fp32" ? "fp32" : cache.kind == WireProtocol.csrEncoding ? cache.kind : "fp16"
-                try peer(destination).send(WireMessage(.kvTransfer(KVTransferBody(layers: segment.layers, encoding: encoding, dictionaryHash: hash,
-                                                                                  mode: .stream, payload: payload)),
-                                                       requestID: m.requestID, sessionID: m.sessionID), timeout: .seconds(30))
-            }
         }
     }
 
@@ -396,12 +402,14 @@ public final class Worker {
     private func sendKV(_ r: KVRequestBody, message m: WireMessage) throws {
         if r.mode == .stream {
             guard sessions[m.sessionID] != nil else { throw WorkerFailure(code: .unknownSession, message: "session \(m.sessionID) is not held here") }
-            streams[m.sessionID] = r.destination.description
+            streams[m.sessionID] = Dictionary(uniqueKeysWithValues: segments.map { ($0.layers.lowerBound, r.destination.description) })
             _ = try peer(r.destination.description)
             logger.info("streaming session \(m.sessionID)'s decoded tokens to \(r.destination)")
             return
         }
-        let candidates = Array(sessions[m.sessionID]?.values ?? [:].values) + [replicas[m.sessionID]].compactMap { $0 }
+        if r.mode == .replica { return try startReplica(r, message: m) }
+        if r.mode == .install, r.destination.description == ownEndpoint { return try installFromReplica(r, message: m) }
+        let candidates = Array(sessions[m.sessionID]?.values ?? [:].values) + Array(replicas[m.sessionID]?.values ?? [:].values)
         guard !candidates.isEmpty else {
             throw WorkerFailure(code: .unknownSession, message: "session \(m.sessionID) is not held here")
         }
@@ -437,8 +445,9 @@ public final class Worker {
     private func receiveKV(_ t: KVTransferBody, message m: WireMessage, from received: ReceivedMessage) throws {
         guard let assignment else { throw WorkerFailure(code: .unexpectedMessage, message: "a KV transfer before any assignment") }
         let capacity = assignment.contextCapacity
+        if t.mode == .stream, try applyToReplica(t, message: m, from: received) { return }
         if t.mode == .stream {
-            // A replica's update: check it completely, count it (the socket did), discard it.
+            // Measured streaming (no replica kept here): check it completely, count it (the socket did), discard it.
             let checked: (first: Int, tokens: Int)
             if t.encoding == WireProtocol.csrEncoding {
                 guard case .csr(let codec)? = cacheType else {
@@ -451,34 +460,16 @@ public final class Worker {
             logger.debug("stream of session \(m.sessionID) layers \(t.layers.lowerBound)..<\(t.layers.upperBound) from \(received.peer): token \(checked.first), \(t.payload.count) bytes")
             return
         }
-        let cache: any KVCache
-        switch t.encoding {
-        case WireProtocol.csrEncoding:
-            guard let dictionary, t.dictionaryHash == dictionary.contentHash else {
-                throw WorkerFailure(code: .dictionaryMismatch, message: "the payload is coded with dictionary \(t.dictionaryHash); this worker holds \(dictionary?.contentHash ?? "none")")
-            }
-            guard case .csr(let codec)? = cacheType else {
-                throw WorkerFailure(code: .unexpectedMessage, message: "CSR payload, but this worker's cache is \(assignment.kvSpec)")
-            }
-            cache = try CSRCache.deserialize(t.payload, capacity: capacity, rope: base.rope, codec: codec)
-        case "fp32": cache = try DenseKVCache<Float>.deserialize(t.payload, capacity: capacity, rope: base.rope)
-        case "fp16": cache = try DenseKVCache<Float16>.deserialize(t.payload, capacity: capacity, rope: base.rope)
-        case let k where k.hasPrefix("kivi"): cache = try KIVICache.deserialize(t.payload, capacity: capacity, rope: base.rope)
-        default: throw WorkerFailure(code: .unexpectedMessage, message: "unknown KV encoding '\(t.encoding)'")
-        }
+        let cache = try decodePayload(t, capacity: capacity)
         if t.mode == .install {
-            let spec = assignment.kvSpec.lowercased()
-            let ownKind = spec.hasPrefix(WireProtocol.csrEncoding) ? WireProtocol.csrEncoding : spec
-            if cache.kind == ownKind, try segmentForInstall(t.layers, session: m.sessionID) {
-                sessions[m.sessionID, default: [:]][t.layers.lowerBound] = cache
-            } else {
-                replicas[m.sessionID] = cache
-            }
+            try install(cache, layers: t.layers, session: m.sessionID)
+        } else if t.mode == .replica {
+            replicas[m.sessionID, default: [:]][t.layers.lowerBound] = cache
         }
         let ack = WireMessage(.kvTransferAck(KVTransferAckBody(
             layers: t.layers, tokenCount: cache.tokenCount, mode: t.mode, payloadBytes: UInt64(t.payload.count),
             wireBytes: UInt64(received.wireBytes))), requestID: m.requestID, sessionID: m.sessionID)
-        let verb = t.mode == .install ? "installed" : "checked and discarded"
+        let verb = t.mode == .install ? "installed" : t.mode == .replica ? "kept a replica of" : "checked and discarded"
         logger.info("\(verb) session \(m.sessionID) layers \(t.layers.lowerBound)..<\(t.layers.upperBound) from \(received.peer): \(cache.tokenCount) tokens, \(t.payload.count) bytes of \(t.encoding)")
         reply(to: received, ack)
         if received.peer != coordinatorPeerID {
@@ -489,7 +480,7 @@ public final class Worker {
     /// Whether `layers` is (or can be made) a segment of this worker for the session's
     /// cache. A segment that no session holds a cache for yet (freshly added by a drain)
     /// is split so that `layers` becomes one of its pieces.
-    private func segmentForInstall(_ layers: Range<Int>, session: UInt64) throws -> Bool {
+    func segmentForInstall(_ layers: Range<Int>, session: UInt64) throws -> Bool {
         if segments.contains(where: { $0.layers == layers }) { return true }
         guard let i = segments.firstIndex(where: { $0.layers.lowerBound <= layers.lowerBound && layers.upperBound <= $0.layers.upperBound })
         else { return false }
@@ -502,7 +493,7 @@ public final class Worker {
         return true
     }
 
-    private func peer(_ endpoint: String) throws -> CountedSocket {
+    func peer(_ endpoint: String) throws -> CountedSocket {
         if let p = peers[endpoint] { return p }
         var options = ZMQSocketOptions()
         options.routingID = Array(configuration.id.utf8)
@@ -514,7 +505,7 @@ public final class Worker {
         return s
     }
 
-    private func clip(_ s: String) -> String {
+    func clip(_ s: String) -> String {
         var s = s
         while s.utf8.count > WireProtocol.maxErrorMessageLength { s.removeLast() }
         return s

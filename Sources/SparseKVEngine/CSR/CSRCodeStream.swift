@@ -118,7 +118,7 @@ final class CSRCodeStream {
         }
     }
 
-    private func appendIndices(_ idx: [UInt16]) {
+    func appendIndices(_ idx: [UInt16]) {
         var bit = rows * sparsity * width
         indexBytes.append(contentsOf: repeatElement(0, count: (bit + idx.count * width + 7) / 8 - indexBytes.count))
         for v in idx {

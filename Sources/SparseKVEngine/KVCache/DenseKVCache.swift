@@ -28,9 +28,9 @@ public final class DenseKVCache<Element: DenseKVElement>: KVCache {
 
     /// [(layer - first) * kvHeads + kvHead]: (count, headDim). One level of arrays, so
     /// appends mutate in place (nested arrays copied the whole buffer on every append).
-    private let keys: [GrowableBuffer<Element>]
-    private let values: [GrowableBuffer<Element>]
-    private var counts: [Int]
+    let keys: [GrowableBuffer<Element>]
+    let values: [GrowableBuffer<Element>]
+    var counts: [Int]
     /// fp32 copies handed out by reads that must convert or rotate: (count, headDim)
     private var keyScratch: [Float] = []
     private var valueScratch: [Float] = []

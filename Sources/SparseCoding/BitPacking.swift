@@ -1,15 +1,15 @@
 /// Fixed-width unsigned integers in a little-endian bit stream: value i occupies stream
 /// bits [i * width, (i + 1) * width), least significant bit first, and stream bit j is bit
 /// (j % 8) of byte j / 8. The last byte's unused high bits are zero.
-enum BitPacking {
+public enum BitPacking {
     /// Bytes holding `count` values of `width` bits: ceil(count * width / 8).
-    static func byteCount(count: Int, width: Int) -> Int {
+    public static func byteCount(count: Int, width: Int) -> Int {
         (count * width + 7) / 8
     }
 
     /// Writes `count` values (each below 2^width, width <= 16) into `out`, which must hold
     /// `byteCount(count:width:)` bytes.
-    static func pack(_ values: UnsafePointer<UInt16>, count: Int, width: Int, into out: UnsafeMutablePointer<UInt8>) {
+    public static func pack(_ values: UnsafePointer<UInt16>, count: Int, width: Int, into out: UnsafeMutablePointer<UInt8>) {
         guard width > 0 else { return }
         var acc: UInt64 = 0, bits = 0, o = 0
         for i in 0..<count {
@@ -27,7 +27,7 @@ enum BitPacking {
 
     /// Reads `count` values of `width` bits starting at value `first` of the stream in
     /// `bytes` (which must hold at least `byteCount(count: first + count, width:)` bytes).
-    static func unpack(_ bytes: UnsafePointer<UInt8>, first: Int, count: Int, width: Int,
+    public static func unpack(_ bytes: UnsafePointer<UInt8>, first: Int, count: Int, width: Int,
                        into out: UnsafeMutablePointer<UInt16>) {
         guard width > 0, count > 0 else {
             out.initialize(repeating: 0, count: count)

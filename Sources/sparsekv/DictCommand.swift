@@ -7,7 +7,7 @@ struct DictCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dict",
         abstract: "Train and inspect CSR dictionaries (NeuralDict).",
-        subcommands: [DictTrainCommand.self, DictInfoCommand.self])
+        subcommands: [DictTrainCommand.self, DictTablesCommand.self, DictInfoCommand.self])
 }
 
 // MARK: - dict info
@@ -33,6 +33,9 @@ struct DictInfoCommand: ParsableCommand {
         var valueGroups: [Group]
         var atomBytes: Int
         var training: [String: String]
+        /// Entropy of each group's static index table, bits per index (nil: no tables).
+        var tables: Tables?
+        struct Tables: Codable { var source: String; var hash: String; var keyBitsPerIndex: [Double]; var valueBitsPerIndex: [Double] }
     }
 
     func run() throws {
@@ -43,7 +46,11 @@ struct DictInfoCommand: ParsableCommand {
         }
         let info = Info(path: path, contentHash: d.contentHash, model: d.model, keyChunks: d.keys.chunks,
                         valueChunks: d.values.chunks, keyGroups: groups(d.keys), valueGroups: groups(d.values),
-                        atomBytes: d.atomByteCount, training: d.training)
+                        atomBytes: d.atomByteCount, training: d.training,
+                        tables: d.entropyTables.map { t in
+                            .init(source: t.source, hash: t.contentHash, keyBitsPerIndex: t.keys.map(\.entropyBits),
+                                  valueBitsPerIndex: t.values.map(\.entropyBits))
+                        })
         if json {
             print(try jsonString(info))
             return
@@ -59,6 +66,18 @@ struct DictInfoCommand: ParsableCommand {
             print("|---|---:|---:|")
             for x in g {
                 print("| \(x.layers) | \(x.trainMSE.map { String(format: "%.5f", $0) } ?? "-") | \(x.testMSE.map { String(format: "%.5f", $0) } ?? "-") |")
+            }
+        }
+        if let t = info.tables {
+            print("\nentropy tables (format 2, for ec=rans), hash \(t.hash.prefix(16))…")
+            print("  counted with \(t.source)")
+            print("  entropy of each group's table, bits per index (fixed width in brackets):")
+            for (name, bits, part) in [("keys", t.keyBitsPerIndex, d.keys), ("values", t.valueBitsPerIndex, d.values)] {
+                let fixed = Int(log2(Double(part.atomCount)).rounded(.up))
+                let mean = bits.reduce(0, +) / Double(max(1, bits.count))
+                print(String(format: "  %@ [%d]: mean %.2f, min %.2f, max %.2f", name, fixed, mean, bits.min() ?? 0, bits.max() ?? 0))
+                print("    " + zip(part.groups, bits).map { String(format: "%d-%d: %.2f", $0.layers.lowerBound, $0.layers.upperBound - 1, $1) }
+                    .joined(separator: ", "))
             }
         }
         if !d.training.isEmpty {

@@ -2,8 +2,10 @@ import SparseCoding
 
 /// The CSR transfer format: the common ``KVPayloadHeader`` (kind "csr", keys not
 /// rotated), the content hash of the dictionary the codes refer to, the settings that fix
-/// the layout, then per layer the key stream and the value stream: online atoms, packed
-/// indices, coefficients, guard bank. A receiver refuses codes made against another
+/// the layout (with `ec=rans`, then the entropy tables' hash), then per layer the key
+/// stream and the value stream: u32 online atom count, online atoms (fp16), and the
+/// section of all rows (`CSRCodeStream.writeRows`: pair counts, indices, coefficients,
+/// guard bank). A receiver refuses codes made against another
 /// dictionary or with other settings, and checks every length against the header.
 extension CSRCache {
     public func serialize(layers: Range<Int>) throws -> [UInt8] {
@@ -11,20 +13,13 @@ extension CSRCache {
         var w = BinaryWriter(capacity: 256 + layers.reduce(0) { $0 + byteCount(layer: $1) } + 32 * layers.count)
         KVPayloadHeader(kind: kind, layers: layers, kvHeads: geometry.kvHeads, headDim: geometry.headDim,
                         tokenCount: n, keysRotated: false).write(to: &w)
-        w.write(codec.dictionary.contentHash)
-        w.write(codec.settings.description)
+        writeStamp(to: &w)
         for layer in layers {
             let s = layer - geometry.layers.lowerBound
             for stream in [keyStreams[s], valueStreams[s]] {
                 w.write(UInt32(stream.onlineCount))
                 w.write(array: stream.onlineAtoms)
-                w.write(array: stream.indexBytes)
-                w.write(array: stream.coefficients16)
-                w.write(array: stream.coefficients8)
-                w.write(array: stream.scales)
-                w.write(UInt32(stream.guardRows.count))
-                w.write(array: stream.guardRows)
-                w.write(array: stream.guardValues)
+                stream.writeRows(0..<stream.rows, to: &w)
             }
         }
         return w.bytes
@@ -55,26 +50,13 @@ extension CSRCache {
                     rope: rope)
                 for s in 0..<h.layers.count {
                     for stream in [cache.keyStreams[s], cache.valueStreams[s]] {
-                        let m = stream.m, rows = h.tokenCount * h.kvHeads * h.headDim / m, p = stream.sparsity
+                        let m = stream.m, rows = h.tokenCount * h.kvHeads * h.headDim / m
                         let online = Int(try r.read(UInt32.self, "online atom count"))
                         guard online <= stream.onlineBudget else {
                             throw KVCacheError.malformedPayload("\(online) online atoms, the settings allow \(stream.onlineBudget)")
                         }
                         try stream.setOnlineAtoms(try r.readArray(UInt16.self, count: online * m, "online atoms"))
-                        stream.indexBytes = try r.readArray(UInt8.self, count: (rows * p * stream.width + 7) / 8, "indices")
-                        let f16 = stream.format == .float16
-                        stream.coefficients16 = try r.readArray(UInt16.self, count: f16 ? rows * p : 0, "coefficients")
-                        stream.coefficients8 = try r.readArray(Int8.self, count: f16 ? 0 : rows * p, "coefficients")
-                        stream.scales = try r.readArray(UInt16.self, count: f16 ? 0 : rows, "scales")
-                        try checkIndices(stream, rows: rows)
-                        let guards = Int(try r.read(UInt32.self, "guard count"))
-                        guard guards <= rows else { throw KVCacheError.malformedPayload("\(guards) guard rows for \(rows) rows") }
-                        stream.guardRows = try r.readArray(UInt32.self, count: guards, "guard rows")
-                        guard zip(stream.guardRows, stream.guardRows.dropFirst()).allSatisfy({ $0 < $1 }),
-                              stream.guardRows.allSatisfy({ Int($0) < rows })
-                        else { throw KVCacheError.malformedPayload("guard rows out of order or range") }
-                        stream.guardValues = try r.readArray(UInt16.self, count: guards * m, "guard values")
-                        stream.rows = rows
+                        try stream.readRows(count: rows, from: &r, atomLimit: stream.offline.atomCount + stream.onlineCount)
                     }
                 }
                 guard r.remaining == 0 else { throw KVCacheError.malformedPayload("\(r.remaining) trailing bytes") }
@@ -86,7 +68,8 @@ extension CSRCache {
         }
     }
 
-    /// The dictionary hash and settings a CSR payload names: they must be `codec`'s.
+    /// The dictionary hash and settings (and, entropy-coded, the tables' hash) a CSR
+    /// payload names: they must be `codec`'s.
     static func readStamp(_ r: inout BinaryReader, codec: CSRCodec) throws {
         let hash = try r.readString("dictionary hash", maxLength: 128)
         guard hash == codec.dictionary.contentHash else {
@@ -96,21 +79,17 @@ extension CSRCache {
         guard settings == codec.settings.description else {
             throw KVCacheError.incompatiblePayload("payload coded with \(settings), this process uses \(codec.settings)")
         }
+        if codec.settings.entropyCoded {
+            let tables = try r.readString("entropy tables hash", maxLength: 128)
+            guard tables == codec.dictionary.entropyTables?.contentHash else {
+                throw KVCacheError.incompatiblePayload("indices coded with entropy tables \(tables.prefix(16))…, this process holds \(codec.dictionary.entropyTables?.contentHash.prefix(16) ?? "none")")
+            }
+        }
     }
 
-    /// Every packed index must name an atom the stream has, and the unused high bits of
-    /// the last byte must be zero (appends OR into them).
-    private static func checkIndices(_ stream: CSRCodeStream, rows: Int) throws {
-        let atoms = stream.offline.atomCount + stream.onlineCount, w = stream.width, count = rows * stream.sparsity
-        guard w > 0 else { return }
-        let found = stream.indexBytes.withUnsafeBufferPointer { ib in
-            (0..<count).first { CSRCodeStream.readIndex(ib.baseAddress!, $0, width: w) >= atoms }
-                .map { CSRCodeStream.readIndex(ib.baseAddress!, $0, width: w) }
-        }
-        if let j = found { throw KVCacheError.malformedPayload("index \(j) names no atom (\(atoms) atoms)") }
-        let bit = count * w
-        if bit % 8 != 0, let last = stream.indexBytes.last, last >> UInt8(bit % 8) != 0 {
-            throw KVCacheError.malformedPayload("stray bits after the last index")
-        }
+    func writeStamp(to w: inout BinaryWriter) {
+        w.write(codec.dictionary.contentHash)
+        w.write(codec.settings.description)
+        if codec.settings.entropyCoded { w.write(codec.dictionary.entropyTables?.contentHash ?? "") }
     }
 }

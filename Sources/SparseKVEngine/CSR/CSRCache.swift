@@ -37,12 +37,12 @@ public final class CSRCache: KVCache {
         keyStreams = geometry.layers.map { l in
             let g = dict.keys.group(ofLayer: l)
             return CSRCodeStream(offline: dict.keys.groups[g].dictionary, encoder: { try codec.encoder(keys: true, group: g) },
-                                 settings: s, sparsity: s.keySparsity)
+                                 settings: s, sparsity: s.keySparsity, entropyTable: dict.entropyTables?.keys[g])
         }
         valueStreams = geometry.layers.map { l in
             let g = dict.values.group(ofLayer: l)
             return CSRCodeStream(offline: dict.values.groups[g].dictionary, encoder: { try codec.encoder(keys: false, group: g) },
-                                 settings: s, sparsity: s.valueSparsity)
+                                 settings: s, sparsity: s.valueSparsity, entropyTable: dict.entropyTables?.values[g])
         }
         counts = Array(repeating: 0, count: geometry.layers.count)
         pending = Array(repeating: nil, count: geometry.layers.count)
@@ -141,10 +141,20 @@ public final class CSRCache: KVCache {
 
     // MARK: - Accounting and truncation
 
+    /// Bytes of the layer's codes in their stored and transferred form (what
+    /// ``serialize(layers:)`` writes, less framing): with fixed sparsity and no entropy
+    /// coding, exactly what memory holds; with `err=` only the pairs each row uses and its
+    /// count, with `ec=rans` the rANS-coded indices. See ``residentByteCount``.
     public func byteCount(layer: Int) -> Int {
         guard geometry.layers.contains(layer) else { return 0 }
         let s = layer - geometry.layers.lowerBound
         return keyStreams[s].byteCount + valueStreams[s].byteCount
+    }
+
+    /// Bytes the codes take in memory, where every row keeps `sparsity` fixed-width slots
+    /// for the fused attention (and, with `err=`, a count byte per row).
+    public var residentByteCount: Int {
+        (keyStreams + valueStreams).reduce(0) { $0 + $1.residentByteCount }
     }
 
     /// Bytes of the online atoms and guard banks over all layers (part of ``byteCount``).

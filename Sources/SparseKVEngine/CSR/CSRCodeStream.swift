@@ -8,8 +8,13 @@ import SparseCoding
 /// Rows are vector chunks in the order (token, KV head, chunk), each m = headDim / s_n
 /// channels. Indices are packed to `width` bits in one little-endian bit stream,
 /// coefficients are fp16 (or an fp16 scale per row and int8 per pair). Every array here
-/// is session state and is counted by ``byteCount``; the encoder and the fp32 copy of the
-/// atoms are derived from it.
+/// is session state; the encoder and the fp32 copy of the atoms are derived from it.
+///
+/// In memory every row has `sparsity` slots, as the fused attention reads them. With
+/// error-targeted pursuit a row uses only its first `pairCounts[row]` slots (the rest are
+/// index 0, coefficient 0), and with entropy coding the indices are rANS-coded: both only
+/// in the stored and transferred form (``writeRows(_:to:)``), whose size ``byteCount``
+/// reports; ``residentByteCount`` is the size in memory.
 final class CSRCodeStream {
     let m: Int
     let sparsity: Int
@@ -21,6 +26,11 @@ final class CSRCodeStream {
     let guardError: Float
     let offline: SparseDictionary
     let algorithm: PursuitAlgorithm
+    /// Error-targeted pursuit's budget (relative squared error), nil for fixed sparsity.
+    let errorBudget: Float?
+    /// The group's static index table (N + 1 symbols: the offline atoms, then one escape
+    /// for any online atom), when indices are entropy-coded.
+    let entropyTable: FrequencyTable?
     /// The shared encoder over the offline atoms (built by the codec on first use).
     private let offlineEncoderProvider: () throws -> MatchingPursuitEncoder
 
@@ -36,14 +46,19 @@ final class CSRCodeStream {
     /// Rows kept exactly, ascending, and their fp16 contents (guard, m).
     var guardRows: [UInt32] = []
     var guardValues: [UInt16] = []
+    /// Pairs used by each row (rows), with error-targeted pursuit only.
+    var pairCounts: [UInt8] = []
     var rows = 0
+    /// The rANS-coded indices of all rows, made when first asked for and dropped on change.
+    var codedIndexCache: CodedIndices?
 
     /// Offline + online atoms as fp32, (N + online, m), and the encoder over them when
     /// there are online atoms (nil: the offline encoder).
     private(set) var atoms: [Float]
     private var sessionEncoder: MatchingPursuitEncoder?
 
-    init(offline: SparseDictionary, encoder: @escaping () throws -> MatchingPursuitEncoder, settings: CSRSettings, sparsity: Int) {
+    init(offline: SparseDictionary, encoder: @escaping () throws -> MatchingPursuitEncoder, settings: CSRSettings, sparsity: Int,
+         entropyTable: FrequencyTable? = nil) {
         m = offline.dimension
         self.sparsity = sparsity
         format = settings.coefficients
@@ -53,6 +68,8 @@ final class CSRCodeStream {
         width = CSRCodec.indexWidth(atoms: offline.atomCount + settings.onlineAtoms)
         self.offline = offline
         algorithm = settings.algorithm
+        errorBudget = settings.errorBudget
+        self.entropyTable = settings.entropyCoded ? entropyTable : nil
         offlineEncoderProvider = encoder
         atoms = offline.atoms
     }
@@ -64,11 +81,15 @@ final class CSRCodeStream {
 
     var onlineCount: Int { onlineAtoms.count / m }
 
-    /// Every byte of session state.
-    var byteCount: Int {
-        indexBytes.count + coefficients16.count * 2 + coefficients8.count + scales.count * 2
+    /// Every byte of session state in memory.
+    var residentByteCount: Int {
+        indexBytes.count + coefficients16.count * 2 + coefficients8.count + scales.count * 2 + pairCounts.count
             + onlineAtoms.count * 2 + guardRows.count * 4 + guardValues.count * 2
     }
+
+    /// Pairs row `r` uses.
+    @inline(__always)
+    func pairCount(_ r: Int) -> Int { pairCounts.isEmpty ? sparsity : Int(pairCounts[r]) }
 
     // MARK: - Coding
 
@@ -85,35 +106,112 @@ final class CSRCodeStream {
                 encoder.encode(count: count, vectors: x, indices: ip.baseAddress!, coefficients: cp.baseAddress!)
             }
         }
-        storeCoefficients(&coef, count: count)
+        codedIndexCache = nil
+        if let budget = errorBudget {
+            try appendTargeted(x, count: count, budget: budget, indices: &idx, coefficients: &coef)
+            return
+        }
+        for r in 0..<count { storeRow(&coef, row: r, pairs: s) }
         appendIndices(idx)
-        if guardFraction > 0 { addGuards(x, count: count, indices: idx, coefficients: coef) }
+        if guardFraction > 0 {
+            var candidates: [(row: Int, error: Float)] = []
+            var out = [Float](repeating: 0, count: m)
+            for r in 0..<count {
+                reconstruct(idx[r * s..<(r + 1) * s], coef[r * s..<(r + 1) * s], into: &out)
+                let rel = out.withUnsafeBufferPointer { Self.relativeError(x + r * m, $0.baseAddress!, m) }
+                if rel > guardError { candidates.append((r, rel)) }
+            }
+            _ = addGuards(x, count: count, candidates: candidates)
+        }
         rows += count
     }
 
-    /// Rounds `coef` to the stored format in place (so guard decisions see what decoding
-    /// will give) and appends the stored form.
-    private func storeCoefficients(_ coef: inout [Float], count: Int) {
+    /// Error-targeted pursuit on `count` rows coded with `sparsity` MP pairs each: row r
+    /// keeps the shortest prefix whose reconstruction, with coefficients as stored, has a
+    /// relative squared error of at most `budget` (MP's prefixes are its own shorter
+    /// codes). Rows that miss the budget with every pair are guard candidates; a row the
+    /// guard takes stores no pairs.
+    private func appendTargeted(_ x: UnsafePointer<Float>, count: Int, budget: Float,
+                                indices idx: inout [UInt16], coefficients coef: inout [Float]) throws {
+        let s = sparsity
+        var used = [Int](repeating: s, count: count)
+        var candidates: [(row: Int, error: Float)] = []
+        var rounded = [Float](repeating: 0, count: s), out = [Float](repeating: 0, count: m)
+        for r in 0..<count {
+            let xr = x + r * m
+            var energy: Float = 0
+            for i in 0..<m { energy += xr[i] * xr[i] }
+            guard energy > 0 else { used[r] = 0; continue }
+            // MP removes c² of energy per step: the first prefix that should meet the
+            // budget before rounding; then check the stored form from there on.
+            var k = 1, left = energy - coef[r * s] * coef[r * s]
+            while k < s && left > budget * energy {
+                left -= coef[r * s + k] * coef[r * s + k]
+                k += 1
+            }
+            var error = Float.infinity
+            while k <= s {
+                Self.roundPrefix(coef, row: r, sparsity: s, pairs: k, format: format, into: &rounded)
+                reconstruct(idx[r * s..<r * s + k], rounded[0..<k], into: &out)
+                error = out.withUnsafeBufferPointer { Self.relativeError(xr, $0.baseAddress!, m) }
+                if error <= budget { break }
+                k += 1
+            }
+            used[r] = min(k, s)
+            if error > budget { candidates.append((r, error)) }
+        }
+        for r in addGuards(x, count: count, candidates: candidates) { used[r] = 0 }
+        for r in 0..<count {
+            for k in used[r]..<s {
+                idx[r * s + k] = 0
+                coef[r * s + k] = 0
+            }
+            storeRow(&coef, row: r, pairs: used[r])
+            pairCounts.append(UInt8(used[r]))
+        }
+        appendIndices(idx)
+        rows += count
+    }
+
+    /// The first `pairs` coefficients of row `row` rounded as they would be stored
+    /// (int8: against the scale of those pairs' peak) into `out` (pairs values).
+    static func roundPrefix(_ coef: [Float], row: Int, sparsity s: Int, pairs: Int, format: CoefficientFormat,
+                            into out: inout [Float]) {
+        switch format {
+        case .float16:
+            for k in 0..<pairs { out[k] = HalfPrecision.float(HalfPrecision.bits(coef[row * s + k])) }
+        case .int8:
+            let (scale, inverse) = int8Scale(coef, row: row, sparsity: s, pairs: pairs)
+            for k in 0..<pairs { out[k] = max(-127, min(127, (coef[row * s + k] * inverse).rounded())) * scale }
+        }
+    }
+
+    /// The fp16-rounded scale of a row's first `pairs` coefficients and its inverse.
+    private static func int8Scale(_ coef: [Float], row: Int, sparsity s: Int, pairs: Int) -> (Float, Float) {
+        var peak: Float = 0
+        for k in 0..<pairs { peak = max(peak, abs(coef[row * s + k])) }
+        let scale = HalfPrecision.float(HalfPrecision.bits(peak / 127))
+        return (scale, scale > 0 ? 1 / scale : 0)
+    }
+
+    /// Appends row `row`'s stored form (all `sparsity` slots; those from `pairs` on are
+    /// zero) and rounds its coefficients in place to what decoding will give.
+    private func storeRow(_ coef: inout [Float], row r: Int, pairs: Int) {
         let s = sparsity
         switch format {
         case .float16:
-            for i in coef.indices {
-                let h = HalfPrecision.bits(coef[i])
+            for k in 0..<s {
+                let h = HalfPrecision.bits(coef[r * s + k])
                 coefficients16.append(h)
-                coef[i] = HalfPrecision.float(h)
+                coef[r * s + k] = HalfPrecision.float(h)
             }
         case .int8:
-            for r in 0..<count {
-                var peak: Float = 0
-                for k in 0..<s { peak = max(peak, abs(coef[r * s + k])) }
-                let h = HalfPrecision.bits(peak / 127)
-                scales.append(h)
-                let scale = HalfPrecision.float(h), inverse: Float = scale > 0 ? 1 / scale : 0
-                for k in 0..<s {
-                    let q = max(-127, min(127, (coef[r * s + k] * inverse).rounded()))
-                    coefficients8.append(Int8(q))
-                    coef[r * s + k] = q * scale
-                }
+            let (scale, inverse) = Self.int8Scale(coef, row: r, sparsity: s, pairs: pairs)
+            scales.append(HalfPrecision.bits(scale))
+            for k in 0..<s {
+                let q = max(-127, min(127, (coef[r * s + k] * inverse).rounded()))
+                coefficients8.append(Int8(q))
+                coef[r * s + k] = q * scale
             }
         }
     }
@@ -142,23 +240,17 @@ final class CSRCodeStream {
         }
     }
 
-    /// Guard bank: rows whose relative squared error exceeds `guardError`, worst first,
-    /// while the bank stays within `guardFraction` of all rows.
-    private func addGuards(_ x: UnsafePointer<Float>, count: Int, indices: [UInt16], coefficients: [Float]) {
+    /// Guard bank: of the candidate rows (among the `count` new ones), the worst first,
+    /// while the bank stays within `guardFraction` of all rows. Returns the rows kept.
+    private func addGuards(_ x: UnsafePointer<Float>, count: Int, candidates: [(row: Int, error: Float)]) -> [Int] {
         let budget = Int(guardFraction * Double(rows + count)) - guardRows.count
-        guard budget > 0 else { return }
-        var out = [Float](repeating: 0, count: m)
-        var candidates: [(row: Int, error: Float)] = []
-        for r in 0..<count {
-            reconstruct(indices[r * sparsity..<(r + 1) * sparsity], coefficients[r * sparsity..<(r + 1) * sparsity], into: &out)
-            let rel = out.withUnsafeBufferPointer { Self.relativeError(x + r * m, $0.baseAddress!, m) }
-            if rel > guardError { candidates.append((r, rel)) }
-        }
+        guard budget > 0, !candidates.isEmpty else { return [] }
         let kept = candidates.sorted { $0.error > $1.error }.prefix(budget).map(\.row).sorted()
         for r in kept {
             guardRows.append(UInt32(rows + r))
             for i in 0..<m { guardValues.append(HalfPrecision.bits(x[r * m + i])) }
         }
+        return kept
     }
 
     /// ||x - y||² / ||x||² over m values (0 for x = 0).
@@ -276,6 +368,8 @@ final class CSRCodeStream {
             coefficients8.removeLast(coefficients8.count - keep * sparsity)
             scales.removeLast(scales.count - keep)
         }
+        if !pairCounts.isEmpty { pairCounts.removeLast(pairCounts.count - keep) }
+        codedIndexCache = nil
         let g = guardRows.firstIndex { Int($0) >= keep } ?? guardRows.count
         guardRows.removeLast(guardRows.count - g)
         guardValues.removeLast(guardValues.count - g * m)

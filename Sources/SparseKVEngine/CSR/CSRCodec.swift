@@ -22,6 +22,12 @@ public final class CSRCodec: @unchecked Sendable {
         self.settings = settings
         keyEncoders = Array(repeating: nil, count: dictionary.keys.groups.count)
         valueEncoders = Array(repeating: nil, count: dictionary.values.groups.count)
+        if settings.entropyCoded {
+            guard let t = dictionary.entropyTables else {
+                throw CSRError.badSettings("ec=rans needs a dictionary with entropy tables: count them with `sparsekv dict tables`")
+            }
+            if let why = t.check(keys: dictionary.keys, values: dictionary.values) { throw CSRError.badSettings("entropy tables: \(why)") }
+        }
         // Check now what building an encoder could refuse later.
         for (part, s) in [(dictionary.keys, settings.keySparsity), (dictionary.values, settings.valueSparsity)] {
             for g in part.groups where g.dictionary.gramByteCount > SparseDictionary.maxGramBytes {

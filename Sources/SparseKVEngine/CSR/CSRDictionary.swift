@@ -101,6 +101,8 @@ public struct CSRDictionary: Sendable {
     public let training: [String: String]
     /// Hex SHA-256 of the layout and the atoms: the dictionary's identity.
     public let contentHash: String
+    /// Static index tables for entropy coding (`ec=rans`), nil until counted.
+    public private(set) var entropyTables: CSREntropyTables?
 
     /// Makes a dictionary, rounding every atom to fp16 precision (and back to unit norm).
     ///
@@ -114,12 +116,24 @@ public struct CSRDictionary: Sendable {
         contentHash = Self.hash(model: model, keys: self.keys, values: self.values)
     }
 
-    private init(model: ModelInfo, checkedKeys: Part, checkedValues: Part, training: [String: String], hash: String) {
+    private init(model: ModelInfo, checkedKeys: Part, checkedValues: Part, training: [String: String], hash: String,
+                 tables: CSREntropyTables?) {
         self.model = model
         keys = checkedKeys
         values = checkedValues
         self.training = training
         contentHash = hash
+        entropyTables = tables
+    }
+
+    /// This dictionary with entropy tables (replacing any it had).
+    ///
+    /// - Throws: `CSRError.badSettings` when the tables do not match the groups.
+    public func withEntropyTables(_ tables: CSREntropyTables) throws -> CSRDictionary {
+        if let why = tables.check(keys: keys, values: values) { throw CSRError.badSettings("entropy tables: \(why)") }
+        var d = self
+        d.entropyTables = tables
+        return d
     }
 
     static func roundedToHalf(_ part: Part, model: ModelInfo, what: String) throws -> Part {
@@ -179,15 +193,28 @@ public struct CSRDictionary: Sendable {
 
     // MARK: - GGUF file
 
-    static let formatVersion = 1
+    /// Version 1: atoms only. Version 2 adds the entropy tables; a dictionary without
+    /// tables is still written as version 1, which older builds read.
+    static let formatVersion = 2
 
     /// The dictionary as a GGUF file: metadata under `csr.` and one F16 tensor of (N, m)
-    /// atoms per group, `csr.key.<g>` and `csr.value.<g>`.
+    /// atoms per group, `csr.key.<g>` and `csr.value.<g>`; with entropy tables (version 2)
+    /// also `csr.tables.source`, `csr.tables.hash` and one int32 array of N + 1
+    /// frequencies per group, `csr.tables.key.<g>` and `csr.tables.value.<g>`.
     public func ggufData() throws -> Data {
         var w = GGUFWriter()
         w.set("general.architecture", .string("sparsekv-csr"))
         w.set("general.name", .string("CSR dictionary for \(model.name)"))
-        w.set("csr.version", .uint32(UInt32(Self.formatVersion)))
+        w.set("csr.version", .uint32(entropyTables == nil ? 1 : UInt32(Self.formatVersion)))
+        if let t = entropyTables {
+            w.set("csr.tables.source", .string(t.source))
+            w.set("csr.tables.hash", .string(t.contentHash))
+            for (name, tables) in [("key", t.keys), ("value", t.values)] {
+                for (i, table) in tables.enumerated() {
+                    w.set("csr.tables.\(name).\(i)", int32s: table.frequencies.map { Int32($0) })
+                }
+            }
+        }
         w.set("csr.content_hash", .string(contentHash))
         w.set("csr.model.architecture", .string(model.architecture))
         w.set("csr.model.name", .string(model.name))
@@ -229,7 +256,9 @@ public struct CSRDictionary: Sendable {
                 throw bad("general.architecture is not 'sparsekv-csr' (is it a model file?)")
             }
             let version = try f.int("csr.version")
-            guard version == formatVersion else { throw bad("format version \(version), this build reads \(formatVersion)") }
+            guard (1...formatVersion).contains(version) else {
+                throw bad("format version \(version), this build reads versions 1 to \(formatVersion) (a newer sparsekv wrote it: update sparsekv)")
+            }
             let info = ModelInfo(
                 architecture: try f.string("csr.model.architecture"), name: try f.string("csr.model.name"),
                 fingerprint: try f.string("csr.model.fingerprint"), layerCount: try f.int("csr.model.layer_count"),
@@ -269,7 +298,23 @@ public struct CSRDictionary: Sendable {
             for key in f.metadataKeys where key.hasPrefix("csr.train.") {
                 training[String(key.dropFirst("csr.train.".count))] = f.metadata[key]?.stringValue
             }
-            return CSRDictionary(model: info, checkedKeys: keys, checkedValues: values, training: training, hash: computed)
+            var tables: CSREntropyTables?
+            if version >= 2 {
+                func read(_ name: String, _ part: Part) throws -> [FrequencyTable] {
+                    try (0..<part.groups.count).map { i in
+                        let freqs = try f.intArray("csr.tables.\(name).\(i)")
+                        guard freqs.allSatisfy({ $0 >= 1 && $0 <= FrequencyTable.total }) else { throw bad("table \(name).\(i) has a frequency out of range") }
+                        do { return try FrequencyTable(frequencies: freqs.map { UInt32($0) }) } catch { throw bad("table \(name).\(i): \(error.localizedDescription)") }
+                    }
+                }
+                let t = CSREntropyTables(keys: try read("key", keys), values: try read("value", values),
+                                         source: (try? f.string("csr.tables.source")) ?? "")
+                if let why = t.check(keys: keys, values: values) { throw bad("entropy tables: \(why)") }
+                guard (try? f.string("csr.tables.hash")) == t.contentHash else { throw bad("the entropy tables do not match their recorded hash") }
+                tables = t
+            }
+            return CSRDictionary(model: info, checkedKeys: keys, checkedValues: values, training: training, hash: computed,
+                                 tables: tables)
         } catch let e as CSRError {
             throw e
         } catch let e as SparseCodingError {

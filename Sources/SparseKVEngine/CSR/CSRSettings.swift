@@ -9,8 +9,14 @@ import SparseCoding
 ///   chunk), `coef=f16|i8` (coefficient storage), `alg=mp|omp` (pursuit), `online=M` (online atoms per layer for
 ///   keys and for values, sampled from the prompt), `guard=F` (at most this fraction of
 ///   vectors kept exactly in the guard bank), `guard-error=E` (relative squared error above
-///   which a vector is a guard candidate).
-///   Examples: `csr:8`, `csr:4,coef=i8`, `csr:k=3,v=1`, `csr:8,online=0,guard=0`.
+///   which a vector is a guard candidate), `err=E` (error-targeted pursuit: each vector
+///   takes atoms until its relative squared error ||x - x̂||² / ||x||², with coefficients
+///   as stored, is at most E; the sparsity becomes a cap, CSR-16 unless given; vectors
+///   that miss E at the cap go to the guard bank, all of them unless `guard=F` says
+///   otherwise), `ec=rans` (atom indices entropy-coded with the dictionary's static
+///   tables in the stored and transferred form; see ``entropyCoded``).
+///   Examples: `csr:8`, `csr:4,coef=i8`, `csr:k=3,v=1`, `csr:8,online=0,guard=0`,
+///   `csr:err=0.1,coef=i8`, `csr:24,err=0.05`, `csr:16,coef=i8,ec=rans`.
 public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
     /// Pairs per key vector chunk.
     public var keySparsity: Int
@@ -28,10 +34,20 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
     /// Relative squared error ||x - x̂||² / ||x||² above which a vector is a guard candidate
     /// (the worst candidates are kept first).
     public var guardError: Float = CSRSettings.defaultGuardError
+    /// Error-targeted pursuit: the largest relative squared error a vector may keep. Each
+    /// vector stores as many pairs as it needs (at most the sparsity, which becomes a
+    /// cap) and its pair count; nil: every vector takes exactly the sparsity.
+    public var errorBudget: Float?
+    /// Atom indices entropy-coded (rANS over the dictionary's static per-group tables) in
+    /// the stored and transferred form, whose size ``CSRCache/byteCount`` reports. In
+    /// memory the indices stay fixed-width, as the fused attention reads them.
+    public var entropyCoded = false
 
     public static let defaultOnlineAtoms = 0
     public static let defaultGuardFraction = 0.0
     public static let defaultGuardError: Float = 0.25
+    /// The cap of error-targeted pursuit when no sparsity is given: CSR-16.
+    public static let defaultErrorCap = 16
 
     public init(keySparsity: Int, valueSparsity: Int) {
         self.keySparsity = keySparsity
@@ -51,6 +67,7 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
         }
         guard !items.isEmpty, !items[0].isEmpty else { throw CSRError.badSettings("empty specification after 'csr:'") }
         var s = CSRSettings(keySparsity: 0, valueSparsity: 0)
+        var guardGiven = false
         if let preset = Int(items[0]) {
             s = .preset(preset, valueChunks: valueChunks)
             guard preset >= 1 else { throw CSRError.badSettings("CSR-\(preset): the sparsity must be at least 1") }
@@ -84,10 +101,31 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
                 }
             case "online": s.onlineAtoms = try int()
             case "guard":
+                guardGiven = true
                 s.guardFraction = try real()
                 guard s.guardFraction <= 1 else { throw CSRError.badSettings("guard=\(kv[1]) is a fraction of vectors, at most 1") }
             case "guard-error": s.guardError = Float(try real())
-            default: throw CSRError.badSettings("unknown option '\(kv[0])' (known: k, v, coef, alg, online, guard, guard-error)")
+            case "err":
+                let e = try real()
+                guard e > 0, e < 1 else { throw CSRError.badSettings("err=\(kv[1]) is a relative squared error, in (0, 1)") }
+                s.errorBudget = Float(e)
+            case "ec":
+                switch kv[1].lowercased() {
+                case "rans": s.entropyCoded = true
+                case "none": s.entropyCoded = false
+                default: throw CSRError.badSettings("ec=\(kv[1]): use rans or none")
+                }
+            default: throw CSRError.badSettings("unknown option '\(kv[0])' (known: k, v, coef, alg, online, guard, guard-error, err, ec)")
+            }
+        }
+        if s.errorBudget != nil {
+            if s.keySparsity == 0 && s.valueSparsity == 0 {
+                let cap = CSRSettings.preset(Self.defaultErrorCap, valueChunks: valueChunks)
+                (s.keySparsity, s.valueSparsity) = (cap.keySparsity, cap.valueSparsity)
+            }
+            if !guardGiven { s.guardFraction = 1 }
+            guard s.algorithm == .matchingPursuit else {
+                throw CSRError.badSettings("err= runs Matching Pursuit (its prefixes are its own shorter codes); drop alg=omp")
             }
         }
         guard (1...PackedCodes.maxSparsity).contains(s.keySparsity), (1...PackedCodes.maxSparsity).contains(s.valueSparsity) else {
@@ -105,6 +143,8 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
         if onlineAtoms != Self.defaultOnlineAtoms { parts.append("online=\(onlineAtoms)") }
         if guardFraction != Self.defaultGuardFraction { parts.append("guard=\(guardFraction)") }
         if guardError != Self.defaultGuardError { parts.append("guard-error=\(guardError)") }
+        if let errorBudget { parts.append("err=\(errorBudget)") }
+        if entropyCoded { parts.append("ec=rans") }
         return "csr:" + parts.joined(separator: ",")
     }
 }

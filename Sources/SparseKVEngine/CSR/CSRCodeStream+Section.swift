@@ -1,0 +1,202 @@
+import SparseCoding
+
+/// The stored and transferred form of a run of rows (a "section"), shared by the full
+/// transfer (`CSRCache.serialize`) and the append payload:
+///
+/// 1. with error-targeted pursuit, each row's pair count, packed to ``countWidth`` bits;
+/// 2. the indices of the pairs used, row after row: packed to `width` bits, or with
+///    entropy coding a u32 byte count, the rANS stream of symbols (an offline atom's
+///    index, or the escape symbol N for an online atom) and the online atoms' offsets
+///    after N packed to ``escapeWidth`` bits;
+/// 3. the coefficients of the pairs used: fp16, or int8 then the fp16 scale of every row
+///    that uses a pair;
+/// 4. the guard bank among the rows: u32 count, u32 rows relative to the first, fp16 values.
+///
+/// With fixed sparsity and no entropy coding this is the memory layout as is.
+extension CSRCodeStream {
+    /// The rANS-coded indices of some rows: the stream and the packed escape offsets.
+    struct CodedIndices {
+        let bytes: [UInt8]
+        let escapes: [UInt8]
+    }
+
+    /// Bits of a stored pair count (0 ... sparsity).
+    var countWidth: Int { CSRCodec.indexWidth(atoms: sparsity + 1) }
+    /// Bits of an online atom's offset after the escape symbol.
+    var escapeWidth: Int { CSRCodec.indexWidth(atoms: onlineBudget) }
+
+    /// Every byte of session state in its stored form: online atoms, the section of all
+    /// rows (its guard count excepted, framing as the online atom count is). This is what
+    /// a transfer carries and what bits per channel count.
+    var byteCount: Int {
+        let used = (0..<rows).reduce(0) { $0 + pairCount($1) }
+        var bytes = onlineAtoms.count * 2 + guardRows.count * 4 + guardValues.count * 2
+        if errorBudget != nil { bytes += BitPacking.byteCount(count: rows, width: countWidth) }
+        if entropyTable != nil {
+            let coded = codedIndices()
+            bytes += 4 + coded.bytes.count + coded.escapes.count
+        } else {
+            bytes += BitPacking.byteCount(count: used, width: width)
+        }
+        switch format {
+        case .float16: bytes += used * 2
+        case .int8: bytes += used + (0..<rows).reduce(0) { $0 + (pairCount($1) > 0 ? 2 : 0) }
+        }
+        return bytes
+    }
+
+    /// The atom indices of the pairs rows `rows` use, in order.
+    func usedIndices(_ rows: Range<Int>) -> [UInt16] {
+        var out: [UInt16] = []
+        out.reserveCapacity(rows.count * sparsity)
+        indexBytes.withUnsafeBufferPointer { ib in
+            guard let ip = ib.baseAddress else { return }
+            for r in rows {
+                for k in 0..<pairCount(r) { out.append(UInt16(Self.readIndex(ip, r * sparsity + k, width: width))) }
+            }
+        }
+        return out
+    }
+
+    /// All rows' indices rANS-coded (cached until the stream changes).
+    func codedIndices() -> CodedIndices {
+        if let c = codedIndexCache { return c }
+        let c = code(usedIndices(0..<rows))
+        codedIndexCache = c
+        return c
+    }
+
+    private func code(_ indices: [UInt16]) -> CodedIndices {
+        guard let table = entropyTable else { return CodedIndices(bytes: [], escapes: []) }
+        let n = offline.atomCount
+        let symbols = indices.map { min(Int($0), n) }
+        let escapes = indices.filter { Int($0) >= n }.map { $0 - UInt16(n) }
+        // Symbols are below N + 1 = the table's size (checked when the codec was made).
+        let bytes = (try? RANSCoder.encode(symbols, table: table)) ?? []
+        return CodedIndices(bytes: bytes, escapes: Self.packed(escapes, width: escapeWidth))
+    }
+
+    static func packed(_ values: [UInt16], width: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: BitPacking.byteCount(count: values.count, width: width))
+        values.withUnsafeBufferPointer { v in
+            out.withUnsafeMutableBufferPointer { o in
+                guard let vp = v.baseAddress, let op = o.baseAddress else { return }
+                BitPacking.pack(vp, count: values.count, width: width, into: op)
+            }
+        }
+        return out
+    }
+
+    /// `count` values of `width` bits; the unused high bits of the last byte must be 0.
+    static func unpacked(_ bytes: [UInt8], count: Int, width: Int, what: String) throws -> [UInt16] {
+        var out = [UInt16](repeating: 0, count: count)
+        guard width > 0, count > 0 else { return out }
+        bytes.withUnsafeBufferPointer { b in
+            out.withUnsafeMutableBufferPointer { o in
+                BitPacking.unpack(b.baseAddress!, first: 0, count: count, width: width, into: o.baseAddress!)
+            }
+        }
+        let bit = count * width
+        if bit % 8 != 0, let last = bytes.last, last >> UInt8(bit % 8) != 0 {
+            throw KVCacheError.malformedPayload("stray bits after the last \(what)")
+        }
+        return out
+    }
+
+    // MARK: - Writing
+
+    /// Rows `rows` as a section (see the extension's documentation).
+    func writeRows(_ rows: Range<Int>, to w: inout BinaryWriter) {
+        let p = sparsity
+        if errorBudget != nil { w.write(array: Self.packed(rows.map { UInt16(pairCounts[$0]) }, width: countWidth)) }
+        if entropyTable != nil {
+            let coded = rows == 0..<self.rows ? codedIndices() : code(usedIndices(rows))
+            w.write(UInt32(coded.bytes.count))
+            w.write(array: coded.bytes)
+            w.write(array: coded.escapes)
+        } else {
+            w.write(array: Self.packed(usedIndices(rows), width: width))
+        }
+        switch format {
+        case .float16:
+            for r in rows { w.write(array: Array(coefficients16[r * p..<r * p + pairCount(r)])) }
+        case .int8:
+            for r in rows { w.write(array: Array(coefficients8[r * p..<r * p + pairCount(r)])) }
+            w.write(array: rows.filter { pairCount($0) > 0 }.map { scales[$0] })
+        }
+        let guarded = guardRows.indices.filter { rows.contains(Int(guardRows[$0])) }
+        w.write(UInt32(guarded.count))
+        w.write(array: guarded.map { guardRows[$0] - UInt32(rows.lowerBound) })
+        for i in guarded { w.write(array: Array(guardValues[i * m..<(i + 1) * m])) }
+    }
+
+    // MARK: - Reading
+
+    /// Reads a section of `count` rows and appends them, checking every length, that every
+    /// index is below `atomLimit` and the guard rows ascend within the section.
+    func readRows(count n: Int, from r: inout BinaryReader, atomLimit: Int) throws {
+        let p = sparsity
+        var counts = [Int](repeating: p, count: n)
+        if errorBudget != nil {
+            let bytes = try r.readArray(UInt8.self, count: BitPacking.byteCount(count: n, width: countWidth), "pair counts")
+            counts = try Self.unpacked(bytes, count: n, width: countWidth, what: "pair count").map(Int.init)
+            if let bad = counts.first(where: { $0 > p }) { throw KVCacheError.malformedPayload("a row with \(bad) pairs, the cap is \(p)") }
+        }
+        let used = counts.reduce(0, +)
+        var indices: [UInt16]
+        if let table = entropyTable {
+            let length = Int(try r.read(UInt32.self, "coded index length"))
+            guard length <= r.remaining else { throw KVCacheError.malformedPayload("coded indices of \(length) bytes, \(r.remaining) left") }
+            let bytes = try r.readArray(UInt8.self, count: length, "coded indices")
+            let symbols: [Int]
+            do { symbols = try RANSCoder.decode(bytes, count: used, table: table) } catch let e as EntropyCodingError {
+                throw KVCacheError.malformedPayload(e.localizedDescription)
+            }
+            let n0 = offline.atomCount, escapes = symbols.reduce(0) { $0 + ($1 == n0 ? 1 : 0) }
+            let raw = try r.readArray(UInt8.self, count: BitPacking.byteCount(count: escapes, width: escapeWidth), "online offsets")
+            var offsets = try Self.unpacked(raw, count: escapes, width: escapeWidth, what: "online offset").makeIterator()
+            indices = symbols.map { $0 < n0 ? UInt16($0) : UInt16(n0) + (offsets.next() ?? 0) }
+        } else {
+            let bytes = try r.readArray(UInt8.self, count: BitPacking.byteCount(count: used, width: width), "indices")
+            indices = try Self.unpacked(bytes, count: used, width: width, what: "index")
+        }
+        if let j = indices.first(where: { Int($0) >= atomLimit }) {
+            throw KVCacheError.malformedPayload("index \(j) names no atom (\(atomLimit) atoms)")
+        }
+        let nonEmpty = counts.reduce(0) { $0 + ($1 > 0 ? 1 : 0) }
+        let c16 = try r.readArray(UInt16.self, count: format == .float16 ? used : 0, "coefficients")
+        let c8 = try r.readArray(Int8.self, count: format == .int8 ? used : 0, "coefficients")
+        let sc = try r.readArray(UInt16.self, count: format == .int8 ? nonEmpty : 0, "scales")
+        let guards = Int(try r.read(UInt32.self, "guard count"))
+        guard guards <= n else { throw KVCacheError.malformedPayload("\(guards) guard rows for \(n) rows") }
+        let gRows = try r.readArray(UInt32.self, count: guards, "guard rows")
+        guard zip(gRows, gRows.dropFirst()).allSatisfy({ $0 < $1 }), gRows.allSatisfy({ Int($0) < n }) else {
+            throw KVCacheError.malformedPayload("guard rows out of order or range")
+        }
+        let gValues = try r.readArray(UInt16.self, count: guards * m, "guard values")
+
+        // Expand to the fixed-width memory layout.
+        var padded = [UInt16](repeating: 0, count: n * p)
+        var at = 0, scaleAt = 0
+        for row in 0..<n {
+            for k in 0..<counts[row] { padded[row * p + k] = indices[at + k] }
+            switch format {
+            case .float16:
+                coefficients16 += c16[at..<at + counts[row]]
+                coefficients16 += repeatElement(0, count: p - counts[row])
+            case .int8:
+                coefficients8 += c8[at..<at + counts[row]]
+                coefficients8 += repeatElement(0, count: p - counts[row])
+                scales.append(counts[row] > 0 ? sc[scaleAt] : 0)
+                if counts[row] > 0 { scaleAt += 1 }
+            }
+            at += counts[row]
+        }
+        if errorBudget != nil { pairCounts += counts.map { UInt8($0) } }
+        appendIndices(padded)
+        guardRows += gRows.map { $0 + UInt32(rows) }
+        guardValues += gValues
+        rows += n
+        codedIndexCache = nil
+    }
+}

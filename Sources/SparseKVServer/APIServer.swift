@@ -29,7 +29,8 @@ public struct APIServer: Sendable {
         router.get("/health") { _, _ in self.health() }
         router.get("/v1/models") { _, _ in self.models() }
         router.get("/metrics") { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            await self.backend.refreshGauges()
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(string: self.metrics.render(backend: self.backend))))
         }
         router.post("/v1/chat/completions") { request, _ in await self.complete(request, kind: .chat) }

@@ -59,13 +59,14 @@ import SparseKVEngine
         })
         #expect(throws: WireError.lengthOverLimit(kind: .register, field: "worker id", length: 65, limit: 64)) { try decode(register) }
 
-        func activations(tokens: UInt32, dim: UInt32, floats: [Float] = []) -> [UInt8] {
+        func activations(tokens: UInt32, dim: UInt32, floats: [Float] = [], workers: UInt32 = 0) -> [UInt8] {
             Samples.raw(kind: 0x10, flags: 1, sessionID: 1, body: Samples.body { w in
                 w.write(UInt32(0))
                 w.write(UInt32(0))
                 w.write(tokens)
                 w.write(dim)
                 w.write(UInt64(0))
+                w.write(UInt32(workers))
                 w.write(array: floats)
             })
         }
@@ -82,6 +83,15 @@ import SparseKVEngine
         #expect(throws: WireError.truncated(kind: .activations, field: "hidden states")) {
             try decode(activations(tokens: 8192, dim: 16384, floats: [1, 2]))
         }
+
+        #expect(throws: WireError.lengthOverLimit(kind: .activations, field: "worker count", length: 1025, limit: 1024)) {
+            try decode(activations(tokens: 1, dim: 4, workers: 1025))
+        }
+        #expect(throws: WireError.truncated(kind: .activations, field: "worker 0 id")) {
+            try decode(activations(tokens: 1, dim: 4, workers: 1))
+        }
+        let token = Samples.raw(kind: 0x54, body: Samples.body { w in w.write(UInt32(bitPattern: -3)) })
+        #expect(throws: WireError.invalidField(kind: .generateToken, field: "token id", reason: "-3; negative")) { try decode(token) }
 
         func kvTransfer(payloadLength: UInt32, payload: [UInt8]) -> [UInt8] {
             Samples.raw(kind: 0x20, sessionID: 1, body: Samples.body { w in

@@ -1,6 +1,6 @@
 import SparseKVEngine
 
-// The SparseKV cluster wire protocol, version 1: every constant, message kind, field order
+// The SparseKV cluster wire protocol, version 2: every constant, message kind, field order
 // and limit lives in this file (zguide style), so that a reader can check the whole format
 // in one place. Payload structs (Messages/) hold the values; this file says how they are
 // laid out and which values are allowed. The mechanics live beside it: bounded field
@@ -18,7 +18,7 @@ import SparseKVEngine
 //
 //   off size field
 //     0    4 magic        0x5756_4B53, the bytes "SKVW"
-//     4    2 version      1
+//     4    2 version      2 (1: before token streaming and per-worker KV bytes)
 //     6    1 kind         MessageKind raw value
 //     7    1 flags        activations: exactly one of prefill 0x01 / decode 0x02; others 0
 //     8    8 request id   chosen by the requester, echoed by the reply (any value)
@@ -139,7 +139,7 @@ public enum WireProtocol {
     public static let magic: UInt32 = 0x5756_4B53
     /// Protocol version; a peer speaking another version is refused with
     /// ``WireError/unsupportedVersion(received:supported:)``.
-    public static let version: UInt16 = 1
+    public static let version: UInt16 = 2
     /// Bytes of the common header.
     public static let headerSize = 28
 

@@ -19,11 +19,11 @@ import SparseKVEngine
     }
 
     @Test func wrongVersion() throws {
-        for v: UInt16 in [0, 2, 0xFFFF] {
+        for v: UInt16 in [0, 1, 0xFFFF] {
             // Refused on the version alone, whatever follows it.
             let b = Samples.raw(kind: 0xEE, flags: 0xFF, body: [1, 2, 3], version: v)
-            #expect(throws: WireError.unsupportedVersion(received: v, supported: 1)) { try decode(b) }
-            #expect(throws: WireError.unsupportedVersion(received: v, supported: 1)) { try decode(Array(b.prefix(6))) }
+            #expect(throws: WireError.unsupportedVersion(received: v, supported: 2)) { try decode(b) }
+            #expect(throws: WireError.unsupportedVersion(received: v, supported: 2)) { try decode(Array(b.prefix(6))) }
         }
     }
 

@@ -21,7 +21,7 @@ import SparseKVEngine
         let bytes = try WireMessage(.ping(nonce: 0x0102_0304_0506_0708), requestID: 7).encode()
         #expect(bytes == [
             0x53, 0x4B, 0x56, 0x57,  // "SKVW"
-            0x01, 0x00,  // version 1
+            0x02, 0x00,  // version 2
             0x42, 0x00,  // kind ping, flags
             0x07, 0, 0, 0, 0, 0, 0, 0,  // request id
             0, 0, 0, 0, 0, 0, 0, 0,  // session id

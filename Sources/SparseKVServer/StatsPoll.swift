@@ -2,12 +2,17 @@
 /// `interval`, or at once when a scrape waits; one request in flight at a time, given up
 /// after `timeout` (its late answer is then ignored).
 struct StatsPoll {
-    var interval: Duration = ClusterBackend.statsInterval
-    var timeout: Duration = .seconds(2)
+    let interval: Duration
+    let timeout: Duration
     /// Stats request ids; generate requests count up from 1, so the two never meet.
     private var nextID: UInt64 = 1 << 62
     private var inFlight: (id: UInt64, since: ContinuousClock.Instant)?
     private var lastSent: ContinuousClock.Instant?
+
+    init(interval: Duration = ClusterBackend.statsInterval, timeout: Duration = .seconds(2)) {
+        self.interval = interval
+        self.timeout = timeout
+    }
 
     /// The id of a stats request to send now, or nil.
     mutating func due(now: ContinuousClock.Instant, wanted: Bool) -> UInt64? {

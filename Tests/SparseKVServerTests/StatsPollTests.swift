@@ -5,31 +5,43 @@ import Testing
 @Suite struct StatsPollTests {
     let t0 = ContinuousClock.now
 
-    @Test func pollsEveryIntervalWithOneRequestInFlight() {
+    @Test func pollsEveryIntervalWithOneRequestInFlight() throws {
         var p = StatsPoll(interval: .milliseconds(500), timeout: .seconds(2))
-        let first = p.due(now: t0, wanted: false)
-        #expect(first != nil)
+        let firstDue = p.due(now: t0, wanted: false)
+        let first = try #require(firstDue)
         // Nothing more while one is in flight, even when a scrape wants one.
-        #expect(p.due(now: t0 + .milliseconds(600), wanted: true) == nil)
-        #expect(p.answered(first!))
+        let whileInFlight = p.due(now: t0 + .milliseconds(600), wanted: true)
+        #expect(whileInFlight == nil)
+        let took = p.answered(first)
+        #expect(took)
         // Answered: the next one waits for the interval, unless a scrape wants it now.
-        #expect(p.due(now: t0 + .milliseconds(700), wanted: false) == nil)
-        let second = p.due(now: t0 + .milliseconds(700), wanted: true)
-        #expect(second != nil && second != first)
-        #expect(p.answered(second!))
-        #expect(p.due(now: t0 + .milliseconds(1300), wanted: false) != nil)
+        let early = p.due(now: t0 + .milliseconds(700), wanted: false)
+        #expect(early == nil)
+        let secondDue = p.due(now: t0 + .milliseconds(700), wanted: true)
+        let second = try #require(secondDue)
+        #expect(second != first)
+        let tookSecond = p.answered(second)
+        #expect(tookSecond)
+        let onTime = p.due(now: t0 + .milliseconds(1300), wanted: false)
+        #expect(onTime != nil)
     }
 
-    @Test func ignoresOtherAndLateAnswers() {
+    @Test func ignoresOtherAndLateAnswers() throws {
         var p = StatsPoll(interval: .milliseconds(500), timeout: .seconds(2))
-        let id = p.due(now: t0, wanted: false)!
-        #expect(!p.answered(id + 1))
-        #expect(!p.expired(now: t0 + .seconds(1)))
-        #expect(p.expired(now: t0 + .seconds(3)))
+        let idDue = p.due(now: t0, wanted: false)
+        let id = try #require(idDue)
+        let other = p.answered(id + 1)
+        #expect(!other)
+        let soon = p.expired(now: t0 + .seconds(1))
+        #expect(!soon)
+        let late = p.expired(now: t0 + .seconds(3))
+        #expect(late)
         // Given up: its late answer is not taken, and a new request may go.
-        #expect(!p.answered(id))
-        let next = p.due(now: t0 + .seconds(3), wanted: true)
-        #expect(next != nil && next != id)
+        let lateAnswer = p.answered(id)
+        #expect(!lateAnswer)
+        let nextDue = p.due(now: t0 + .seconds(3), wanted: true)
+        let next = try #require(nextDue)
+        #expect(next != id)
     }
 
     @Test func anUnsentRequestCanBeRetried() {
@@ -37,11 +49,14 @@ import Testing
         let id = p.due(now: t0, wanted: true)
         #expect(id != nil)
         p.unsent()
-        #expect(p.due(now: t0, wanted: true) != nil)
+        let again = p.due(now: t0, wanted: true)
+        #expect(again != nil)
     }
 
-    @Test func statsIDsNeverMeetRequestIDs() {
+    @Test func statsIDsNeverMeetRequestIDs() throws {
         var p = StatsPoll()
-        #expect(p.due(now: t0, wanted: true)! >= 1 << 62)
+        let idDue = p.due(now: t0, wanted: true)
+        let id = try #require(idDue)
+        #expect(id >= 1 << 62)
     }
 }

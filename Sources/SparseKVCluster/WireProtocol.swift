@@ -49,11 +49,11 @@ import SparseKVEngine
 //                                      start position u32, token count u32 (1...maxTokensPerActivation),
 //                                      hidden dim u32 (1...maxHiddenDim),
 //                                      kv bytes u64 (the session's KV bytes on the workers passed),
+//                                      (start position + token count <= maxContext),
+//                                      hidden states f32 x (token count * hidden dim), all finite,
 //                                      worker count u32 (0...maxWorkers), then per worker passed, in
 //                                        order: worker id str(1...64, [A-Za-z0-9._-]), its KV bytes u64
-//                                        (each worker appends itself; their sum is kv bytes),
-//                                      (start position + token count <= maxContext),
-//                                      hidden states f32 x (token count * hidden dim), all finite
+//                                        (each worker appends itself; their sum is kv bytes)
 //   0x20 kvTransfer       W->W  req.   first layer u32, end layer u32,
 //                                      encoding str(1...32, [A-Za-z0-9._:-]) = payload's cache kind,
 //                                      dictionary hash str(hex, 0...128; required iff encoding "csr"),
@@ -421,8 +421,8 @@ extension WireProtocol {
             w.write(UInt32(b.tokenCount))
             w.write(UInt32(b.hiddenDim))
             w.write(b.kvBytes)
-            w.writeWorkerKV(b.kvBytesByWorker)
             w.writeFloats(b.hidden)
+            w.writeWorkerKV(b.kvBytesByWorker)
         case .kvTransfer(let b):
             w.writeLayers(b.layers)
             w.write(b.encoding)
@@ -620,8 +620,8 @@ extension WireProtocol {
             let tokens = try r.count("token count", max: maxTokensPerActivation)
             let dim = try r.count("hidden dim", max: maxHiddenDim)
             let kvBytes = try r.u64("kv bytes")
-            let byWorker = try r.workerKV()
             let hidden = try r.floats("hidden states", count: tokens * dim)
+            let byWorker = try r.workerKV()
             return .activations(ActivationsBody(
                 phase: h.flags == prefillFlag ? .prefill : .decode, nextLayer: nextLayer, startPosition: start,
                 tokenCount: tokens, hiddenDim: dim, kvBytes: kvBytes, hidden: hidden, kvBytesByWorker: byWorker))

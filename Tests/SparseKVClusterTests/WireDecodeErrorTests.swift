@@ -66,8 +66,8 @@ import SparseKVEngine
                 w.write(tokens)
                 w.write(dim)
                 w.write(UInt64(0))
-                w.write(UInt32(workers))
                 w.write(array: floats)
+                w.write(UInt32(workers))
             })
         }
         #expect(throws: WireError.lengthOverLimit(kind: .activations, field: "token count", length: 8193, limit: 8192)) {
@@ -85,10 +85,10 @@ import SparseKVEngine
         }
 
         #expect(throws: WireError.lengthOverLimit(kind: .activations, field: "worker count", length: 1025, limit: 1024)) {
-            try decode(activations(tokens: 1, dim: 4, workers: 1025))
+            try decode(activations(tokens: 1, dim: 4, floats: [0, 0, 0, 0], workers: 1025))
         }
-        #expect(throws: WireError.truncated(kind: .activations, field: "worker 0 id")) {
-            try decode(activations(tokens: 1, dim: 4, workers: 1))
+        #expect(throws: WireError.truncated(kind: .activations, field: "length of worker 0 id")) {
+            try decode(activations(tokens: 1, dim: 4, floats: [0, 0, 0, 0], workers: 1))
         }
         let token = Samples.raw(kind: 0x54, body: Samples.body { w in w.write(UInt32(bitPattern: -3)) })
         #expect(throws: WireError.invalidField(kind: .generateToken, field: "token id", reason: "-3; negative")) { try decode(token) }
@@ -216,6 +216,7 @@ import SparseKVEngine
                 w.write(UInt32(576))
                 w.write(UInt64(0))
                 w.write(array: hidden)
+                w.write(UInt32(0))
             })
             #expect(throws: WireError.nonFiniteValue(kind: .activations, field: "hidden states", index: i)) { try decode(raw) }
         }

@@ -34,8 +34,8 @@ import SparseKVEngine
         let header = try ab.withUnsafeBytes { try WireProtocol.decodeHeader($0) }
         #expect(header == WireHeader(kind: .activations, flags: WireProtocol.prefillFlag, requestID: a.requestID,
                                      sessionID: Samples.sessionID, bodyLength: ab.count - 28))
-        // 4 u32 fields, the u64 KV byte count, then (3, 576) fp32
-        #expect(ab.count == 28 + 16 + 8 + 3 * 576 * 4)
+        // 4 u32 fields, the u64 KV byte count, (3, 576) fp32, an empty per-worker list
+        #expect(ab.count == 28 + 16 + 8 + 3 * 576 * 4 + 4)
     }
 
     @Test func categoriesFollowKinds() throws {

@@ -15,14 +15,16 @@ import Testing
         let took = p.answered(first)
         #expect(took)
         // Answered: the next one waits for the interval, unless a scrape wants it now.
-        let early = p.due(now: t0 + .milliseconds(700), wanted: false)
+        let early = p.due(now: t0 + .milliseconds(300), wanted: false)
         #expect(early == nil)
-        let secondDue = p.due(now: t0 + .milliseconds(700), wanted: true)
+        let secondDue = p.due(now: t0 + .milliseconds(300), wanted: true)
         let second = try #require(secondDue)
         #expect(second != first)
         let tookSecond = p.answered(second)
         #expect(tookSecond)
-        let onTime = p.due(now: t0 + .milliseconds(1300), wanted: false)
+        let notYet = p.due(now: t0 + .milliseconds(700), wanted: false)
+        #expect(notYet == nil)
+        let onTime = p.due(now: t0 + .milliseconds(800), wanted: false)
         #expect(onTime != nil)
     }
 

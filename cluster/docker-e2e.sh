@@ -9,9 +9,11 @@
 # engine (dockerd started in the background if none answers, stopped at exit); the base
 # image (debootstrap + docker import, no registry needed; the rootfs tarball is cached);
 # the project image from the prebuilt binary (docker/Dockerfile --target prebuilt);
+# with the Prometheus profile, its image from Debian's prometheus package (debootstrap too);
 # compose up; wait for READY; generate and compare; the HTTP API (streamed chat, /metrics
-# against the socket counters); drain w2 during a generation and compare; byte counters;
-# compose down. On any failure or signal it says which step
+# against the socket counters); Prometheus scraping the coordinator and the workers; drain
+# w2 during a CLI generation and a streamed HTTP completion, both compared with a local run;
+# byte counters; compose down. On any failure or signal it says which step
 # failed, shows the containers' logs, brings everything down and exits non-zero; the run's
 # folder (container and dockerd logs, client output) is kept then, or with --keep-logs.
 #
@@ -24,6 +26,9 @@
 #   SPARSEKV_BASE_IMAGE        base image (default sparsekv-base:bookworm, made here when
 #                              missing; e.g. debian:bookworm-slim where a registry is reachable)
 #   SPARSEKV_E2E_CACHE         where the base rootfs tarball is kept (default $SPARSEKV_HOME/docker)
+#   SPARSEKV_E2E_SKIP_PROMETHEUS=1  skip the compose Prometheus profile
+#   SPARSEKV_PROMETHEUS_IMAGE  its image (default sparsekv-prometheus:bookworm, made here from
+#                              Debian's prometheus package with debootstrap when missing)
 #   SPARSEKV_DEBIAN_MIRROR     debootstrap mirror (default: the Debian archive this machine's
 #                              apt uses, from /etc/apt/sources.list(.d), else deb.debian.org)
 set -euo pipefail
@@ -77,6 +82,8 @@ apt_mirror() {
 mirror="${SPARSEKV_DEBIAN_MIRROR:-$(apt_mirror)}"
 mirror="${mirror:-http://deb.debian.org/debian}"
 drain_id="${SPARSEKV_E2E_DRAIN:-w2}"
+prometheus=1; [[ "${SPARSEKV_E2E_SKIP_PROMETHEUS:-0}" == 1 ]] && prometheus=0
+prometheus_image="${SPARSEKV_PROMETHEUS_IMAGE:-sparsekv-prometheus:bookworm}"
 image="sparsekv:e2e"
 project="sparsekve2e$$"
 ctx=2048
@@ -197,6 +204,7 @@ if command -v docker-compose >/dev/null; then
 else
     compose=(docker compose -p "$project" -f "$root/docker/compose.yaml")
 fi
+[[ $prometheus -eq 1 ]] && compose+=(--profile prometheus)
 
 cluster_help="$("$bin" cluster --help 2>&1 || true)"
 drain_supported=1
@@ -228,19 +236,16 @@ fi
 
 # MARK: - base image
 
-step "base image $base_image"
-if docker image inspect "$base_image" >/dev/null 2>&1; then
-    echo "   present"
-elif [[ "$base_image" != sparsekv-base:bookworm ]]; then
-    echo "   not present; the build pulls it"
-else
-    tarball="$cache_dir/sparsekv-base-bookworm.rootfs.tar"
+# Makes image NAME from a debootstrap'ed bookworm minbase with PACKAGES (comma list); the
+# rootfs tarball is cached in $cache_dir. Extra arguments go to `docker import` (-c ...).
+bootstrap_image() { # NAME PACKAGES TARBALL [IMPORT ARGS...]
+    local name="$1" packages="$2" tarball="$3"; shift 3
     if [[ ! -s "$tarball" ]]; then
         mkdir -p "$cache_dir"
         rootfs="$run_dir/rootfs"
-        echo "   debootstrap bookworm (minbase + libzmq5, OpenBLAS) from $mirror"
+        echo "   debootstrap bookworm (minbase + $packages) from $mirror"
         # In the background, in its own process group: a signal to this script stops it at once.
-        setsid debootstrap --variant=minbase --include=libzmq5,libopenblas0-pthread \
+        setsid debootstrap --variant=minbase --include="$packages" \
             bookworm "$rootfs" "$mirror" >"$run_dir/debootstrap.err" 2>&1 &
         debootstrap_pid=$!
         wait "$debootstrap_pid" || die "debootstrap failed (see $run_dir/debootstrap.err)"
@@ -253,7 +258,29 @@ else
     else
         echo "   from the cached rootfs $tarball"
     fi
-    docker import -c 'CMD ["/bin/bash"]' "$tarball" "$base_image" >/dev/null
+    docker import "$@" "$tarball" "$name" >/dev/null
+}
+
+step "base image $base_image"
+if docker image inspect "$base_image" >/dev/null 2>&1; then
+    echo "   present"
+elif [[ "$base_image" != sparsekv-base:bookworm ]]; then
+    echo "   not present; the build pulls it"
+else
+    bootstrap_image "$base_image" libzmq5,libopenblas0-pthread "$cache_dir/sparsekv-base-bookworm.rootfs.tar" -c 'CMD ["/bin/bash"]'
+fi
+
+if [[ $prometheus -eq 1 ]]; then
+    step "Prometheus image $prometheus_image"
+    if docker image inspect "$prometheus_image" >/dev/null 2>&1; then
+        echo "   present"
+    elif [[ "$prometheus_image" != sparsekv-prometheus:bookworm ]]; then
+        echo "   not present; compose pulls it"
+    else
+        # Debian's prometheus package: the same flags as prom/prometheus, binary in /usr/bin.
+        bootstrap_image "$prometheus_image" prometheus "$cache_dir/sparsekv-prometheus-bookworm.rootfs.tar" \
+            -c 'ENTRYPOINT ["/usr/bin/prometheus"]' -c 'WORKDIR /var/lib/prometheus'
+    fi
 fi
 
 # MARK: - project image
@@ -284,6 +311,13 @@ export SPARSEKV_IMAGE="$image" SPARSEKV_PORT="$port" SPARSEKV_MODELS="$home_dir/
     SPARSEKV_MODEL="$model_file" SPARSEKV_KV="$kv" SPARSEKV_CTX="$ctx" SPARSEKV_WORKERS=3 \
     SPARSEKV_THREADS=1 SPARSEKV_MEMORY=2G SPARSEKV_BIND=127.0.0.1
 unset SPARSEKV_DICT
+if [[ $prometheus -eq 1 ]]; then
+    prometheus_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    # docker/prometheus.yml with this run's HTTP port.
+    sed "s/coordinator:8080/coordinator:$http_port/" "$root/docker/prometheus.yml" >"$run_dir/prometheus.yml"
+    export SPARSEKV_PROMETHEUS_IMAGE="$prometheus_image" SPARSEKV_PROMETHEUS_PORT="$prometheus_port" \
+        SPARSEKV_PROMETHEUS_CONFIG="$run_dir/prometheus.yml"
+fi
 compose_up=1
 "${compose[@]}" up -d >"$run_dir/compose-up.err" 2>&1 || { cat "$run_dir/compose-up.err" >&2; die "compose up failed"; }
 
@@ -387,22 +421,82 @@ for peer, kinds in stats["byPeer"].items():
 print(f"   /metrics wire bytes equal the coordinator's socket counters ({n} series)")
 PY
 
+if [[ $prometheus -eq 1 ]]; then
+    step "Prometheus (compose profile, published on :$prometheus_port) scrapes the coordinator and the 3 workers"
+    python3 - "http://127.0.0.1:$prometheus_port" <<'PY' || die "Prometheus did not scrape the cluster"
+import json, sys, time, urllib.parse, urllib.request
+base = sys.argv[1]
+def get(path):
+    return json.loads(urllib.request.urlopen(base + path, timeout=10).read().decode())["data"]
+def query(q):
+    return get("/api/v1/query?query=" + urllib.parse.quote(q))["result"]
+deadline, targets = time.time() + 90, []
+while time.time() < deadline:
+    try:
+        targets = get("/api/v1/targets")["activeTargets"]
+        if len(targets) == 4 and all(t["health"] == "up" for t in targets):
+            break
+    except OSError:
+        pass
+    time.sleep(1)
+print("   targets: " + ", ".join(f"{t['labels']['instance']} {t['health']}" for t in targets))
+assert len(targets) == 4 and all(t["health"] == "up" for t in targets), "not every target is up"
+ready = {r["metric"]["worker"]: r["value"][1] for r in query("sparsekv_worker_ready")}
+assert ready == {"w1": "1", "w2": "1", "w3": "1"}, f"sparsekv_worker_ready {ready}"
+# The coordinator sends activations to the first worker of the pipeline only.
+sent = query('sum(sparsekv_wire_bytes_total{job="sparsekv",kind="activations",direction="sent"})')
+assert sent and float(sent[0]["value"][1]) > 0, f"coordinator activation bytes {sent}"
+workers = query('sum by (instance) (sparsekv_wire_bytes_total{job="sparsekv-workers",kind="activations",direction="received"})')
+assert len(workers) == 3 and all(float(r["value"][1]) > 0 for r in workers), f"worker activation bytes {workers}"
+print(f"   sparsekv_worker_ready {ready}; activation bytes scraped: coordinator sent {sent[0]['value'][1]}, "
+      + ", ".join(f"{r['metric']['instance']} received {r['value'][1]}" for r in workers))
+PY
+fi
+
 if [[ "${SPARSEKV_E2E_SKIP_DRAIN:-0}" == 1 ]]; then
     step "drain $drain_id: SKIPPED (SPARSEKV_E2E_SKIP_DRAIN=1)"
 else
     step "drain $drain_id during a $n_long-token generation"
     sessions_before="$(docker logs "$coordinator_id" 2>&1 | grep -cE 'session [0-9]+: [0-9]+ prompt tokens' || true)"
+    # A streamed HTTP text completion of the same prompt runs through the drain too.
+    python3 - "http://127.0.0.1:$http_port" "$long_prompt" $n_long >"$run_dir/http-stream.json" 2>"$run_dir/http-stream.err" <<'PY' &
+import json, sys, urllib.request
+base, prompt_file, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+# The bytes as they are (alice29.txt has CRLF line ends, which text mode would turn into LF).
+body = {"prompt": open(prompt_file, "rb").read().decode(), "max_tokens": n, "temperature": 0, "stream": True}
+req = urllib.request.Request(base + "/v1/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+pieces, finish, error, done, chunks = [], None, None, False, 0
+with urllib.request.urlopen(req, timeout=600) as r:
+    for line in r:
+        line = line.decode().strip()
+        if not line.startswith("data: "):
+            continue
+        data = line[6:]
+        if data == "[DONE]":
+            done = True
+            break
+        o = json.loads(data)
+        if "error" in o:
+            error = o["error"]
+            continue
+        for c in o.get("choices", []):
+            pieces.append(c.get("text") or "")
+            finish = c.get("finish_reason") or finish
+            chunks += 1
+print(json.dumps({"text": "".join(pieces), "finish_reason": finish, "error": error, "done": done, "chunks": chunks}))
+PY
+    http_pid=$!; bg_pids+=($http_pid)
     "$bin" generate --cluster "$endpoint" --json --prompt-file "$long_prompt" -n $n_long --ignore-eos \
         >"$run_dir/long.json" 2>"$run_dir/long.err" &
     long_pid=$!; bg_pids+=($long_pid)
     started=0
     for _ in $(seq 300); do
         n="$(docker logs "$coordinator_id" 2>&1 | grep -cE 'session [0-9]+: [0-9]+ prompt tokens' || true)"
-        [[ "$n" -gt "$sessions_before" ]] && { started=1; break; }
+        [[ "$n" -gt $((sessions_before + 1)) ]] && { started=1; break; }
         kill -0 "$long_pid" 2>/dev/null || break
         sleep 0.2
     done
-    [[ $started -eq 1 ]] || die "the long generation did not start a session"
+    [[ $started -eq 1 ]] || die "the long generation and the HTTP stream did not both start a session"
     kill -0 "$long_pid" 2>/dev/null || die "the generation ended before the drain was issued"
     drain_args=(--cluster "$endpoint" --json)
     drain_help="$("$bin" cluster drain --help 2>&1 || true)"
@@ -412,20 +506,32 @@ else
     grep -q -- '--baseline' <<<"$drain_help" && drain_args+=(--baseline fp16)
     "$bin" cluster drain "$drain_id" "${drain_args[@]}" >"$run_dir/drain.json" 2>"$run_dir/drain.err" \
         || die "sparsekv cluster drain $drain_id failed"
-    python3 - "$run_dir/drain.json" <<'PY' || die "the drain moved no live session"
+    python3 - "$run_dir/drain.json" "$drain_id" <<'PY' || die "the drain reply does not name $drain_id with the 2 live sessions"
 import json, sys
 r = json.load(open(sys.argv[1]))
 print("   drain: " + json.dumps(r, sort_keys=True)[:2000])
 for enc, b in sorted(r.get("wireBytesByEncoding", {}).items()):
     print(f"   KV moved as {enc}: {b:,} bytes on the wire")
-# A drain that found no live session would not test the KV move.
-sys.exit(0 if r.get("sessionCount", 1) >= 1 else 1)
+# Both live sessions (the CLI generation and the HTTP stream) must have moved.
+moved = {t["sessionID"] for t in r.get("transfers", [])}
+sys.exit(0 if r.get("worker") == sys.argv[2] and r.get("sessionCount", 0) >= 2 and len(moved) >= 2 else 1)
 PY
     echo "   [$((SECONDS - t0)) s] drain done; waiting for the generation"
     wait_pid "$long_pid" 300 || die "the generation during the drain failed"
     echo "   [$((SECONDS - t0)) s] generation done"
     wait_pid "$ref_long_pid" 300 || die "the local reference run (long) failed"
     same_tokens "$run_dir/long.json" "$run_dir/ref-long.json" || die "tokens after the drain differ from the local run"
+    wait_pid "$http_pid" 300 || die "the HTTP stream during the drain failed (see $run_dir/http-stream.err)"
+    python3 - "$run_dir/http-stream.json" "$run_dir/ref-long.json" <<'PY' || die "the HTTP stream through the drain is wrong"
+import json, sys
+s, ref = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))["text"]
+print(f"   HTTP stream through the drain: {s['chunks']} chunks, finish {s['finish_reason']}, [DONE] {s['done']}, error {s['error']}")
+assert s["done"] and s["error"] is None, "the stream did not end with [DONE]"
+# Greedy: the text equals the local run's (which ignores EOS: a stop at EOS gives a prefix).
+ok = s["text"] == ref if s["finish_reason"] == "length" else ref.startswith(s["text"])
+assert ok, f"streamed {s['text']!r} vs local {ref!r}"
+print("   its text equals the local single-process run")
+PY
     drained_id="$("${compose[@]}" ps -q "$drain_id")"
     state=""
     for _ in $(seq 60); do

@@ -4,6 +4,9 @@ prometheus_client's parser (run by `make test` through scripts/test_serve.sh).
 
   test_serve.py --bin PATH                 starts `sparsekv serve` itself (single process)
   test_serve.py --bin PATH --cluster URL   a running `coordinator --http` (cluster/launch.sh --http)
+  test_serve.py --bin PATH --serve-cluster EP [--logs DIR]
+                                           starts `sparsekv serve --cluster EP` against a running cluster
+                                           (cluster/launch.sh --logs DIR); with DIR it kills a worker at the end
 
 Checks: /health, /v1/models; greedy chat and text completions equal `sparsekv generate`
 (single process: a local run; cluster: `generate --cluster` and a local run with the same
@@ -12,6 +15,9 @@ format (curl); concurrent clients each get their own text; stop sequences; each 
 gets its documented status and the server keeps serving; an overload gets 503 and the
 admitted requests are still right; /metrics parses and counts the tokens (cluster: its wire
 byte counters equal the coordinator's socket counters); SIGTERM lets a stream in flight finish.
+Cluster: the reply's KV bytes per worker sum to the session's KV bytes and equal a local run's
+cache bytes; /metrics' per-worker KV gauges during a stream and after it; with --logs, a killed
+worker's sparsekv_worker_ready drops to 0 once the coordinator declares it dead.
 """
 import argparse
 import concurrent.futures as futures
@@ -54,6 +60,10 @@ def http(method, url, body=None, raw=None):
 
 
 def generate(args, prompt, n, chat=True, cluster=None, kv=None):
+    return generate_json(args, prompt, n, chat, cluster, kv)["text"]
+
+
+def generate_json(args, prompt, n, chat=True, cluster=None, kv=None):
     cmd = [args.bin, "generate", "-p", prompt, "-n", str(n), "--json", "-t", str(args.threads)]
     if chat:
         cmd.append("--chat")
@@ -62,7 +72,7 @@ def generate(args, prompt, n, chat=True, cluster=None, kv=None):
     else:
         cmd += ["--kv", kv or args.kv, "--ctx", str(args.ctx)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out)["text"]
+    return json.loads(out)
 
 
 def stream_chat(client, model, prompt, n, **extra):
@@ -127,6 +137,13 @@ def run_checks(args, base, cluster_endpoint=None):
     check(ext.get("kv_cache_bytes", 0) > 0 and "kv_cache" in ext, f"sparsekv extension {ext}")
     if cluster_endpoint:
         check(ext.get("workers") == 3 and ext.get("activation_bytes_sent", 0) > 0, "the extension counts 3 workers and activation bytes")
+        per = ext.get("kv_cache_bytes_per_worker") or {}
+        check(sorted(per) == ["w1", "w2", "w3"] and all(v > 0 for v in per.values())
+              and sum(per.values()) == ext.get("kv_cache_bytes"),
+              f"kv_cache_bytes_per_worker names w1..w3 and sums to kv_cache_bytes {ext.get('kv_cache_bytes')} ({per})")
+        local = generate_json(args, PROMPTS[0], n)
+        check(sum(per.values()) == local["kvCacheBytes"],
+              f"the workers' KV bytes sum to a local run's cache bytes with --kv {args.kv} ({sum(per.values())} vs {local['kvCacheBytes']})")
     tr = client.completions.create(model=model, prompt="The capital of France is", max_tokens=n, temperature=0)
     tref = generate(args, "The capital of France is", n, chat=False, cluster=cluster_endpoint)
     check(tr.choices[0].text == tref, f"text completion equals generate: {tr.choices[0].text!r} vs {tref!r}")
@@ -238,7 +255,68 @@ def run_checks(args, base, cluster_endpoint=None):
         check(compared == 18, f"/metrics wire byte counters equal the coordinator's socket counters ({compared} series)")
         ready = [v for (name, labels), v in now.items() if name == "sparsekv_worker_ready"]
         check(ready == [1.0, 1.0, 1.0], f"sparsekv_worker_ready is 1 for the 3 workers ({ready})")
+        kv_gauges(base, model)
     return text
+
+
+def worker_gauges(samples, name):
+    return {dict(labels)["worker"]: v for (n, labels), v in samples.items() if n == name}
+
+
+def kv_gauges(base, model):
+    """/metrics' KV bytes per worker: non-zero on every worker while a session runs, their sum
+    the sessions' KV bytes; zero once it ended."""
+    print("== KV bytes per worker in /metrics", flush=True)
+    done = threading.Event()
+    def long_stream():
+        try:
+            curl_sse(base, "Count from one to one hundred in words, separated by commas.", 96)
+        finally:
+            done.set()
+    t = threading.Thread(target=long_stream)
+    t.start()
+    seen = None
+    while not done.is_set():
+        _, s = metric_samples(base)
+        g = worker_gauges(s, "sparsekv_worker_kv_cache_bytes")
+        if len(g) == 3 and all(v > 0 for v in g.values()) and metric(s, "sparsekv_sessions_active") >= 1:
+            seen = (g, metric(s, "sparsekv_kv_cache_bytes"))
+            break
+        time.sleep(0.05)
+    t.join(300)
+    check(seen is not None and sum(seen[0].values()) == seen[1],
+          f"during a stream each worker's KV gauge is > 0 and they sum to sparsekv_kv_cache_bytes ({seen})")
+    _, s = metric_samples(base)
+    g = worker_gauges(s, "sparsekv_worker_kv_cache_bytes")
+    check(sorted(g) == ["w1", "w2", "w3"] and all(v == 0 for v in g.values()) and metric(s, "sparsekv_kv_cache_bytes") == 0,
+          f"after the stream the KV gauges are 0 ({g})")
+
+
+def kill_worker(args, base, model, text):
+    """SIGKILL the last worker: its sparsekv_worker_ready must drop to 0 once the coordinator
+    declares it dead (heartbeat), and the cluster keep serving the same greedy text."""
+    print("== a killed worker's ready gauge drops", flush=True)
+    pids = [int(p) for p in open(os.path.join(args.logs, "pids")).read().split()]
+    os.kill(pids[-1], signal.SIGKILL)
+    victim = f"w{len(pids) - 1}"
+    deadline, g = time.time() + 30, {}
+    while time.time() < deadline:
+        _, s = metric_samples(base)
+        g = worker_gauges(s, "sparsekv_worker_ready")
+        if g.get(victim) == 0.0:
+            break
+        time.sleep(0.1)
+    check(g.get(victim) == 0.0 and all(v == 1.0 for w, v in g.items() if w != victim),
+          f"sparsekv_worker_ready{{worker={victim}}} dropped to 0 after SIGKILL, the others stay 1 ({g})")
+    client = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=300)
+    deadline, status = time.time() + 60, 0
+    while time.time() < deadline:
+        status, _ = http("GET", base + "/health")
+        if status == 200:
+            break
+        time.sleep(0.2)
+    after = chat(client, model, PROMPTS[0], args.tokens).choices[0].message.content if status == 200 else None
+    check(after == text, f"after the failover the cluster serves the same greedy text ({after!r})")
 
 
 def main():
@@ -246,6 +324,8 @@ def main():
     ap.add_argument("--bin", default=".build/release/sparsekv")
     ap.add_argument("--cluster", help="coordinator endpoint (tcp://...) of a running coordinator --http")
     ap.add_argument("--http", help="its HTTP base URL")
+    ap.add_argument("--serve-cluster", help="coordinator endpoint of a running cluster: start `serve --cluster` on it")
+    ap.add_argument("--logs", help="with --serve-cluster: cluster/launch.sh's --logs DIR (its pids file); kills a worker at the end")
     ap.add_argument("--kv", default="fp32")
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
@@ -256,6 +336,28 @@ def main():
     if args.cluster:
         print(f"== cluster at {args.http} (coordinator {args.cluster})", flush=True)
         run_checks(args, args.http, cluster_endpoint=args.cluster)
+    elif args.serve_cluster:
+        proc = subprocess.Popen([args.bin, "serve", "--http", "127.0.0.1:0", "--cluster", args.serve_cluster],
+                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            line = proc.stdout.readline().strip()
+            if not line.startswith("LISTENING "):
+                sys.exit(f"serve --cluster did not start: {line!r}")
+            base = line.split()[1]
+            deadline = time.time() + 60
+            while http("GET", base + "/health")[0] != 200 and time.time() < deadline:
+                time.sleep(0.2)
+            print(f"== sparsekv serve --cluster at {base} (coordinator {args.serve_cluster})", flush=True)
+            model = openai.OpenAI(base_url=base + "/v1", api_key="none").models.list().data[0].id
+            text = run_checks(args, base, cluster_endpoint=args.serve_cluster)
+            if args.logs:
+                kill_worker(args, base, model, text)
+            proc.send_signal(signal.SIGTERM)
+            check(proc.wait(60) == 0, "SIGTERM: serve --cluster exited with status 0")
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     else:
         proc = subprocess.Popen([args.bin, "serve", "--http", "127.0.0.1:0", "--kv", args.kv, "--ctx", str(args.ctx),
                                  "-t", str(args.threads), "--parallel", "2", "--queue", "2"],

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The HTTP API end to end (part of `make test`): scripts/test_serve.py with the real
 # `openai` client against `sparsekv serve` (one process), then against a 3-worker cluster
-# on loopback whose coordinator serves HTTP (cluster/launch.sh --http), CSR-8 KV cache.
+# on loopback whose coordinator serves HTTP (cluster/launch.sh --http), CSR-8 KV cache, then
+# `sparsekv serve --cluster` as a separate process on another 3-worker cluster (killing a
+# worker at the end: its ready gauge must drop).
 #
 #   scripts/test_serve.sh [--bin PATH] [--single-only]
 #
@@ -30,3 +32,9 @@ echo "== HTTP API, one process (sparsekv serve)" >&2
 echo "== HTTP API, 3-worker cluster (coordinator --http), kv csr:8,coef=i8" >&2
 cluster/launch.sh -n 3 --kv csr:8,coef=i8 --ctx 512 --threads 1 --bin "$bin" --http 127.0.0.1:0 -- \
     bash -c '"$0" scripts/test_serve.py --bin "$1" --cluster "$SPARSEKV_CLUSTER" --http "$SPARSEKV_HTTP" --kv csr:8,coef=i8 --ctx 512 --threads 1 --concurrency 3 --overload 30' "$py" "$bin"
+
+echo "== HTTP API, sparsekv serve --cluster on a 3-worker cluster, kv csr:8,coef=i8" >&2
+logs="$(mktemp -d -t sparsekv-serve-cluster.XXXXXX)"
+trap 'rm -rf "$logs"' EXIT
+cluster/launch.sh -n 3 --kv csr:8,coef=i8 --ctx 512 --threads 1 --bin "$bin" --logs "$logs" -- \
+    bash -c '"$0" scripts/test_serve.py --bin "$1" --serve-cluster "$SPARSEKV_CLUSTER" --logs "$2" --kv csr:8,coef=i8 --ctx 512 --threads 1 --concurrency 3 --overload 30' "$py" "$bin" "$logs"

@@ -43,6 +43,10 @@ public enum WireBody: Sendable, Equatable {
     case drainRequest(DrainRequestBody)
     /// Coordinator -> client: the drain is done; its transfers.
     case drainReply(DrainReplyBody)
+    /// Coordinator -> client: one token of a streamed generate request, as it is sampled.
+    case generateToken(Int32)
+    /// Client -> coordinator: end the generate request with the header's request id.
+    case generateCancel
 
     public var kind: MessageKind {
         switch self {
@@ -67,6 +71,8 @@ public enum WireBody: Sendable, Equatable {
         case .generateReply: .generateReply
         case .drainRequest: .drainRequest
         case .drainReply: .drainReply
+        case .generateToken: .generateToken
+        case .generateCancel: .generateCancel
         }
     }
 }

@@ -104,4 +104,15 @@ struct FieldReader {
         TrafficCount(sentBytes: try u64("\(field) sent bytes"), sentMessages: try u64("\(field) sent messages"),
                      receivedBytes: try u64("\(field) received bytes"), receivedMessages: try u64("\(field) received messages"))
     }
+
+    /// A per-worker KV list: count u32 (0...maxWorkers), then worker id str and bytes u64 each.
+    mutating func workerKV() throws -> [WorkerKVBytes] {
+        let n = try count("worker count", max: WireProtocol.maxWorkers, min: 0)
+        var out: [WorkerKVBytes] = []
+        for i in 0..<n {
+            out.append(WorkerKVBytes(worker: try string("worker \(i) id", max: WireProtocol.maxWorkerIDLength),
+                                     bytes: try u64("worker \(i) kv bytes")))
+        }
+        return out
+    }
 }

@@ -48,4 +48,10 @@ struct FieldRules {
         try length(e.description.utf8.count, field, max: WireProtocol.maxEndpointLength)
         try that(!e.isWildcard, field, "'\(e)' is a bind-only wildcard; a peer must be able to connect to it")
     }
+
+    /// A per-worker KV list: at most maxWorkers entries, each naming a worker id.
+    func workerKV(_ list: [WorkerKVBytes]) throws {
+        try length(list.count, "worker count", max: WireProtocol.maxWorkers)
+        for e in list { try identifier(e.worker, "worker id", max: WireProtocol.maxWorkerIDLength) }
+    }
 }

@@ -1,6 +1,6 @@
 import SparseKVEngine
 
-// The SparseKV cluster wire protocol, version 1: every constant, message kind, field order
+// The SparseKV cluster wire protocol, version 2: every constant, message kind, field order
 // and limit lives in this file (zguide style), so that a reader can check the whole format
 // in one place. Payload structs (Messages/) hold the values; this file says how they are
 // laid out and which values are allowed. The mechanics live beside it: bounded field
@@ -18,7 +18,7 @@ import SparseKVEngine
 //
 //   off size field
 //     0    4 magic        0x5756_4B53, the bytes "SKVW"
-//     4    2 version      1
+//     4    2 version      2 (1: before token streaming, per-worker KV bytes and kept replicas)
 //     6    1 kind         MessageKind raw value
 //     7    1 flags        activations: exactly one of prefill 0x01 / decode 0x02; others 0
 //     8    8 request id   chosen by the requester, echoed by the reply (any value)
@@ -50,7 +50,10 @@ import SparseKVEngine
 //                                      hidden dim u32 (1...maxHiddenDim),
 //                                      kv bytes u64 (the session's KV bytes on the workers passed),
 //                                      (start position + token count <= maxContext),
-//                                      hidden states f32 x (token count * hidden dim), all finite
+//                                      hidden states f32 x (token count * hidden dim), all finite,
+//                                      worker count u32 (0...maxWorkers), then per worker passed, in
+//                                        order: worker id str(1...64, [A-Za-z0-9._-]), its KV bytes u64
+//                                        (each worker appends itself; their sum is kv bytes)
 //   0x20 kvTransfer       W->W  req.   first layer u32, end layer u32,
 //                                      encoding str(1...32, [A-Za-z0-9._:-]) = payload's cache kind,
 //                                      dictionary hash str(hex, 0...128; required iff encoding "csr"),
@@ -73,7 +76,13 @@ import SparseKVEngine
 //                                        received messages (4 x u64),
 //                                      peer count u32 (<= maxStatsPeers), then per peer, labels
 //                                        strictly ascending: label str(1...maxPeerLabelLength),
-//                                        per category in TrafficCategory order: the same 4 x u64
+//                                        per category in TrafficCategory order: the same 4 x u64,
+//                                      serving u8 (0/1), context u32 (0...maxContext),
+//                                      kv cache spec str(0...64, printable ASCII),
+//                                      dictionary hash str(hex, 0...128),
+//                                      worker count u32 (0...maxWorkers), then per worker: worker id
+//                                        str(1...64, [A-Za-z0-9._-]), ready u8 (0/1), alive u8 (0/1),
+//                                        kv bytes u64 (the coordinator's; a worker sends 0, 0, "", "", 0)
 //   0x40 shutdown         any   none   reason str(0...1024)
 //   0x41 error            any   any    code u16 (WireErrorCode), message str(0...4096)
 //   0x42 ping             any   none   nonce u64
@@ -81,14 +90,17 @@ import SparseKVEngine
 //   0x50 generateRequest  client->C none prompt str(0...maxPromptBytes), chat u8 (0/1),
 //                                      max tokens u32 (0...maxContext), temperature f32 (finite, >= 0),
 //                                      top k u32 (0...maxTopK), top p f32 (finite, (0, 1]), seed u64,
-//                                      ignore eos u8 (0/1)
+//                                      ignore eos u8 (0/1),
+//                                      stream u8 (0/1: send a generateToken per sampled token)
 //   0x51 generateReply    C->client none prompt token count u32 (1...maxContext) + i32 each,
 //                                      generated token count u32 (0...maxContext) + i32 each,
 //                                      text str(0...maxReplyTextBytes), prefill ns u64, decode ns u64,
 //                                      stop reason str(1...32, [A-Za-z0-9._-]), kv cache str(1...32, same),
 //                                      kv cache bytes u64, activation bytes sent u64, received u64,
 //                                      kv transfer bytes u64, kv transfer ns u64,
-//                                      kv baseline bytes u64, kv baseline ns u64
+//                                      kv baseline bytes u64, kv baseline ns u64,
+//                                      worker count u32 (0...maxWorkers), then per worker, in pipeline
+//                                        order: worker id str(1...64, [A-Za-z0-9._-]), its KV bytes u64
 //   0x52 drainRequest     client->C none worker id str(1...64, [A-Za-z0-9._-]),
 //                                      baseline encoding str(0...32; empty = none), min generated u32
 //   0x53 drainReply       C->client none worker id str, first layer u32, end layer u32, drain ns u64,
@@ -98,6 +110,10 @@ import SparseKVEngine
 //                                        destination worker id str, encoding str, mode u8,
 //                                        token count u32 (<= maxContext), payload bytes u64,
 //                                        wire bytes u64, ns u64
+//   0x54 generateToken    C->client none token id i32 (>= 0): one sampled token of a request
+//                                      sent with stream 1 (same request id), in order, before its reply
+//   0x55 generateCancel   client->C none (empty): end the request with this id (stop reason
+//                                      "cancelled"; its reply still comes); unknown ids are ignored
 //
 // Heartbeat: besides its main link, every worker opens a second DEALER to the coordinator
 // with routing id "<worker id>.hb", served by a thread of its own so that a worker busy
@@ -123,7 +139,7 @@ public enum WireProtocol {
     public static let magic: UInt32 = 0x5756_4B53
     /// Protocol version; a peer speaking another version is refused with
     /// ``WireError/unsupportedVersion(received:supported:)``.
-    public static let version: UInt16 = 1
+    public static let version: UInt16 = 2
     /// Bytes of the common header.
     public static let headerSize = 28
 
@@ -222,6 +238,8 @@ public enum MessageKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
     case generateReply = 0x51
     case drainRequest = 0x52
     case drainReply = 0x53
+    case generateToken = 0x54
+    case generateCancel = 0x55
 
     /// Which byte counter the message's bytes go to.
     public var category: TrafficCategory {
@@ -270,6 +288,8 @@ public enum MessageKind: UInt8, CaseIterable, Sendable, CustomStringConvertible 
         case .generateReply: "generateReply"
         case .drainRequest: "drainRequest"
         case .drainReply: "drainReply"
+        case .generateToken: "generateToken"
+        case .generateCancel: "generateCancel"
         }
     }
 }
@@ -402,6 +422,7 @@ extension WireProtocol {
             w.write(UInt32(b.hiddenDim))
             w.write(b.kvBytes)
             w.writeFloats(b.hidden)
+            w.writeWorkerKV(b.kvBytesByWorker)
         case .kvTransfer(let b):
             w.writeLayers(b.layers)
             w.write(b.encoding)
@@ -419,7 +440,7 @@ extension WireProtocol {
             w.write(b.destination.description)
             w.write(b.encoding)
             w.write(b.mode.rawValue)
-        case .dropSession, .statsRequest:
+        case .dropSession, .statsRequest, .generateCancel:
             break
         case .statsReply(let b):
             w.write(b.kvCacheBytes)
@@ -429,6 +450,18 @@ extension WireProtocol {
             for (label, traffic) in b.traffic.byPeer.sorted(by: { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }) {
                 w.write(label)
                 for c in TrafficCategory.allCases { w.writeTraffic(traffic[c]) }
+            }
+            let c = b.cluster
+            w.write(UInt8(c.serving ? 1 : 0))
+            w.write(UInt32(c.contextLength))
+            w.write(c.kvSpec)
+            w.write(c.dictionaryHash)
+            w.write(UInt32(c.workers.count))
+            for s in c.workers {
+                w.write(s.worker)
+                w.write(UInt8(s.ready ? 1 : 0))
+                w.write(UInt8(s.alive ? 1 : 0))
+                w.write(s.kvBytes)
             }
         case .shutdown(let reason):
             w.write(reason)
@@ -446,6 +479,7 @@ extension WireProtocol {
             w.write(b.topP.bitPattern)
             w.write(b.seed)
             w.write(UInt8(b.ignoreEOS ? 1 : 0))
+            w.write(UInt8(b.stream ? 1 : 0))
         case .generateReply(let b):
             for tokens in [b.promptTokens, b.generatedTokens] {
                 w.write(UInt32(tokens.count))
@@ -463,6 +497,7 @@ extension WireProtocol {
             w.write(b.kvTransferNanoseconds)
             w.write(b.kvBaselineBytes)
             w.write(b.kvBaselineNanoseconds)
+            w.writeWorkerKV(b.kvBytesByWorker)
         case .drainRequest(let b):
             w.write(b.workerID)
             w.write(b.baseline)
@@ -484,6 +519,19 @@ extension WireProtocol {
                 w.write(t.wireBytes)
                 w.write(t.nanoseconds)
             }
+        case .generateToken(let token):
+            w.write(UInt32(bitPattern: token))
+        }
+    }
+}
+
+extension WireSink {
+    /// A per-worker KV list: count u32, then worker id str and bytes u64 each.
+    mutating func writeWorkerKV(_ list: [WorkerKVBytes]) {
+        write(UInt32(list.count))
+        for e in list {
+            write(e.worker)
+            write(e.bytes)
         }
     }
 }
@@ -573,9 +621,10 @@ extension WireProtocol {
             let dim = try r.count("hidden dim", max: maxHiddenDim)
             let kvBytes = try r.u64("kv bytes")
             let hidden = try r.floats("hidden states", count: tokens * dim)
+            let byWorker = try r.workerKV()
             return .activations(ActivationsBody(
                 phase: h.flags == prefillFlag ? .prefill : .decode, nextLayer: nextLayer, startPosition: start,
-                tokenCount: tokens, hiddenDim: dim, kvBytes: kvBytes, hidden: hidden))
+                tokenCount: tokens, hiddenDim: dim, kvBytes: kvBytes, hidden: hidden, kvBytesByWorker: byWorker))
         case .kvTransfer:
             let layers = try r.layers()
             let encoding = try r.string("encoding", max: maxEncodingLength)
@@ -615,9 +664,17 @@ extension WireProtocol {
                 for c in TrafficCategory.allCases { t[c] = try r.traffic("peer \(i) \(c.rawValue)") }
                 byPeer[label] = t
             }
+            var cluster = ClusterStatus(serving: try r.flag("serving"), contextLength: try r.int("context"),
+                                        kvSpec: try r.string("kv cache spec", max: maxSpecLength),
+                                        dictionaryHash: try r.string("dictionary hash", max: maxHashLength))
+            for i in 0..<(try r.count("worker count", max: maxWorkers, min: 0)) {
+                cluster.workers.append(WorkerStatus(worker: try r.string("worker \(i) id", max: maxWorkerIDLength),
+                                                    ready: try r.flag("worker \(i) ready"), alive: try r.flag("worker \(i) alive"),
+                                                    kvBytes: try r.u64("worker \(i) kv bytes")))
+            }
             return .statsReply(StatsReplyBody(
                 traffic: TrafficSnapshot(byPeer: byPeer, rejected: rejected), kvCacheBytes: cacheBytes,
-                sessionCount: sessions))
+                sessionCount: sessions, cluster: cluster))
         case .shutdown:
             return .shutdown(reason: try r.string("reason", max: maxReasonLength))
         case .error:
@@ -640,7 +697,7 @@ extension WireProtocol {
             let seed = try r.u64("seed")
             return .generateRequest(GenerateRequestBody(
                 prompt: prompt, chat: chat, maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP,
-                seed: seed, ignoreEOS: try r.flag("ignore eos")))
+                seed: seed, ignoreEOS: try r.flag("ignore eos"), stream: try r.flag("stream")))
         case .generateReply:
             let prompt = try r.tokens("prompt tokens", min: 1)
             let generated = try r.tokens("generated tokens", min: 0)
@@ -652,7 +709,8 @@ extension WireProtocol {
                 activationBytesSent: try r.u64("activation bytes sent"),
                 activationBytesReceived: try r.u64("activation bytes received"),
                 kvTransferBytes: try r.u64("kv transfer bytes"), kvTransferNanoseconds: try r.u64("kv transfer ns"),
-                kvBaselineBytes: try r.u64("kv baseline bytes"), kvBaselineNanoseconds: try r.u64("kv baseline ns")))
+                kvBaselineBytes: try r.u64("kv baseline bytes"), kvBaselineNanoseconds: try r.u64("kv baseline ns"),
+                kvBytesByWorker: try r.workerKV()))
         case .drainRequest:
             let id = try r.string("worker id", max: maxWorkerIDLength)
             let baseline = try r.string("baseline encoding", max: maxEncodingLength)
@@ -677,6 +735,10 @@ extension WireProtocol {
                     wireBytes: try r.u64("transfer \(i) wire bytes"), nanoseconds: try r.u64("transfer \(i) ns")))
             }
             return .drainReply(DrainReplyBody(workerID: id, layers: layers, nanoseconds: ns, sessionCount: sessions, transfers: transfers))
+        case .generateToken:
+            return .generateToken(Int32(bitPattern: try r.fixed(UInt32.self, "token id")))
+        case .generateCancel:
+            return .generateCancel
         }
     }
 }
@@ -728,6 +790,7 @@ extension WireProtocol {
             try check.range(b.startPosition, 0...(maxContext - b.tokenCount), "start position")
             try check.that(b.hidden.count == b.tokenCount * b.hiddenDim, "hidden states",
                            "\(b.hidden.count) floats for (\(b.tokenCount), \(b.hiddenDim))")
+            try check.workerKV(b.kvBytesByWorker)
             if let i = b.hidden.firstIndex(where: { !$0.isFinite }) {
                 throw WireError.nonFiniteValue(kind: kind, field: "hidden states", index: i)
             }
@@ -758,8 +821,10 @@ extension WireProtocol {
             try check.layers(b.layers, upTo: maxLayers)
             try check.connectable(b.destination, "destination")
             try check.encoding(b.encoding)
-        case .dropSession, .statsRequest, .ping, .pong:
+        case .dropSession, .statsRequest, .ping, .pong, .generateCancel:
             break
+        case .generateToken(let token):
+            try check.that(token >= 0, "token id", "\(token); negative")
         case .statsReply(let b):
             try check.range(b.sessionCount, 0...maxSessions, "session count")
             try check.length(b.traffic.byPeer.count, "peer count", max: maxStatsPeers)
@@ -767,6 +832,12 @@ extension WireProtocol {
                 try check.length(label.utf8.count, "peer label", max: maxPeerLabelLength)
                 try check.that(!label.isEmpty, "peer label", "empty")
             }
+            let c = b.cluster
+            try check.range(c.contextLength, 0...maxContext, "context")
+            if !c.kvSpec.isEmpty { try check.printable(c.kvSpec, "kv cache spec", max: maxSpecLength) }
+            try check.hex(c.dictionaryHash, "dictionary hash", required: false)
+            try check.length(c.workers.count, "worker count", max: maxWorkers)
+            for w in c.workers { try check.identifier(w.worker, "worker id", max: maxWorkerIDLength) }
         case .shutdown(let reason):
             try check.length(reason.utf8.count, "reason", max: maxReasonLength)
         case .error(let b):
@@ -784,6 +855,7 @@ extension WireProtocol {
             try check.length(b.text.utf8.count, "text", max: maxReplyTextBytes)
             try check.identifier(b.stopReason, "stop reason", max: maxEncodingLength)
             try check.identifier(b.kvCache, "kv cache", max: maxEncodingLength)
+            try check.workerKV(b.kvBytesByWorker)
         case .drainRequest(let b):
             try check.identifier(b.workerID, "worker id", max: maxWorkerIDLength)
             if !b.baseline.isEmpty { try check.encoding(b.baseline) }

@@ -26,10 +26,11 @@ public struct APIServer: Sendable {
 
     public func router() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
-        router.get("/health") { _, _ in self.health() }
+        router.get("/health") { _, _ in await self.health() }
         router.get("/v1/models") { _, _ in self.models() }
         router.get("/metrics") { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            await self.backend.refreshGauges()
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(string: self.metrics.render(backend: self.backend))))
         }
         router.post("/v1/chat/completions") { request, _ in await self.complete(request, kind: .chat) }
@@ -39,11 +40,19 @@ public struct APIServer: Sendable {
 
     // MARK: - Endpoints
 
-    func health() -> Response {
-        if let why = backend.notReadyReason() {
+    func health() async -> Response {
+        if let why = await notReadyReason() {
             return json(status: 503, ReplyFormat.json(["status": "unavailable", "reason": why]))
         }
         return json(status: 200, ReplyFormat.json(["status": "ok"]))
+    }
+
+    /// The backend's reason not to serve, asked again after a refresh (a cluster's state
+    /// comes from its coordinator's stats, which may be a poll old).
+    private func notReadyReason() async -> String? {
+        guard backend.notReadyReason() != nil else { return nil }
+        await backend.refreshGauges()
+        return backend.notReadyReason()
     }
 
     func models() -> Response {
@@ -76,10 +85,10 @@ public struct APIServer: Sendable {
                 job = try planner.job(for: r)
                 fields = r.fields
             }
-            if let why = backend.notReadyReason() { throw APIError.notReady(why) }
         } catch {
             return fail(error, endpoint: endpoint)
         }
+        if let why = await notReadyReason() { return fail(APIError.notReady(why), endpoint: endpoint) }
         let handle: GenerationHandle
         do { handle = try backend.start(job) } catch { return fail(error, endpoint: endpoint) }
         let format = ReplyFormat(kind: kind, id: (kind == .chat ? "chatcmpl-" : "cmpl-") + UUID().uuidString.lowercased(),

@@ -9,6 +9,8 @@ final class ClusterJob: @unchecked Sendable {
     let continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation
     private let lock = NSLock()
     private var cancelRequested = false
+    /// The bridge told the coordinator (generateCancel); read and written by the bridge thread only.
+    var cancelSent = false
 
     init(requestID: UInt64, job: GenerationJob, continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation) {
         self.requestID = requestID

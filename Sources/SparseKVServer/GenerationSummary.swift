@@ -1,3 +1,5 @@
+import SparseKVCluster
+
 /// The end of a generation: why it stopped, counts, timings and the SparseKV figures
 /// (the `sparsekv` object of a reply).
 public struct GenerationSummary: Sendable, Equatable, Encodable {
@@ -19,10 +21,15 @@ public struct GenerationSummary: Sendable, Equatable, Encodable {
     public var activationBytesReceived: UInt64
     /// KV bytes moved between workers for this session (a handoff, a drain).
     public var kvTransferBytes: UInt64
+    /// The session's KV bytes on each worker at the end, in pipeline order, as the workers
+    /// reported them (empty in a single process).
+    public var kvBytesByWorker: [WorkerKVBytes]
 
     public init(stopReason: String, promptTokens: Int, completionTokens: Int, prefillSeconds: Double, decodeSeconds: Double,
                 kvCache: String, kvCacheBytes: UInt64, workers: Int = 0, activationBytesSent: UInt64 = 0,
-                activationBytesReceived: UInt64 = 0, kvTransferBytes: UInt64 = 0) {
+                activationBytesReceived: UInt64 = 0, kvTransferBytes: UInt64 = 0,
+                kvBytesByWorker: [WorkerKVBytes] = []) {
+        self.kvBytesByWorker = kvBytesByWorker
         self.stopReason = stopReason
         self.promptTokens = promptTokens
         self.completionTokens = completionTokens

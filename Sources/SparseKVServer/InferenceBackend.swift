@@ -16,4 +16,11 @@ public protocol InferenceBackend: Sendable {
     func start(_ job: GenerationJob) throws(APIError) -> GenerationHandle
     /// Figures for /metrics, read at scrape time.
     func gauges() -> BackendGauges
+    /// Brings ``gauges()`` up to date before a scrape (a cluster served from another
+    /// process asks the coordinator for its stats); returns within a few seconds.
+    func refreshGauges() async
+}
+
+extension InferenceBackend {
+    public func refreshGauges() async {}
 }

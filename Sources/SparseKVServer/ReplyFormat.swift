@@ -29,14 +29,19 @@ public struct ReplyFormat: Sendable {
         ["prompt_tokens": s.promptTokens, "completion_tokens": s.completionTokens, "total_tokens": s.promptTokens + s.completionTokens]
     }
 
+    /// `kv_cache_bytes_per_worker` maps each worker id to the session's KV bytes there, as
+    /// the workers reported them (a cluster only).
     public static func sparsekv(_ s: GenerationSummary) -> [String: Any] {
-        [
+        var out: [String: Any] = [
             "kv_cache": s.kvCache, "kv_cache_bytes": s.kvCacheBytes, "workers": s.workers,
-            "kv_cache_bytes_per_worker": s.workers > 0 ? s.kvCacheBytes / UInt64(s.workers) : s.kvCacheBytes,
             "activation_bytes_sent": s.activationBytesSent, "activation_bytes_received": s.activationBytesReceived,
             "kv_transfer_bytes": s.kvTransferBytes, "stop_reason": s.stopReason,
             "prefill_ms": (s.prefillSeconds * 1e6).rounded() / 1e3, "decode_ms": (s.decodeSeconds * 1e6).rounded() / 1e3,
         ]
+        if s.workers > 0 {
+            out["kv_cache_bytes_per_worker"] = Dictionary(s.kvBytesByWorker.map { ($0.worker, $0.bytes) }, uniquingKeysWith: +)
+        }
+        return out
     }
 
     private var object: String {

@@ -13,8 +13,10 @@ import SparseKVCluster
 /// - `prompt_tokens_total`, `generated_tokens_total`
 /// - `prefill_seconds` (histogram, per request: arrival to first token),
 ///   `decode_token_seconds` (histogram, per token: gap between sampled tokens)
-/// - `sessions_active`, `requests_queued`, `kv_cache_bytes` (one process only)
-/// - `worker_ready{worker}` (1 ready, 0 not)
+/// - `sessions_active`, `requests_queued`, `kv_cache_bytes`
+/// - `worker_ready{worker}` (1 ready and alive, 0 not: loading, declared dead, gone)
+/// - `worker_kv_cache_bytes{worker}` (a cluster: KV bytes each worker holds for the
+///   sessions in flight, as the workers report them)
 /// - `wire_bytes_total{peer,kind,direction}`, `wire_messages_total{peer,kind,direction}`:
 ///   the coordinator's socket counters; kind is control, activations, kv or dictionary,
 ///   direction sent or received
@@ -69,6 +71,10 @@ public final class ServerMetrics: @unchecked Sendable {
         for (worker, ready) in g.workersReady {
             registry.makeGauge(name: "sparsekv_worker_ready", labels: [("worker", worker)], help: "1 when the worker is registered and ready")
                 .set(to: ready ? 1 : 0)
+        }
+        for (worker, bytes) in g.workerKVBytes {
+            registry.makeGauge(name: "sparsekv_worker_kv_cache_bytes", labels: [("worker", worker)],
+                               help: "KV bytes the worker holds for the sessions in flight, as it reported them").set(to: Double(bytes))
         }
         if let traffic = g.traffic { export(traffic) }
         return registry.emitToString()

@@ -15,17 +15,14 @@ extension CoordinatorCommand {
         let modelContext = try LlamaConfig(gguf: gguf).contextLength
         let coordinator = UncheckedSendable(try Coordinator(configuration: config, logger: logger))
         printOut("LISTENING \(coordinator.value.boundEndpoint)")
+        var options = config.security.client()
+        options.routingID = ClusterBackend.routingID
         let backend = ClusterBackend(
             endpoint: coordinator.value.boundEndpoint, tokenizer: tokenizer, modelName: modelAlias(config.modelPath),
-            contextLength: min(config.contextLength ?? modelContext, modelContext), workerCount: config.workerCount,
-            kvCache: config.kvSpec, dictionaryHash: coordinator.value.dictionaryHash, counters: coordinator.value.counters,
-            logger: logger, socketOptions: config.security.client())
-        coordinator.value.tokenTap = { backend.tap(client: $0, requestID: $1, token: $2) }
+            contextLength: min(config.contextLength ?? modelContext, modelContext), counters: coordinator.value.counters,
+            logger: logger, socketOptions: options)
         let loop = BlockingThreadService(name: "coordinator") { stop in
-            try coordinator.value.run(stop: stop) { endpoint in
-                backend.clusterReady(workers: coordinator.value.workerIDs)
-                printOut("READY \(endpoint)")
-            }
+            try coordinator.value.run(stop: stop) { endpoint in printOut("READY \(endpoint)") }
         }
         let bridge = BlockingThreadService(name: "http-bridge") { stop in try backend.runBridge(stop: stop) }
         let api = APIServer(backend: backend, metrics: ServerMetrics(), logger: logger)
@@ -36,8 +33,7 @@ extension CoordinatorCommand {
 }
 
 /// Hands a non-Sendable value to one other thread that becomes its only user (the
-/// coordinator, built here and then driven by its service thread; `tokenTap` and
-/// `workerIDs` are read on that thread too).
+/// coordinator, built here and then driven by its service thread).
 final class UncheckedSendable<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }

@@ -131,7 +131,7 @@ import Testing
         #expect(served == garbage.count + 1)
         #expect(errors.count == garbage.count)
         #expect(errors[0] == .badMagic(0x2054_4547))  // "GET "
-        #expect(errors[1] == .unsupportedVersion(received: 9, supported: 1))
+        #expect(errors[1] == .unsupportedVersion(received: 9, supported: 2))
         #expect(errors[2] == .unexpectedFrameCount(received: 3, expected: 2))
         #expect(errors[3] == .nonFiniteValue(kind: .activations, field: "hidden states", index: 0))
         #expect(errors[4] == .truncated(kind: nil, field: "magic"))

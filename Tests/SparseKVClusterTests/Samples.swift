@@ -81,7 +81,9 @@ enum Samples {
                 hidden: floats(3 * 576, seed: 5))), requestID: 5, sessionID: sessionID),
             WireMessage(.activations(ActivationsBody(
                 phase: .decode, nextLayer: 30, startPosition: 3, tokenCount: 1, hiddenDim: 576, kvBytes: 98_304,
-                hidden: floats(576, seed: 6))), requestID: 6, sessionID: sessionID),
+                hidden: floats(576, seed: 6),
+                kvBytesByWorker: [WorkerKVBytes(worker: "w1", bytes: 32_768), WorkerKVBytes(worker: "worker-b", bytes: 65_536)])),
+                        requestID: 6, sessionID: sessionID),
             WireMessage(.kvTransfer(KVTransferBody(layers: 10..<12, encoding: "fp16", payload: try densePayload())),
                         requestID: 7, sessionID: sessionID),
             WireMessage(.kvTransfer(KVTransferBody(layers: 10..<12, encoding: "csr", dictionaryHash: dictionaryHash,
@@ -100,6 +102,11 @@ enum Samples {
             WireMessage(.statsRequest, requestID: 12),
             WireMessage(.statsReply(StatsReplyBody(traffic: traffic(), kvCacheBytes: 1_966_080, sessionCount: 3)), requestID: 12),
             WireMessage(.statsReply(StatsReplyBody(traffic: TrafficSnapshot())), requestID: 13),
+            WireMessage(.statsReply(StatsReplyBody(traffic: traffic(), kvCacheBytes: 98_304, sessionCount: 1, cluster: ClusterStatus(
+                serving: true, contextLength: 2048, kvSpec: "csr:8,coef=i8", dictionaryHash: dictionaryHash, workers: [
+                    WorkerStatus(worker: "w1", ready: true, alive: true, kvBytes: 32_768),
+                    WorkerStatus(worker: "worker-b", ready: false, alive: false, kvBytes: 0),
+                ]))), requestID: 22),
             WireMessage(.shutdown(reason: "operator pressed Ctrl-C"), requestID: 14),
             WireMessage(.error(ErrorBody(code: .unknownSession, message: "session 0x5e551011 is not held by worker-b — dropped?")),
                         requestID: 15, sessionID: sessionID),
@@ -108,10 +115,14 @@ enum Samples {
             WireMessage(.pong(nonce: 0xDEAD_BEEF_0000_0001), requestID: 17),
             WireMessage(.generateRequest(GenerateRequestBody(prompt: "Tell me about Paris — briefly.", chat: true, maxTokens: 32,
                                                              temperature: 0.7, topK: 40, topP: 0.9, seed: 7)), requestID: 18),
+            WireMessage(.generateRequest(GenerateRequestBody(prompt: "Hi", maxTokens: 4, ignoreEOS: true, stream: true)), requestID: 23),
+            WireMessage(.generateToken(49151), requestID: 23),
+            WireMessage(.generateCancel, requestID: 23),
             WireMessage(.generateReply(GenerateReplyBody(
                 promptTokens: [1, 2, 49151], generatedTokens: [5, 6], text: "Paris is", prefillNanoseconds: 12_000_000,
                 decodeNanoseconds: 34_000_000, stopReason: "length", kvCache: "csr", kvCacheBytes: 123_456,
-                activationBytesSent: 7_000, activationBytesReceived: 8_000, kvTransferBytes: 1_679, kvTransferNanoseconds: 2_500_000)),
+                activationBytesSent: 7_000, activationBytesReceived: 8_000, kvTransferBytes: 1_679, kvTransferNanoseconds: 2_500_000,
+                kvBytesByWorker: [WorkerKVBytes(worker: "w1", bytes: 100_000), WorkerKVBytes(worker: "w2", bytes: 23_456)])),
                         requestID: 18),
             WireMessage(.drainRequest(DrainRequestBody(workerID: "w2", baseline: "fp16", minGenerated: 8)), requestID: 20),
             WireMessage(.drainRequest(DrainRequestBody(workerID: "worker-b")), requestID: 21),

@@ -19,11 +19,11 @@ import SparseKVEngine
     }
 
     @Test func wrongVersion() throws {
-        for v: UInt16 in [0, 2, 0xFFFF] {
+        for v: UInt16 in [0, 1, 0xFFFF] {
             // Refused on the version alone, whatever follows it.
             let b = Samples.raw(kind: 0xEE, flags: 0xFF, body: [1, 2, 3], version: v)
-            #expect(throws: WireError.unsupportedVersion(received: v, supported: 1)) { try decode(b) }
-            #expect(throws: WireError.unsupportedVersion(received: v, supported: 1)) { try decode(Array(b.prefix(6))) }
+            #expect(throws: WireError.unsupportedVersion(received: v, supported: 2)) { try decode(b) }
+            #expect(throws: WireError.unsupportedVersion(received: v, supported: 2)) { try decode(Array(b.prefix(6))) }
         }
     }
 
@@ -59,7 +59,7 @@ import SparseKVEngine
         })
         #expect(throws: WireError.lengthOverLimit(kind: .register, field: "worker id", length: 65, limit: 64)) { try decode(register) }
 
-        func activations(tokens: UInt32, dim: UInt32, floats: [Float] = []) -> [UInt8] {
+        func activations(tokens: UInt32, dim: UInt32, floats: [Float] = [], workers: UInt32 = 0) -> [UInt8] {
             Samples.raw(kind: 0x10, flags: 1, sessionID: 1, body: Samples.body { w in
                 w.write(UInt32(0))
                 w.write(UInt32(0))
@@ -67,6 +67,7 @@ import SparseKVEngine
                 w.write(dim)
                 w.write(UInt64(0))
                 w.write(array: floats)
+                w.write(UInt32(workers))
             })
         }
         #expect(throws: WireError.lengthOverLimit(kind: .activations, field: "token count", length: 8193, limit: 8192)) {
@@ -82,6 +83,15 @@ import SparseKVEngine
         #expect(throws: WireError.truncated(kind: .activations, field: "hidden states")) {
             try decode(activations(tokens: 8192, dim: 16384, floats: [1, 2]))
         }
+
+        #expect(throws: WireError.lengthOverLimit(kind: .activations, field: "worker count", length: 1025, limit: 1024)) {
+            try decode(activations(tokens: 1, dim: 4, floats: [0, 0, 0, 0], workers: 1025))
+        }
+        #expect(throws: WireError.truncated(kind: .activations, field: "length of worker 0 id")) {
+            try decode(activations(tokens: 1, dim: 4, floats: [0, 0, 0, 0], workers: 1))
+        }
+        let token = Samples.raw(kind: 0x54, body: Samples.body { w in w.write(UInt32(bitPattern: -3)) })
+        #expect(throws: WireError.invalidField(kind: .generateToken, field: "token id", reason: "-3; negative")) { try decode(token) }
 
         func kvTransfer(payloadLength: UInt32, payload: [UInt8]) -> [UInt8] {
             Samples.raw(kind: 0x20, sessionID: 1, body: Samples.body { w in
@@ -206,6 +216,7 @@ import SparseKVEngine
                 w.write(UInt32(576))
                 w.write(UInt64(0))
                 w.write(array: hidden)
+                w.write(UInt32(0))
             })
             #expect(throws: WireError.nonFiniteValue(kind: .activations, field: "hidden states", index: i)) { try decode(raw) }
         }

@@ -21,7 +21,7 @@ import SparseKVEngine
         let bytes = try WireMessage(.ping(nonce: 0x0102_0304_0506_0708), requestID: 7).encode()
         #expect(bytes == [
             0x53, 0x4B, 0x56, 0x57,  // "SKVW"
-            0x01, 0x00,  // version 1
+            0x02, 0x00,  // version 2
             0x42, 0x00,  // kind ping, flags
             0x07, 0, 0, 0, 0, 0, 0, 0,  // request id
             0, 0, 0, 0, 0, 0, 0, 0,  // session id
@@ -34,8 +34,8 @@ import SparseKVEngine
         let header = try ab.withUnsafeBytes { try WireProtocol.decodeHeader($0) }
         #expect(header == WireHeader(kind: .activations, flags: WireProtocol.prefillFlag, requestID: a.requestID,
                                      sessionID: Samples.sessionID, bodyLength: ab.count - 28))
-        // 4 u32 fields, the u64 KV byte count, then (3, 576) fp32
-        #expect(ab.count == 28 + 16 + 8 + 3 * 576 * 4)
+        // 4 u32 fields, the u64 KV byte count, (3, 576) fp32, an empty per-worker list
+        #expect(ab.count == 28 + 16 + 8 + 3 * 576 * 4 + 4)
     }
 
     @Test func categoriesFollowKinds() throws {

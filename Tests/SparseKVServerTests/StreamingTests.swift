@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import SparseKVServer
 import SparseKVEngine
+import SparseKVCluster
 
 private func object(_ bytes: [UInt8]) throws -> [String: Any] {
     try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
@@ -62,14 +63,15 @@ struct StreamingTests {
         #expect(choice["finish_reason"] is NSNull)
         let summary = GenerationSummary(stopReason: "length", promptTokens: 4, completionTokens: 2, prefillSeconds: 0.5,
                                         decodeSeconds: 0.25, kvCache: "fp16", kvCacheBytes: 900, workers: 3,
-                                        activationBytesSent: 10, activationBytesReceived: 20)
+                                        activationBytesSent: 10, activationBytesReceived: 20,
+                                        kvBytesByWorker: [WorkerKVBytes(worker: "w1", bytes: 500), WorkerKVBytes(worker: "w2", bytes: 400)])
         let last = try object(f.chunk(piece: nil, finishReason: "length", summary: summary))
         let lastChoice = try #require((last["choices"] as? [[String: Any]])?.first)
         #expect(lastChoice["finish_reason"] as? String == "length")
         #expect((lastChoice["delta"] as? [String: Any])?.isEmpty == true)
         #expect((last["usage"] as? [String: Any])?["total_tokens"] as? Int == 6)
         let ext = try #require(last["sparsekv"] as? [String: Any])
-        #expect(ext["kv_cache"] as? String == "fp16" && ext["kv_cache_bytes_per_worker"] as? Int == 300)
+        #expect(ext["kv_cache"] as? String == "fp16" && ext["kv_cache_bytes_per_worker"] as? [String: Int] == ["w1": 500, "w2": 400])
         #expect(ext["activation_bytes_received"] as? Int == 20)
         let usage = try object(f.usageChunk(summary))
         #expect((usage["choices"] as? [Any])?.isEmpty == true)

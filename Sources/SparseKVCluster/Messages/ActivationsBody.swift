@@ -20,11 +20,14 @@ public struct ActivationsBody: Sendable, Equatable {
     /// Bytes the session's KV caches hold on the workers these states passed through, each
     /// worker adding its own after running its layers (0 as the coordinator sends them).
     public var kvBytes: UInt64
+    /// The same per worker passed, each appending its own (empty as the coordinator sends them).
+    public var kvBytesByWorker: [WorkerKVBytes]
     /// (tokenCount, hiddenDim) fp32, row-major, all finite.
     public var hidden: [Float]
 
     public init(phase: Phase, nextLayer: Int, startPosition: Int, tokenCount: Int, hiddenDim: Int, kvBytes: UInt64 = 0,
-                hidden: [Float]) {
+                hidden: [Float], kvBytesByWorker: [WorkerKVBytes] = []) {
+        self.kvBytesByWorker = kvBytesByWorker
         self.phase = phase
         self.nextLayer = nextLayer
         self.startPosition = startPosition

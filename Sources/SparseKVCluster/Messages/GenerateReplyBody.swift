@@ -15,6 +15,9 @@ public struct GenerateReplyBody: Sendable, Equatable {
     public var kvCache: String
     /// Bytes the session's KV caches held on all workers at the end.
     public var kvCacheBytes: UInt64
+    /// The same per worker, in pipeline order, as each worker reported it (their sum is
+    /// `kvCacheBytes`).
+    public var kvBytesByWorker: [WorkerKVBytes]
     /// Activation bytes the coordinator sent and received for this request.
     public var activationBytesSent: UInt64
     public var activationBytesReceived: UInt64
@@ -30,7 +33,9 @@ public struct GenerateReplyBody: Sendable, Equatable {
     public init(promptTokens: [Int32], generatedTokens: [Int32], text: String, prefillNanoseconds: UInt64,
                 decodeNanoseconds: UInt64, stopReason: String, kvCache: String, kvCacheBytes: UInt64,
                 activationBytesSent: UInt64 = 0, activationBytesReceived: UInt64 = 0, kvTransferBytes: UInt64 = 0,
-                kvTransferNanoseconds: UInt64 = 0, kvBaselineBytes: UInt64 = 0, kvBaselineNanoseconds: UInt64 = 0) {
+                kvTransferNanoseconds: UInt64 = 0, kvBaselineBytes: UInt64 = 0, kvBaselineNanoseconds: UInt64 = 0,
+                kvBytesByWorker: [WorkerKVBytes] = []) {
+        self.kvBytesByWorker = kvBytesByWorker
         self.promptTokens = promptTokens
         self.generatedTokens = generatedTokens
         self.text = text

@@ -14,9 +14,13 @@ public struct GenerateRequestBody: Sendable, Equatable {
     public var seed: UInt64
     /// Keep generating past the end-of-generation token.
     public var ignoreEOS: Bool
+    /// Send each sampled token to the client as a generateToken message as it is sampled,
+    /// before the reply.
+    public var stream: Bool
 
     public init(prompt: String, chat: Bool = false, maxTokens: Int, temperature: Float = 0, topK: Int = 40,
-                topP: Float = 0.95, seed: UInt64 = 0, ignoreEOS: Bool = false) {
+                topP: Float = 0.95, seed: UInt64 = 0, ignoreEOS: Bool = false, stream: Bool = false) {
+        self.stream = stream
         self.prompt = prompt
         self.chat = chat
         self.maxTokens = maxTokens

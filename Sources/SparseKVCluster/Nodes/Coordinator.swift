@@ -22,7 +22,7 @@ public final class Coordinator {
     let logger: Logger
     let model: LlamaModel
     private let tokenizer: BPETokenizer
-    private let contextLength: Int
+    let contextLength: Int
     /// Weights of one layer plus one session's full-context fp32 cache for it.
     let bytesPerLayer: UInt64
     let dictionary: (hash: String, gguf: [UInt8])?
@@ -31,10 +31,6 @@ public final class Coordinator {
     /// Checks the keys of connecting workers and clients (CURVE only).
     private let zap: ZAPHandler?
     let router: CountedSocket
-    /// Called on the coordinator's thread with each token a session samples (the client's
-    /// routing id, its request id, the token); returning false ends the session with stop
-    /// reason "cancelled". The HTTP API streams tokens through it (Coordinator+TokenTap.swift).
-    public var tokenTap: (@Sendable (_ client: [UInt8], _ requestID: UInt64, _ token: Int32) -> Bool)?
 
     // MARK: - State
 
@@ -101,12 +97,16 @@ public final class Coordinator {
         /// an installed replica holds.
         var pendingInstalls = 0
         var installedTokens: Int?
+        /// Token streaming and cancel (Coordinator+TokenTap.swift); KV bytes per worker.
+        var streamTokens = false
+        var cancelRequested = false
+        var kvBytesByWorker: [WorkerKVBytes] = []
     }
 
     var phase = Phase.registering
     var workers: [WorkerState] = []
     var active: [UInt64: Request] = [:]
-    private var waiting: [Request] = []
+    var waiting: [Request] = []
     private var nextSessionID: UInt64 = 1
     /// The drain in progress, if any.
     var drain: DrainState?
@@ -279,6 +279,7 @@ public final class Coordinator {
             r.receivedBytes += UInt64(received.wireBytes)
             r.inFlight = false
             r.kvBytes = a.kvBytes
+            r.kvBytesByWorker = a.kvBytesByWorker
             r.lastStep = .now
             do {
                 let before = r.session.generated.count
@@ -307,10 +308,10 @@ public final class Coordinator {
             }
         case .generateRequest(let g):
             accept(g, from: received, requestID: m.requestID)
+        case .generateCancel:
+            cancel(from: received, requestID: m.requestID)
         case .statsRequest:
-            let kv = active.values.reduce(UInt64(0)) { $0 + $1.kvBytes }
-            answer(received, .statsReply(StatsReplyBody(traffic: counters.snapshot(), kvCacheBytes: kv, sessionCount: active.count)),
-                   requestID: m.requestID)
+            answer(received, .statsReply(statsReply()), requestID: m.requestID)
         case .ping(let nonce):
             answer(received, .pong(nonce: nonce), requestID: m.requestID)
         case .pong, .statsReply:
@@ -481,7 +482,9 @@ public final class Coordinator {
             sampling: SamplingOptions(temperature: g.temperature, topK: g.topK, topP: g.topP, seed: g.seed),
             contextLength: contextLength, isStop: { !ignoreEOS && tokenizer.isEndOfGeneration($0) })
         nextSessionID += 1
-        waiting.append(Request(client: client, requestID: requestID, session: session, deadline: .now + configuration.stepTimeout))
+        var request = Request(client: client, requestID: requestID, session: session, deadline: .now + configuration.stepTimeout)
+        request.streamTokens = g.stream
+        waiting.append(request)
         startWaiting()
     }
 
@@ -527,7 +530,7 @@ public final class Coordinator {
                 stopReason: reason, kvCache: cacheKind, kvCacheBytes: r.kvBytes,
                 activationBytesSent: r.sentBytes, activationBytesReceived: r.receivedBytes,
                 kvTransferBytes: r.transferBytes, kvTransferNanoseconds: r.transferNanoseconds,
-                kvBaselineBytes: r.baselineBytes, kvBaselineNanoseconds: r.baselineNanoseconds)
+                kvBaselineBytes: r.baselineBytes, kvBaselineNanoseconds: r.baselineNanoseconds, kvBytesByWorker: r.kvBytesByWorker)
             sendToClient(r.client, WireMessage(.generateReply(reply), requestID: r.requestID))
             logger.info("session \(sessionID): \(s.generated.count) tokens, stop \(reason)")
             end(sessionID)

@@ -384,7 +384,9 @@ public final class Worker {
         if a.phase == .decode { try streamDecoded(a, message: m, caches: caches) }
         var out = a
         out.nextLayer = layers.upperBound
-        out.kvBytes = a.kvBytes + caches.reduce(0) { $0 + UInt64($1.byteCount) }
+        let kvHere = caches.reduce(UInt64(0)) { $0 + UInt64($1.byteCount) }
+        out.kvBytes = a.kvBytes + kvHere
+        out.kvBytesByWorker.append(WorkerKVBytes(worker: configuration.id, bytes: kvHere))
         out.hidden = hidden
         let forward = WireMessage(.activations(out), requestID: m.requestID, sessionID: m.sessionID)
         do {

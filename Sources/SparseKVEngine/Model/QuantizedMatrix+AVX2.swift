@@ -19,21 +19,12 @@ extension QuantizedMatrix {
     /// values are `q[4b ..< 4b + 4]` read as one 64-byte run.
     @inline(never)
     static func quantizeInput(_ x: UnsafePointer<Float>, blocks nb: Int, into out: Input) {
-        let raw = UnsafeRawPointer(x)
         for b in 0..<nb {
-            let p = raw + b * 128
-            let v0 = p.loadUnaligned(as: SIMD8<Float>.self)
-            let v1 = p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
-            let v2 = p.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self)
-            let v3 = p.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self)
-            let amax = absMax(absMax(v0, v1), absMax(v2, v3)).max()
-            let inv: Float = amax > 0 ? 32767 / amax : 0
-            out.q[4 * b] = round16(v0, inv)
-            out.q[4 * b + 1] = round16(v1, inv)
-            out.q[4 * b + 2] = round16(v2, inv)
-            out.q[4 * b + 3] = round16(v3, inv)
-            out.scale[b] = amax / 32767
-            out.sum[b] = ((v0 + v1) + (v2 + v3)).sum()
+            let r = roundBlock(x, b, into: out)
+            out.q[4 * b] = r.0
+            out.q[4 * b + 1] = r.1
+            out.q[4 * b + 2] = r.2
+            out.q[4 * b + 3] = r.3
         }
     }
 

@@ -8,28 +8,14 @@ extension QuantizedMatrix {
         out.multipliers[0] = SIMD8(repeating: 4096)
         out.multipliers[1] = SIMD8(repeating: 256)
         out.multipliers[2] = SIMD8(repeating: 16)
-        // Written with integer tricks and SIMD8 rather than pointwiseMax, .max(),
-        // .sum() or SIMD rounding: on SIMD32 those compile to per-lane loops and libm calls.
-        let raw = UnsafeRawPointer(x)
         for b in 0..<nb {
-            let p = raw + b * 128
-            let v0 = p.loadUnaligned(as: SIMD8<Float>.self)
-            let v1 = p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
-            let v2 = p.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self)
-            let v3 = p.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self)
-            let amax = absMax(absMax(v0, v1), absMax(v2, v3)).max()
-            // 32767, not 32768: keeps q symmetric and pmaddwd clear of its one overflow
-            // case (-32768 * -32768 twice).
-            let inv: Float = amax > 0 ? 32767 / amax : 0
-            let q = SIMD32<Int16>(lowHalf: SIMD16(lowHalf: round16(v0, inv), highHalf: round16(v1, inv)),
-                                  highHalf: SIMD16(lowHalf: round16(v2, inv), highHalf: round16(v3, inv)))
+            let r = roundBlock(x, b, into: out)
+            let q = SIMD32<Int16>(lowHalf: SIMD16(lowHalf: r.0, highHalf: r.1), highHalf: SIMD16(lowHalf: r.2, highHalf: r.3))
             let even = q.evenHalf, odd = q.oddHalf
             out.q[4 * b] = even.lowHalf
             out.q[4 * b + 1] = even.highHalf
             out.q[4 * b + 2] = odd.lowHalf
             out.q[4 * b + 3] = odd.highHalf
-            out.scale[b] = amax / 32767
-            out.sum[b] = ((v0 + v1) + (v2 + v3)).sum()
         }
     }
 

@@ -210,6 +210,27 @@ public struct QuantizedMatrix: Sendable {
         let sum: UnsafeMutablePointer<Float>
     }
 
+    /// Block b of x (32 floats) rounded to 16 bits, in natural order, with its scale and
+    /// exact sum written to `out`; each kernel file stores the rounded values in its own
+    /// layout. Written with integer tricks and SIMD8 rather than pointwiseMax, .max(),
+    /// .sum() or SIMD rounding: on SIMD32 those compile to per-lane loops and libm calls.
+    @inline(__always)
+    static func roundBlock(_ x: UnsafePointer<Float>, _ b: Int, into out: Input)
+        -> (SIMD8<Int16>, SIMD8<Int16>, SIMD8<Int16>, SIMD8<Int16>) {
+        let p = UnsafeRawPointer(x) + b * 128
+        let v0 = p.loadUnaligned(as: SIMD8<Float>.self)
+        let v1 = p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
+        let v2 = p.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self)
+        let v3 = p.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self)
+        let amax = absMax(absMax(v0, v1), absMax(v2, v3)).max()
+        // 32767, not 32768: keeps q symmetric and pmaddwd clear of its one overflow
+        // case (-32768 * -32768 twice).
+        let inv: Float = amax > 0 ? 32767 / amax : 0
+        out.scale[b] = amax / 32767
+        out.sum[b] = ((v0 + v1) + (v2 + v3)).sum()
+        return (round16(v0, inv), round16(v1, inv), round16(v2, inv), round16(v3, inv))
+    }
+
     /// Lane-wise max(|a|, |b|) as the bit patterns of |a| and |b|, which order like the
     /// values for non-negative floats; `a - (d & (d >> 31))` picks the larger.
     @inline(__always)

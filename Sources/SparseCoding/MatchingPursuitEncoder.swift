@@ -280,17 +280,35 @@ public struct MatchingPursuitEncoder: Sendable {
             ints = i
             scratch = PursuitKernels.OMPScratch(floats: f, ints: i, atomCount: n, sparsity: s)
         }
-        // (N) one Gram row, computed per step when no matrix is at hand
-        let gramRow: UnsafeMutablePointer<Float>? = shared.gram == nil ? .allocate(capacity: n) : nil
+        // Without a Gram matrix the batch is small (fewer than N / s rows): no BLAS, and the
+        // rows step together, (chunk, N) Gram rows, (chunk, m) chosen atoms, (chunk) next atoms.
+        let gramRows: UnsafeMutablePointer<Float>? = shared.gram == nil ? .allocate(capacity: chunk * n) : nil
+        let chosen: UnsafeMutablePointer<Float>? = shared.gram == nil ? .allocate(capacity: chunk * m) : nil
+        let best: UnsafeMutablePointer<Int>? = shared.gram == nil ? .allocate(capacity: chunk) : nil
         defer {
             floats?.deallocate()
             ints?.deallocate()
-            gramRow?.deallocate()
+            gramRows?.deallocate()
+            chosen?.deallocate()
+            best?.deallocate()
         }
         while let c = shared.queue.take() {
             let start = c * chunk, rows = min(chunk, count - start)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(n), Int32(m),
-                        1, shared.vectors + start * m, Int32(m), shared.atoms, Int32(m), 0, corr, Int32(n))
+            if let gramRows, let chosen, let best, observe == nil {
+                PursuitKernels.matchingPursuitLockstep(
+                    vectors: shared.vectors + start * m, rows: rows, atoms: shared.atoms, atomCount: n, dimension: m,
+                    sparsity: s, corr: corr, scratch: .init(gramRows: gramRows, chosen: chosen, best: best),
+                    indices: shared.indices + start * s, coefficients: shared.coefficients + start * s)
+                continue
+            }
+            if shared.gram == nil {
+                PursuitKernels.correlate(atoms: shared.atoms, atomCount: n, dimension: m, rows: shared.vectors + start * m,
+                                         rowCount: rows, into: corr)
+            } else {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(n), Int32(m),
+                            1, shared.vectors + start * m, Int32(m), shared.atoms, Int32(m), 0, corr, Int32(n))
+            }
+            let gramRow = gramRows
             for r in 0..<rows {
                 let b = start + r, row = corr + r * n
                 let idx = shared.indices + b * s, coef = shared.coefficients + b * s

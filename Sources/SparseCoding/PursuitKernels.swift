@@ -34,7 +34,8 @@ enum PursuitKernels {
     }
 
     /// `matchingPursuit` without a Gram matrix: the Gram row of each chosen atom,
-    /// D d_j, is computed into `gramRow` (N floats) when the step needs it.
+    /// D d_j, is computed into `gramRow` (N floats) when the step needs it, with the
+    /// same arithmetic as ``matchingPursuitLockstep``.
     @inline(__always)
     static func matchingPursuit(corr: UnsafeMutablePointer<Float>, atoms: UnsafePointer<Float>, dimension m: Int,
                                 gramRow: UnsafeMutablePointer<Float>, atomCount n: Int, sparsity s: Int,
@@ -42,8 +43,7 @@ enum PursuitKernels {
                                 observer: Observer?) {
         matchingPursuit(corr: corr, atomCount: n, sparsity: s, indices: indices, coefficients: coefficients,
                         observer: observer) { best in
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(m), 1, atoms, Int32(m), atoms + best * m, 1,
-                        0, gramRow, 1)
+            correlate(atoms: atoms, atomCount: n, dimension: m, rows: atoms + best * m, rowCount: 1, into: gramRow)
             return UnsafePointer(gramRow)
         }
     }

@@ -74,8 +74,11 @@ enum FusedAttention {
                     let i = r / group, limit = start + i + 1
                     let qr = q + i * qDim + (g * group + r % group) * d
                     let s = scores + r * span - lo
-                    for t in b0..<b1 {
-                        s[t] = t < limit ? Kernels.dot(qr, k + (t - b0) * d, d) * scale : -.infinity
+                    var t = b0
+                    while t < b1 {
+                        let dots = Kernels.dots8(qr, rows: k + (t - b0) * d, stride: d, count: b1 - t, dim: d) * scale
+                        for j in 0..<min(8, b1 - t) { s[t + j] = t + j < limit ? dots[j] : -.infinity }
+                        t += 8
                     }
                 }
                 b0 = b1

@@ -107,8 +107,8 @@ extension Kernels {
 // MARK: - Register-accumulated sums of rows
 
 extension Kernels {
-    /// acc (dim) += sum over t < count of weight(t) * row(t) (dim floats each), the sum
-    /// held in registers for dim 32 or 64 (an axpy per row would store and reload acc every
+    /// acc (dim) += sum over t < count of weight(t) * row(t) (dim floats each), one fused
+    /// multiply-add per product, the sum held in registers for dim 32 or 64 (an axpy per row would store and reload acc every
     /// time, a chain of store-to-load latencies), plain axpys otherwise.
     @inline(__always)
     private static func weightedSum(count: Int, dim: Int, into acc: UnsafeMutablePointer<Float>, fromZero: Bool,
@@ -127,11 +127,11 @@ extension Kernels {
         var a2 = wide ? start(128) : SIMD16<Float>(), a3 = wide ? start(192) : SIMD16<Float>()
         for t in 0..<count {
             let c = SIMD16<Float>(repeating: weight(t)), p = UnsafeRawPointer(row(t))
-            a0 += c * p.loadUnaligned(as: SIMD16<Float>.self)
-            a1 += c * p.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
+            a0.addProduct(c, p.loadUnaligned(as: SIMD16<Float>.self))
+            a1.addProduct(c, p.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self))
             if wide {
-                a2 += c * p.loadUnaligned(fromByteOffset: 128, as: SIMD16<Float>.self)
-                a3 += c * p.loadUnaligned(fromByteOffset: 192, as: SIMD16<Float>.self)
+                a2.addProduct(c, p.loadUnaligned(fromByteOffset: 128, as: SIMD16<Float>.self))
+                a3.addProduct(c, p.loadUnaligned(fromByteOffset: 192, as: SIMD16<Float>.self))
             }
         }
         ra.storeBytes(of: a0, as: SIMD16<Float>.self)

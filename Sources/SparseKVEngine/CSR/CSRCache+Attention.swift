@@ -188,40 +188,23 @@ struct CSRAttentionSource: AttentionSource {
     /// Per query row: (chunks, atoms) weights per atom, then (d) channels for exact rows.
     var accumulatorWidth: Int { (headDim / values.m) * values.atomCount + headDim }
 
+    /// Query rows go four at a time (a decode step of one token has 3 per KV head; of
+    /// several tokens, 3 per token).
     func accumulate(head g: Int, _ lo: Int, _ hi: Int, weights p: UnsafePointer<Float>, stride: Int, rows: Int,
                     into acc: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
-        if rows <= 4 {
-            return accumulateInterleaved(head: g, lo, hi, weights: p, stride: stride, rows: rows, into: acc, scratch: scratch)
-        }
-        let v = values, d = headDim, m = v.m, chunks = d / m, a = v.atomCount, w = accumulatorWidth
-        let dense = chunks * a
-        var gi = v.firstGuard(atOrAfter: (lo * kvHeads + g) * chunks)
-        for t in lo..<hi {
-            if let exact = pendingValues, t >= pendingStart, t < pendingStart + pendingCount {
-                let x = exact + (t - pendingStart) * kvHeads * d + g * d
-                for r in 0..<rows { Kernels.axpy(p[r * stride + t - lo], x, acc + r * w + dense, d) }
-                continue
-            }
-            for c in 0..<chunks {
-                let row = (t * kvHeads + g) * chunks + c
-                while gi < v.guardCount && Int(v.guardRows[gi]) < row { gi += 1 }
-                if gi < v.guardCount && Int(v.guardRows[gi]) == row {
-                    v.copyGuard(gi, into: scratch)
-                    for r in 0..<rows { Kernels.axpy(p[r * stride + t - lo], scratch, acc + r * w + dense + c * m, m) }
-                    continue
-                }
-                for k in 0..<v.sparsity {
-                    let j = c * a + v.index(row, k), cf = v.coefficient(row, k)
-                    for r in 0..<rows { acc[r * w + j] += p[r * stride + t - lo] * cf }
-                }
-            }
+        var r0 = 0
+        while r0 < rows {
+            let k = min(4, rows - r0)
+            accumulateInterleaved(head: g, lo, hi, weights: p + r0 * stride, stride: stride, rows: k,
+                                  into: acc + r0 * accumulatorWidth, scratch: scratch)
+            r0 += k
         }
     }
 
-    /// `accumulate` for up to 4 query rows (a decode step's query heads per KV head): the
-    /// atom accumulators of all rows sit side by side, acc4[atom] = (row 0, ..., row 3),
-    /// so a pair costs one 4-wide multiply-add on one scattered location instead of one
-    /// scalar read-modify-write per row. They are added into `acc`'s rows at the end.
+    /// `accumulate` for up to 4 query rows: the atom accumulators of all rows sit side by
+    /// side, acc4[atom] = (row 0, ..., row 3), so a pair costs one 4-wide multiply-add on
+    /// one scattered location instead of one scalar read-modify-write per row. They are
+    /// added into `acc`'s rows at the end.
     private func accumulateInterleaved(head g: Int, _ lo: Int, _ hi: Int, weights p: UnsafePointer<Float>, stride: Int,
                                        rows: Int, into acc: UnsafeMutablePointer<Float>,
                                        scratch: UnsafeMutablePointer<Float>) {

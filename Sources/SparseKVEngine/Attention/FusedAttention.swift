@@ -136,7 +136,7 @@ enum FusedAttention {
         if units == 1 || threads == 1 {
             for u in 0..<units { job.run(unit: u) }
         } else {
-            DispatchQueue.concurrentPerform(iterations: units) { job.run(unit: $0) }
+            ComputePool.shared.perform(iterations: units, threads: threads) { job.run(unit: $0) }
         }
         for g in 0..<kvHeads { job.merge(head: g, into: out) }
     }

@@ -144,7 +144,7 @@ public struct QuantizedMatrix: Sendable {
                     job.run(rows: 0..<total)
                     return
                 }
-                DispatchQueue.concurrentPerform(iterations: parts) { part in
+                ComputePool.shared.perform(iterations: parts, threads: parts) { part in
                     job.run(rows: total * part / parts..<total * (part + 1) / parts)
                 }
             }
@@ -153,7 +153,7 @@ public struct QuantizedMatrix: Sendable {
 
     /// One grouped product shared by threads. Safe to send: the weights and the quantized
     /// input are only read while the threads run, each thread writes disjoint rows of the
-    /// outputs, and `concurrentPerform` returns only when all are done.
+    /// outputs, and `ComputePool.perform` returns only when all are done.
     private struct GroupJob: @unchecked Sendable {
         let matrices: [QuantizedMatrix]
         let x: Input
@@ -170,8 +170,9 @@ public struct QuantizedMatrix: Sendable {
         }
     }
 
-    /// Weights each extra thread must get before it is worth waking: a GCD worker
-    /// takes from a few µs (idle machine) to far longer (busy one) to start, and the
+    /// Weights each extra thread must get before it is worth waking: a parked worker
+    /// takes from a few µs (idle machine) to far longer (busy one) to start (the
+    /// ``ComputePool`` workers stay awake between the products of a step), and the
     /// kernels get through 256k Q4_1 weights in about 20 µs on one core. So a 576x576
     /// product alone stays on one thread; q, k and v together, the FFN matrices and
     /// the LM head split.

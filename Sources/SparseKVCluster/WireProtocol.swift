@@ -768,7 +768,7 @@ extension WireProtocol {
             try check.range(b.modelLayers, 1...maxLayers, "model layers")
             try check.layers(b.layers, upTo: b.modelLayers)
             try check.printable(b.kvSpec, "kv cache spec", max: maxSpecLength)
-            let csr = b.kvSpec.lowercased().hasPrefix(csrEncoding)
+            let csr = (try? KVCacheFormats.format(spec: b.kvSpec))?.needsDictionary ?? false
             try check.hex(b.dictionaryHash, "dictionary hash", required: csr)
             try check.that(csr || b.dictionaryHash.isEmpty, "dictionary hash", "set for the dictionary-free spec '\(b.kvSpec)'")
             try check.range(b.contextCapacity, 1...maxContext, "context capacity")
@@ -797,7 +797,7 @@ extension WireProtocol {
         case .kvTransfer(let b):
             try check.layers(b.layers, upTo: maxLayers)
             try check.encoding(b.encoding)
-            let csr = b.encoding == csrEncoding
+            let csr = KVCacheFormats.needsDictionary(kind: b.encoding)
             try check.hex(b.dictionaryHash, "dictionary hash", required: csr)
             try check.that(csr || b.dictionaryHash.isEmpty, "dictionary hash", "set for the dictionary-free encoding '\(b.encoding)'")
             try check.length(b.payload.count, "payload", max: maxMessageBytes)

@@ -95,7 +95,7 @@ struct DictionaryOption: ParsableArguments {
     func cacheTypes(_ specs: [String], model: LlamaModel, modelPath: String) throws -> [KVCacheType] {
         var dictionary: CSRDictionary?
         return try specs.map { spec in
-            if spec.lowercased().hasPrefix("csr"), dictionary == nil {
+            if (try? KVCacheFormats.format(spec: spec))?.needsDictionary == true, dictionary == nil {
                 dictionary = try load(for: model, modelPath: modelPath)
             }
             return try KVCacheType(parsing: spec, dictionary: dictionary)

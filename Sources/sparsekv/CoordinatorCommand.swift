@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SparseKVCluster
+import SparseKVEngine
 
 struct CoordinatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -64,7 +65,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let security = try security.security()
         let (_, logger) = try common.setUp()
         var dictPath: String?
-        if kv.lowercased().hasPrefix("csr") {
+        if (try? KVCacheFormats.format(spec: kv))?.needsDictionary == true {
             let path = dictionary.dict ?? DictionaryOption.defaultPath(model: common.modelPath)
             guard FileManager.default.fileExists(atPath: path) else { throw CLIError.dictionaryMissing(path, defaulted: dictionary.dict == nil) }
             dictPath = path

@@ -76,8 +76,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let model = try LlamaModel(gguf: gguf)
         let cacheType = try dictionary.cacheTypes([kv], model: model, modelPath: common.modelPath)[0]
-        var hash = ""
-        if case .csr(let codec) = cacheType { hash = codec.dictionary.contentHash }
+        let hash = cacheType.codec?.dictionary.contentHash ?? ""
         let backend = LocalBackend(model: model, tokenizer: tokenizer, cacheType: cacheType,
                                    modelName: alias ?? modelAlias(common.modelPath), contextLength: ctx,
                                    maxActive: parallel, maxQueued: queue, dictionaryHash: hash, logger: logger)

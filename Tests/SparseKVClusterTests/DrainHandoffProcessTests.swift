@@ -95,7 +95,9 @@ struct DrainHandoffProcessTests {
         #expect(cluster.stop())
     }
 
-    @Test(arguments: ["fp32", "csr:8"])
+    /// With kivi4 the streamed payloads are KIVI's own (window rows and group counts),
+    /// checked by its format at the prefill worker.
+    @Test(arguments: ["fp32", "csr:8", "kivi4"])
     func prefillDecodeHandoffGivesTheSingleProcessTokens(kv: String) throws {
         let cluster = try LocalCluster(workers: 2, kv: kv, coordinatorArguments: ["--prefill-workers", "1", "--handoff-baseline", "fp16", "--replicate"])
         let client = try ClusterClient(coordinator: cluster.endpoint)

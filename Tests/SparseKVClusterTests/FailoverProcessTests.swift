@@ -91,8 +91,9 @@ struct FailoverProcessTests {
 
     /// The case: the first, a middle and the last worker killed in turn, each time
     /// a standby takes the dead worker's place and receives its replica from the holder;
-    /// the session continues from the replica, with the single-process tokens.
-    @Test(arguments: ["fp32", "csr:8,coef=i8"])
+    /// the session continues from the replica, with the single-process tokens. KIVI's
+    /// replica holds the same quantized groups and fp16 window as the original.
+    @Test(arguments: ["fp32", "csr:8,coef=i8", "kivi4"])
     func standbysTakeOverFromReplicasAtEveryPosition(kv: String) throws {
         let cluster = try LocalCluster(workers: 3, kv: kv)
         let control = try ClusterClient(coordinator: cluster.endpoint)

@@ -21,7 +21,7 @@ import Testing
         let cache = DenseKVCache<Float16>(geometry: F.geometry, rope: F.rope)
         try F.fill(cache, F.rows(9, seed: 1), F.rows(9, seed: 2), batch: 4)
         let payload = try cache.appendPayload(layers: 0..<2, tokens: 6..<8)
-        #expect(try AppendPayload.checkDense(payload) == (first: 6, tokens: 2))
+        #expect(try DenseKVCache<Float16>.checkAppendPayload(payload) == (first: 6, tokens: 2))
         let (first, halves) = try Self.body(payload)
         #expect(first == 6)
         var expected: [UInt16] = []
@@ -32,23 +32,35 @@ import Testing
             }
         }
         #expect(halves == expected)
-        #expect(throws: KVCacheError.self) { try AppendPayload.checkDense(Array(payload.dropLast())) }
-        #expect(throws: KVCacheError.self) { try AppendPayload.checkDense(payload + [0, 0]) }
+        #expect(throws: KVCacheError.self) { try DenseKVCache<Float16>.checkAppendPayload(Array(payload.dropLast())) }
+        #expect(throws: KVCacheError.self) { try DenseKVCache<Float16>.checkAppendPayload(payload + [0, 0]) }
         #expect(throws: KVCacheError.self) { try cache.appendPayload(layers: 0..<2, tokens: 8..<10) }
     }
 
+    /// KIVI needs a head dim that is a multiple of its 32-channel groups.
+    static let kiviGeometry = KVCacheGeometry(layers: 0..<2, kvHeads: 2, headDim: 32, capacity: 256)
+    static let kiviRope = RoPE(headDim: 32, ropeDimension: 32, base: 10000)
+
     @Test func kiviSendsTheNewTokensFromItsFp16Window() throws {
-        let cache = KIVICache(geometry: F.geometry, rope: F.rope, bits: 2, window: 8)
-        try F.fill(cache, F.rows(70, seed: 3), F.rows(70, seed: 4), batch: 1)
+        let g = Self.kiviGeometry, d = g.headDim
+        let cache = KIVICache(geometry: g, rope: Self.kiviRope, bits: 2, window: 8)
+        try ReplicaTests.fill(cache, ReplicaTests.rows(70, g, seed: 3), ReplicaTests.rows(70, g, seed: 4), batch: 1)
         let payload = try cache.appendPayload(layers: 1..<2, tokens: 69..<70)
-        #expect(try AppendPayload.checkDense(payload) == (first: 69, tokens: 1))
-        let (_, halves) = try Self.body(payload)
+        #expect(try KIVICache.checkAppendPayload(payload, bits: 2) == (first: 69, tokens: 1))
+        #expect(throws: KVCacheError.self) { try KIVICache.checkAppendPayload(payload, bits: 4) }
         var expected: [UInt16] = []
         for h in 0..<2 {
-            let (k, v) = F.read(cache, layer: 1, head: h)
-            for x in [k, v] { expected += x[69 * F.d..<70 * F.d].map { Float16($0).bitPattern } }
+            let slot = cache.slots[g.kvHeads + h]
+            let (k, v) = ReplicaTests.read(cache, layer: 1, head: h)
+            // Window (u32), then per head: the quantized group count (two u16 halves), keys, values.
+            expected += [UInt16(slot.groups), 0]
+            for x in [k, v] { expected += x[69 * d..<70 * d].map { Float16($0).bitPattern } }
         }
-        #expect(halves == expected, "the window's fp16 rows, as attention reads them")
+        let (first, halves) = try Self.body(payload)
+        #expect(first == 69)
+        #expect(Array(halves.dropFirst(2)) == expected, "the window's fp16 rows, as attention reads them")
+        #expect(halves.first == 8, "the window")
+        #expect(throws: KVCacheError.self) { try cache.appendPayload(layers: 1..<2, tokens: 0..<1) }  // quantized already
     }
 
     @Test func csrCodesOfNewTokensCheckAndDamageIsRefused() throws {
@@ -72,19 +84,20 @@ import Testing
     }
 
     @Test func kiviTransferQuantizesWhatTheNextAppendWould() throws {
-        let a = KIVICache(geometry: F.geometry, rope: F.rope, bits: 2, window: 8)
-        try F.fill(a, F.rows(60, seed: 10), F.rows(60, seed: 11), batch: 60)  // one chunk: all fp16 until the next append
+        let g = Self.kiviGeometry, rows = { (n: Int, seed: UInt64) in ReplicaTests.rows(n, g, seed: seed) }
+        let a = KIVICache(geometry: g, rope: Self.kiviRope, bits: 2, window: 8)
+        try ReplicaTests.fill(a, rows(60, 10), rows(60, 11), batch: 60)  // one chunk: all fp16 until the next append
         let before = a.byteCount
         let payload = try a.serialize(layers: 0..<2)
         #expect(a.byteCount < before && payload.count < before, "the window went back to its bound before the bytes were written")
-        try F.fill(a, F.rows(2, seed: 12), F.rows(2, seed: 13), batch: 2)
-        let fresh = KIVICache(geometry: F.geometry, rope: F.rope, bits: 2, window: 8)
-        try F.fill(fresh, F.rows(60, seed: 10), F.rows(60, seed: 11), batch: 60)
-        try F.fill(fresh, F.rows(2, seed: 12), F.rows(2, seed: 13), batch: 2)
+        try ReplicaTests.fill(a, rows(2, 12), rows(2, 13), batch: 2)
+        let fresh = KIVICache(geometry: g, rope: Self.kiviRope, bits: 2, window: 8)
+        try ReplicaTests.fill(fresh, rows(60, 10), rows(60, 11), batch: 60)
+        try ReplicaTests.fill(fresh, rows(2, 12), rows(2, 13), batch: 2)
         for layer in 0..<2 {
             for h in 0..<2 {
-                let (fk, fv) = F.read(fresh, layer: layer, head: h)
-                let (k, v) = F.read(a, layer: layer, head: h)
+                let (fk, fv) = ReplicaTests.read(fresh, layer: layer, head: h)
+                let (k, v) = ReplicaTests.read(a, layer: layer, head: h)
                 #expect(k == fk && v == fv, "the serialized cache goes on exactly as one that never moved")
             }
         }

@@ -14,29 +14,75 @@ import Testing
         }
     }
 
+    /// KIVI needs a head dim that is a multiple of its 32-channel groups.
+    static let kiviGeometry = KVCacheGeometry(layers: 0..<2, kvHeads: 2, headDim: 32, capacity: 256)
+    static let kiviRope = RoPE(headDim: 32, ropeDimension: 32, base: 10000)
+
+    /// (n, kvHeads * headDim) random rows in [-2, 2] for `g`.
+    static func rows(_ n: Int, _ g: KVCacheGeometry, seed: UInt64) -> [Float] {
+        var r = SeededGenerator(seed: seed)
+        return (0..<n * g.rowWidth).map { _ in Float.random(in: -2...2, using: &r) }
+    }
+
+    /// Appends `k`/`v` to every layer of `c` in batches of `batch` tokens.
+    static func fill(_ c: any KVCache, _ k: [Float], _ v: [Float], batch: Int) throws {
+        let w = c.geometry.rowWidth, n = k.count / w
+        for layer in c.geometry.layers {
+            for t in stride(from: 0, to: n, by: batch) {
+                try c.append(layer: layer, keys: Array(k[t * w..<min(n, t + batch) * w]), values: Array(v[t * w..<min(n, t + batch) * w]),
+                             count: min(batch, n - t))
+            }
+        }
+    }
+
+    /// One KV head of `c` as attention reads it: (count, headDim) keys and values.
+    static func read(_ c: any KVCache, layer: Int, head: Int) -> ([Float], [Float]) {
+        let d = c.geometry.headDim
+        return c.withKeysAndValues(layer: layer, kvHead: head) { k, v, n in
+            (Array(UnsafeBufferPointer(start: k, count: n * d)), Array(UnsafeBufferPointer(start: v, count: n * d)))
+        }
+    }
+
+    /// Bit patterns of every layer and head of `c` as attention reads them.
+    static func readAll(_ c: any KVCache) -> [UInt32] {
+        c.geometry.layers.flatMap { layer in
+            (0..<c.geometry.kvHeads).flatMap { h -> [UInt32] in
+                let (k, v) = read(c, layer: layer, head: h)
+                return (k + v).map(\.bitPattern)
+            }
+        }
+    }
+
     /// Prompt of `prompt` tokens in one chunk, a replica from its transfer, then `steps`
     /// decoded tokens applied as append payloads; then both take one more token and attend.
+    /// With `readsAlike` the replica also reads as the original after every token (not so
+    /// for CSR, whose original reads its latest append from the exact rows it keeps).
     static func checkReplica(_ original: any KVCache, deserialize: ([UInt8]) throws -> any KVCache, prompt: Int = 20,
-                             steps: Int = 12) throws {
-        let k = F.rows(prompt + steps + 1, seed: 31), v = F.rows(prompt + steps + 1, seed: 32), w = F.geometry.rowWidth
-        try F.fill(original, Array(k[0..<prompt * w]), Array(v[0..<prompt * w]), batch: prompt)
+                             steps: Int = 12, readsAlike: Bool = false) throws {
+        let g = original.geometry
+        let k = rows(prompt + steps + 1, g, seed: 31), v = rows(prompt + steps + 1, g, seed: 32), w = g.rowWidth
+        try fill(original, Array(k[0..<prompt * w]), Array(v[0..<prompt * w]), batch: prompt)
         let replica = try deserialize(try original.serialize(layers: 0..<2))
         #expect(replica.acceptsAppendPayloads)
         for t in prompt..<prompt + steps {
-            try F.fill(original, Array(k[t * w..<(t + 1) * w]), Array(v[t * w..<(t + 1) * w]), batch: 1)
+            try fill(original, Array(k[t * w..<(t + 1) * w]), Array(v[t * w..<(t + 1) * w]), batch: 1)
             let payload = try original.appendPayload(layers: 0..<2, tokens: t..<t + 1)
             #expect(try replica.applyAppendPayload(payload) == (first: t, tokens: 1))
             #expect(replica.tokenCount == t + 1)
+            if readsAlike {
+                let same = readAll(replica) == readAll(original)
+                #expect(same, "token \(t): read as attention reads it")
+            }
             #expect(try replica.serialize(layers: 0..<2) == original.serialize(layers: 0..<2), "token \(t)")
             #expect(replica.byteCount == original.byteCount)
             // The same payload again is out of order and changes nothing.
             #expect(throws: KVCacheError.self) { try replica.applyAppendPayload(payload) }
         }
         let last = prompt + steps
-        for c in [original, replica] { try F.fill(c, Array(k[last * w..<(last + 1) * w]), Array(v[last * w..<(last + 1) * w]), batch: 1) }
-        let heads = 4, queries = F.rows(1, seed: 33) + F.rows(1, seed: 34)  // (1, 4 * 16)
+        for c in [original, replica] { try fill(c, Array(k[last * w..<(last + 1) * w]), Array(v[last * w..<(last + 1) * w]), batch: 1) }
+        let heads = 2 * g.kvHeads, queries = rows(1, g, seed: 33) + rows(1, g, seed: 34)  // (1, heads * headDim)
         for layer in 0..<2 {
-            var a = [Float](repeating: 0, count: heads * F.d), b = a
+            var a = [Float](repeating: 0, count: heads * g.headDim), b = a
             try queries.withUnsafeBufferPointer { q in
                 try original.attend(layer: layer, queries: q.baseAddress!, count: 1, heads: heads, scale: 0.25, into: &a)
                 try replica.attend(layer: layer, queries: q.baseAddress!, count: 1, heads: heads, scale: 0.25, into: &b)
@@ -93,8 +139,75 @@ import Testing
         #expect(try replica.serialize(layers: 0..<2) == before, "a refused payload leaves the replica as it was")
         try replica.applyAppendPayload(payload)
         #expect(try replica.serialize(layers: 0..<2) == original.serialize(layers: 0..<2))
-        let kivi = KIVICache(geometry: F.geometry, rope: F.rope, bits: 2, window: 8)
-        #expect(!kivi.acceptsAppendPayloads)
+        let kivi = KIVICache(geometry: Self.kiviGeometry, rope: Self.kiviRope, bits: 2, window: 8)
         #expect(throws: KVCacheError.self) { try kivi.applyAppendPayload(payload) }
+    }
+
+    /// KIVI past its window: the replica quantizes the same groups from the same fp16 rows.
+    @Test(arguments: KIVICache.supportedBits)
+    func kiviReplicaKeepsGroupsAndWindow(bits: Int) throws {
+        let original = KIVICache(geometry: Self.kiviGeometry, rope: Self.kiviRope, bits: bits, window: 8)
+        try Self.checkReplica(original, deserialize: {
+            try KVCacheFormats.format(kind: original.kind).deserialize($0, capacity: Self.kiviGeometry.capacity, rope: Self.kiviRope)
+        }, prompt: 50, steps: 45, readsAlike: true)
+        #expect(original.slots.allSatisfy { $0.groups >= 2 }, "the test quantized groups while the replica followed")
+    }
+
+    /// Payloads that each span several of the original's appends (which quantized in
+    /// between) still leave the replica equal to the original.
+    @Test func kiviReplicaFollowsPayloadsSpanningSeveralAppends() throws {
+        let g = Self.kiviGeometry, w = g.rowWidth
+        let original = KIVICache(geometry: g, rope: Self.kiviRope, bits: 4, window: 8)
+        let k = Self.rows(90, g, seed: 51), v = Self.rows(90, g, seed: 52)
+        try Self.fill(original, Array(k[0..<30 * w]), Array(v[0..<30 * w]), batch: 30)
+        let replica = try KIVICache.deserialize(try original.serialize(layers: 0..<2), capacity: g.capacity, rope: Self.kiviRope)
+        for t in stride(from: 30, to: 90, by: 3) {
+            try Self.fill(original, Array(k[t * w..<(t + 3) * w]), Array(v[t * w..<(t + 3) * w]), batch: 1)
+            #expect(try replica.applyAppendPayload(try original.appendPayload(layers: 0..<2, tokens: t..<t + 3)) == (first: t, tokens: 3))
+            let same = Self.readAll(replica) == Self.readAll(original)
+            #expect(same, "tokens \(t)..<\(t + 3)")
+            #expect(replica.byteCount == original.byteCount)
+        }
+        #expect(try replica.serialize(layers: 0..<2) == original.serialize(layers: 0..<2))
+    }
+
+    @Test func kiviDamagedForeignOrOutOfOrderPayloadsChangeNothing() throws {
+        let g = Self.kiviGeometry, rope = Self.kiviRope
+        func filled(bits: Int, window: Int, tokens: Int) throws -> KIVICache {
+            let c = KIVICache(geometry: g, rope: rope, bits: bits, window: window)
+            try Self.fill(c, Self.rows(tokens, g, seed: 61), Self.rows(tokens, g, seed: 62), batch: 1)
+            return c
+        }
+        let original = try filled(bits: 4, window: 8, tokens: 44)
+        let replica = try KIVICache.deserialize(try original.serialize(layers: 0..<2), capacity: g.capacity, rope: rope)
+        let more = try filled(bits: 4, window: 8, tokens: 46)  // the same rows, two tokens further
+        let payload = try more.appendPayload(layers: 0..<2, tokens: 44..<45)
+        let before = try replica.serialize(layers: 0..<2), beforeRead = Self.readAll(replica)
+        for cut in stride(from: 0, to: payload.count, by: 7) {
+            #expect(throws: (any Error).self) { try replica.applyAppendPayload(Array(payload[0..<cut])) }
+        }
+        #expect(throws: KVCacheError.self) { try replica.applyAppendPayload(payload + [0]) }
+        #expect(throws: KVCacheError.self) { try replica.applyAppendPayload(try more.appendPayload(layers: 0..<2, tokens: 45..<46)) }  // skips a token
+        let otherBits = try filled(bits: 2, window: 8, tokens: 45)
+        #expect(throws: KVCacheError.self) { try replica.applyAppendPayload(try otherBits.appendPayload(layers: 0..<2, tokens: 44..<45)) }
+        let otherWindow = try filled(bits: 4, window: 16, tokens: 45)
+        #expect(throws: KVCacheError.self) { try replica.applyAppendPayload(try otherWindow.appendPayload(layers: 0..<2, tokens: 44..<45)) }
+        let dense = DenseKVCache<Float16>(geometry: g, rope: rope)
+        try Self.fill(dense, Self.rows(45, g, seed: 61), Self.rows(45, g, seed: 62), batch: 45)
+        #expect(throws: KVCacheError.self) { try replica.applyAppendPayload(try dense.appendPayload(layers: 0..<2, tokens: 44..<45)) }
+        // A group count below what the replica has quantized already.
+        var fewer = payload
+        let groupsAt = 4 + 2 + (4 + 5) + 5 * 4 + 1 + 4 + 4  // header (magic, version, "kivi4", 5 u32, flag), first, window
+        #expect(fewer[groupsAt] > 0)
+        fewer[groupsAt] = 0
+        #expect(throws: KVCacheError.self) { try replica.applyAppendPayload(fewer) }
+        let unchanged = try replica.serialize(layers: 0..<2) == before && Self.readAll(replica) == beforeRead
+        #expect(unchanged, "refused payloads left the replica as it was")
+        #expect(try replica.applyAppendPayload(payload) == (first: 44, tokens: 1))
+        #expect(throws: KVCacheError.self) { try replica.applyAppendPayload(payload) }  // the same payload again
+        let reference = try filled(bits: 4, window: 8, tokens: 45)
+        _ = try reference.serialize(layers: 0..<2)  // settles as the original did before the replica was made
+        let same = Self.readAll(replica) == Self.readAll(reference)
+        #expect(same, "the replica reads as a cache that took the same tokens")
     }
 }

@@ -17,7 +17,7 @@ extension Coordinator {
     /// append payloads a replica can take.
     var replicasEnabled: Bool {
         (configuration.replicas ?? 1) > 0 && configuration.prefillWorkers == 0
-            && [WireProtocol.csrEncoding, "fp32", "fp16"].contains(cacheKind) && pipeline(0).count >= 2
+            && KVCacheFormats.supportsReplica(kind: cacheKind) && pipeline(0).count >= 2
     }
 
     /// Who keeps worker i's replicas: the next worker of its pipeline, wrapping around.

@@ -31,10 +31,9 @@ extension Worker {
         for (segment, cache) in zip(segments, caches) {
             guard let destination = targets[segment.layers.lowerBound] else { continue }
             let payload = try cache.appendPayload(layers: segment.layers, tokens: tokens)
-            let hash = cache.kind == WireProtocol.csrEncoding ? (dictionary?.contentHash ?? "") : ""
-            let encoding = cache.kind == "fp32" ? "fp32" : cache.kind == WireProtocol.csrEncoding ? cache.kind : "fp16"
+            let hash = try dictionaryHash(for: cache.kind)
             do {
-                try peer(destination).send(WireMessage(.kvTransfer(KVTransferBody(layers: segment.layers, encoding: encoding, dictionaryHash: hash,
+                try peer(destination).send(WireMessage(.kvTransfer(KVTransferBody(layers: segment.layers, encoding: cache.kind, dictionaryHash: hash,
                                                                                   mode: .stream, payload: payload)),
                                                        requestID: m.requestID, sessionID: m.sessionID), timeout: .seconds(5))
             } catch {
@@ -51,11 +50,11 @@ extension Worker {
             let held = sessions[m.sessionID].map { $0.values.map { "\($0.geometry.layers)" }.sorted().joined(separator: ", ") } ?? "nothing"
             throw WorkerFailure(code: .unknownSession, message: "no cache of session \(m.sessionID) for exactly layers \(r.layers.lowerBound)..<\(r.layers.upperBound) (held: \(held))")
         }
-        guard cache.acceptsAppendPayloads else {
+        guard try cache.format.supportsReplica else {
             throw WorkerFailure(code: .unexpectedMessage, message: "a '\(cache.kind)' cache cannot be kept as a replica")
         }
         let payload = try cache.serialize(layers: r.layers)
-        let hash = cache.kind == WireProtocol.csrEncoding ? (dictionary?.contentHash ?? "") : ""
+        let hash = try dictionaryHash(for: cache.kind)
         let destination = r.destination.description
         do {
             try peer(destination).send(WireMessage(.kvTransfer(KVTransferBody(layers: r.layers, encoding: cache.kind, dictionaryHash: hash,
@@ -117,8 +116,7 @@ extension Worker {
         if replica.geometry.layers == r.layers {
             cache = replica
         } else {
-            let hash = replica.kind == WireProtocol.csrEncoding ? (dictionary?.contentHash ?? "") : ""
-            cache = try decodePayload(KVTransferBody(layers: r.layers, encoding: replica.kind, dictionaryHash: hash,
+            cache = try decodePayload(KVTransferBody(layers: r.layers, encoding: replica.kind, dictionaryHash: try dictionaryHash(for: replica.kind),
                                                      payload: try replica.serialize(layers: r.layers)),
                                       capacity: assignment.contextCapacity)
         }
@@ -136,8 +134,7 @@ extension Worker {
     /// replica. Returns whether it was installed as the session's cache.
     @discardableResult
     func install(_ cache: any KVCache, layers: Range<Int>, session: UInt64) throws -> Bool {
-        let spec = assignment?.kvSpec.lowercased() ?? ""
-        let ownKind = spec.hasPrefix(WireProtocol.csrEncoding) ? WireProtocol.csrEncoding : spec
+        let ownKind = cacheType?.kind
         if cache.kind == ownKind, try segmentForInstall(layers, session: session) {
             sessions[session, default: [:]][layers.lowerBound] = cache
             return true
@@ -146,21 +143,35 @@ extension Worker {
         return false
     }
 
-    /// A received cache, decoded completely (CSR codes must name this worker's dictionary).
+    /// A received cache, decoded completely by its kind's format (payloads coded over a
+    /// dictionary must name this worker's).
     func decodePayload(_ t: KVTransferBody, capacity: Int) throws -> any KVCache {
-        switch t.encoding {
-        case WireProtocol.csrEncoding:
-            guard let dictionary, t.dictionaryHash == dictionary.contentHash else {
-                throw WorkerFailure(code: .dictionaryMismatch, message: "the payload is coded with dictionary \(t.dictionaryHash); this worker holds \(dictionary?.contentHash ?? "none")")
-            }
-            guard case .csr(let codec)? = cacheType else {
-                throw WorkerFailure(code: .unexpectedMessage, message: "CSR payload, but this worker's cache is \(assignment?.kvSpec ?? "not set")")
-            }
-            return try CSRCache.deserialize(t.payload, capacity: capacity, rope: base.rope, codec: codec)
-        case "fp32": return try DenseKVCache<Float>.deserialize(t.payload, capacity: capacity, rope: base.rope)
-        case "fp16": return try DenseKVCache<Float16>.deserialize(t.payload, capacity: capacity, rope: base.rope)
-        case let k where k.hasPrefix("kivi"): return try KIVICache.deserialize(t.payload, capacity: capacity, rope: base.rope)
-        default: throw WorkerFailure(code: .unexpectedMessage, message: "unknown KV encoding '\(t.encoding)'")
+        let format = try knownFormat(t.encoding)
+        return try format.deserialize(t.payload, capacity: capacity, rope: base.rope, codec: try codec(for: format, hash: t.dictionaryHash))
+    }
+
+    /// The registry's format of a received encoding, or a wire error naming it.
+    func knownFormat(_ encoding: String) throws -> KVCacheFormat {
+        do { return try KVCacheFormats.format(kind: encoding) } catch {
+            throw WorkerFailure(code: .unexpectedMessage, message: "unknown KV encoding '\(encoding)': \(error.localizedDescription)")
         }
+    }
+
+    /// The codec a payload of `format` stamped with dictionary `hash` decodes with: nil for
+    /// a dictionary-free format; else this worker's, which must be for that dictionary.
+    func codec(for format: KVCacheFormat, hash: String) throws -> CSRCodec? {
+        guard format.needsDictionary else { return nil }
+        guard let dictionary, hash == dictionary.contentHash else {
+            throw WorkerFailure(code: .dictionaryMismatch, message: "the payload is coded with dictionary \(hash); this worker holds \(dictionary?.contentHash ?? "none")")
+        }
+        guard let codec = cacheType?.codec else {
+            throw WorkerFailure(code: .unexpectedMessage, message: "a '\(format.kind)' payload, but this worker's cache is \(assignment?.kvSpec ?? "not set")")
+        }
+        return codec
+    }
+
+    /// The dictionary hash a payload of `kind` is stamped with ("" for a dictionary-free kind).
+    func dictionaryHash(for kind: String) throws -> String {
+        try KVCacheFormats.format(kind: kind).needsDictionary ? (dictionary?.contentHash ?? "") : ""
     }
 }

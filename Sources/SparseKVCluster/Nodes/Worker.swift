@@ -273,8 +273,7 @@ public final class Worker {
         guard a.modelLayers == c.layerCount, a.layers.upperBound <= c.layerCount else {
             throw WorkerFailure(code: .layerMismatch, message: "assignment for a \(a.modelLayers)-layer model; this model has \(c.layerCount)")
         }
-        let isCSR = a.kvSpec.lowercased().hasPrefix(WireProtocol.csrEncoding)
-        if !isCSR { _ = try KVCacheType(parsing: a.kvSpec) }  // refuse an unknown spec before loading
+        let needsDictionary = try KVCacheFormats.format(spec: a.kvSpec).needsDictionary  // refuse an unknown spec before loading
         var added: [Range<Int>] = [a.layers]
         var kept: [Segment] = []
         if let old = assignment, old.kvSpec == a.kvSpec, old.dictionaryHash == a.dictionaryHash,
@@ -294,7 +293,7 @@ public final class Worker {
         if kept.isEmpty { sessions = [:] }
         segments = all
         assignment = a
-        cacheType = isCSR ? dictionary.flatMap { $0.contentHash == a.dictionaryHash ? try? KVCacheType(parsing: a.kvSpec, dictionary: $0) : nil }
+        cacheType = needsDictionary ? dictionary.flatMap { $0.contentHash == a.dictionaryHash ? try? KVCacheType(parsing: a.kvSpec, dictionary: $0) : nil }
                           : try KVCacheType(parsing: a.kvSpec)
         if case .peer(let e) = a.nextHop {
             next = e.description
@@ -325,7 +324,7 @@ public final class Worker {
         do { try loaded.check(model: CSRDictionary.ModelInfo(model: base)) } catch {
             throw WorkerFailure(code: .dictionaryMismatch, message: "the dictionary is not for this model: \(error.localizedDescription)")
         }
-        if let a = assignment, a.kvSpec.lowercased().hasPrefix(WireProtocol.csrEncoding) {
+        if let a = assignment, (try? KVCacheFormats.format(spec: a.kvSpec))?.needsDictionary == true {
             guard a.dictionaryHash == loaded.contentHash else {
                 throw WorkerFailure(code: .dictionaryMismatch, message: "the assignment names dictionary \(a.dictionaryHash), received \(loaded.contentHash)")
             }
@@ -422,13 +421,11 @@ public final class Worker {
             throw WorkerFailure(code: .layerMismatch, message: "layers \(r.layers.lowerBound)..<\(r.layers.upperBound) requested; session \(m.sessionID) is held here for \(held.joined(separator: ", "))")
         }
         let payload: [UInt8]
-        switch r.encoding {
-        case cache.kind: payload = try cache.serialize(layers: r.layers)
-        case "fp16": payload = try cache.densePayload(layers: r.layers, as: Float16.self)
-        default:
-            throw WorkerFailure(code: .unexpectedMessage, message: "the session's cache is '\(cache.kind)'; it can be sent as '\(cache.kind)' or 'fp16', not '\(r.encoding)'")
+        do { payload = try cache.transferPayload(layers: r.layers, encoding: r.encoding) } catch let e as KVCacheError {
+            guard case .unsupportedEncoding = e else { throw e }
+            throw WorkerFailure(code: .unexpectedMessage, message: "the session's \(e.localizedDescription)")
         }
-        let hash = r.encoding == WireProtocol.csrEncoding ? (dictionary?.contentHash ?? "") : ""
+        let hash = try dictionaryHash(for: r.encoding)
         let link = try peer(r.destination.description)
         do {
             try link.send(WireMessage(.kvTransfer(KVTransferBody(layers: r.layers, encoding: r.encoding, dictionaryHash: hash,
@@ -450,15 +447,8 @@ public final class Worker {
         if t.mode == .stream, try applyToReplica(t, message: m, from: received) { return }
         if t.mode == .stream {
             // Measured streaming (no replica kept here): check it completely, count it (the socket did), discard it.
-            let checked: (first: Int, tokens: Int)
-            if t.encoding == WireProtocol.csrEncoding {
-                guard case .csr(let codec)? = cacheType else {
-                    throw WorkerFailure(code: .unexpectedMessage, message: "CSR stream, but this worker's cache is \(assignment.kvSpec)")
-                }
-                checked = try CSRCache.checkAppendPayload(t.payload, codec: codec)
-            } else {
-                checked = try AppendPayload.checkDense(t.payload)
-            }
+            let format = try knownFormat(t.encoding)
+            let checked = try format.checkAppendPayload(t.payload, codec: try codec(for: format, hash: t.dictionaryHash))
             logger.debug("stream of session \(m.sessionID) layers \(t.layers.lowerBound)..<\(t.layers.upperBound) from \(received.peer): token \(checked.first), \(t.payload.count) bytes")
             return
         }

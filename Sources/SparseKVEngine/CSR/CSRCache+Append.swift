@@ -7,7 +7,7 @@ import SparseCoding
 /// entries among the rows). Online atoms are not repeated: a replica got them with the
 /// prompt.
 extension CSRCache {
-    func codeAppendPayload(layers: Range<Int>, tokens: Range<Int>) throws -> [UInt8] {
+    public func appendPayload(layers: Range<Int>, tokens: Range<Int>) throws -> [UInt8] {
         try checkAppendRange(layers: layers, tokens: tokens)
         var w = BinaryWriter(capacity: 256 + 64 * layers.count * tokens.count)
         KVPayloadHeader(kind: kind, layers: layers, kvHeads: geometry.kvHeads, headDim: geometry.headDim,
@@ -31,7 +31,7 @@ extension CSRCache {
         try bytes.withUnsafeBytes { raw in
             var r = BinaryReader(raw)
             let h = try KVPayloadHeader.read(from: &r)
-            guard h.kind == "csr", !h.keysRotated else { throw KVCacheError.incompatiblePayload("'\(h.kind)' is not a CSR append payload") }
+            guard h.kind == format.kind, !h.keysRotated else { throw KVCacheError.incompatiblePayload("'\(h.kind)' is not a CSR append payload") }
             let model = codec.dictionary.model
             guard h.headDim == model.headDim, h.kvHeads == model.kvHeads, h.layers.upperBound <= model.layerCount else {
                 throw KVCacheError.incompatiblePayload("payload shape does not match the dictionary's model")

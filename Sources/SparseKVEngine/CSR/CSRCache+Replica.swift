@@ -1,7 +1,7 @@
 import SparseCoding
 
 /// A CSR replica keeps up with its original by taking the codes of each new token
-/// (``codeAppendPayload(layers:tokens:)``): packed indices, coefficients, scales and guard
+/// (``appendPayload(layers:tokens:)``): packed indices, coefficients, scales and guard
 /// entries are appended as the original stored them, so the replica's streams are the
 /// original's byte for byte. Online atoms are chosen once, from the prompt, and came with
 /// the replica's first full transfer. The exact rows of the original's latest append are
@@ -20,7 +20,8 @@ extension CSRCache {
         var guardValues: [UInt16]
     }
 
-    func applyCodeAppendPayload(_ bytes: [UInt8]) throws -> (first: Int, tokens: Int) {
+    @discardableResult
+    public func applyAppendPayload(_ bytes: [UInt8]) throws -> (first: Int, tokens: Int) {
         try bytes.withUnsafeBytes { raw in
             var r = BinaryReader(raw)
             let (h, first) = try readAppendHeader(&r, kind: kind, keysRotated: false)

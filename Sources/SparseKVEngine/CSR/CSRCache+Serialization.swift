@@ -8,6 +8,19 @@ import SparseCoding
 /// guard bank). A receiver refuses codes made against another
 /// dictionary or with other settings, and checks every length against the header.
 extension CSRCache {
+    /// The format of CSR caches: codes over the dictionary whose hash they carry, decoded
+    /// only with the process's codec for that dictionary.
+    public static let format = KVCacheFormat(
+        kind: "csr", needsDictionary: true, supportsReplica: true,
+        decode: { payload, capacity, rope, codec in
+            guard let codec else { throw CSRError.dictionaryRequired }
+            return try CSRCache.deserialize(payload, capacity: capacity, rope: rope, codec: codec)
+        },
+        checkAppend: { payload, codec in
+            guard let codec else { throw CSRError.dictionaryRequired }
+            return try CSRCache.checkAppendPayload(payload, codec: codec)
+        })
+
     public func serialize(layers: Range<Int>) throws -> [UInt8] {
         let n = try transferTokenCount(layers: layers)
         var w = BinaryWriter(capacity: 256 + layers.reduce(0) { $0 + byteCount(layer: $1) } + 32 * layers.count)
@@ -34,7 +47,7 @@ extension CSRCache {
         try bytes.withUnsafeBytes { raw in
             var r = BinaryReader(raw)
             let h = try KVPayloadHeader.read(from: &r)
-            guard h.kind == "csr" else { throw KVCacheError.incompatiblePayload("payload is '\(h.kind)', not a CSR cache") }
+            guard h.kind == Self.format.kind else { throw KVCacheError.incompatiblePayload("payload is '\(h.kind)', not a CSR cache") }
             let model = codec.dictionary.model
             guard h.headDim == model.headDim, h.headDim == rope.headDim, h.kvHeads == model.kvHeads,
                   h.layers.upperBound <= model.layerCount, !h.keysRotated

@@ -15,7 +15,7 @@ public final class CSRCache: KVCache {
     public let geometry: KVCacheGeometry
     public let rope: RoPE
     public let codec: CSRCodec
-    public var kind: String { "csr" }
+    public var kind: String { Self.format.kind }
 
     /// [layer - first]
     var keyStreams: [CSRCodeStream]

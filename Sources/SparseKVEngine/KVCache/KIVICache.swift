@@ -10,12 +10,17 @@
 /// fp16 part is brought back to the window when the next tokens arrive, not before.
 public final class KIVICache: KVCache {
     public static let group = 32
+    /// Code widths KIVI is built with.
+    public static let supportedBits = [2, 4, 8]
 
     public let geometry: KVCacheGeometry
     public let rope: RoPE
     public let bits: Int
     public let window: Int
-    public var kind: String { "kivi\(bits)" }
+    public var kind: String { Self.kind(bits: bits) }
+
+    /// "kivi2", "kivi4" or "kivi8".
+    static func kind(bits: Int) -> String { "kivi\(bits)" }
 
     /// One (layer, KV head).
     final class Slot {
@@ -40,7 +45,7 @@ public final class KIVICache: KVCache {
     private var valueScratch: [Float] = []
 
     public init(geometry: KVCacheGeometry, rope: RoPE, bits: Int, window: Int = 128) {
-        precondition([2, 4, 8].contains(bits), "KIVI bits must be 2, 4 or 8")
+        precondition(Self.supportedBits.contains(bits), "KIVI bits must be 2, 4 or 8")
         precondition(geometry.headDim % Self.group == 0, "KIVI needs a head dim that is a multiple of 32")
         self.geometry = geometry
         self.rope = rope
@@ -104,7 +109,7 @@ public final class KIVICache: KVCache {
         (bytes[i * bits / 8] >> UInt8((i * bits) % 8)) & UInt8((1 << bits) - 1)
     }
 
-    private func quantizeOldestGroup(_ slot: Slot) {
+    func quantizeOldestGroup(_ slot: Slot) {
         let d = geometry.headDim, g = Self.group
         let keys = slot.recentK[0..<g * d].map { Float($0) }, values = slot.recentV[0..<g * d].map { Float($0) }
         slot.recentK.removeFirst(g * d)
@@ -250,7 +255,7 @@ public final class KIVICache: KVCache {
         try bytes.withUnsafeBytes { raw in
             var r = BinaryReader(raw)
             let h = try KVPayloadHeader.read(from: &r)
-            guard let bits = ["kivi2": 2, "kivi4": 4, "kivi8": 8][h.kind] else {
+            guard let bits = supportedBits.first(where: { kind(bits: $0) == h.kind }) else {
                 throw KVCacheError.incompatiblePayload("payload is '\(h.kind)', not a KIVI cache")
             }
             guard h.headDim == rope.headDim, h.headDim % group == 0 else {

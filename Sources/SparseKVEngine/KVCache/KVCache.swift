@@ -68,6 +68,17 @@ public protocol KVCache: AnyObject {
     /// This cache's contents for `layers` (a sub-range of geometry.layers) in the
     /// self-describing KV transfer format.
     func serialize(layers: Range<Int>) throws -> [UInt8]
+
+    /// The KV of `tokens` for `layers` in this cache's own streaming form: what a replica
+    /// that holds the earlier tokens needs to keep up (see AppendPayload.swift).
+    func appendPayload(layers: Range<Int>, tokens: Range<Int>) throws -> [UInt8]
+
+    /// Appends the tokens of an ``appendPayload(layers:tokens:)`` made by a cache of this
+    /// kind. The payload's layers must be held here and each must hold exactly the
+    /// payload's first position; the payload is parsed and checked completely before
+    /// anything changes. Returns (first position, tokens).
+    @discardableResult
+    func applyAppendPayload(_ bytes: [UInt8]) throws -> (first: Int, tokens: Int)
 }
 
 extension KVCache {

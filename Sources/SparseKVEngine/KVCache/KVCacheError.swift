@@ -7,6 +7,8 @@ public enum KVCacheError: LocalizedError, Sendable, Equatable {
     case malformedPayload(String)
     case incompatiblePayload(String)
     case unknownKind(String)
+    /// A transfer asked of a cache in an encoding it cannot be sent as.
+    case unsupportedEncoding(kind: String, encoding: String, supported: [String])
 
     public var errorDescription: String? {
         switch self {
@@ -20,6 +22,8 @@ public enum KVCacheError: LocalizedError, Sendable, Equatable {
             return "KV cache payload does not fit this cache: \(w)."
         case .unknownKind(let k):
             return "unknown KV cache type '\(k)' (known: fp32, fp16, kivi2, kivi4, kivi8, csr:S with --dict)."
+        case .unsupportedEncoding(let k, let e, let s):
+            return "a '\(k)' cache can be sent as \(s.map { "'\($0)'" }.joined(separator: " or ")), not as '\(e)'."
         }
     }
 }

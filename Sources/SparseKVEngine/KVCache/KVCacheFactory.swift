@@ -9,7 +9,7 @@ public enum KVCacheType: Sendable, Equatable, CustomStringConvertible {
 
     /// Parses a `--kv` value. `csr:...` (see ``CSRSettings``) needs the dictionary.
     public init(parsing s: String, dictionary: CSRDictionary? = nil) throws {
-        if s.lowercased().hasPrefix("csr") {
+        if s.lowercased().hasPrefix(CSRCache.format.kind) {
             guard let dictionary else { throw CSRError.dictionaryRequired }
             let settings = try CSRSettings(parsing: s, valueChunks: dictionary.values.chunks)
             self = .csr(try CSRCodec(dictionary: dictionary, settings: settings))
@@ -23,6 +23,29 @@ public enum KVCacheType: Sendable, Equatable, CustomStringConvertible {
         case "kivi8": self = .kivi(bits: 8)
         default: throw KVCacheError.unknownKind(s)
         }
+    }
+
+    /// The kind of the caches this type makes (``KVCache/kind``): "fp32", "fp16",
+    /// "kivi2"..."kivi8" or "csr".
+    public var kind: String {
+        switch self {
+        case .fp32: return DenseKVCache<Float>.format.kind
+        case .fp16: return DenseKVCache<Float16>.format.kind
+        case .kivi(let b): return KIVICache.format(bits: b).kind
+        case .csr: return CSRCache.format.kind
+        }
+    }
+
+    /// The kind a `--kv` spec makes, without the dictionary a CSR spec needs to be built.
+    public static func kind(ofSpec s: String) throws -> String {
+        if s.lowercased().hasPrefix(CSRCache.format.kind) { return CSRCache.format.kind }
+        return try KVCacheType(parsing: s).kind
+    }
+
+    /// The CSR codec of a `csr` type (nil for the others).
+    public var codec: CSRCodec? {
+        if case .csr(let c) = self { return c }
+        return nil
     }
 
     public var description: String {

@@ -357,6 +357,17 @@ import Testing
                 == ["w2 is the only worker; no one can take its layers"])
     }
 
+    @Test func aDrainAskedForDuringAFailoverIsRefusedUntilItIsDone() {
+        var c = serving(standbys: ["s1"])
+        _ = c.workerLost("w2", why: "killed", now: at(0))
+        #expect(errors(c.requestDrain(DrainRequestBody(workerID: "w3"), client: [9], requestID: 1)).map(\.message)
+                == ["a failover of w2 is in progress; drain once it is done"])
+        _ = c.shardReady("s1", layers: 10..<20, weightBytes: 1, now: at(1))
+        _ = c.shardReady("w1", layers: 0..<10, weightBytes: 1, now: at(2))
+        #expect(errors(c.requestDrain(DrainRequestBody(workerID: "w3"), client: [9], requestID: 2)).isEmpty)
+        #expect(c.drain?.newLayers == ["s1": 10..<30])
+    }
+
     @Test func aNeighbourWithoutRoomRefusesTheDrain() {
         var c = core(workers: 2)
         _ = register(&c, "w1", budget: 160)

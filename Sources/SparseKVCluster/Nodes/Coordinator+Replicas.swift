@@ -20,18 +20,11 @@ extension Coordinator {
             && KVCacheFormats.supportsReplica(kind: cacheKind) && pipeline(0).count >= 2
     }
 
-    /// Who keeps worker i's replicas: the next worker of its pipeline, wrapping around.
-    func replicaHolder(of i: Int) -> Int? {
-        let line = pipeline(workers[i].pipeline)
-        guard line.count >= 2, let position = line.firstIndex(of: i) else { return nil }
-        return line[(position + 1) % line.count]
-    }
-
     /// Asks every pipeline worker for a replica of each of its segments.
     func startReplicas(_ sessionID: UInt64) {
         var copies: [ReplicaCopy] = []
         for i in pipeline(0) {
-            guard let h = replicaHolder(of: i) else { continue }
+            guard let h = core.replicaHolder(of: i) else { continue }
             for segment in workers[i].segments {
                 requestTransfer(session: sessionID, from: i, to: workers[h].id, layers: segment, encoding: cacheKind,
                                 mode: .replica, purpose: .replica)
@@ -59,15 +52,11 @@ extension Coordinator {
     /// KV for the session. Returns false (nothing sent) when the session cannot resume from
     /// replicas and must be rebuilt.
     func installReplicas(_ sessionID: UInt64) -> Bool {
-        guard failoverKeepsCaches, let r = active[sessionID], r.session.prefillEnd != nil, !r.session.generated.isEmpty else { return false }
-        let plan = pipeline(0).compactMap { i in workers[i].layers.map { (id: workers[i].id, layers: $0) } }
-        guard let moves = ReplicaInstallPlanner.moves(lost: lostSegments, copies: r.replicas, pipeline: plan,
-                                                      alive: Set(workers.map(\.id)), promptTokens: r.session.prompt.count)
+        guard let r = active[sessionID], r.session.prefillEnd != nil, !r.session.generated.isEmpty,
+              let moves = core.replicaInstall(session: sessionID, copies: r.replicas, promptTokens: r.session.prompt.count)
         else { return false }
-        let ends = moves.compactMap { m in index(ofWorker: m.holder).flatMap { h in index(ofWorker: m.to).map { (h, $0) } } }
-        guard ends.count == moves.count else { return false }
-        for (move, (holder, to)) in zip(moves, ends) {
-            splitSegment(of: to, for: move.layers)
+        for move in moves {
+            guard let holder = index(ofWorker: move.holder) else { continue }
             requestTransfer(session: sessionID, from: holder, to: move.to, layers: move.layers, encoding: cacheKind,
                             mode: .install, purpose: .failover)
         }
@@ -78,17 +67,6 @@ extension Coordinator {
         return true
     }
 
-    /// A worker splits a segment no session holds yet when KV for a piece of it arrives
-    /// (Worker.segmentForInstall); the plan follows, so later replicas name its segments.
-    private func splitSegment(of i: Int, for piece: Range<Int>) {
-        guard !workers[i].segments.contains(piece),
-              let k = workers[i].segments.firstIndex(where: { $0.lowerBound <= piece.lowerBound && piece.upperBound <= $0.upperBound })
-        else { return }
-        let whole = workers[i].segments[k]
-        let pieces = [whole.lowerBound..<piece.lowerBound, piece, piece.upperBound..<whole.upperBound].filter { !$0.isEmpty }
-        workers[i].segments.replaceSubrange(k...k, with: pieces)
-    }
-
     /// A replica is installed; once all are, the session goes on.
     func replicaInstalled(_ t: PendingTransfer, tokens: Int) {
         guard var r = active[t.sessionID], r.pendingInstalls > 0 else { return }
@@ -96,6 +74,7 @@ extension Coordinator {
         r.installedTokens = min(r.installedTokens ?? tokens, tokens)
         active[t.sessionID] = r
         guard r.pendingInstalls == 0 else { return }
+        core.installsEnded(t.sessionID)
         for (id, p) in pendingTransfers where p.sessionID == t.sessionID && p.purpose == .failover { pendingTransfers[id] = nil }
         let s = r.session
         let q = min(r.installedTokens ?? 0, s.prompt.count + s.generated.count - 1)
@@ -109,6 +88,7 @@ extension Coordinator {
         for (id, p) in pendingTransfers where p.sessionID == t.sessionID && p.purpose == .failover { pendingTransfers[id] = nil }
         active[t.sessionID]?.pendingInstalls = 0
         active[t.sessionID]?.installedTokens = nil
+        core.installsEnded(t.sessionID)
         logger.warning("session \(t.sessionID): installing the replica of layers \(t.layers.lowerBound)..<\(t.layers.upperBound) on \(t.destination) failed (\(message)); recomputing")
         resumeSession(t.sessionID) { try $0.restart(model: model) }
     }

@@ -17,15 +17,21 @@ extension Coordinator {
         }
     }
 
-    func sendToWorker(_ i: Int, _ m: WireMessage) {
+    func sendToWorker(_ i: Int, _ m: WireMessage) { sendToWorker(workers[i].id, m) }
+
+    /// Over the worker's link, or the ROUTER while it has none (a worker the core just
+    /// dropped is still reached over its link).
+    func sendToWorker(_ id: String, _ m: WireMessage) {
         do {
-            if let link = workers[i].link {
+            if let link = links[id] {
                 try link.send(m, timeout: .seconds(30))
+            } else if let w = workers.first(where: { $0.id == id }) {
+                try router.send(m, to: w.routingID, timeout: .seconds(2))
             } else {
-                try router.send(m, to: workers[i].routingID, timeout: .seconds(2))
+                logger.debug("not sent to \(id), no longer a worker: \(m.kind)")
             }
         } catch {
-            logger.warning("could not reach \(workers[i].id): \(error.localizedDescription)")
+            logger.warning("could not reach \(id): \(error.localizedDescription)")
         }
     }
 
@@ -35,12 +41,13 @@ extension Coordinator {
         for i in workers.indices {
             do {
                 let m = WireMessage(.shutdown(reason: reason))
-                if let link = workers[i].link { try link.send(m, timeout: .milliseconds(200)) } else { try router.send(m, to: workers[i].routingID, timeout: .milliseconds(200)) }
+                if let link = links[workers[i].id] { try link.send(m, timeout: .milliseconds(200)) } else { try router.send(m, to: workers[i].routingID, timeout: .milliseconds(200)) }
             } catch {
                 logger.warning("could not tell \(workers[i].id) to shut down: \(error.localizedDescription)")
             }
-            workers[i].link?.close(linger: .milliseconds(300))
         }
+        for link in links.values { link.close(linger: .milliseconds(300)) }
+        links = [:]
         router.close(linger: .milliseconds(300))
     }
 
@@ -49,11 +56,7 @@ extension Coordinator {
         return nextControlID
     }
 
-    func clip(_ s: String) -> String {
-        var s = s
-        while s.utf8.count > WireProtocol.maxErrorMessageLength { s.removeLast() }
-        return s
-    }
+    func clip(_ s: String) -> String { CoordinatorCore.clip(s) }
 
     func clipText(_ s: String) -> String {
         var s = s
@@ -61,8 +64,5 @@ extension Coordinator {
         return s
     }
 
-    func nanoseconds(_ d: Duration) -> UInt64 {
-        let (s, atto) = d.components
-        return UInt64(max(0, s)) * 1_000_000_000 + UInt64(max(0, atto) / 1_000_000_000)
-    }
+    func nanoseconds(_ d: Duration) -> UInt64 { CoordinatorCore.nanoseconds(d) }
 }

@@ -37,12 +37,12 @@ extension Coordinator {
         for r in active.values {
             for e in r.kvBytesByWorker { byWorker[e.worker, default: 0] += e.bytes }
         }
-        let watched = monitor.watched
+        let watched = core.watched
         let status = ClusterStatus(
-            serving: phase == .serving && broken == nil, contextLength: contextLength, kvSpec: configuration.kvSpec,
+            serving: core.phase == .serving && core.broken == nil, contextLength: contextLength, kvSpec: configuration.kvSpec,
             dictionaryHash: dictionary?.hash ?? "",
             workers: workers.map {
-                WorkerStatus(worker: $0.id, ready: $0.ready && (dictionary == nil || $0.dictionaryAcked),
+                WorkerStatus(worker: $0.id, ready: core.isReady($0),
                              alive: watched.contains($0.id), kvBytes: byWorker[$0.id] ?? 0)
             })
         let kv = active.values.reduce(UInt64(0)) { $0 + $1.kvBytes }

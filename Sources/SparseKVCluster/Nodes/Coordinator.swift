@@ -7,8 +7,11 @@ import SparseKVEngine
 /// generate requests by driving hidden states through the worker pipeline. It holds the
 /// tokenizer, embeddings, final norm, LM head and sampling.
 ///
-/// KV moves between workers (a drain, a prefill -> decode handoff) are in
-/// Coordinator+Transfers.swift, heartbeats and failover in Coordinator+Failover.swift,
+/// The decisions about workers (registration, the shard plan, liveness, drains, failover)
+/// are taken by ``CoordinatorCore``, free of I/O; this class translates received messages
+/// into its events and carries out the actions it returns (Coordinator+Actions.swift),
+/// and runs the sessions. KV moves between workers (a drain, a prefill -> decode handoff)
+/// are in Coordinator+Transfers.swift, failover of sessions in Coordinator+Failover.swift,
 /// sending in Coordinator+Sending.swift.
 ///
 /// Sockets: one ROUTER bound at `listen` takes registrations, replies, returning
@@ -27,29 +30,12 @@ public final class Coordinator {
     let bytesPerLayer: UInt64
     let dictionary: (hash: String, gguf: [UInt8])?
     let cacheKind: String
-    private let context: ZMQContext
+    let context: ZMQContext
     /// Checks the keys of connecting workers and clients (CURVE only).
     private let zap: ZAPHandler?
     let router: CountedSocket
 
     // MARK: - State
-
-    enum Phase: Equatable { case registering, starting, serving }
-
-    struct WorkerState {
-        let id: String
-        let routingID: [UInt8]
-        let endpoint: Endpoint
-        let budget: UInt64
-        var link: CountedSocket?
-        var layers: Range<Int>?
-        /// The pieces of `layers` the worker holds separate caches for (see Worker).
-        var segments: [Range<Int>] = []
-        /// 0, or 1 for the decode pipeline of a prefill -> decode handoff.
-        var pipeline = 0
-        var ready = false
-        var dictionaryAcked = false
-    }
 
     struct Request {
         let client: [UInt8]
@@ -103,32 +89,23 @@ public final class Coordinator {
         var kvBytesByWorker: [WorkerKVBytes] = []
     }
 
-    var phase = Phase.registering
-    var workers: [WorkerState] = []
+    /// The workers, the plan, liveness, drain and failover: every decision about them.
+    var core: CoordinatorCore
+    /// The link (a DEALER) to each worker, by id.
+    var links: [String: CountedSocket] = [:]
+    /// Set when the core declares the cluster ready; the loop then runs `onReady`.
+    var becameReady = false
     var active: [UInt64: Request] = [:]
     var waiting: [Request] = []
     private var nextSessionID: UInt64 = 1
-    /// The drain in progress, if any.
-    var drain: DrainState?
     /// kvRequests sent and not yet acknowledged, by their request id.
     var pendingTransfers: [UInt64: PendingTransfer] = [:]
     var nextControlID: UInt64 = 1 << 48
-    /// Liveness of every registered worker (Coordinator+Failover.swift).
-    var monitor: HeartbeatMonitor
-    /// The failover in progress, if any.
-    var recovery: FailoverTracker?
-    /// Why the cluster cannot serve any more (a death it could not recover from).
-    var broken: String?
-    /// During a failover: the dead workers' segments, and whether every live worker kept
-    /// its caches (so replicas can stand in for the dead ones' KV).
-    var lostSegments: [String: [Range<Int>]] = [:]
-    var failoverKeepsCaches = true
 
     /// Loads the coordinator's part of the model and the dictionary, and binds.
     public init(configuration: CoordinatorConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
-        monitor = HeartbeatMonitor(settings: configuration.heartbeat)
         guard configuration.heartbeat.interval > .zero, configuration.heartbeat.liveness >= 1 else {
             throw NodeError.badConfiguration("the heartbeat interval must be positive and the liveness at least 1")
         }
@@ -167,6 +144,15 @@ public final class Coordinator {
             cacheKind = type.makeCache(geometry: KVCacheGeometry(layers: 0..<1, kvHeads: c.kvHeadCount, headDim: c.headDim, capacity: 1),
                                        rope: model.rope).kind
         }
+        var settings = CoordinatorCore.Settings(workerCount: configuration.workerCount, layerCount: c.layerCount, bytesPerLayer: bytesPerLayer,
+                                                modelFingerprint: model.fingerprint, kvSpec: configuration.kvSpec, cacheKind: cacheKind,
+                                                contextLength: contextLength)
+        settings.prefillWorkers = configuration.prefillWorkers
+        settings.dictionaryBytes = UInt64(dictionary?.gguf.count ?? 0)
+        settings.dictionaryHash = dictionary?.hash
+        settings.heartbeat = configuration.heartbeat
+        settings.stepTimeout = configuration.stepTimeout
+        core = CoordinatorCore(settings: settings)
         context = try ZMQContext()
         // The ZAP handler first: a CURVE server bound without one would let every key in.
         let zap = try configuration.security.startAuthentication(context: context, logger: logger)
@@ -181,7 +167,7 @@ public final class Coordinator {
     }
 
     deinit {
-        for w in workers { w.link?.close() }
+        for link in links.values { link.close() }
         router.close()
         zap?.stop()
     }
@@ -195,7 +181,7 @@ public final class Coordinator {
         defer {
             // Whoever waits hears why, before the workers go.
             let why = "the coordinator is shutting down"
-            broken = why
+            core.stop(why)
             for id in active.keys.sorted() { fail(id, code: .shuttingDown, message: why) }
             for r in waiting { sendToClient(r.client, WireMessage(.error(ErrorBody(code: .shuttingDown, message: why)), requestID: r.requestID)) }
             waiting = []
@@ -205,24 +191,28 @@ public final class Coordinator {
         let wait = min(.milliseconds(100), configuration.heartbeat.interval / 2)
         while !stop.isRaised {
             if let received = try router.receive(timeout: wait) {
-                noteHeard(received)
-                let wasServing = phase == .serving
+                core.heard(received.peer, now: .now)
                 if try handle(received) == .stop { return }
-                if !wasServing, phase == .serving {
-                    logger.info("cluster ready: \(workers.map { "\($0.id) \($0.layers!.lowerBound)..<\($0.layers!.upperBound)" }.joined(separator: ", "))")
-                    onReady(boundEndpoint)
-                    startWaiting()
-                }
+                announceReady(onReady)
             }
-            heartbeatTick()
+            try carryOut(core.tick(now: .now))
+            announceReady(onReady)
             expireSessions()
-            checkDrainDeadline()
-            checkRecoveryDeadline()
+            checkInstallDeadlines()
         }
         logger.info("stop requested")
     }
 
     private enum Next { case keepServing, stop }
+
+    /// Once the core declared the cluster ready: log the plan, run `onReady`, start the waiting requests.
+    private func announceReady(_ onReady: (String) -> Void) {
+        guard becameReady else { return }
+        becameReady = false
+        logger.info("cluster ready: \(core.planDescription)")
+        onReady(boundEndpoint)
+        startWaiting()
+    }
 
     private func handle(_ received: ReceivedMessage) throws -> Next {
         let m: WireMessage
@@ -237,36 +227,13 @@ public final class Coordinator {
         }
         switch m.body {
         case .register(let b):
-            register(b, from: received, requestID: m.requestID)
-            if phase == .registering, workers.count == configuration.workerCount { try assignShards() }
+            try carryOut(core.register(b, peer: received.peer, routingID: received.routingID, now: .now), answering: received, requestID: m.requestID)
         case .shardReady(let b):
-            guard let i = workerIndex(received) else { return refuseUnknown(received, m) }
-            if drainAwaitsReady(from: workers[i].id) {
-                drainWorkerReady(workers[i].id, layers: b.layers)
-                return .keepServing
-            }
-            if recovery != nil {
-                recoveryWorkerReady(i, layers: b.layers)
-                return .keepServing
-            }
-            guard workers[i].layers == b.layers else {
-                throw NodeError.refused(by: workers[i].id, code: .layerMismatch, message: "reported layers \(b.layers), assigned \(String(describing: workers[i].layers))")
-            }
-            workers[i].ready = true
-            logger.info("\(workers[i].id) loaded layers \(b.layers.lowerBound)..<\(b.layers.upperBound), \(b.weightBytes) bytes of weights")
-            checkReady()
+            guard workerIndex(received) != nil else { return refuseUnknown(received, m) }
+            try carryOut(core.shardReady(received.peer, layers: b.layers, weightBytes: b.weightBytes, now: .now))
         case .dictionaryAck(let hash):
-            guard let i = workerIndex(received) else { return refuseUnknown(received, m) }
-            if let d = dictionary, hash == d.hash {
-                workers[i].dictionaryAcked = true
-                logger.info("\(workers[i].id) acked dictionary \(hash.prefix(16))…")
-                checkReady()
-            } else {
-                // Refused: this worker never counts as ready, so no inference starts.
-                logger.error("\(workers[i].id) acked dictionary \(hash), expected \(dictionary?.hash ?? "none"); refused")
-                sendToWorker(i, WireMessage(.error(ErrorBody(code: .dictionaryMismatch, message:
-                    "you acknowledged dictionary \(hash); the cluster's is \(dictionary?.hash ?? "none (no csr cache)")")), requestID: m.requestID))
-            }
+            guard workerIndex(received) != nil else { return refuseUnknown(received, m) }
+            try carryOut(core.dictionaryAck(received.peer, hash: hash, requestID: m.requestID))
         case .activations(let a):
             guard var r = active[m.sessionID] else {
                 answer(received, .error(ErrorBody(code: .unknownSession, message: "no session \(m.sessionID)")), requestID: m.requestID, sessionID: m.sessionID)
@@ -293,7 +260,8 @@ public final class Coordinator {
         case .kvTransferAck(let ack):
             transferAcknowledged(ack, message: m, from: received)
         case .drainRequest(let d):
-            startDrain(d, from: received, requestID: m.requestID)
+            try carryOut(core.requestDrain(d, client: received.routingID, requestID: m.requestID), answering: received, requestID: m.requestID)
+            advanceDrain()
         case .error(let e) where pendingTransfers[m.requestID] != nil:
             transferFailed(requestID: m.requestID, message: "\(received.peer): \(e.code) \(e.message)")
         case .error(let e) where m.sessionID != 0 && (active[m.sessionID].map { m.requestID != $0.wireID || $0.recovering } ?? false):
@@ -301,7 +269,7 @@ public final class Coordinator {
         case .error(let e):
             if m.sessionID != 0, active[m.sessionID] != nil {
                 fail(m.sessionID, code: e.code, message: "\(received.peer): \(e.message)")
-            } else if phase != .serving, workerIndex(received) != nil {
+            } else if core.phase != .serving, workerIndex(received) != nil {
                 throw NodeError.refused(by: received.peer, code: e.code, message: e.message)
             } else {
                 logger.warning("error from \(received.peer): \(e.code) \(e.message)")
@@ -326,121 +294,15 @@ public final class Coordinator {
         return .keepServing
     }
 
-    // MARK: - Registration and shard plan
+    // MARK: - Workers
 
-    private func register(_ b: RegisterBody, from received: ReceivedMessage, requestID: UInt64) {
-        func refuse(_ code: WireErrorCode, _ why: String) {
-            logger.warning("refused worker \(b.workerID): \(why)")
-            answer(received, .error(ErrorBody(code: code, message: clip(why))), requestID: requestID)
-        }
-        guard phase == .registering || phase == .serving else {
-            return refuse(.unexpectedMessage, "the cluster is starting with its \(configuration.workerCount) workers; register again once it is ready")
-        }
-        guard workers.count < WireProtocol.maxWorkers else { return refuse(.unexpectedMessage, "the cluster has \(workers.count) workers, the most it numbers") }
-        guard b.modelFingerprint == model.fingerprint else {
-            return refuse(.modelMismatch, "model fingerprint \(b.modelFingerprint) differs from the coordinator's \(model.fingerprint); run every process on the same GGUF file")
-        }
-        guard b.workerID != coordinatorPeerID, !b.workerID.hasSuffix(WireProtocol.heartbeatSuffix), received.peer == b.workerID else {
-            return refuse(.malformedMessage, "worker id '\(b.workerID)' must be the socket's routing id, not '\(coordinatorPeerID)' and not end in '\(WireProtocol.heartbeatSuffix)'")
-        }
-        guard !workers.contains(where: { $0.id == b.workerID }) else {
-            return refuse(.unexpectedMessage, "a worker named \(b.workerID) is already registered; give each worker its own --id")
-        }
-        guard let routingID = received.routingID else { return }
-        workers.append(WorkerState(id: b.workerID, routingID: routingID, endpoint: b.peerEndpoint, budget: b.memoryBudgetBytes))
-        monitor.add(b.workerID, now: .now)
-        answer(received, .registerAck(workerIndex: workers.count - 1), requestID: requestID)
-        guard phase == .serving else {
-            logger.info("registered \(b.workerID) at \(b.peerEndpoint), budget \(b.memoryBudgetBytes) bytes (\(workers.count)/\(configuration.workerCount))")
-            return
-        }
-        // A worker that registers once the cluster serves is a standby: it gets the
-        // dictionary (and must ack its hash) but no layers.
-        let i = workers.count - 1
-        workers[i].pipeline = Self.standby
-        do {
-            var options = ZMQSocketOptions()
-            options.routingID = Array(coordinatorPeerID.utf8)
-            let link = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: b.workerID,
-                                         options: configuration.security.client(options))
-            try link.connect(b.peerEndpoint.description)
-            workers[i].link = link
-        } catch {
-            logger.error("cannot connect to standby \(b.workerID) at \(b.peerEndpoint): \(error.localizedDescription)")
-            monitor.remove(b.workerID)
-            workers.remove(at: i)
-            return
-        }
-        logger.info("registered \(b.workerID) at \(b.peerEndpoint) as a standby (no layers)")
-        if let d = dictionary { sendToWorker(i, WireMessage(.dictionary(DictionaryBody(contentHash: d.hash, gguf: d.gguf)))) }
-    }
-
-    /// The pipeline number of a worker that registered after the start: it holds no layers.
-    static let standby = -1
-
-    private func assignShards() throws {
-        // With a handoff, both pipelines get one split, planned on the smaller budget of
-        // each (prefill, decode) pair, so KV moves one to one between counterparts.
-        let k = configuration.prefillWorkers
-        let pairs = k > 0 ? (0..<k).map { [$0, $0 + k] } : workers.indices.map { [$0] }
-        let plan: [Range<Int>]
-        do {
-            plan = try ShardPlanner.plan(layerCount: model.config.layerCount,
-                                         budgets: pairs.map { $0.map { workers[$0].budget }.min()! },
-                                         bytesPerLayer: bytesPerLayer, fixedBytes: UInt64(dictionary?.gguf.count ?? 0),
-                                         names: pairs.map { $0.map { workers[$0].id }.joined(separator: "/") })
-        } catch {
-            for i in workers.indices {
-                _ = try? router.send(WireMessage(.error(ErrorBody(code: .outOfMemory, message: clip(error.localizedDescription)))),
-                                 to: workers[i].routingID, timeout: .seconds(1))
-            }
-            throw error
-        }
-        phase = .starting
-        for (p, pair) in pairs.enumerated() {
-            for (pipeline, i) in pair.enumerated() {
-                workers[i].layers = plan[p]
-                workers[i].segments = [plan[p]]
-                workers[i].pipeline = pipeline
-            }
-        }
-        for i in workers.indices {
-            var options = ZMQSocketOptions()
-            options.routingID = Array(coordinatorPeerID.utf8)
-            let link = try CountedSocket(context: context, kind: .dealer, counters: counters, peerLabel: workers[i].id,
-                                         options: configuration.security.client(options))
-            try link.connect(workers[i].endpoint.description)
-            workers[i].link = link
-        }
-        for i in workers.indices {
-            sendToWorker(i, WireMessage(.shardAssignment(assignment(for: i))))
-            if let d = dictionary {
-                sendToWorker(i, WireMessage(.dictionary(DictionaryBody(contentHash: d.hash, gguf: d.gguf))))
-            }
-            let role = k > 0 ? (workers[i].pipeline == 0 ? " (prefill)" : " (decode)") : ""
-            logger.info("assigned layers \(workers[i].layers!.lowerBound)..<\(workers[i].layers!.upperBound) to \(workers[i].id)\(role)")
-        }
-    }
-
-    /// Worker i's layers and next hop (the next worker of its pipeline, or the coordinator).
-    func assignment(for i: Int, layers: Range<Int>? = nil, without gone: Int? = nil) -> ShardAssignmentBody {
-        let line = pipeline(workers[i].pipeline).filter { $0 != gone }
-        let position = line.firstIndex(of: i)!
-        let hop: ShardAssignmentBody.NextHop = position + 1 < line.count ? .peer(workers[line[position + 1]].endpoint) : .coordinator
-        return ShardAssignmentBody(layers: layers ?? workers[i].layers!, modelLayers: model.config.layerCount, kvSpec: configuration.kvSpec,
-                                   dictionaryHash: dictionary?.hash ?? "", contextCapacity: contextLength, nextHop: hop)
-    }
+    /// The registered workers, as the core plans them.
+    var workers: [CoordinatorCore.Worker] { core.workers }
 
     /// Worker indices of pipeline `p`, in layer order.
-    func pipeline(_ p: Int) -> [Int] { workers.indices.filter { workers[$0].pipeline == p } }
+    func pipeline(_ p: Int) -> [Int] { core.pipeline(p) }
 
-    func checkReady() {
-        guard phase == .starting, recovery == nil else { return }
-        let serving = workers.filter { $0.pipeline != Self.standby }
-        if !serving.isEmpty, serving.allSatisfy({ $0.ready && (dictionary == nil || $0.dictionaryAcked) }) { phase = .serving }
-    }
-
-    func index(ofWorker id: String) -> Int? { workers.firstIndex { $0.id == id } }
+    func index(ofWorker id: String) -> Int? { core.index(ofWorker: id) }
 
     private func workerIndex(_ received: ReceivedMessage) -> Int? {
         workers.firstIndex { $0.id == received.peer && $0.routingID == received.routingID }
@@ -455,12 +317,12 @@ public final class Coordinator {
     // MARK: - Generation
 
     private func accept(_ g: GenerateRequestBody, from received: ReceivedMessage, requestID: UInt64) {
-        if let broken {
+        if let broken = core.broken {
             answer(received, .error(ErrorBody(code: .unreachable, message: clip(broken))), requestID: requestID)
             return
         }
-        guard phase == .serving, let client = received.routingID else {
-            let missing = workers.filter { !$0.ready || (dictionary != nil && !$0.dictionaryAcked) }.map(\.id)
+        guard core.phase == .serving, let client = received.routingID else {
+            let missing = workers.filter { !core.isReady($0) }.map(\.id)
             answer(received, .error(ErrorBody(code: .unexpectedMessage, message: clip(
                 "the cluster is not ready: \(workers.count)/\(configuration.workerCount) workers registered" + (missing.isEmpty ? "" : ", waiting for \(missing.joined(separator: ", "))")))),
                    requestID: requestID)
@@ -489,7 +351,7 @@ public final class Coordinator {
     }
 
     func startWaiting() {
-        while phase == .serving, drain == nil, recovery == nil, broken == nil, active.count < configuration.maxConcurrentSessions, !waiting.isEmpty {
+        while core.phase == .serving, core.drain == nil, core.recovery == nil, core.broken == nil, active.count < configuration.maxConcurrentSessions, !waiting.isEmpty {
             var r = waiting.removeFirst()
             let id = r.session.id
             r.wireID = takeControlID()
@@ -510,7 +372,7 @@ public final class Coordinator {
         switch action {
         case .send(let states):
             let handoff = shouldHandOff(r, states)
-            if handoff || drainHolds(r) {
+            if handoff || core.drainHolds(generated: r.session.generated.count) {
                 r.parked = states
                 if r.session.prefillEnd != nil { r.pausedSince = r.pausedSince ?? .now }
                 r.deadline = .now + configuration.stepTimeout
@@ -540,7 +402,7 @@ public final class Coordinator {
     /// Sends a session's states to the first worker of its pipeline.
     func send(_ states: ActivationsBody, sessionID: UInt64) throws {
         guard var r = active[sessionID] else { return }
-        guard let first = pipeline(r.pipeline).first, let link = workers[first].link else { throw NodeError.badConfiguration("no workers") }
+        guard let first = pipeline(r.pipeline).first, let link = links[workers[first].id] else { throw NodeError.badConfiguration("no workers") }
         if states.phase == .decode, !r.replicated, replicasEnabled {
             r.replicated = true
             active[sessionID] = r
@@ -571,6 +433,7 @@ public final class Coordinator {
 
     private func end(_ sessionID: UInt64) {
         active[sessionID] = nil
+        core.installsEnded(sessionID)
         for (id, t) in pendingTransfers where t.sessionID == sessionID && t.purpose != .drain { pendingTransfers[id] = nil }
         for i in workers.indices { sendToWorker(i, WireMessage(.dropSession, sessionID: sessionID)) }
         advanceDrain()

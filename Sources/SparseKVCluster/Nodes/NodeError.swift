@@ -1,7 +1,7 @@
 import Foundation
 
 /// Why a coordinator or worker could not start or had to stop.
-public enum NodeError: LocalizedError, CustomStringConvertible, Sendable {
+public enum NodeError: LocalizedError, CustomStringConvertible, Sendable, Equatable {
     /// The peer refused us (e.g. model fingerprint or dictionary mismatch).
     case refused(by: String, code: WireErrorCode, message: String)
     /// Nothing arrived from `peer` within the wait.

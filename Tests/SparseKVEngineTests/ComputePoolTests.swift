@@ -1,6 +1,5 @@
 import Foundation
 import Dispatch
-import Synchronization
 import Testing
 @testable import SparseKVEngine
 
@@ -9,10 +8,19 @@ import Testing
 /// another caller's loop (that caller goes to GCD).
 @Suite struct ComputePoolTests {
     final class Counts: @unchecked Sendable {
-        let cells: [Atomic<Int>]
-        init(_ n: Int) { cells = (0..<n).map { _ in Atomic<Int>(0) } }
-        func hit(_ i: Int) { cells[i].wrappingAdd(1, ordering: .relaxed) }
-        var values: [Int] { cells.map { $0.load(ordering: .relaxed) } }
+        private let lock = NSLock()
+        private var cells: [Int]
+        init(_ n: Int) { cells = Array(repeating: 0, count: n) }
+        func hit(_ i: Int) {
+            lock.lock()
+            cells[i] += 1
+            lock.unlock()
+        }
+        var values: [Int] {
+            lock.lock()
+            defer { lock.unlock() }
+            return cells
+        }
     }
 
     @Test func everyIterationRunsOnceBackToBackAndAfterSleeping() throws {

@@ -113,7 +113,7 @@ public final class Coordinator {
         guard (configuration.replicas ?? 1) >= 0, (configuration.replicas ?? 1) <= 1 else {
             throw NodeError.badConfiguration("--replicas must be 0 or 1, not \(configuration.replicas ?? 1)")
         }
-        guard ["", "fp16"].contains(configuration.handoffBaseline) else {
+        guard ["", KVCacheFormat.baselineEncoding].contains(configuration.handoffBaseline) else {
             throw NodeError.badConfiguration("--handoff-baseline must be fp16 (or absent), not '\(configuration.handoffBaseline)'")
         }
         guard configuration.prefillWorkers == 0 || configuration.workerCount == 2 * configuration.prefillWorkers else {
@@ -128,7 +128,7 @@ public final class Coordinator {
         let oneLayer = try LlamaModel(gguf: gguf, layers: 0..<min(1, c.layerCount), embeddings: false, head: false)
         bytesPerLayer = UInt64(oneLayer.weightBytes + contextLength * c.kvDim * 2 * MemoryLayout<Float>.size)
         // Check the spec here, with the dictionary, so a typo fails before any worker loads.
-        if configuration.kvSpec.lowercased().hasPrefix(WireProtocol.csrEncoding) {
+        if try KVCacheFormats.format(spec: configuration.kvSpec).needsDictionary {
             guard let path = configuration.dictionaryPath else {
                 throw NodeError.badConfiguration("--kv \(configuration.kvSpec) needs --dict PATH")
             }

@@ -1,3 +1,4 @@
+import SparseKVEngine
 // Draining a worker, the core's side: its layers go to its pipeline neighbours (the
 // previous worker takes the first half, rounded up, the next one the rest; a worker at
 // either end hands everything to its one neighbour) and every live session's KV with
@@ -60,7 +61,8 @@ extension CoordinatorCore {
             return refuse(.unexpectedMessage, "no worker named \(d.workerID); the workers are \(workers.map(\.id).joined(separator: ", "))")
         }
         guard let layers = workers[x].layers else { return refuse(.unexpectedMessage, "\(d.workerID) is a standby and holds no layers") }
-        guard d.baseline.isEmpty || d.baseline == "fp16" || d.baseline == settings.cacheKind else {
+        guard d.baseline.isEmpty || (try? KVCacheFormats.format(kind: settings.cacheKind))?.transferEncodings.contains(d.baseline) == true
+        else {
             return refuse(.unexpectedMessage, "baseline '\(d.baseline)': a transfer can be measured as 'fp16' or as the cache's own '\(settings.cacheKind)'")
         }
         let line = pipeline(workers[x].pipeline)

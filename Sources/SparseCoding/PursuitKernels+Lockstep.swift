@@ -11,10 +11,9 @@
 extension PursuitKernels {
     /// out[r * n + a] = <atoms[a], rows[r]> for every row r < `rowCount` and atom a < n.
     ///
-    /// Atoms go eight at a time: their 8 m floats stay in L1 while every row is dotted
-    /// with them, and the eight sums end in one transposing reduction instead of eight
-    /// horizontal ones. A row's result does not depend on the other rows or on where its
-    /// atom falls in a block (the last, partial block repeats a valid atom and drops it).
+    /// Atoms go eight at a time (``dots8``): their 8 m floats stay in L1 while every row
+    /// is dotted with them. A row's result does not depend on the other rows or on where
+    /// its atom falls in a block.
     ///
     /// - Parameters:
     ///   - atoms: (N, m) row-major.
@@ -22,45 +21,10 @@ extension PursuitKernels {
     ///   - out: (rowCount, N) row-major.
     static func correlate(atoms: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
                           rows: UnsafePointer<Float>, rowCount: Int, into out: UnsafeMutablePointer<Float>) {
-        guard n > 0 else { return }
-        let wide = m & ~7
         var a0 = 0
         while a0 < n {
-            let last = n - 1
-            let d0 = UnsafeRawPointer(atoms + min(a0, last) * m), d1 = UnsafeRawPointer(atoms + min(a0 + 1, last) * m)
-            let d2 = UnsafeRawPointer(atoms + min(a0 + 2, last) * m), d3 = UnsafeRawPointer(atoms + min(a0 + 3, last) * m)
-            let d4 = UnsafeRawPointer(atoms + min(a0 + 4, last) * m), d5 = UnsafeRawPointer(atoms + min(a0 + 5, last) * m)
-            let d6 = UnsafeRawPointer(atoms + min(a0 + 6, last) * m), d7 = UnsafeRawPointer(atoms + min(a0 + 7, last) * m)
             for r in 0..<rowCount {
-                let x = rows + r * m, xr = UnsafeRawPointer(x)
-                var s0 = SIMD8<Float>(), s1 = SIMD8<Float>(), s2 = SIMD8<Float>(), s3 = SIMD8<Float>()
-                var s4 = SIMD8<Float>(), s5 = SIMD8<Float>(), s6 = SIMD8<Float>(), s7 = SIMD8<Float>()
-                var c = 0
-                while c < wide {
-                    let o = c * 4
-                    let v = xr.loadUnaligned(fromByteOffset: o, as: SIMD8<Float>.self)
-                    s0.addProduct(d0.loadUnaligned(fromByteOffset: o, as: SIMD8<Float>.self), v)
-                    s1.addProduct(d1.loadUnaligned(fromByteOffset: o, as: SIMD8<Float>.self), v)
-                    s2.addProduct(d2.loadUnaligned(fromByteOffset: o, as: SIMD8<Float>.self), v)
-                    s3.addProduct(d3.loadUnaligned(fromByteOffset: o, as: SIMD8<Float>.self), v)
-                    s4.addProduct(d4.loadUnaligned(fromByteOffset: o, as: SIMD8<Float>.self), v)
-                    s5.addProduct(d5.loadUnaligned(fromByteOffset: o, as: SIMD8<Float>.self), v)
-                    s6.addProduct(d6.loadUnaligned(fromByteOffset: o, as: SIMD8<Float>.self), v)
-                    s7.addProduct(d7.loadUnaligned(fromByteOffset: o, as: SIMD8<Float>.self), v)
-                    c += 8
-                }
-                var sums = transposedSums(s0, s1, s2, s3, s4, s5, s6, s7)
-                if wide < m {
-                    var tail = SIMD8<Float>()
-                    for j in wide..<m {
-                        let t = SIMD8<Float>(d0.load(fromByteOffset: j * 4, as: Float.self), d1.load(fromByteOffset: j * 4, as: Float.self),
-                                             d2.load(fromByteOffset: j * 4, as: Float.self), d3.load(fromByteOffset: j * 4, as: Float.self),
-                                             d4.load(fromByteOffset: j * 4, as: Float.self), d5.load(fromByteOffset: j * 4, as: Float.self),
-                                             d6.load(fromByteOffset: j * 4, as: Float.self), d7.load(fromByteOffset: j * 4, as: Float.self))
-                        tail.addProduct(t, SIMD8(repeating: x[j]))
-                    }
-                    sums += tail
-                }
+                let sums = dots8(rows + r * m, rows: atoms + a0 * m, stride: m, count: n - a0, dim: m)
                 let o = out + r * n + a0
                 if a0 + 8 <= n {
                     UnsafeMutableRawPointer(o).storeBytes(of: sums, as: SIMD8<Float>.self)

@@ -1,5 +1,6 @@
 import CBLAS
 import Dispatch
+import SparseCoding
 
 /// Causal attention that reads a KV cache in its own format (an ``AttentionSource``),
 /// never materializing a whole layer in fp32.
@@ -76,7 +77,7 @@ enum FusedAttention {
                     let s = scores + r * span - lo
                     var t = b0
                     while t < b1 {
-                        let dots = Kernels.dots8(qr, rows: k + (t - b0) * d, stride: d, count: b1 - t, dim: d) * scale
+                        let dots = dots8(qr, rows: k + (t - b0) * d, stride: d, count: b1 - t, dim: d) * scale
                         for j in 0..<min(8, b1 - t) { s[t + j] = t + j < limit ? dots[j] : -.infinity }
                         t += 8
                     }

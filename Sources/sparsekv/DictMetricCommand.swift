@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SparseCoding
 import SparseKVEngine
 
 struct DictMetricCommand: ParsableCommand {
@@ -8,10 +9,13 @@ struct DictMetricCommand: ParsableCommand {
         abstract: "Measure the query-aware key metric on calibration text and store it in an existing dictionary.",
         discussion: """
             Runs the model over windows of the corpus, measures the mean query energy per \
-            RoPE pair of every (layer, KV head), and writes the dictionary again with that \
-            metric (format 3): keys are then coded, by the pursuit, in the metric with the \
-            dictionary's atoms as they are (trained in whatever metric they were). \
-            `dict train --key-metric query` trains the atoms in the metric as well. The \
+            RoPE pair of every layer (over all its query heads: one weight per layer and \
+            pair, since a key group's atoms are shared by its KV heads), and writes the \
+            dictionary again with that metric (format 3) and each key atom d mapped to \
+            sqrt(w) ⊙ d, renormalised: the pursuit then picks the same atoms' span in the \
+            query-weighted metric instead of plain squared error (pursuit-only; `dict train \
+            --key-metric query` trains the atoms in the metric as well). Every key group \
+            must code one layer with s_n = 1. The \
             content hash changes (codes in one metric mean nothing in another), and entropy \
             tables, counted on the old codes, are dropped. The calibration text must not be \
             the evaluation text.
@@ -61,11 +65,34 @@ struct DictMetricCommand: ParsableCommand {
             printErr("\r  measure \(bar(i + 1, windows)) \(i + 1)/\(windows)", terminator: i + 1 == windows ? "\n" : "")
         }
         let names = corpus.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ",")
+        // One weight per (layer, pair): the heads' mean energies averaged.
+        var pooled = [Float]()
+        for l in 0..<c.layerCount {
+            let e = (0..<c.kvHeadCount).map { energy.meanEnergy(layer: l, kvHead: $0) }
+            pooled += (0..<c.headDim / 2).map { i in Float(e.reduce(0) { $0 + $1[i] } / Double(c.kvHeadCount)) }
+        }
+        var weights = [Float]()
+        for l in 0..<c.layerCount {
+            let row = pooled[l * c.headDim / 2..<(l + 1) * c.headDim / 2], mean = row.reduce(0, +) / Float(row.count)
+            let w = row.map { max($0 / mean, Float(CSRKeyMetric.weightFloor)) }
+            for _ in 0..<c.kvHeadCount { weights += w }
+        }
         let metric = try CSRKeyMetric(
-            energy: energy, source: "mean query energy per RoPE pair on \(windows * window) tokens of \(names), windows of \(window)")
+            layerCount: c.layerCount, kvHeads: c.kvHeadCount, headDim: c.headDim, pairWeights: weights,
+            source: "mean query energy per RoPE pair and layer (heads pooled) on \(windows * window) tokens of \(names), windows of \(window)")
+        guard dictionary.keys.chunks == 1, dictionary.keys.groups.allSatisfy({ $0.layers.count == 1 }) else {
+            throw ValidationError("dict metric maps key atoms per layer: every key group must code one layer whole (s_n = 1)")
+        }
+        let groups = try dictionary.keys.groups.map { g -> CSRDictionary.Group in
+            let s = Array(metric.channelScales(layer: g.layers.lowerBound)[0..<c.headDim])
+            let a = g.dictionary.atoms, n = g.dictionary.atomCount, m = g.dictionary.dimension
+            var out = [Float](repeating: 0, count: n * m)
+            for j in 0..<n { for i in 0..<m { out[j * m + i] = a[j * m + i] * s[i] } }
+            return CSRDictionary.Group(layers: g.layers, dictionary: try SparseDictionary(atoms: out, atomCount: n, dimension: m))
+        }
         var training = dictionary.training
         training["key_metric"] = "query, added by dict metric to atoms trained with key_metric=\(dictionary.training["key_metric"] ?? "l2")"
-        let result = try CSRDictionary(model: dictionary.model, keys: dictionary.keys, values: dictionary.values,
+        let result = try CSRDictionary(model: dictionary.model, keys: .init(chunks: 1, groups: groups), values: dictionary.values,
                                        training: training, keyMetric: metric)
         try result.write(to: out)
         let w = metric.pairWeights

@@ -7,7 +7,7 @@ struct DictCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dict",
         abstract: "Train and inspect CSR dictionaries (NeuralDict).",
-        subcommands: [DictTrainCommand.self, DictTablesCommand.self, DictInfoCommand.self])
+        subcommands: [DictTrainCommand.self, DictTablesCommand.self, DictMetricCommand.self, DictInfoCommand.self])
 }
 
 // MARK: - dict info
@@ -33,8 +33,11 @@ struct DictInfoCommand: ParsableCommand {
         var valueGroups: [Group]
         var atomBytes: Int
         var training: [String: String]
+        /// "query" (with the weights' range and how they were measured) or "l2".
+        var keyMetric: KeyMetric
         /// Entropy of each group's static index table, bits per index (nil: no tables).
         var tables: Tables?
+        struct KeyMetric: Codable { var kind: String; var source: String?; var minWeight: Float?; var maxWeight: Float? }
         struct Tables: Codable { var source: String; var hash: String; var keyBitsPerIndex: [Double]; var valueBitsPerIndex: [Double] }
     }
 
@@ -47,6 +50,8 @@ struct DictInfoCommand: ParsableCommand {
         let info = Info(path: path, contentHash: d.contentHash, model: d.model, keyChunks: d.keys.chunks,
                         valueChunks: d.values.chunks, keyGroups: groups(d.keys), valueGroups: groups(d.values),
                         atomBytes: d.atomByteCount, training: d.training,
+                        keyMetric: d.keyMetric.map { .init(kind: "query", source: $0.source, minWeight: $0.pairWeights.min(),
+                                                           maxWeight: $0.pairWeights.max()) } ?? .init(kind: "l2"),
                         tables: d.entropyTables.map { t in
                             .init(source: t.source, hash: t.contentHash, keyBitsPerIndex: t.keys.map(\.entropyBits),
                                   valueBitsPerIndex: t.values.map(\.entropyBits))
@@ -60,6 +65,13 @@ struct DictInfoCommand: ParsableCommand {
         print("model        \(d.model.name) (\(d.model.architecture), \(d.model.layerCount) layers, \(d.model.kvHeads) KV heads of \(d.model.headDim))")
         print("fingerprint  \(d.model.fingerprint)")
         print("atoms        \(d.atomByteCount / 1024) KiB in memory (fp32), per node")
+        if let m = d.keyMetric {
+            print(String(format: "key metric   query: RoPE pairs weighted by query energy per (layer, KV head), weights %.4f to %.2f (format 3)",
+                         info.keyMetric.minWeight ?? 0, info.keyMetric.maxWeight ?? 0))
+            print("             measured as \(m.source)")
+        } else {
+            print("key metric   l2 (plain squared error)")
+        }
         for (name, part, g) in [("keys", d.keys, info.keyGroups), ("values", d.values, info.valueGroups)] {
             print("\n\(name): s_n = \(part.chunks) (\(d.model.headDim / part.chunks) channels per chunk), N = \(part.atomCount), \(g.count) groups")
             print("| layers | train MSE | test MSE |")

@@ -82,6 +82,6 @@ struct DictTablesCommand: ParsableCommand {
             let fixed = log2(Double(counts.first?.count ?? 2) - 1).rounded(.up)
             print(String(format: "%@: %d indices counted, %.3f bits/index under the tables (fixed width: %.0f)", name, n, n > 0 ? bits / Double(n) : 0, fixed))
         }
-        print(String(format: "wrote %@ (format 2, tables %@…), %.1f s", outPath, String(tables.contentHash.prefix(16)), Date().timeIntervalSince(started)))
+        print(String(format: "wrote %@ (format %d, tables %@…), %.1f s", outPath, dictionary.keyMetric == nil ? 2 : 3, String(tables.contentHash.prefix(16)), Date().timeIntervalSince(started)))
     }
 }

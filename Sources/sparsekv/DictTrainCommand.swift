@@ -13,8 +13,12 @@ struct DictTrainCommand: ParsableCommand {
             200x200 histograms, Jensen-Shannon divergence under --delta1/--delta2), and \
             trains one dictionary of N atoms per group with NeuralDict: k-means \
             initialisation, then Adam on the MSE of the Matching Pursuit reconstruction plus \
-            the adaptive diversity term, atoms renormalised after every step. The \
-            calibration text must not be the evaluation text.
+            the adaptive diversity term, atoms renormalised after every step. With \
+            --key-metric query keys are trained in the query-aware metric: each RoPE pair \
+            of a (layer, KV head) weighted by the mean energy of the queries that read it, \
+            measured on the same calibration pass and stored in the file (format 3); \
+            --key-metric l2 (the default) trains on plain squared error. The calibration text \
+            must not be the evaluation text.
             """)
 
     @OptionGroup var common: ModelOptions
@@ -33,6 +37,9 @@ struct DictTrainCommand: ParsableCommand {
 
     @Option(help: "MP pairs per value chunk while training (default: sparsity / value chunks).")
     var valueSparsity: Int?
+
+    @Option(help: "Metric keys are trained and coded in: query (RoPE pairs weighted by query energy) or l2.")
+    var keyMetric: KeyMetricChoice = .l2
 
     @Option(help: "s_n for keys: chunks a key head vector is coded in.")
     var keyChunks: Int = 1
@@ -107,6 +114,14 @@ struct DictTrainCommand: ParsableCommand {
             printErr("\r  collect \(bar(done, total)) \(done)/\(total)", terminator: done == total ? "\n" : "")
         }
         let collectSeconds = Date().timeIntervalSince(t0)
+        let names = corpus.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ",")
+        let metric: CSRKeyMetric? = keyMetric == .l2 ? nil : try CSRKeyMetric(
+            energy: samples.queryEnergy, source: "mean query energy per RoPE pair on \(picked.count) tokens of \(names), windows of \(window)")
+        if let metric {
+            let w = metric.pairWeights
+            printErr(String(format: "key metric: query energy per RoPE pair, weights %.4f to %.2f (mean 1 per layer and KV head)",
+                            w.min() ?? 0, w.max() ?? 0))
+        }
 
         // MARK: Group and train
         let groupOptions = LayerGroupingOptions(delta1: delta1, delta2: delta2, seed: seed)
@@ -116,7 +131,10 @@ struct DictTrainCommand: ParsableCommand {
         for (isKeys, chunks, s) in [(true, keyChunks, sparsity), (false, valueChunks, valueSparsity ?? max(1, sparsity / valueChunks))] {
             let name = isKeys ? "keys" : "values"
             let m = c.headDim / chunks
-            let perLayer = samples.layers.map { samples.vectors(layer: $0, keys: isKeys, chunks: chunks)!.data }
+            let perLayer = samples.layers.map { l in
+                let data = samples.vectors(layer: l, keys: isKeys, chunks: chunks)!.data
+                return isKeys ? metric?.scaledKeys(data, layer: l) ?? data : data
+            }
             let grouping = try LayerGrouping.group(layers: perLayer, dimension: m, options: groupOptions)
             printErr("\(name): s_n = \(chunks), m = \(m); PCA plane explains \(String(format: "%.1f", grouping.explainedVariance * 100))% of the variance")
             printErr("  JS divergence of adjacent layers: " + (1..<grouping.layerCount).map { String(format: "%.3f", grouping.js($0 - 1, $0)) }.joined(separator: " "))
@@ -148,14 +166,15 @@ struct DictTrainCommand: ParsableCommand {
 
         // MARK: Write
         let training: [String: String] = [
-            "corpus": corpus.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ","),
+            "corpus": names, "key_metric": keyMetric.rawValue,
             "tokens": "\(picked.count)", "key_atoms": "\(atoms)", "value_atoms": "\(valueAtoms)", "window": "\(window)", "key_sparsity": "\(sparsity)",
             "value_sparsity": "\(valueSparsity ?? max(1, sparsity / valueChunks))", "steps": "\(steps)",
             "batch": "\(batch)", "learning_rate": "\(learningRate)", "held_out": "\(heldOut)", "seed": "\(seed)",
             "delta1": "\(delta1)", "delta2": "\(delta2)", "collect_seconds": String(format: "%.1f", collectSeconds),
             "train_seconds": String(format: "%.1f", trainSeconds),
         ]
-        let dictionary = try CSRDictionary(model: .init(model: model), keys: parts[0], values: parts[1], training: training)
+        let dictionary = try CSRDictionary(model: .init(model: model), keys: parts[0], values: parts[1], training: training,
+                                           keyMetric: metric)
         try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: outPath).deletingLastPathComponent().path,
                                                 withIntermediateDirectories: true)
         try dictionary.write(to: outPath)

@@ -49,16 +49,19 @@ import Testing
     @Test func aFileFromANewerFormatIsRefusedWithAClearError() throws {
         var bytes = [UInt8](try sample().withEntropyTables(try tables()).ggufData())
         let at = try #require(versionOffset(bytes))
-        bytes[at] = 3
+        // The version after this build's (3 since the key metric).
+        let next = CSRDictionary.formatVersion + 1
+        bytes[at] = UInt8(next)
         let path = temporaryPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
         try Data(bytes).write(to: URL(fileURLWithPath: path))
         do {
             _ = try CSRDictionary.load(path: path)
-            Issue.record("a format-3 file was accepted")
+            Issue.record("a format-\(next) file was accepted")
         } catch let e as CSRError {
             let text = e.localizedDescription
-            #expect(text.contains("format version 3") && text.contains("versions 1 to 2") && text.contains("update sparsekv"), "\(text)")
+            #expect(text.contains("format version \(next)") && text.contains("versions 1 to \(next - 1)") && text.contains("update sparsekv"),
+                    "\(text)")
         }
     }
 

@@ -23,8 +23,24 @@ extension CSRCache {
             pendingStart: p?.start ?? 0, pendingCount: p?.count ?? 0,
             pendingKeys: p.map { storageBase($0.keys) }, pendingValues: p.map { storageBase($0.values) },
             ropeTable: storageBase(ropeTable), ropeHalf: rope.ropeDimension / 2)
+        guard let inverse = keyScales?[s].inverse else {
+            return withExtendedLifetime((ks, vs, p, ropeTable)) {
+                fusedAttend(src, layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out)
+            }
+        }
+        // Keys are held as sqrt(w) ⊙ k (CSRKeyMetric): q·R(k) = (q ⊙ w^{-1/2})·R(sqrt(w) ⊙ k).
+        let d = geometry.headDim, group = heads / geometry.kvHeads
+        var scaled = Array(UnsafeBufferPointer(start: queries, count: n * heads * d))
+        for t in 0..<n {
+            for j in 0..<heads {
+                let row = (t * heads + j) * d, g = j / group * d
+                for i in 0..<d { scaled[row + i] *= inverse[g + i] }
+            }
+        }
         withExtendedLifetime((ks, vs, p, ropeTable)) {
-            fusedAttend(src, layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out)
+            scaled.withUnsafeBufferPointer {
+                fusedAttend(src, layer: layer, queries: $0.baseAddress!, count: n, heads: heads, scale: scale, into: out)
+            }
         }
     }
 }

@@ -25,6 +25,10 @@ public final class CSRCache: KVCache {
     var pending: [(start: Int, count: Int, keys: [Float], values: [Float])?]
     /// (capacity, ropeDimension / 2, 2) cos, sin
     let ropeTable: [Float]
+    /// [layer - first]: with a query-aware key metric, sqrt(w) and w^{-1/2} per channel of a
+    /// key row (kvHeads * headDim). Keys enter the streams (and `pending`) scaled by the
+    /// first; reads unscale them, and attention scales the queries by the second.
+    let keyScales: [(forward: [Float], inverse: [Float])]?
     /// (count, headDim) handed out by reads
     private var keyScratch: [Float] = []
     private var valueScratch: [Float] = []
@@ -47,6 +51,9 @@ public final class CSRCache: KVCache {
         counts = Array(repeating: 0, count: geometry.layers.count)
         pending = Array(repeating: nil, count: geometry.layers.count)
         ropeTable = codec.ropeTable(rope, capacity: geometry.capacity)
+        keyScales = dict.keyMetric.map { m in
+            geometry.layers.map { (forward: m.channelScales(layer: $0), inverse: m.channelScales(layer: $0, inverse: true)) }
+        }
     }
 
     public func count(layer: Int) -> Int {
@@ -63,11 +70,14 @@ public final class CSRCache: KVCache {
         }
         guard n > 0 else { return }
         let width = geometry.rowWidth
+        var keys = Array(UnsafeBufferPointer(start: k, count: n * width))
+        if let scales = keyScales?[s].forward {
+            keys.withUnsafeMutableBufferPointer { CSRKeyMetric.scaleRows($0.baseAddress!, rows: n, by: scales) }
+        }
         // (n, kvHeads, headDim) is (n * kvHeads * s_n, headDim / s_n): rows in (token, head, chunk) order.
-        try keyStreams[s].append(k, count: n * width / keyStreams[s].m)
+        try keys.withUnsafeBufferPointer { try keyStreams[s].append($0.baseAddress!, count: n * width / keyStreams[s].m) }
         try valueStreams[s].append(v, count: n * width / valueStreams[s].m)
-        pending[s] = (start, n, Array(UnsafeBufferPointer(start: k, count: n * width)),
-                      Array(UnsafeBufferPointer(start: v, count: n * width)))
+        pending[s] = (start, n, keys, Array(UnsafeBufferPointer(start: v, count: n * width)))
         counts[s] = start + n
     }
 
@@ -93,6 +103,9 @@ public final class CSRCache: KVCache {
                             vb[(p.start + t) * d + i] = p.values[t * width + h * d + i]
                         }
                     }
+                }
+                if let inverse = keyScales?[s].inverse {
+                    for t in 0..<n { for i in 0..<d { kb[t * d + i] *= inverse[h * d + i] } }
                 }
                 rotate(kb.baseAddress!, tokens: n)
             }

@@ -103,27 +103,42 @@ public struct CSRDictionary: Sendable {
     public let contentHash: String
     /// Static index tables for entropy coding (`ec=rans`), nil until counted.
     public private(set) var entropyTables: CSREntropyTables?
+    /// The metric the key dictionaries were trained in and keys are coded in (nil: plain
+    /// squared error). Part of the content hash: codes made in one metric mean nothing in
+    /// another.
+    public let keyMetric: CSRKeyMetric?
 
     /// Makes a dictionary, rounding every atom to fp16 precision (and back to unit norm).
     ///
     /// - Throws: `CSRError.badSettings` when groups do not cover the model's layers in
     ///   order, chunk counts do not divide the head dim, or atom sizes disagree.
-    public init(model: ModelInfo, keys: Part, values: Part, training: [String: String] = [:]) throws {
+    ///   A `keyMetric` must have the model's shape.
+    public init(model: ModelInfo, keys: Part, values: Part, training: [String: String] = [:],
+                keyMetric: CSRKeyMetric? = nil) throws {
         self.model = model
         self.keys = try Self.roundedToHalf(keys, model: model, what: "key")
         self.values = try Self.roundedToHalf(values, model: model, what: "value")
         self.training = training
-        contentHash = Self.hash(model: model, keys: self.keys, values: self.values)
+        if let why = keyMetric.flatMap({ Self.check($0, model: model) }) { throw CSRError.badSettings(why) }
+        self.keyMetric = keyMetric
+        contentHash = Self.hash(model: model, keys: self.keys, values: self.values, keyMetric: keyMetric)
     }
 
     private init(model: ModelInfo, checkedKeys: Part, checkedValues: Part, training: [String: String], hash: String,
-                 tables: CSREntropyTables?) {
+                 tables: CSREntropyTables?, keyMetric: CSRKeyMetric?) {
         self.model = model
         keys = checkedKeys
         values = checkedValues
         self.training = training
         contentHash = hash
         entropyTables = tables
+        self.keyMetric = keyMetric
+    }
+
+    /// Why `metric` does not fit `model` (nil when it does).
+    static func check(_ metric: CSRKeyMetric, model: ModelInfo) -> String? {
+        metric.layerCount == model.layerCount && metric.kvHeads == model.kvHeads && metric.headDim == model.headDim ? nil
+            : "key metric of \(metric.layerCount) layers, \(metric.kvHeads) KV heads of \(metric.headDim) for a model of \(model.layerCount), \(model.kvHeads) of \(model.headDim)"
     }
 
     /// This dictionary with entropy tables (replacing any it had).
@@ -159,8 +174,9 @@ public struct CSRDictionary: Sendable {
         })
     }
 
-    /// The layout fields and every atom as fp16 bytes, in a fixed order.
-    static func hash(model: ModelInfo, keys: Part, values: Part) -> String {
+    /// The layout fields and every atom as fp16 bytes, in a fixed order, then the key
+    /// metric's weights when there is one (so dictionaries without one keep their hash).
+    static func hash(model: ModelInfo, keys: Part, values: Part, keyMetric: CSRKeyMetric?) -> String {
         var h = SHA256()
         func add(_ s: String) { h.update(data: Data((s + "\u{0}").utf8)) }
         add("sparsekv-csr-dictionary-v1")
@@ -171,6 +187,10 @@ public struct CSRDictionary: Sendable {
                 add("\(g.layers.lowerBound) \(g.layers.upperBound) \(g.dictionary.atomCount) \(g.dictionary.dimension)")
                 g.storedAtoms.withUnsafeBytes { h.update(bufferPointer: $0) }
             }
+        }
+        if let m = keyMetric {
+            add("key-metric query \(m.layerCount) \(m.kvHeads) \(m.headDim)")
+            m.pairWeights.map { $0.bitPattern.littleEndian }.withUnsafeBytes { h.update(bufferPointer: $0) }
         }
         return ModelFingerprint.hex(h.finalize())
     }
@@ -193,19 +213,30 @@ public struct CSRDictionary: Sendable {
 
     // MARK: - GGUF file
 
-    /// Version 1: atoms only. Version 2 adds the entropy tables; a dictionary without
-    /// tables is still written as version 1, which older builds read.
-    static let formatVersion = 2
+    /// Version 1: atoms only. Version 2 adds the entropy tables. Version 3 adds the key
+    /// metric (entropy tables optional). A file is written with the lowest version that
+    /// holds what it has, so older builds read what they can use and refuse the rest.
+    static let formatVersion = 3
+
+    /// The version this dictionary is written as.
+    var fileVersion: Int { keyMetric != nil ? 3 : entropyTables != nil ? 2 : 1 }
 
     /// The dictionary as a GGUF file: metadata under `csr.` and one F16 tensor of (N, m)
     /// atoms per group, `csr.key.<g>` and `csr.value.<g>`; with entropy tables (version 2)
     /// also `csr.tables.source`, `csr.tables.hash` and one int32 array of N + 1
-    /// frequencies per group, `csr.tables.key.<g>` and `csr.tables.value.<g>`.
+    /// frequencies per group, `csr.tables.key.<g>` and `csr.tables.value.<g>`; with a key
+    /// metric (version 3) `csr.key_metric.kind` ("query"), `csr.key_metric.source` and
+    /// `csr.key_metric.pair_weights`, (layers, KV heads, headDim / 2) float32.
     public func ggufData() throws -> Data {
         var w = GGUFWriter()
         w.set("general.architecture", .string("sparsekv-csr"))
         w.set("general.name", .string("CSR dictionary for \(model.name)"))
-        w.set("csr.version", .uint32(entropyTables == nil ? 1 : UInt32(Self.formatVersion)))
+        w.set("csr.version", .uint32(UInt32(fileVersion)))
+        if let m = keyMetric {
+            w.set("csr.key_metric.kind", .string("query"))
+            w.set("csr.key_metric.source", .string(m.source))
+            w.set("csr.key_metric.pair_weights", floats: m.pairWeights)
+        }
         if let t = entropyTables {
             w.set("csr.tables.source", .string(t.source))
             w.set("csr.tables.hash", .string(t.contentHash))
@@ -291,15 +322,22 @@ public struct CSRDictionary: Sendable {
                 return Part(chunks: chunks, groups: groups)
             }
             let keys = try part("key"), values = try part("value")
+            var metric: CSRKeyMetric?
+            if version >= 3 {
+                guard (try? f.string("csr.key_metric.kind")) == "query" else { throw bad("csr.key_metric.kind is not 'query'") }
+                metric = try CSRKeyMetric(layerCount: info.layerCount, kvHeads: info.kvHeads, headDim: info.headDim,
+                                          pairWeights: try f.floatArray("csr.key_metric.pair_weights"),
+                                          source: (try? f.string("csr.key_metric.source")) ?? "")
+            }
             let recorded = try f.string("csr.content_hash")
-            let computed = hash(model: info, keys: keys, values: values)
+            let computed = hash(model: info, keys: keys, values: values, keyMetric: metric)
             guard recorded == computed else { throw CSRError.corruptDictionary(path: path, recorded: recorded, computed: computed) }
             var training: [String: String] = [:]
             for key in f.metadataKeys where key.hasPrefix("csr.train.") {
                 training[String(key.dropFirst("csr.train.".count))] = f.metadata[key]?.stringValue
             }
             var tables: CSREntropyTables?
-            if version >= 2 {
+            if version == 2 || (version >= 3 && f.metadata["csr.tables.hash"] != nil) {
                 func read(_ name: String, _ part: Part) throws -> [FrequencyTable] {
                     try (0..<part.groups.count).map { i in
                         let freqs = try f.intArray("csr.tables.\(name).\(i)")
@@ -314,7 +352,7 @@ public struct CSRDictionary: Sendable {
                 tables = t
             }
             return CSRDictionary(model: info, checkedKeys: keys, checkedValues: values, training: training, hash: computed,
-                                 tables: tables)
+                                 tables: tables, keyMetric: metric)
         } catch let e as CSRError {
             throw e
         } catch let e as SparseCodingError {

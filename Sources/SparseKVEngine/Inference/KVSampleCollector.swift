@@ -15,6 +15,9 @@ public struct KVSamples: Sendable {
     public var keys: [[Float]]
     /// [layer - first]: (rows, headDim) values
     public var values: [[Float]]
+    /// The energy of the queries per RoPE pair over the same tokens (layer indices are
+    /// the model's), for the query-aware key metric.
+    public var queryEnergy: QueryPairEnergy
 
     /// Rows per layer (tokens * kvHeads).
     public var rowCount: Int { keys.first.map { $0.count / headDim } ?? 0 }
@@ -28,7 +31,7 @@ public struct KVSamples: Sendable {
 }
 
 /// Runs a model over windows of a token sequence and keeps every layer's pre-RoPE keys
-/// and values.
+/// and values, and measures the queries' energy per RoPE pair.
 public enum KVSampleCollector {
     /// - Parameters:
     ///   - window: tokens per window; each window starts from an empty cache, as in perplexity runs
@@ -49,10 +52,13 @@ public enum KVSampleCollector {
             values[l].reserveCapacity(windows * window * c.kvDim)
         }
         let gen = TextGenerator(model: model, cacheType: .fp32, contextLength: window)
+        var energy = QueryPairEnergy(layerCount: c.layerCount, kvHeads: c.kvHeadCount, headDim: c.headDim)
         for w in 0..<windows {
             let cache = DenseKVCache<Float>(geometry: model.cacheGeometry(capacity: window), rope: model.rope,
                                             rotateOnRead: true)
-            _ = try gen.prefill(Array(tokens[w * window..<(w + 1) * window]), cache: cache)
+            let recorder = QueryRecordingCache(cache, energy: energy)
+            _ = try gen.prefill(Array(tokens[w * window..<(w + 1) * window]), cache: recorder)
+            energy = recorder.energy
             for layer in range {
                 // Interleave heads per token: row (t, h).
                 let perHead = (0..<c.kvHeadCount).map { cache.storedRows(layer: layer, kvHead: $0) }
@@ -66,6 +72,7 @@ public enum KVSampleCollector {
             }
             progress(w + 1, windows)
         }
-        return KVSamples(layers: range, kvHeads: c.kvHeadCount, headDim: c.headDim, keys: keys, values: values)
+        return KVSamples(layers: range, kvHeads: c.kvHeadCount, headDim: c.headDim, keys: keys, values: values,
+                         queryEnergy: energy)
     }
 }

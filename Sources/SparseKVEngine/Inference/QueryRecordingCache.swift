@@ -37,4 +37,10 @@ public final class QueryRecordingCache: KVCache {
     public func byteCount(layer: Int) -> Int { inner.byteCount(layer: layer) }
     public func truncate(to count: Int) { inner.truncate(to: count) }
     public func serialize(layers: Range<Int>) throws -> [UInt8] { try inner.serialize(layers: layers) }
+    public func appendPayload(layers: Range<Int>, tokens: Range<Int>) throws -> [UInt8] {
+        try inner.appendPayload(layers: layers, tokens: tokens)
+    }
+    public func applyAppendPayload(_ bytes: [UInt8]) throws -> (first: Int, tokens: Int) {
+        try inner.applyAppendPayload(bytes)
+    }
 }

@@ -50,21 +50,18 @@ struct DictMetricCommand: ParsableCommand {
         let model = try LlamaModel(gguf: gguf)
         let dictionary = try CSRDictionary.load(path: path)
         try dictionary.check(model: .init(model: model), path: path)
-        var tokens: [Int32] = []
-        for p in corpus { tokens += tokenizer.encode(try readTextFile(p), addSpecial: false, parseSpecial: false) }
-        let available = tokens.count / window, windows = min(available, maxTokens / window)
-        guard windows > 0 else { throw ValidationError("the corpus has \(tokens.count) tokens, fewer than one --window of \(window)") }
+        let calibration = try CalibrationWindows(corpus: corpus, tokenizer: tokenizer, window: window, maxTokens: maxTokens)
+        let windows = calibration.windows.count
         let c = model.config, gen = TextGenerator(model: model, cacheType: .fp32, contextLength: window)
         var energy = QueryPairEnergy(layerCount: c.layerCount, kvHeads: c.kvHeadCount, headDim: c.headDim)
-        for i in 0..<windows {
-            let w = i * available / windows
+        for (i, tokens) in calibration.windows.enumerated() {
             let recorder = QueryRecordingCache(
                 DenseKVCache<Float>(geometry: model.cacheGeometry(capacity: window), rope: model.rope), energy: energy)
-            _ = try gen.prefill(Array(tokens[w * window..<(w + 1) * window]), cache: recorder)
+            _ = try gen.prefill(tokens, cache: recorder)
             energy = recorder.energy
             printErr("\r  measure \(bar(i + 1, windows)) \(i + 1)/\(windows)", terminator: i + 1 == windows ? "\n" : "")
         }
-        let names = corpus.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ",")
+        let names = calibration.names
         // One weight per (layer, pair): the heads' mean energies averaged.
         var pooled = [Float]()
         for l in 0..<c.layerCount {

@@ -51,16 +51,13 @@ struct DictTablesCommand: ParsableCommand {
         guard !settings.entropyCoded else { throw ValidationError("--kv counts the usage of plain codes: drop ec=") }
         let codec = try CSRCodec(dictionary: dictionary, settings: settings)
 
-        var tokens: [Int32] = []
-        for p in corpus { tokens += tokenizer.encode(try readTextFile(p), addSpecial: false, parseSpecial: false) }
-        let available = tokens.count / window, windows = min(available, maxTokens / window)
-        guard windows > 0 else { throw ValidationError("the corpus has \(tokens.count) tokens, fewer than one --window of \(window)") }
+        let calibration = try CalibrationWindows(corpus: corpus, tokenizer: tokenizer, window: window, maxTokens: maxTokens)
+        let windows = calibration.windows.count
         var keys = dictionary.keys.groups.map { [Int](repeating: 0, count: $0.dictionary.atomCount + 1) }
         var values = dictionary.values.groups.map { [Int](repeating: 0, count: $0.dictionary.atomCount + 1) }
-        for i in 0..<windows {
-            let w = i * available / windows
+        for (i, tokens) in calibration.windows.enumerated() {
             let cache = model.makeCache(.csr(codec), capacity: window)
-            var h = try model.embed(Array(tokens[w * window..<(w + 1) * window]))
+            var h = try model.embed(tokens)
             try model.forward(&h, count: window, cache: cache)
             guard let csr = cache as? CSRCache else { throw ValidationError("--kv \(kv) did not make a CSR cache") }
             let usage = csr.atomUsage()
@@ -68,7 +65,7 @@ struct DictTablesCommand: ParsableCommand {
             for g in values.indices { for j in values[g].indices { values[g][j] += usage.values[g][j] } }
             printErr("\r  count \(bar(i + 1, windows)) \(i + 1)/\(windows)", terminator: i + 1 == windows ? "\n" : "")
         }
-        let names = corpus.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ",")
+        let names = calibration.names
         let tables = try CSREntropyTables(keyCounts: keys, valueCounts: values,
                                           source: "\(settings) on \(windows * window) tokens of \(names), windows of \(window)")
         let outPath = out ?? path

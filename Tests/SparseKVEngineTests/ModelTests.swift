@@ -168,4 +168,21 @@ private struct NaiveLlama {
         #expect(got == expected)
         #expect(slices[1].weightBytes * 2 < full.weightBytes)
     }
+
+    /// A long batch's feed-forward runs in slices of rows; each row's products must not
+    /// depend on the rows beside it, so any slicing gives the same hidden states bit for bit.
+    @Test(.enabled(if: RealAssets.available, "needs the SmolLM2 model (scripts/setup.sh)"))
+    func feedForwardSlicesGiveTheSameHiddenStates() throws {
+        let g = try GGUFFile(path: RealAssets.model)
+        let model = try LlamaModel(gguf: g, layers: 0..<4, embeddings: true, head: false)
+        let text = try String(contentsOfFile: RealAssets.text("cfi-ch4.txt"), encoding: .utf8)
+        let tokens = Array(try BPETokenizer(gguf: g).encode(String(text.prefix(6000))).prefix(700))
+        #expect(tokens.count == 700)
+        var reference: [Float]?
+        for slice in [700, 512, 97] {
+            var h = try model.embed(tokens)
+            try model.forward(&h, count: tokens.count, layers: nil, cache: model.makeCache(.fp32), profile: nil, ffnSlice: slice)
+            if let reference { #expect(h == reference, "ffn slices of \(slice) rows") } else { reference = h }
+        }
+    }
 }

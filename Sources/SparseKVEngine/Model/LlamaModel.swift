@@ -100,10 +100,21 @@ public final class LlamaModel: Sendable {
 
     // MARK: - Transformer blocks
 
+    /// Rows per slice of the feed-forward products in a long batch. Slices are equal to a
+    /// row (so none falls under ``WeightMatrix/batchThreshold`` and changes kernel), and
+    /// each row's products do not depend on the rows beside it.
+    static let ffnSliceTokens = 512
+
     /// Runs blocks `range` (all loaded ones when nil) on hidden states (n, dim) in place.
     /// The n tokens take the positions after those the cache already holds for each layer.
     public func forward(_ hidden: inout [Float], count n: Int, layers range: Range<Int>? = nil, cache: any KVCache,
                         profile: ForwardProfile? = nil) throws {
+        try forward(&hidden, count: n, layers: range, cache: cache, profile: profile, ffnSlice: Self.ffnSliceTokens)
+    }
+
+    /// `forward` with the feed-forward slice length given (tests compare slicings).
+    func forward(_ hidden: inout [Float], count n: Int, layers range: Range<Int>?, cache: any KVCache,
+                 profile: ForwardProfile?, ffnSlice: Int) throws {
         let range = range ?? loadedLayers
         guard n > 0 else { return }
         guard hidden.count == n * config.embeddingLength else {
@@ -112,7 +123,8 @@ public final class LlamaModel: Sendable {
         for l in range where !loadedLayers.contains(l) {
             throw ModelError.layerNotLoaded(layer: l, loaded: loadedLayers)
         }
-        let ws = Workspace(config: config, tokens: n, tileFloats: n >= WeightMatrix.batchThreshold ? maxTileFloats : 0)
+        let ws = Workspace(config: config, tokens: n, ffnRows: min(n, ffnSlice),
+                           tileFloats: n >= WeightMatrix.batchThreshold ? maxTileFloats : 0)
         try hidden.withUnsafeMutableBufferPointer { x in
             for l in range {
                 try block(l, x.baseAddress!, n, cache, ws, profile)
@@ -154,12 +166,19 @@ public final class LlamaModel: Sendable {
         // MARK: feed-forward (SwiGLU)
         w.ffnNorm.withUnsafeBufferPointer { Kernels.rmsNorm(x, weight: $0.baseAddress!, rows: n, dim: dim, eps: c.rmsEpsilon, into: ws.xb) }
         t = profile?.lap(.elementwise, since: t) ?? 0
-        WeightMatrix.apply([w.wGate, w.wUp], ws.xb, count: n, into: [ws.gate, ws.up], tile: ws.tile)
-        t = profile?.lap(.ffn, since: t) ?? 0
-        Kernels.swiGLU(ws.gate, ws.up, count: n * c.feedForwardLength)
-        t = profile?.lap(.elementwise, since: t) ?? 0
-        w.wDown.apply(ws.gate, count: n, into: ws.xb, tile: ws.tile)
-        t = profile?.lap(.ffn, since: t) ?? 0
+        // Rows are independent here: a long batch goes through in slices of at most
+        // `ffnSliceTokens` rows (equal slices), so the (rows, ffn) buffers stay small. Each slice's output
+        // overwrites its own rows of xb, which no later slice reads.
+        let slices = (n + ws.ffnRows - 1) / ws.ffnRows
+        for i in 0..<slices {
+            let r0 = n * i / slices, rows = n * (i + 1) / slices - r0
+            WeightMatrix.apply([w.wGate, w.wUp], ws.xb + r0 * dim, count: rows, into: [ws.gate, ws.up], tile: ws.tile)
+            t = profile?.lap(.ffn, since: t) ?? 0
+            Kernels.swiGLU(ws.gate, ws.up, count: rows * c.feedForwardLength)
+            t = profile?.lap(.elementwise, since: t) ?? 0
+            w.wDown.apply(ws.gate, count: rows, into: ws.xb + r0 * dim, tile: ws.tile)
+            t = profile?.lap(.ffn, since: t) ?? 0
+        }
         Kernels.add(x, ws.xb, count: n * dim)
         profile?.lap(.elementwise, since: t)
     }
@@ -201,19 +220,22 @@ private final class Workspace {
     let att: UnsafeMutablePointer<Float>
     /// (n, kvDim) each
     let k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>
-    /// (n, ffn) each
+    /// (ffnRows, ffn) each
     let gate: UnsafeMutablePointer<Float>, up: UnsafeMutablePointer<Float>
     /// (tileFloats) dequantized weight tile for batched products (nil for single tokens)
     let tile: UnsafeMutablePointer<Float>?
 
-    init(config c: LlamaConfig, tokens n: Int, tileFloats: Int) {
+    let ffnRows: Int
+
+    init(config c: LlamaConfig, tokens n: Int, ffnRows: Int, tileFloats: Int) {
+        self.ffnRows = ffnRows
         xb = .allocate(capacity: n * c.embeddingLength)
         q = .allocate(capacity: n * c.headCount * c.headDim)
         att = .allocate(capacity: n * c.headCount * c.headDim)
         k = .allocate(capacity: n * c.kvDim)
         v = .allocate(capacity: n * c.kvDim)
-        gate = .allocate(capacity: n * c.feedForwardLength)
-        up = .allocate(capacity: n * c.feedForwardLength)
+        gate = .allocate(capacity: ffnRows * c.feedForwardLength)
+        up = .allocate(capacity: ffnRows * c.feedForwardLength)
         tile = tileFloats > 0 ? .allocate(capacity: tileFloats) : nil
     }
 

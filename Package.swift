@@ -46,6 +46,8 @@ let package = Package(
         .systemLibrary(
             name: "CZMQ", path: "Sources/CZMQ", pkgConfig: "libzmq",
             providers: [.apt(["libzmq3-dev"])]),
+        // Header only: mallopt from malloc.h (no library).
+        .systemLibrary(name: "CShims", path: "Sources/CShims"),
 
         // MARK: - Sparse coding: dictionaries, Matching Pursuit, packed codes (no model, no network)
         .target(
@@ -58,7 +60,7 @@ let package = Package(
         .target(
             name: "SparseKVEngine",
             dependencies: [
-                "CBLAS", "SparseCoding",
+                "CBLAS", "CShims", "SparseCoding",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: optimize),

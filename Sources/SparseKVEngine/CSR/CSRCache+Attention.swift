@@ -171,24 +171,24 @@ struct CSRAttentionSource: AttentionSource {
     }
 
     /// RoPE on one row from its position's (cos, sin) pairs, 8 channel pairs at a time:
-    /// out = x * (c, c) + swap(x) * (-s, s), where swapping the two floats of a pair is a
-    /// 32-bit rotation of a 64-bit lane, and (c, c), (-s, s) are built from the table's
-    /// (c, s) lanes with integer operations.
+    /// out = x * (c, c) + swap(x) * (-s, s). Written as element shuffles, which the
+    /// compiler turns into duplicate-lanes moves and one add-subtract (the earlier 64-bit
+    /// integer rotation was lowered to scalar code). The same products and sums as the
+    /// scalar tail below, so every path rounds alike.
     @inline(__always)
     static func rotate(_ row: UnsafeMutablePointer<Float>, table cs: UnsafePointer<Float>, pairs: Int) {
         let raw = UnsafeMutableRawPointer(row), t = UnsafeRawPointer(cs)
         var i = 0
         while i + 8 <= pairs {
-            let x = raw.loadUnaligned(fromByteOffset: i * 8, as: SIMD8<UInt64>.self)
-            let u = t.loadUnaligned(fromByteOffset: i * 8, as: SIMD8<UInt64>.self)
-            let lowMask = SIMD8<UInt64>(repeating: 0xFFFF_FFFF)
-            let c = u & lowMask, sn = u &>> 32
-            let cc = c | (c &<< 32)
-            let ss = (sn ^ 0x8000_0000) | (sn &<< 32)
-            let swapped = (x &<< 32) | (x &>> 32)
-            let v = unsafeBitCast(x, to: SIMD16<Float>.self) * unsafeBitCast(cc, to: SIMD16<Float>.self)
-                + unsafeBitCast(swapped, to: SIMD16<Float>.self) * unsafeBitCast(ss, to: SIMD16<Float>.self)
-            raw.storeBytes(of: v, toByteOffset: i * 8, as: SIMD16<Float>.self)
+            let x = raw.loadUnaligned(fromByteOffset: i * 8, as: SIMD16<Float>.self)
+            let u = t.loadUnaligned(fromByteOffset: i * 8, as: SIMD16<Float>.self)
+            let c = SIMD16<Float>(u[0], u[0], u[2], u[2], u[4], u[4], u[6], u[6],
+                                  u[8], u[8], u[10], u[10], u[12], u[12], u[14], u[14])
+            let sn = SIMD16<Float>(-u[1], u[1], -u[3], u[3], -u[5], u[5], -u[7], u[7],
+                                   -u[9], u[9], -u[11], u[11], -u[13], u[13], -u[15], u[15])
+            let swapped = SIMD16<Float>(x[1], x[0], x[3], x[2], x[5], x[4], x[7], x[6],
+                                        x[9], x[8], x[11], x[10], x[13], x[12], x[15], x[14])
+            raw.storeBytes(of: x * c + swapped * sn, toByteOffset: i * 8, as: SIMD16<Float>.self)
             i += 8
         }
         while i < pairs {

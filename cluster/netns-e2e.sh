@@ -10,7 +10,10 @@
 #      the fp16 baseline, timed) and checks that generation's tokens too,
 #   5b. kills w3 (kill -9) while a third generation decodes, once its KV has a kept replica
 #      (on w1): the coordinator declares it dead by heartbeat, w1 takes its layers and
-#      installs the replica, the session resumes without recomputing, and its tokens are checked,
+#      installs the replica, the session resumes without recomputing, and its tokens are checked;
+#      the replica bytes the holder counted (w3's full copies and per-token stream) are checked
+#      against the link counters of the holder's and w3's interfaces, and the replica's bytes
+#      per decoded token are printed next to the fp16 dense K+V of the same layers,
 #   6. checks that nothing is left: no process, namespace or link.
 # Then it stops a cluster with SIGTERM while it is loading and once while it serves a
 # command, and checks the same. Needs root. Exit status 0 only if every step passed.
@@ -29,7 +32,7 @@ while [[ $# -gt 0 ]]; do
         --rate) rate="$2"; shift 2 ;;
         --kv) kvs+=("$2"); shift 2 ;;
         --keep-logs) keep=1; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "netns-e2e: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -109,7 +112,7 @@ assert_clean() {
 cat >"$work/client.sh" <<'CLIENT'
 #!/usr/bin/env bash
 set -euo pipefail
-out="$1"
+out="$1" PREFIX="$2"
 "$BIN" generate --cluster "$SPARSEKV_CLUSTER" --prompt-file "$PROMPT" -n "$TOKENS" --ignore-eos --json >"$out/cluster.json" \
     || { echo "client: generate --cluster failed" >&2; exit 11; }
 "$BIN" cluster stats --cluster "$SPARSEKV_CLUSTER" >"$out/stats.json" \
@@ -123,8 +126,24 @@ gen=$!
 wait "$gen" || { echo "client: the generation during the drain failed" >&2; exit 14; }
 # Kill the last worker while a third, longer generation decodes, once the coordinator has
 # logged that w3's KV has a kept replica for it: failover from the replica over the links.
+# Around it, each worker link's counters (its veth in its namespace: bytes and packets each
+# way) and each live worker's own byte counters (cluster stats on the worker), so that the
+# replica bytes the holder counted can be checked against its link.
+counters() {
+    local tag="$1" ns w
+    for ns in $(ip netns list | awk '{print $1}' | grep -E "^$PREFIX-w[0-9]+\$"); do
+        w=${ns#"$PREFIX"-}
+        # The worker's counters first, so that both include the stats request itself.
+        if [[ -n "$(ip netns pids "$ns")" ]]; then
+            "$BIN" cluster stats --cluster "tcp://$(ip -n "$ns" -4 -o addr show dev "$ns" | awk '{print $4}' | cut -d/ -f1):6000" \
+                >"$out/stats-$w-$tag.json" || { echo "client: cluster stats on $w failed" >&2; return 1; }
+        fi
+        ip -n "$ns" -s -j link show "$ns" >"$out/link-$w-$tag.json"
+    done
+}
 log="$out/logs/coordinator.log"
 replicas_before=$(grep -c "keeps the replica of w3's" "$log" || true)
+counters before || exit 17
 "$BIN" generate --cluster "$SPARSEKV_CLUSTER" --prompt-file "$PROMPT" -n $((TOKENS * 4)) --ignore-eos --json >"$out/after-kill.json" &
 gen=$!
 for _ in $(seq 600); do
@@ -132,10 +151,14 @@ for _ in $(seq 600); do
     sleep 0.1
 done
 sleep 0.5
-victim=$(ip netns pids "$2-w3" | head -1)
-[[ -n "$victim" ]] || { echo "client: no process in $2-w3" >&2; kill "$gen" 2>/dev/null; exit 15; }
+# What w3 itself counted sending, a moment before it dies (its counters die with it).
+counters prekill || { kill "$gen" 2>/dev/null; exit 17; }
+sleep 0.3
+victim=$(ip netns pids "$PREFIX-w3" | head -1)
+[[ -n "$victim" ]] || { echo "client: no process in $PREFIX-w3" >&2; kill "$gen" 2>/dev/null; exit 15; }
 kill -KILL "$victim"
 wait "$gen" || { echo "client: the generation during the failover failed" >&2; exit 16; }
+counters after || exit 17
 CLIENT
 chmod +x "$work/client.sh"
 export BIN="$bin" PROMPT="$prompt" TOKENS="$tokens" DRAIN_WORKER="$drain_worker"
@@ -168,6 +191,7 @@ run_setting() {
         13) step="$kv: drain hook"; fail "cluster drain $drain_worker failed (logs in $dir/logs)" ;;
         14) step="$kv: drain hook"; fail "generate after the drain failed (logs in $dir/logs)" ;;
         15|16) step="$kv: failover hook"; fail "the generation during the kill of w3 failed (logs in $dir/logs)" ;;
+        17) step="$kv: failover hook"; fail "a worker link's or a worker's byte counters could not be read (logs in $dir/logs)" ;;
         *) fail "netns-launch.sh exited with $status (see the lines above; logs in $dir/logs)" ;;
     esac
 
@@ -215,6 +239,83 @@ PY
     grep -E "is dead|failover of|installing replicas|generates again" "$dir/logs/coordinator.log" | sed 's/.*\] /    /' >&2
     grep -q "resumed from replicas" "$dir/logs/coordinator.log" \
         || fail "the session was not resumed from w3's replica (logs in $dir/logs)"
+
+    step="$kv: replica bytes against the link"
+    python3 - "$dir" "$kv_geometry" "$kv" <<'PY' || fail "the replica bytes the holder counted do not match its link's counters"
+import json, re, sys
+d, (kv_heads, head_dim), kv = sys.argv[1], map(int, sys.argv[2].split()), sys.argv[3]
+log = open(f"{d}/logs/coordinator.log").read()
+# The replica copies of the killed generation's session: the last session with one of w3's.
+copies = re.findall(r"session (\d+): (\S+) keeps the replica of w3's layers (\d+)\.\.<(\d+): (\d+) tokens, (\d+) bytes", log)
+if not copies:
+    sys.exit("    no replica of w3's layers was acked")
+session = copies[-1][0]
+copies = [c for c in copies if c[0] == session]
+holders = {c[1] for c in copies}
+if len(holders) != 1:
+    sys.exit(f"    w3's replicas are on {sorted(holders)}; one holder expected")
+h = holders.pop()
+def link(w, tag):
+    s = json.load(open(f"{d}/link-{w}-{tag}.json"))[0]["stats64"]
+    return {k: s[k]["bytes"] for k in ("rx", "tx")} | {k + "_packets": s[k]["packets"] for k in ("rx", "tx")}
+def stats(w, tag):
+    return json.load(open(f"{d}/stats-{w}-{tag}.json"))["byPeer"]
+def delta(a, b):
+    return {k: b[k] - a[k] for k in a}
+def received(peers, peer=None, cat=None):
+    b = m = 0
+    for p, cats in peers.items():
+        for c, t in cats.items():
+            if (peer is None or p == peer) and (cat is None or c == cat):
+                b, m = b + t["receivedBytes"], m + t["receivedMessages"]
+    return b, m
+def sent(peers, cat):
+    return sum(t[cat]["sentBytes"] for t in peers.values())
+hb, ha = stats(h, "before"), stats(h, "after")
+# What the holder counted: w3's kv messages (the full copies, then one stream message per
+# decoded token and segment), and everything it received from anyone.
+rep = [a - b for a, b in zip(received(ha, "w3", "kv"), received(hb, "w3", "kv"))]
+tot = [a - b for a, b in zip(received(ha), received(hb))]
+hl, sl = delta(link(h, "before"), link(h, "after")), delta(link("w3", "before"), link("w3", "after"))
+w3_sent = sent(stats("w3", "prekill"), "kv") - sent(stats("w3", "before"), "kv")
+full = sum(int(c[5]) for c in copies)
+stream, stream_msgs = rep[0] - full, rep[1] - len(copies)
+steps = stream_msgs / len(copies)
+layers = sum(int(c[3]) - int(c[2]) for c in copies)
+fp16 = layers * 2 * kv_heads * head_dim * 2
+print(f"    {h} keeps w3's replica (layers {', '.join(f'{c[2]}..<{c[3]}' for c in copies)}): counted on {h}, from w3, kv: "
+      f"{rep[0]:,} B in {rep[1]} messages = full copies {full:,} B ({copies[0][4]} tokens) + stream {stream:,} B "
+      f"in {stream_msgs} messages ({steps:g} decoded tokens)", file=sys.stderr)
+if steps > 0:
+    print(f"    replica stream {stream / steps:,.0f} B per decoded token for {layers} layers; fp16 dense K+V of the same "
+          f"layers {fp16:,} B per token (x{stream / steps / fp16:.3f})", file=sys.stderr)
+print(f"    w3 counted {w3_sent:,} B of kv sent up to a moment before its death; its link sent {sl['tx']:,} B in the window",
+      file=sys.stderr)
+print(f"    {h}'s link received {hl['rx']:,} B in {hl['rx_packets']:,} packets; {h} counted {tot[0]:,} B in {tot[1]} messages "
+      f"from all peers (link/counted x{hl['rx'] / max(tot[0], 1):.3f}); the replica is {rep[0] / max(hl['rx'], 1):.1%} of the link's bytes",
+      file=sys.stderr)
+# Every counted byte crossed the links, and the link carries no more than the counted bytes
+# plus per-packet headers (Ethernet 14 + IPv4 20 + TCP with options up to 60), per-message
+# ZMTP framing (up to 9) and a little uncounted traffic (ZMTP greetings, ARP): 64 KiB.
+slack = 94 * hl["rx_packets"] + 9 * tot[1] + 65536
+checks = [
+    (steps >= 1 and stream_msgs % len(copies) == 0, "the stream is one message per decoded token and segment"),
+    (w3_sent <= rep[0], "the holder received at least what w3 counted sending"),
+    (sl["tx"] >= rep[0], "w3's link sent at least the replica bytes"),
+    (hl["rx"] >= tot[0] >= rep[0], "the holder's link received at least what the holder counted"),
+    (hl["rx"] - tot[0] <= slack, f"the holder's link carried at most {slack:,} B beyond the counted bytes"),
+]
+# What a token's replica costs follows from the cache: fp32 rows are twice fp16, CSR codes less than fp16.
+if kv == "fp32":
+    checks.append((steps >= 1 and stream / steps >= 2 * fp16, "an fp32 replica streams at least the fp32 K+V rows per token"))
+elif kv.startswith("csr"):
+    checks.append((steps >= 1 and stream / steps < fp16, "a CSR replica streams less than fp16 dense per token"))
+ok = True
+for passed, what in checks:
+    ok = ok and passed
+    print(f"    {'ok' if passed else 'NOT'}: {what}", file=sys.stderr)
+sys.exit(0 if ok else 1)
+PY
 
     step="$kv: byte counters"
     python3 - "$dir" <<'PY' || fail "the coordinator's byte counters are missing or show no activations"
@@ -285,6 +386,10 @@ interrupted_run() {
 # MARK: - Run
 
 say "binary $bin, links $rate, KV settings: ${kvs[*]}"
+step="model geometry"
+# KV heads and head dim, for the fp16 dense size a replica's bytes per token compare with.
+kv_geometry="$("$bin" info -m "$model" | python3 -c 'import re, sys; m = re.search(r"(\d+) KV heads of (\d+)", sys.stdin.read()); print(m[1], m[2]) if m else sys.exit(1)')" \
+    || fail "sparsekv info -m $model names no KV heads and head dim"
 for kv in "${kvs[@]}"; do run_setting "$kv"; done
 interrupted_run loading
 interrupted_run serving

@@ -3,7 +3,8 @@
 // for, when to rebuild or give up; ReplicaInstallPlanner which kept replicas stand in for
 // the dead workers' KV. A failover pauses every live session, sends the new assignments,
 // waits until every pipeline worker reports its new layers, then has the loop rebuild
-// each session (from replicas, or by replaying its tokens). A death during a failover
+// each session (``rebuild(session:generatedTokens:now:)`` in CoordinatorCore+Sessions.swift
+// decides: from replicas, or by replaying its tokens). A death during a failover
 // re-plans from the plan in progress.
 
 extension CoordinatorCore {
@@ -20,7 +21,7 @@ extension CoordinatorCore {
     public var watched: Set<String> { monitor.watched }
 
     /// The clock moved: pings due, workers silent for too long (failed over), and the
-    /// drain's and failover's deadlines.
+    /// deadlines of the drain, the failover and the replica installs.
     public mutating func tick(now: ContinuousClock.Instant) -> [CoordinatorAction] {
         var actions: [CoordinatorAction] = []
         for a in monitor.tick(now: now) {
@@ -33,6 +34,7 @@ extension CoordinatorCore {
             }
         }
         actions += drainTick(now: now)
+        actions += installTick(now: now)
         if var tracker = recovery {
             let t = tracker.tick(now: now)
             recovery = tracker
@@ -59,7 +61,7 @@ extension CoordinatorCore {
         if let d = drain {
             // The drain cannot go on: its receivers go back to the coordinator's plan.
             drain = nil
-            actions.append(.cancelDrainTransfers)
+            sessions.forgetTransfers { $0.purpose == .drain }
             if d.step != .waiting { reset.formUnion(d.newLayers.keys) }
             actions.append(.sendToClient(client: d.client, WireMessage(.error(ErrorBody(code: .unreachable, message: Self.clip(
                 "the drain of \(d.request.workerID) was abandoned: \(id) died; its sessions go on after the failover"))), requestID: d.requestID)))
@@ -85,12 +87,11 @@ extension CoordinatorCore {
             return actions + giveUp("\(id) (\(held)) died (\(why)) and the live workers cannot hold its layers: \(m)")
         }
         // A new failover forgets the last one's dead, unless its replicas are still being installed.
-        if recovery == nil, installing.isEmpty {
+        if recovery == nil, !sessions.entries.values.contains(where: { $0.install != nil }) {
             lostSegments = [:]
             failoverKeepsCaches = true
         }
-        installing = []
-        actions.append(.cancelInstalls)
+        cancelInstalls()
         lostSegments[id] = dead.segments
         let before = Dictionary(uniqueKeysWithValues: workers.map { ($0.id, $0.layers) })
         workers.remove(at: x)
@@ -190,9 +191,8 @@ extension CoordinatorCore {
     /// After a failover's plan serves: the replica pieces to install for a session so it
     /// resumes without recompute, or nil when it must be rebuilt by recomputation (a live
     /// worker reloaded, a copy missing or short, its holder dead). The receivers' segments
-    /// split to match the pieces (as the workers do); the session counts as installing
-    /// until ``installsEnded(_:)``.
-    public mutating func replicaInstall(session: UInt64, copies: [ReplicaInstallPlanner.Copy], promptTokens: Int) -> [ReplicaInstallPlanner.Move]? {
+    /// split to match the pieces (as the workers do).
+    public mutating func replicaInstall(copies: [ReplicaInstallPlanner.Copy], promptTokens: Int) -> [ReplicaInstallPlanner.Move]? {
         guard failoverKeepsCaches else { return nil }
         let plan = pipeline(0).compactMap { i in workers[i].layers.map { (id: workers[i].id, layers: $0) } }
         guard let moves = ReplicaInstallPlanner.moves(lost: lostSegments, copies: copies, pipeline: plan,
@@ -200,12 +200,8 @@ extension CoordinatorCore {
               moves.allSatisfy({ index(ofWorker: $0.holder) != nil && index(ofWorker: $0.to) != nil })
         else { return nil }
         for m in moves { if let to = index(ofWorker: m.to) { splitSegment(of: to, for: m.layers) } }
-        installing.insert(session)
         return moves
     }
-
-    /// A session's installs are over (all acked, one failed, or the session ended).
-    public mutating func installsEnded(_ session: UInt64) { installing.remove(session) }
 
     /// A worker splits a segment no session holds yet when KV for a piece of it arrives
     /// (Worker.segmentForInstall); the plan follows, so later replicas name its segments.

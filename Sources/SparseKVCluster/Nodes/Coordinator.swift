@@ -8,8 +8,8 @@ import SparseKVEngine
 /// tokenizer, embeddings, final norm, LM head and sampling.
 ///
 /// The decisions about workers (registration, the shard plan, liveness, drains, failover)
-/// and about the sessions' KV (transfers and their acks, kept replicas, replica installs,
-/// the prefill -> decode handoff) are taken by ``CoordinatorCore``, free of I/O; this
+/// and about the sessions (admission, step deadlines, KV transfers and their acks, kept
+/// replicas, replica installs, the prefill -> decode handoff) are taken by ``CoordinatorCore``, free of I/O; this
 /// class translates received messages into its events and carries out the actions it
 /// returns (Coordinator+Actions.swift), and runs the sessions (GenerationSession, with
 /// the model). Parking and resuming sessions for a drain or a handoff are in
@@ -43,7 +43,6 @@ public final class Coordinator {
         let client: [UInt8]
         let requestID: UInt64
         var session: GenerationSession
-        var deadline: ContinuousClock.Instant
         var sentBytes: UInt64 = 0
         var receivedBytes: UInt64 = 0
         /// The pipeline the session's KV lives on.
@@ -139,6 +138,7 @@ public final class Coordinator {
         settings.dictionaryHash = dictionary?.hash
         settings.heartbeat = configuration.heartbeat
         settings.stepTimeout = configuration.stepTimeout
+        settings.maxSessions = configuration.maxConcurrentSessions
         settings.replicas = (configuration.replicas ?? 1) > 0 && KVCacheFormats.supportsReplica(kind: cacheKind)
         settings.handoffBaseline = configuration.handoffBaseline
         core = CoordinatorCore(settings: settings)
@@ -186,7 +186,6 @@ public final class Coordinator {
             }
             try carryOut(core.tick(now: .now))
             announceReady(onReady)
-            expireSessions()
         }
         logger.info("stop requested")
     }
@@ -305,25 +304,18 @@ public final class Coordinator {
     // MARK: - Generation
 
     private func accept(_ g: GenerateRequestBody, from received: ReceivedMessage, requestID: UInt64) {
-        if let broken = core.broken {
-            answer(received, .error(ErrorBody(code: .unreachable, message: clip(broken))), requestID: requestID)
+        if let refused = core.refusal(promptTokens: nil) {
+            answer(received, .error(refused), requestID: requestID)
             return
         }
-        guard core.phase == .serving, let client = received.routingID else {
-            let missing = workers.filter { !core.isReady($0) }.map(\.id)
-            answer(received, .error(ErrorBody(code: .unexpectedMessage, message: clip(
-                "the cluster is not ready: \(workers.count)/\(configuration.workerCount) workers registered" + (missing.isEmpty ? "" : ", waiting for \(missing.joined(separator: ", "))")))),
-                   requestID: requestID)
-            return
-        }
+        guard let client = received.routingID else { return }
         var text = g.prompt
         if g.chat { text = tokenizer.applyChatTemplate(messages: [(role: "user", content: text)], addGenerationPrompt: true) }
         // Special tokens in the prompt are parsed, as llama.cpp does (the HTTP API sends
         // chat-templated text).
         let ids = tokenizer.encode(text, addSpecial: true, parseSpecial: true)
-        guard !ids.isEmpty, ids.count < contextLength else {
-            answer(received, .error(ErrorBody(code: .capacityExceeded, message: "the prompt has \(ids.count) tokens; 1...\(contextLength - 1) fit the context")),
-                   requestID: requestID)
+        if let refused = core.refusal(promptTokens: ids.count) {
+            answer(received, .error(refused), requestID: requestID)
             return
         }
         let ignoreEOS = g.ignoreEOS, tokenizer = tokenizer
@@ -332,14 +324,14 @@ public final class Coordinator {
             sampling: SamplingOptions(temperature: g.temperature, topK: g.topK, topP: g.topP, seed: g.seed),
             contextLength: contextLength, isStop: { !ignoreEOS && tokenizer.isEndOfGeneration($0) })
         nextSessionID += 1
-        var request = Request(client: client, requestID: requestID, session: session, deadline: .now + configuration.stepTimeout)
+        var request = Request(client: client, requestID: requestID, session: session)
         request.streamTokens = g.stream
         waiting.append(request)
         startWaiting()
     }
 
     func startWaiting() {
-        while core.phase == .serving, core.drain == nil, core.recovery == nil, core.broken == nil, active.count < configuration.maxConcurrentSessions, !waiting.isEmpty {
+        while core.startsSessions, !waiting.isEmpty {
             var r = waiting.removeFirst()
             let id = r.session.id
             r.wireID = takeControlID()
@@ -364,8 +356,8 @@ public final class Coordinator {
             if handoff || core.drainHolds(generated: r.session.generated.count) {
                 r.parked = states
                 if r.session.prefillEnd != nil { r.pausedSince = r.pausedSince ?? .now }
-                r.deadline = .now + configuration.stepTimeout
                 active[sessionID] = r
+                core.sessionParked(sessionID)
                 if handoff { carry(core.startHandoff(sessionID, now: .now)) } else { advanceDrain() }
                 return
             }
@@ -407,8 +399,8 @@ public final class Coordinator {
             r.pausedNanoseconds += nanoseconds(.now - since)
             r.pausedSince = nil
         }
-        r.deadline = .now + configuration.stepTimeout
         active[sessionID] = r
+        core.stepSent(sessionID, now: .now)
     }
 
     func fail(_ sessionID: UInt64, code: WireErrorCode, message: String) {
@@ -430,12 +422,5 @@ public final class Coordinator {
     func failWaiting(_ why: String) {
         for r in waiting { sendToClient(r.client, WireMessage(.error(ErrorBody(code: .unreachable, message: clip(why))), requestID: r.requestID)) }
         waiting = []
-    }
-
-    private func expireSessions() {
-        let now = ContinuousClock.now
-        for (id, r) in active where r.deadline < now && r.parked == nil && !r.recovering {
-            fail(id, code: .unreachable, message: "no hidden states came back within \(configuration.stepTimeout); is every worker alive?")
-        }
     }
 }

@@ -21,7 +21,7 @@ extension CoordinatorCore {
     public var watched: Set<String> { monitor.watched }
 
     /// The clock moved: pings due, workers silent for too long (failed over), and the
-    /// deadlines of the drain, the failover and the replica installs.
+    /// deadlines of the drain, the failover, the replica installs and the sessions' steps.
     public mutating func tick(now: ContinuousClock.Instant) -> [CoordinatorAction] {
         var actions: [CoordinatorAction] = []
         for a in monitor.tick(now: now) {
@@ -35,6 +35,7 @@ extension CoordinatorCore {
         }
         actions += drainTick(now: now)
         actions += installTick(now: now)
+        actions += stepTick(now: now)
         if var tracker = recovery {
             let t = tracker.tick(now: now)
             recovery = tracker
@@ -107,6 +108,9 @@ extension CoordinatorCore {
         var tracker = recovery ?? FailoverTracker(started: now, timeout: settings.stepTimeout)
         let t = tracker.workerLost(id, plan: plan, reset: Array(reset), now: now)
         recovery = tracker
+        // The sessions' states in flight are lost with the dead worker: no step deadline
+        // runs until they are rebuilt.
+        for s in sessions.entries.keys { sessions.entries[s]?.stepDeadline = nil }
         return actions + [.pauseSessions] + carryOut(t, now: now)
     }
 

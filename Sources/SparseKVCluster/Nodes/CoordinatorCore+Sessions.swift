@@ -1,4 +1,5 @@
-// The sessions, the core's side (state in SessionTable): the KV transfers asked for them
+// The sessions, the core's side (state in SessionTable): which requests are refused or
+// may start, which step outlasted its deadline, the KV transfers asked for them
 // and what each ack or failure means, their kept replicas, and how a failover rebuilds
 // them. At a session's first decode step on a plan, every pipeline worker is asked to
 // send its KV for each of its segments to its replica holder (the next worker of the
@@ -12,6 +13,57 @@
 extension CoordinatorCore {
     /// Whether sessions keep replicas: asked for, one pipeline of at least two workers.
     public var keepsReplicas: Bool { settings.replicas && settings.prefillWorkers == 0 && pipeline(0).count >= 2 }
+
+    // MARK: - Admission and step deadlines
+
+    /// Why a generate request whose prompt has `promptTokens` tokens is refused at once (a
+    /// cluster that cannot serve, is not ready yet, or a prompt the context cannot hold;
+    /// nil tokens: the cluster alone, before tokenizing); nil when it waits for its turn.
+    public func refusal(promptTokens: Int?) -> ErrorBody? {
+        if let broken { return ErrorBody(code: .unreachable, message: Self.clip(broken)) }
+        guard phase == .serving else {
+            let missing = workers.filter { !isReady($0) }.map(\.id)
+            return ErrorBody(code: .unexpectedMessage, message: Self.clip(
+                "the cluster is not ready: \(workers.count)/\(settings.workerCount) workers registered" + (missing.isEmpty ? "" : ", waiting for \(missing.joined(separator: ", "))")))
+        }
+        guard let promptTokens else { return nil }
+        guard promptTokens >= 1, promptTokens < settings.contextLength else {
+            return ErrorBody(code: .capacityExceeded, message: "the prompt has \(promptTokens) tokens; 1...\(settings.contextLength - 1) fit the context")
+        }
+        return nil
+    }
+
+    /// Whether a waiting request may start now: the cluster serves, no drain or failover
+    /// runs, and fewer than ``Settings/maxSessions`` sessions generate.
+    public var startsSessions: Bool {
+        phase == .serving && drain == nil && recovery == nil && broken == nil && sessions.entries.count < settings.maxSessions
+    }
+
+    /// A session's states went into the pipeline: they must be back within the step timeout.
+    public mutating func stepSent(_ id: UInt64, now: ContinuousClock.Instant) {
+        let deadline = now + settings.stepTimeout
+        sessions.entries[id]?.stepDeadline = deadline
+    }
+
+    /// A session's next states are held back (a drain, a handoff): no step runs.
+    public mutating func sessionParked(_ id: UInt64) {
+        sessions.entries[id]?.stepDeadline = nil
+    }
+
+    /// Sessions whose states did not come back within the step timeout fail. A failover
+    /// pauses every session (no deadline runs) until it rebuilds them, so a death the
+    /// cluster recovers from fails none; one it cannot recover from fails them all at once.
+    mutating func stepTick(now: ContinuousClock.Instant) -> [CoordinatorAction] {
+        var actions: [CoordinatorAction] = []
+        for id in sessions.entries.keys.sorted() {
+            guard let deadline = sessions.entries[id]?.stepDeadline, deadline < now else { continue }
+            sessions.entries[id]?.stepDeadline = nil
+            actions.append(.failSession(id, code: .unreachable, message: "no hidden states came back within \(settings.stepTimeout); is every worker alive?"))
+        }
+        return actions
+    }
+
+    // MARK: - Transfers
 
     /// A request id for a control message (a session's activations after a (re)start).
     public mutating func takeRequestID() -> UInt64 { sessions.takeRequestID() }

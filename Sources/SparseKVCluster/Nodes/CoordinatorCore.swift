@@ -5,11 +5,11 @@ import Logging
 /// returns ``CoordinatorAction``s that the socket loop (``Coordinator``) carries out in
 /// order; time enters only through the events' `now`.
 ///
-/// The sessions' KV transfers, kept replicas, replica installs and prefill -> decode
-/// handoffs are decided here too (``SessionTable``, CoordinatorCore+Sessions.swift); the
-/// sessions themselves (GenerationSession, with the model) stay with the loop: the core
-/// tells it when to park, resume, recompute or fail them, and the loop tells the core
-/// when they start, step, are parked and end.
+/// The sessions' admission and step deadlines, KV transfers, kept replicas, replica
+/// installs and prefill -> decode handoffs are decided here too (``SessionTable``,
+/// CoordinatorCore+Sessions.swift); the sessions themselves (GenerationSession, with the
+/// model) stay with the loop: the core tells it when to park, resume, recompute or fail
+/// them, and the loop tells the core when they start, step, are parked and end.
 ///
 /// Registration and plan here; drains in CoordinatorCore+Drain.swift; liveness and
 /// failover in CoordinatorCore+Failover.swift; sessions in CoordinatorCore+Sessions.swift.
@@ -40,6 +40,8 @@ public struct CoordinatorCore: Sendable {
         /// Whether sessions keep replicas of their KV: `--replicas 1` and a cache whose
         /// append payloads a replica can take.
         public var replicas = true
+        /// Sessions generating at once; later requests wait for their turn.
+        public var maxSessions = 4
         /// The encoding of a handoff's measured baseline wave ("" for none), as ``CoordinatorConfiguration/handoffBaseline``.
         public var handoffBaseline = ""
 

@@ -39,6 +39,9 @@ public struct SessionTable: Sendable {
         /// Kept replicas of the session's KV, requested once per plan at its first decode step.
         public var replicas: [ReplicaInstallPlanner.Copy] = []
         public var replicated = false
+        /// When the states in flight must be back; nil while none are (parked by a drain
+        /// or a handoff, paused by a failover).
+        public var stepDeadline: ContinuousClock.Instant?
         public var install: Install?
         /// When the running handoff wave started.
         public var handoffStarted: ContinuousClock.Instant?

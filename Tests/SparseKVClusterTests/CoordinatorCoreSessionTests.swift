@@ -18,7 +18,7 @@ extension CoordinatorCoreTests {
     func failedOverWithReplicas(tokens: Int = 12) -> CoordinatorCore {
         var c = serving()
         c.sessionStarted(1, promptTokens: 8)
-        for r in kvRequests(c.sessionSends(1, phase: .decode, now: at(0))) { _ = ack(&c, r, tokens: tokens, at: 1) }
+        for r in kvRequests(c.sessionSends(1, pipeline: 0, phase: .decode, now: at(0))) { _ = ack(&c, r, tokens: tokens, at: 1) }
         _ = c.workerLost("w2", why: "killed", now: at(10))
         _ = c.shardReady("w1", layers: 0..<15, weightBytes: 1, now: at(20))
         _ = c.shardReady("w3", layers: 15..<30, weightBytes: 1, now: at(20))
@@ -33,13 +33,13 @@ extension CoordinatorCoreTests {
     @Test func theFirstDecodeStepAsksEachWorkerForAReplicaOnTheNextAndAcksRecordThem() {
         var c = serving()
         c.sessionStarted(1, promptTokens: 8)
-        #expect(c.sessionSends(1, phase: .prefill, now: at(0)).isEmpty, "no replica before the prompt is in")
-        let requests = kvRequests(c.sessionSends(1, phase: .decode, now: at(0)))
+        #expect(c.sessionSends(1, pipeline: 0, phase: .prefill, now: at(0)).isEmpty, "no replica before the prompt is in")
+        let requests = kvRequests(c.sessionSends(1, pipeline: 0, phase: .decode, now: at(0)))
         #expect(requests.map(\.from) == ["w1", "w2", "w3"])
         #expect(requests.map(\.body) == [KVRequestBody(layers: 0..<10, destination: endpoint("w2"), encoding: "csr", mode: .replica),
                                          KVRequestBody(layers: 10..<20, destination: endpoint("w3"), encoding: "csr", mode: .replica),
                                          KVRequestBody(layers: 20..<30, destination: endpoint("w1"), encoding: "csr", mode: .replica)])
-        #expect(c.sessionSends(1, phase: .decode, now: at(1)).isEmpty, "asked once per plan")
+        #expect(c.sessionSends(1, pipeline: 0, phase: .decode, now: at(1)).isEmpty, "asked once per plan")
         #expect(c.sessions[1]?.replicas.allSatisfy { $0.tokens == nil } == true)
         let acked = ack(&c, requests[1], tokens: 9, wireBytes: 4_000, at: 2)
         #expect(acked == [.log(.info, "session 1: w3 keeps the replica of w2's layers 10..<20: 9 tokens, 4000 bytes of csr")])
@@ -52,7 +52,7 @@ extension CoordinatorCoreTests {
 
         var off = CoordinatorCore(settings: { var s = c.settings; s.replicas = false; return s }())
         off.sessionStarted(1, promptTokens: 8)
-        #expect(off.sessionSends(1, phase: .decode, now: at(0)).isEmpty, "--replicas 0 keeps none")
+        #expect(off.sessionSends(1, pipeline: 0, phase: .decode, now: at(0)).isEmpty, "--replicas 0 keeps none")
     }
 
     @Test func installAcksAreCountedUntilTheSessionResumesAtTheFewestTokens() {
@@ -71,7 +71,7 @@ extension CoordinatorCoreTests {
                                                               .resumeSession(1, atToken: 11)])
         #expect(c.sessions[1]?.install == nil && c.sessions[1]?.replicated == false)
         // On the new plan the session asks for its replicas again.
-        let again = kvRequests(c.sessionSends(1, phase: .decode, now: at(60)))
+        let again = kvRequests(c.sessionSends(1, pipeline: 0, phase: .decode, now: at(60)))
         #expect(again.map(\.from) == ["w1", "w1", "w3", "w3"])
         #expect(again.map(\.body.layers) == [0..<10, 10..<15, 15..<20, 20..<30])
     }
@@ -110,7 +110,7 @@ extension CoordinatorCoreTests {
     @Test func acksOfUnknownStaleOrWrongTransfersChangeNothingOrFailTheTransfer() {
         var c = serving()
         c.sessionStarted(1, promptTokens: 8)
-        let requests = kvRequests(c.sessionSends(1, phase: .decode, now: at(0)))
+        let requests = kvRequests(c.sessionSends(1, pipeline: 0, phase: .decode, now: at(0)))
         let before = c.sessions
         let unknown = c.transferAcked(requestID: 42, sessionID: 1, from: "w2", KVTransferAckBody(layers: 0..<10, tokenCount: 9, mode: .replica), now: at(1))
         #expect(unknown == [.log(.debug, "ack for request 42 from w2, not a pending transfer")])
@@ -155,7 +155,7 @@ extension CoordinatorCoreTests {
 
     @Test func aHandoffWaveEndsWithItsLastAckThenTheBaselineWaveIsTimedAlone() {
         var c = handingOff(baseline: "fp16")
-        #expect(!c.keepsReplicas && c.sessionSends(1, phase: .decode, now: at(0)).isEmpty, "no kept replica with a handoff")
+        #expect(!c.keepsReplicas(pipeline: 0) && c.sessionSends(1, pipeline: 0, phase: .decode, now: at(0)).isEmpty, "no replica on the prefill pipeline")
         let wave = kvRequests(c.startHandoff(1, now: at(0)))
         #expect(wave.map(\.from) == ["w1", "w2"] && wave.map(\.body.destination) == [endpoint("w3"), endpoint("w4")])
         #expect(ack(&c, wave[0], tokens: 8, wireBytes: 300, at: 10).isEmpty)
@@ -166,6 +166,38 @@ extension CoordinatorCoreTests {
         #expect(done == [.log(.info, "session 1: KV handed from the prefill to the decode workers, 500 bytes"), .finishHandoff(1)])
         #expect(c.sessions[1]?.transferNanoseconds == 20_000_000 && c.sessions[1]?.baselineNanoseconds == 50_000_000)
         #expect(c.sessions[1]?.transferBytes == 500 && c.sessions[1]?.baselineBytes == 2_000)
+    }
+
+    @Test func theDecodeWorkersKeepReplicasAndAStandbyTakesADeadOnesPlaceFromItsReplica() {
+        var c = handingOff()
+        _ = register(&c, "s1")
+        _ = c.dictionaryAck("s1", hash: "d1", requestID: 0)
+        // After the handoff the session decodes on w3 (0..<15) and w4 (15..<30), which keep each other's replicas.
+        let requests = kvRequests(c.sessionSends(1, pipeline: 1, phase: .decode, now: at(0)))
+        #expect(requests.map(\.from) == ["w3", "w4"])
+        #expect(requests.map(\.body) == [KVRequestBody(layers: 0..<15, destination: endpoint("w4"), encoding: "csr", mode: .replica),
+                                         KVRequestBody(layers: 15..<30, destination: endpoint("w3"), encoding: "csr", mode: .replica)])
+        for r in requests { _ = ack(&c, r, tokens: 12, at: 1) }
+
+        let lost = c.workerLost("w4", why: "killed", now: at(10))
+        #expect(assignments(lost).mapValues(\.layers) == ["s1": 15..<30, "w3": 0..<15])
+        #expect(assignments(lost)["w3"]?.nextHop == .peer(endpoint("s1")) && assignments(lost)["s1"]?.nextHop == .coordinator)
+        #expect(c.pipeline(0).map { c.workers[$0].id } == ["w1", "w2"] && c.pipeline(1).map { c.workers[$0].id } == ["w3", "s1"],
+                "the prefill pipeline is untouched")
+        _ = c.shardReady("s1", layers: 15..<30, weightBytes: 1, now: at(20))
+        #expect(c.shardReady("w3", layers: 0..<15, weightBytes: 1, now: at(20)).last == .rebuildSessions(lost: ["w4"], milliseconds: 10))
+        let installs = kvRequests(c.rebuild(session: 1, generatedTokens: 5, now: at(30)))
+        #expect(installs.map(\.from) == ["w3"]
+                && installs.map(\.body) == [KVRequestBody(layers: 15..<30, destination: endpoint("s1"), encoding: "csr", mode: .install)])
+        #expect(ack(&c, installs[0], tokens: 12, at: 40).last == .resumeSession(1, atToken: 12))
+        #expect(c.handoffMoves == [CoordinatorCore.HandoffMove(from: "w1", to: "w3", layers: 0..<15),
+                                   CoordinatorCore.HandoffMove(from: "w2", to: "s1", layers: 15..<30)])
+    }
+
+    @Test func withAHandoffADeathNoStandbyCanTakeGivesUp() {
+        var c = handingOff()
+        let lost = c.workerLost("w3", why: "killed", now: at(0))
+        #expect(lost.last == .giveUp("w3 (layers 0..<15) died: killed; with --prefill-workers only a standby can take a dead worker's place (the prefill and decode pipelines keep one layer split); start one with enough memory"))
     }
 
     @Test func aFailedHandoffFailsItsSession() {

@@ -386,8 +386,8 @@ public final class Coordinator {
     func send(_ states: ActivationsBody, sessionID: UInt64) throws {
         guard var r = active[sessionID] else { return }
         guard let first = pipeline(r.pipeline).first, let link = links[workers[first].id] else { throw NodeError.badConfiguration("no workers") }
-        carry(core.sessionSends(sessionID, phase: states.phase, now: .now))
-        if configuration.replicate, states.phase == .decode, !r.streaming, !core.keepsReplicas {
+        carry(core.sessionSends(sessionID, pipeline: r.pipeline, phase: states.phase, now: .now))
+        if configuration.replicate, states.phase == .decode, !r.streaming, !core.keepsReplicas(pipeline: r.pipeline) {
             startStreaming(sessionID, pipeline: r.pipeline)
             r.streaming = true
         }

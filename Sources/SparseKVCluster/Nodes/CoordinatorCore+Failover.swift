@@ -68,17 +68,21 @@ extension CoordinatorCore {
                 "the drain of \(d.request.workerID) was abandoned: \(id) died; its sessions go on after the failover"))), requestID: d.requestID)))
         }
         reset.remove(id)
-        guard settings.prefillWorkers == 0 else {
-            workers.remove(at: x)
-            return actions + giveUp("\(id) (\(held)) died: \(why); failover is not supported with --prefill-workers")
-        }
-        let members = pipeline(0).map { i in
+        let line = dead.pipeline
+        let members = pipeline(line).map { i in
             FailoverPlanner.Member(id: workers[i].id, layers: workers[i].layers, segments: workers[i].segments, budget: workers[i].budget)
         }
         let standbys = workers.filter { $0.pipeline == Self.standby }.map { FailoverPlanner.Member(id: $0.id, layers: nil, budget: $0.budget) }
+        let planned = FailoverPlanner.plan(pipeline: members, standbys: standbys, dead: id, layerCount: settings.layerCount,
+                                           bytesPerLayer: settings.bytesPerLayer, fixedBytes: settings.dictionaryBytes)
+        // With a handoff both pipelines keep one layer split (KV moves one to one between
+        // counterparts): only a standby taking the dead worker's very layers keeps it.
+        if settings.prefillWorkers > 0, (try? planned.get())?.pipeline.map(\.layers) != members.map(\.layers) {
+            workers.remove(at: x)
+            return actions + giveUp("\(id) (\(held)) died: \(why); with --prefill-workers only a standby can take a dead worker's place (the prefill and decode pipelines keep one layer split); start one with enough memory")
+        }
         let plan: FailoverPlanner.Plan
-        switch FailoverPlanner.plan(pipeline: members, standbys: standbys, dead: id, layerCount: settings.layerCount,
-                                    bytesPerLayer: settings.bytesPerLayer, fixedBytes: settings.dictionaryBytes) {
+        switch planned {
         case .success(let p): plan = p
         case .failure(.noWorkers):
             workers.remove(at: x)
@@ -87,6 +91,9 @@ extension CoordinatorCore {
             workers.remove(at: x)
             return actions + giveUp("\(id) (\(held)) died (\(why)) and the live workers cannot hold its layers: \(m)")
         }
+        // Handoffs in progress stop: their sessions are rebuilt with the others.
+        sessions.forgetTransfers { $0.purpose == .handoff }
+        for s in sessions.entries.keys { sessions.entries[s]?.handoffStarted = nil }
         // A new failover forgets the last one's dead, unless its replicas are still being installed.
         if recovery == nil, !sessions.entries.values.contains(where: { $0.install != nil }) {
             lostSegments = [:]
@@ -96,7 +103,7 @@ extension CoordinatorCore {
         lostSegments[id] = dead.segments
         let before = Dictionary(uniqueKeysWithValues: workers.map { ($0.id, $0.layers) })
         workers.remove(at: x)
-        apply(plan)
+        apply(plan, pipeline: line)
         // A live worker whose range does not contain its old one reloads and drops its caches.
         for w in workers {
             guard let old = before[w.id] ?? nil else { continue }
@@ -114,24 +121,27 @@ extension CoordinatorCore {
         return actions + [.pauseSessions] + carryOut(t, now: now)
     }
 
-    /// Puts the plan's pipeline first in `workers` (pipeline order), everyone else after as standbys.
-    private mutating func apply(_ plan: FailoverPlanner.Plan) {
+    /// Makes the plan's pipeline pipeline `p` in `workers` (in pipeline order, the other
+    /// pipeline of a handoff unchanged), every other worker after them as a standby.
+    private mutating func apply(_ plan: FailoverPlanner.Plan, pipeline p: Int) {
         var line: [Worker] = []
         for m in plan.pipeline {
             guard var w = workers.first(where: { $0.id == m.id }) else { continue }
             w.layers = m.layers
             w.segments = m.segments
-            w.pipeline = 0
+            w.pipeline = p
             line.append(w)
         }
-        let rest = workers.filter { w in !plan.pipeline.contains { $0.id == w.id } }.map { w -> Worker in
+        let inPlan = Set(plan.pipeline.map(\.id))
+        let other = workers.filter { !inPlan.contains($0.id) && $0.pipeline != p && $0.pipeline != Self.standby }
+        let rest = workers.filter { w in !inPlan.contains(w.id) && !other.contains { $0.id == w.id } }.map { w -> Worker in
             var w = w
             w.layers = nil
             w.segments = []
             w.pipeline = Self.standby
             return w
         }
-        workers = line + rest
+        workers = (p == 0 ? line + other : other + line) + rest
     }
 
     private mutating func carryOut(_ actions: [FailoverTracker.Action], now: ContinuousClock.Instant) -> [CoordinatorAction] {
@@ -198,7 +208,7 @@ extension CoordinatorCore {
     /// split to match the pieces (as the workers do).
     public mutating func replicaInstall(copies: [ReplicaInstallPlanner.Copy], promptTokens: Int) -> [ReplicaInstallPlanner.Move]? {
         guard failoverKeepsCaches else { return nil }
-        let plan = pipeline(0).compactMap { i in workers[i].layers.map { (id: workers[i].id, layers: $0) } }
+        let plan = pipeline(replicaPipeline).compactMap { i in workers[i].layers.map { (id: workers[i].id, layers: $0) } }
         guard let moves = ReplicaInstallPlanner.moves(lost: lostSegments, copies: copies, pipeline: plan,
                                                       alive: Set(workers.map(\.id)), promptTokens: promptTokens),
               moves.allSatisfy({ index(ofWorker: $0.holder) != nil && index(ofWorker: $0.to) != nil })

@@ -11,8 +11,13 @@
 // install that fails or is not acked within the step timeout: the session is recomputed.
 
 extension CoordinatorCore {
-    /// Whether sessions keep replicas: asked for, one pipeline of at least two workers.
-    public var keepsReplicas: Bool { settings.replicas && settings.prefillWorkers == 0 && pipeline(0).count >= 2 }
+    /// The pipeline whose workers keep replicas of each other's KV: the decode pipeline of
+    /// a handoff (sessions decode there), else the one pipeline.
+    public var replicaPipeline: Int { settings.prefillWorkers > 0 ? 1 : 0 }
+
+    /// Whether sessions decoding on pipeline `p` keep replicas: asked for, and `p` is the
+    /// replica pipeline with at least two workers.
+    public func keepsReplicas(pipeline p: Int) -> Bool { settings.replicas && p == replicaPipeline && pipeline(p).count >= 2 }
 
     // MARK: - Admission and step deadlines
 
@@ -80,13 +85,13 @@ extension CoordinatorCore {
         sessions.forgetTransfers { $0.sessionID == id && $0.purpose != .drain }
     }
 
-    /// A session's states go into the pipeline. At its first decode step on a plan it asks
-    /// every pipeline worker for a replica of each of its segments.
-    public mutating func sessionSends(_ id: UInt64, phase: ActivationsBody.Phase, now: ContinuousClock.Instant) -> [CoordinatorAction] {
-        guard phase == .decode, keepsReplicas, let e = sessions.entries[id], !e.replicated else { return [] }
+    /// A session's states go into pipeline `line`. At its first decode step on a plan it asks
+    /// every worker of the pipeline for a replica of each of its segments.
+    public mutating func sessionSends(_ id: UInt64, pipeline line: Int, phase: ActivationsBody.Phase, now: ContinuousClock.Instant) -> [CoordinatorAction] {
+        guard phase == .decode, keepsReplicas(pipeline: line), let e = sessions.entries[id], !e.replicated else { return [] }
         var copies: [ReplicaInstallPlanner.Copy] = []
         var actions: [CoordinatorAction] = []
-        for i in pipeline(0) {
+        for i in pipeline(line) {
             guard let h = replicaHolder(of: i) else { continue }
             for segment in workers[i].segments {
                 if let request = requestTransfer(session: id, from: workers[i].id, to: workers[h].id, layers: segment, encoding: settings.cacheKind,

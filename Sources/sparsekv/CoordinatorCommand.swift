@@ -43,7 +43,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Flag(help: "Measure replication: each worker streams every decoded token's KV to a peer (with a handoff, its counterpart), which checks and discards it; see the kv counters.")
     var replicate = false
 
-    @Option(help: ArgumentHelp("Kept KV replicas per worker: 1 keeps a live copy of each worker's KV (its prompt, then every decoded token) on the next worker, so a failover installs it instead of recomputing; 0 keeps none. Default: 1 with two workers or more (csr, fp32 or fp16 caches; not with --prefill-workers).",
+    @Option(help: ArgumentHelp("Kept KV replicas per worker: 1 keeps a live copy of each worker's KV (its prompt, then every decoded token) on the next worker, so a failover installs it instead of recomputing; 0 keeps none. Default: 1 with two workers or more in the pipeline that decodes (with --prefill-workers, the decode workers keep each other's replicas).",
                                valueName: "N"))
     var replicas: Int?
 

@@ -108,6 +108,29 @@ struct FailoverProcessTests {
         #expect(cluster.stop())
     }
 
+    /// With a prefill -> decode handoff the decode workers keep each other's replicas
+    /// (holder: the next decode worker); a killed decode worker's place goes to a standby
+    /// with the same layers, which receives its replica, and the session goes on from it.
+    @Test func aKilledDecodeWorkerIsReplacedFromItsReplicaAfterAHandoff() throws {
+        let kv = "csr:8,coef=i8"
+        let cluster = try LocalCluster(workers: 4, kv: kv, coordinatorArguments: ["--prefill-workers", "2"])
+        let control = try ClusterClient(coordinator: cluster.endpoint)
+        let expected = try ClusterProcessTests.localTokens(kv: kv, maxTokens: Self.request.maxTokens, ctx: 512)
+        try Self.addStandby(cluster, "s1", dictionary: true)
+        // The plan names the decode workers in layer order ("assigned layers 15..<30 to w3
+        // (decode)"; registration order decides who is which): the last one's replica
+        // lives on the first.
+        let decode = Self.logLines(cluster, " (decode)").compactMap { $0.split(separator: " ").dropLast().last.map(String.init) }
+        let victim = try #require(decode.last)
+        #expect(decode.count == 2)
+        try Self.killRound(cluster, control, victim: victim, round: 0, replicas: true, expected: expected)
+        #expect(!Self.logLines(cluster, "standby s1 takes layers").isEmpty, "s1 took \(victim)'s place")
+        #expect(!Self.logLines(cluster, "KV handed from the prefill to the decode workers").isEmpty)
+        #expect(try control.generate(GenerateRequestBody(prompt: ClusterProcessTests.prompt, maxTokens: 8, ignoreEOS: true)).generatedTokens
+                == Array(expected.prefix(8)), "new sessions hand off to the new decode pipeline")
+        #expect(cluster.stop())
+    }
+
     @Test func aStandbyTakesTheLayersOfAKilledWorker() throws {
         let cluster = try LocalCluster(workers: 3, kv: "csr:8")
         let control = try ClusterClient(coordinator: cluster.endpoint)

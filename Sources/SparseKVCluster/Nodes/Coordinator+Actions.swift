@@ -42,23 +42,24 @@ extension Coordinator {
                 becameReady = true
             case .abort(let error):
                 throw error
-            case .drainTransfer(let session, let from, let to, let layers, let encoding, let mode):
-                guard let i = index(ofWorker: from) else { continue }
-                requestTransfer(session: session, from: i, to: to, layers: layers, encoding: encoding, mode: mode, purpose: .drain)
-            case .cancelDrainTransfers:
-                pendingTransfers = pendingTransfers.filter { $0.value.purpose != .drain }
             case .resumeParked:
                 resumeParked()
             case .failParked(let why):
                 failParked(why)
-            case .resetReplicas:
-                resetReplicas()
+            case .failSession(let id, let code, let message):
+                fail(id, code: code, message: message)
+            case .finishHandoff(let id):
+                finishHandoff(id)
             case .pauseSessions:
                 pauseSessions()
-            case .cancelInstalls:
-                cancelInstalls()
             case .rebuildSessions(let lost, let elapsed):
                 rebuildSessions(lost: lost, milliseconds: elapsed)
+            case .resumeSession(let id, let q):
+                active[id]?.resumedAt = q
+                resumeSession(id) { try $0.resume(at: q, model: model) }
+            case .recomputeSession(let id):
+                active[id]?.resumedAt = nil
+                resumeSession(id) { try $0.restart(model: model) }
             case .giveUp(let why):
                 failEverything(why)
             }

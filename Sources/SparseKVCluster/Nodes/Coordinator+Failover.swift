@@ -4,7 +4,7 @@ import SparseKVEngine
 // Failover, the sessions' side. CoordinatorCore decides who is dead, who takes the dead
 // worker's layers and when the new plan serves; this file pauses every live session at
 // the death (their KV on the dead worker is gone) and, once the plan serves, rebuilds
-// each one: from kept replicas where the core allows (Coordinator+Replicas.swift), else
+// each one: from kept replicas where the core allows (CoordinatorCore+Sessions.swift), else
 // by replaying its prompt and generated tokens exactly as the first time
 // (GenerationSession.restart), so the tokens that follow are the ones an uninterrupted
 // run gives.
@@ -22,34 +22,24 @@ extension Coordinator {
         }
     }
 
-    /// A new death re-plans the replica installs in progress: they are forgotten.
-    func cancelInstalls() {
-        for (rid, t) in pendingTransfers where t.purpose == .failover { pendingTransfers[rid] = nil }
-        for sid in active.keys {
-            active[sid]?.pendingInstalls = 0
-            active[sid]?.installedTokens = nil
-        }
-    }
-
     /// Every pipeline worker serves its new layers: the sessions rebuild their KV.
     func rebuildSessions(lost: [String], milliseconds elapsed: UInt64) {
         let sessions = active.keys.sorted().filter { active[$0]?.recovering == true }
         logger.warning("failover of \(lost.joined(separator: ", ")) done in \(elapsed) ms; rebuilding \(sessions.count) session(s) on the new plan")
-        for id in sessions where !installReplicas(id) {
-            resumeSession(id) { try $0.restart(model: model) }
+        for id in sessions {
+            guard let r = active[id] else { continue }
+            carry(core.rebuild(session: id, generatedTokens: r.session.generated.count, now: .now))
         }
         startWaiting()
     }
 
     /// Puts a paused session back on the pipeline with `action` (a rebuild or a resume from
-    /// replicas), under a new request id; its replicas are requested again on the new plan.
+    /// replicas), under a new request id; the core asks for its replicas again on the new plan.
     func resumeSession(_ id: UInt64, _ action: (inout GenerationSession) throws -> GenerationSession.Action) {
         guard var q = active[id] else { return }
         q.recovering = false
         q.wireID = takeControlID()
         q.recoveryStarted = .now
-        q.replicated = false
-        q.replicas = []
         do {
             let next = try action(&q.session)
             active[id] = q
@@ -67,7 +57,7 @@ extension Coordinator {
         active[id]?.stalledSince = nil
         let replay = milliseconds(.now - started)
         let pause = r.stalledSince.map { milliseconds(.now - $0) } ?? replay
-        if let q = r.installedTokens {
+        if let q = r.resumedAt {
             let fed = r.session.prompt.count + r.session.generated.count - 1 - q
             logger.warning("session \(id) generates again: resumed from replicas at token \(q), \(fed) token(s) fed again in \(replay) ms, no prompt recompute; paused \(pause) ms since the last token before the death")
         } else {

@@ -51,10 +51,7 @@ extension Coordinator {
         router.close(linger: .milliseconds(300))
     }
 
-    func takeControlID() -> UInt64 {
-        defer { nextControlID += 1 }
-        return nextControlID
-    }
+    func takeControlID() -> UInt64 { core.takeRequestID() }
 
     func clip(_ s: String) -> String { CoordinatorCore.clip(s) }
 

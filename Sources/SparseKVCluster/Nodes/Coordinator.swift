@@ -8,11 +8,13 @@ import SparseKVEngine
 /// tokenizer, embeddings, final norm, LM head and sampling.
 ///
 /// The decisions about workers (registration, the shard plan, liveness, drains, failover)
-/// are taken by ``CoordinatorCore``, free of I/O; this class translates received messages
-/// into its events and carries out the actions it returns (Coordinator+Actions.swift),
-/// and runs the sessions. KV moves between workers (a drain, a prefill -> decode handoff)
-/// are in Coordinator+Transfers.swift, failover of sessions in Coordinator+Failover.swift,
-/// sending in Coordinator+Sending.swift.
+/// and about the sessions (admission, step deadlines, KV transfers and their acks, kept
+/// replicas, replica installs, the prefill -> decode handoff) are taken by ``CoordinatorCore``, free of I/O; this
+/// class translates received messages into its events and carries out the actions it
+/// returns (Coordinator+Actions.swift), and runs the sessions (GenerationSession, with
+/// the model). Parking and resuming sessions for a drain or a handoff are in
+/// Coordinator+Transfers.swift, pausing and rebuilding them in a failover in
+/// Coordinator+Failover.swift, sending in Coordinator+Sending.swift.
 ///
 /// Sockets: one ROUTER bound at `listen` takes registrations, replies, returning
 /// activations and client requests; one DEALER per worker (routing id "coordinator")
@@ -41,7 +43,6 @@ public final class Coordinator {
         let client: [UInt8]
         let requestID: UInt64
         var session: GenerationSession
-        var deadline: ContinuousClock.Instant
         var sentBytes: UInt64 = 0
         var receivedBytes: UInt64 = 0
         /// The pipeline the session's KV lives on.
@@ -52,18 +53,11 @@ public final class Coordinator {
         var parked: ActivationsBody?
         /// The session's KV bytes on the workers after the latest step.
         var kvBytes: UInt64 = 0
-        var transferBytes: UInt64 = 0
-        var transferNanoseconds: UInt64 = 0
-        /// The measured baseline of a handoff (`handoffBaseline`).
-        var baselineBytes: UInt64 = 0
-        var baselineNanoseconds: UInt64 = 0
         /// Decode time spent parked while KV moved (a handoff, a drain): not decoding.
         var pausedNanoseconds: UInt64 = 0
         var pausedSince: ContinuousClock.Instant?
         /// Whether the workers stream this session's decoded tokens (`replicate`).
         var streaming = false
-        /// When the running handoff of this session started.
-        var handoffStarted: ContinuousClock.Instant?
         /// The request id its activations carry; a restart takes a new one, so states and
         /// errors of the pipeline before a failover are recognised and dropped.
         var wireID: UInt64 = 0
@@ -75,14 +69,9 @@ public final class Coordinator {
         var recoveryStarted: ContinuousClock.Instant?
         /// The last step before the death, while a failover lasts.
         var stalledSince: ContinuousClock.Instant?
-        /// Kept replicas of this session's KV (Coordinator+Replicas.swift), requested once
-        /// per plan at its first decode step.
-        var replicas: [ReplicaCopy] = []
-        var replicated = false
-        /// A failover installing replicas: installs not yet acked, and the fewest tokens
-        /// an installed replica holds.
-        var pendingInstalls = 0
-        var installedTokens: Int?
+        /// After a failover that kept the KV: the token the session resumed from (its
+        /// replicas were installed); nil when it was recomputed.
+        var resumedAt: Int?
         /// Token streaming and cancel (Coordinator+TokenTap.swift); KV bytes per worker.
         var streamTokens = false
         var cancelRequested = false
@@ -98,9 +87,6 @@ public final class Coordinator {
     var active: [UInt64: Request] = [:]
     var waiting: [Request] = []
     private var nextSessionID: UInt64 = 1
-    /// kvRequests sent and not yet acknowledged, by their request id.
-    var pendingTransfers: [UInt64: PendingTransfer] = [:]
-    var nextControlID: UInt64 = 1 << 48
 
     /// Loads the coordinator's part of the model and the dictionary, and binds.
     public init(configuration: CoordinatorConfiguration, logger: Logger) throws {
@@ -152,6 +138,9 @@ public final class Coordinator {
         settings.dictionaryHash = dictionary?.hash
         settings.heartbeat = configuration.heartbeat
         settings.stepTimeout = configuration.stepTimeout
+        settings.maxSessions = configuration.maxConcurrentSessions
+        settings.replicas = (configuration.replicas ?? 1) > 0 && KVCacheFormats.supportsReplica(kind: cacheKind)
+        settings.handoffBaseline = configuration.handoffBaseline
         core = CoordinatorCore(settings: settings)
         context = try ZMQContext()
         // The ZAP handler first: a CURVE server bound without one would let every key in.
@@ -197,8 +186,6 @@ public final class Coordinator {
             }
             try carryOut(core.tick(now: .now))
             announceReady(onReady)
-            expireSessions()
-            checkInstallDeadlines()
         }
         logger.info("stop requested")
     }
@@ -258,12 +245,12 @@ public final class Coordinator {
                 fail(m.sessionID, code: .internalError, message: error.localizedDescription)
             }
         case .kvTransferAck(let ack):
-            transferAcknowledged(ack, message: m, from: received)
+            carry(core.transferAcked(requestID: m.requestID, sessionID: m.sessionID, from: received.peer, ack, now: .now))
         case .drainRequest(let d):
             try carryOut(core.requestDrain(d, client: received.routingID, requestID: m.requestID), answering: received, requestID: m.requestID)
             advanceDrain()
-        case .error(let e) where pendingTransfers[m.requestID] != nil:
-            transferFailed(requestID: m.requestID, message: "\(received.peer): \(e.code) \(e.message)")
+        case .error(let e) where core.awaitsTransfer(m.requestID):
+            carry(core.transferFailed(requestID: m.requestID, message: "\(received.peer): \(e.code) \(e.message)", now: .now))
         case .error(let e) where m.sessionID != 0 && (active[m.sessionID].map { m.requestID != $0.wireID || $0.recovering } ?? false):
             logger.debug("session \(m.sessionID): ignored an error of the pipeline before the failover: \(e.code) \(e.message)")
         case .error(let e):
@@ -317,25 +304,18 @@ public final class Coordinator {
     // MARK: - Generation
 
     private func accept(_ g: GenerateRequestBody, from received: ReceivedMessage, requestID: UInt64) {
-        if let broken = core.broken {
-            answer(received, .error(ErrorBody(code: .unreachable, message: clip(broken))), requestID: requestID)
+        if let refused = core.refusal(promptTokens: nil) {
+            answer(received, .error(refused), requestID: requestID)
             return
         }
-        guard core.phase == .serving, let client = received.routingID else {
-            let missing = workers.filter { !core.isReady($0) }.map(\.id)
-            answer(received, .error(ErrorBody(code: .unexpectedMessage, message: clip(
-                "the cluster is not ready: \(workers.count)/\(configuration.workerCount) workers registered" + (missing.isEmpty ? "" : ", waiting for \(missing.joined(separator: ", "))")))),
-                   requestID: requestID)
-            return
-        }
+        guard let client = received.routingID else { return }
         var text = g.prompt
         if g.chat { text = tokenizer.applyChatTemplate(messages: [(role: "user", content: text)], addGenerationPrompt: true) }
         // Special tokens in the prompt are parsed, as llama.cpp does (the HTTP API sends
         // chat-templated text).
         let ids = tokenizer.encode(text, addSpecial: true, parseSpecial: true)
-        guard !ids.isEmpty, ids.count < contextLength else {
-            answer(received, .error(ErrorBody(code: .capacityExceeded, message: "the prompt has \(ids.count) tokens; 1...\(contextLength - 1) fit the context")),
-                   requestID: requestID)
+        if let refused = core.refusal(promptTokens: ids.count) {
+            answer(received, .error(refused), requestID: requestID)
             return
         }
         let ignoreEOS = g.ignoreEOS, tokenizer = tokenizer
@@ -344,17 +324,18 @@ public final class Coordinator {
             sampling: SamplingOptions(temperature: g.temperature, topK: g.topK, topP: g.topP, seed: g.seed),
             contextLength: contextLength, isStop: { !ignoreEOS && tokenizer.isEndOfGeneration($0) })
         nextSessionID += 1
-        var request = Request(client: client, requestID: requestID, session: session, deadline: .now + configuration.stepTimeout)
+        var request = Request(client: client, requestID: requestID, session: session)
         request.streamTokens = g.stream
         waiting.append(request)
         startWaiting()
     }
 
     func startWaiting() {
-        while core.phase == .serving, core.drain == nil, core.recovery == nil, core.broken == nil, active.count < configuration.maxConcurrentSessions, !waiting.isEmpty {
+        while core.startsSessions, !waiting.isEmpty {
             var r = waiting.removeFirst()
             let id = r.session.id
             r.wireID = takeControlID()
+            core.sessionStarted(id, promptTokens: r.session.prompt.count)
             do {
                 let action = try r.session.start(model: model)
                 active[id] = r
@@ -375,9 +356,9 @@ public final class Coordinator {
             if handoff || core.drainHolds(generated: r.session.generated.count) {
                 r.parked = states
                 if r.session.prefillEnd != nil { r.pausedSince = r.pausedSince ?? .now }
-                r.deadline = .now + configuration.stepTimeout
                 active[sessionID] = r
-                if handoff { startHandoff(sessionID) } else { advanceDrain() }
+                core.sessionParked(sessionID)
+                if handoff { carry(core.startHandoff(sessionID, now: .now)) } else { advanceDrain() }
                 return
             }
             try send(states, sessionID: sessionID)
@@ -385,14 +366,16 @@ public final class Coordinator {
             let s = r.session
             let now = ContinuousClock.now
             let prefillEnd = s.prefillEnd ?? now
+            let moved = core.sessions[sessionID]
             let reply = GenerateReplyBody(
                 promptTokens: s.prompt, generatedTokens: s.generated, text: clipText(tokenizer.decode(s.generated)),
                 prefillNanoseconds: nanoseconds(prefillEnd - s.started),
                 decodeNanoseconds: nanoseconds(now - prefillEnd) - min(r.pausedNanoseconds, nanoseconds(now - prefillEnd)),
                 stopReason: reason, kvCache: cacheKind, kvCacheBytes: r.kvBytes,
                 activationBytesSent: r.sentBytes, activationBytesReceived: r.receivedBytes,
-                kvTransferBytes: r.transferBytes, kvTransferNanoseconds: r.transferNanoseconds,
-                kvBaselineBytes: r.baselineBytes, kvBaselineNanoseconds: r.baselineNanoseconds, kvBytesByWorker: r.kvBytesByWorker)
+                kvTransferBytes: moved?.transferBytes ?? 0, kvTransferNanoseconds: moved?.transferNanoseconds ?? 0,
+                kvBaselineBytes: moved?.baselineBytes ?? 0, kvBaselineNanoseconds: moved?.baselineNanoseconds ?? 0,
+                kvBytesByWorker: r.kvBytesByWorker)
             sendToClient(r.client, WireMessage(.generateReply(reply), requestID: r.requestID))
             logger.info("session \(sessionID): \(s.generated.count) tokens, stop \(reason)")
             end(sessionID)
@@ -403,12 +386,8 @@ public final class Coordinator {
     func send(_ states: ActivationsBody, sessionID: UInt64) throws {
         guard var r = active[sessionID] else { return }
         guard let first = pipeline(r.pipeline).first, let link = links[workers[first].id] else { throw NodeError.badConfiguration("no workers") }
-        if states.phase == .decode, !r.replicated, replicasEnabled {
-            r.replicated = true
-            active[sessionID] = r
-            startReplicas(sessionID)
-            r = active[sessionID] ?? r
-        } else if configuration.replicate, states.phase == .decode, !r.streaming, !replicasEnabled {
+        carry(core.sessionSends(sessionID, pipeline: r.pipeline, phase: states.phase, now: .now))
+        if configuration.replicate, states.phase == .decode, !r.streaming, !core.keepsReplicas(pipeline: r.pipeline) {
             startStreaming(sessionID, pipeline: r.pipeline)
             r.streaming = true
         }
@@ -420,8 +399,8 @@ public final class Coordinator {
             r.pausedNanoseconds += nanoseconds(.now - since)
             r.pausedSince = nil
         }
-        r.deadline = .now + configuration.stepTimeout
         active[sessionID] = r
+        core.stepSent(sessionID, now: .now)
     }
 
     func fail(_ sessionID: UInt64, code: WireErrorCode, message: String) {
@@ -433,8 +412,7 @@ public final class Coordinator {
 
     private func end(_ sessionID: UInt64) {
         active[sessionID] = nil
-        core.installsEnded(sessionID)
-        for (id, t) in pendingTransfers where t.sessionID == sessionID && t.purpose != .drain { pendingTransfers[id] = nil }
+        core.sessionEnded(sessionID)
         for i in workers.indices { sendToWorker(i, WireMessage(.dropSession, sessionID: sessionID)) }
         advanceDrain()
         startWaiting()
@@ -444,12 +422,5 @@ public final class Coordinator {
     func failWaiting(_ why: String) {
         for r in waiting { sendToClient(r.client, WireMessage(.error(ErrorBody(code: .unreachable, message: clip(why))), requestID: r.requestID)) }
         waiting = []
-    }
-
-    private func expireSessions() {
-        let now = ContinuousClock.now
-        for (id, r) in active where r.deadline < now && r.parked == nil && !r.recovering {
-            fail(id, code: .unreachable, message: "no hidden states came back within \(configuration.stepTimeout); is every worker alive?")
-        }
     }
 }

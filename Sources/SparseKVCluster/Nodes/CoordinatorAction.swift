@@ -28,27 +28,31 @@ public enum CoordinatorAction: Equatable, Sendable {
 
     // MARK: - Drain
 
-    /// Ask `from` to send a session's KV for `layers` to `to` (a kvRequest for the drain).
-    case drainTransfer(session: UInt64, from: String, to: String, layers: Range<Int>, encoding: String, mode: KVTransferMode)
-    /// Forget the drain's pending KV requests (the drain ended early).
-    case cancelDrainTransfers
     /// Send the states parked by the drain (it finished, or gave up before any layer moved).
     case resumeParked
     /// Fail the sessions whose states are parked (their KV may be half moved).
     case failParked(String)
-    /// The pipeline changed: every session asks for its replicas again at its next step.
-    case resetReplicas
+
+    // MARK: - Sessions
+
+    /// End a session with this error to its client.
+    case failSession(UInt64, code: WireErrorCode, message: String)
+    /// A session's KV is on the decode workers: it decodes on pipeline 1 from its parked states.
+    case finishHandoff(UInt64)
 
     // MARK: - Failover
 
     /// A failover began: every live session stops where it is (its KV on the dead
     /// worker is gone) until ``rebuildSessions(lost:milliseconds:)``.
     case pauseSessions
-    /// Forget the replica installs in progress (a new death re-plans them).
-    case cancelInstalls
-    /// The failover's plan serves: rebuild the paused sessions, from replicas where
-    /// ``CoordinatorCore/replicaInstall(session:copies:promptTokens:)`` allows.
+    /// The failover's plan serves: each paused session is rebuilt as
+    /// ``CoordinatorCore/rebuild(session:generatedTokens:now:)`` decides.
     case rebuildSessions(lost: [String], milliseconds: UInt64)
+    /// Put a paused session back on the pipeline from position `atToken`: its replicas
+    /// are installed, so only the tokens from there on are fed again.
+    case resumeSession(UInt64, atToken: Int)
+    /// Put a paused session back on the pipeline by recomputing its prompt and tokens.
+    case recomputeSession(UInt64)
     /// The cluster cannot serve any more: fail every session and waiting request with this.
     case giveUp(String)
 }

@@ -4,7 +4,7 @@ import SparseKVEngine
 // either end hands everything to its one neighbour) and every live session's KV with
 // them. The loop parks each session's next states; once all are parked
 // (``CoordinatorCore/sessionsParked(_:now:)``) the receivers load their added layers, then
-// the KV moves (drainTransfer actions), then an optional measured baseline wave, then
+// the KV moves (kvRequests, SessionTable's transfers), then an optional measured baseline wave, then
 // the drained worker shuts down and the parked states go on.
 
 extension CoordinatorCore {
@@ -36,7 +36,7 @@ extension CoordinatorCore {
         public internal(set) var step = Step.waiting
         public internal(set) var sessions: [UInt64] = []
         public internal(set) var transfers: [DrainReplyBody.Transfer] = []
-        /// drainTransfer actions not yet acked.
+        /// The drain's kvRequests not yet acked.
         public internal(set) var outstanding = 0
         /// When every live session was parked (the move starts).
         var paused: ContinuousClock.Instant?
@@ -136,8 +136,12 @@ extension CoordinatorCore {
     private mutating func drainWave(encoding: String, mode: KVTransferMode, now: ContinuousClock.Instant) -> [CoordinatorAction] {
         guard var d = drain else { return [] }
         let from = d.request.workerID
-        let wave = d.sessions.flatMap { s in
-            d.moves.map { CoordinatorAction.drainTransfer(session: s, from: from, to: $0.to, layers: $0.layers, encoding: encoding, mode: mode) }
+        var wave: [CoordinatorAction] = []
+        for s in d.sessions {
+            for m in d.moves {
+                if let request = requestTransfer(session: s, from: from, to: m.to, layers: m.layers, encoding: encoding, mode: mode,
+                                                 purpose: .drain, now: now) { wave.append(request) }
+            }
         }
         guard !wave.isEmpty else { return finishDrain(now: now) }
         d.outstanding = wave.count
@@ -176,12 +180,13 @@ extension CoordinatorCore {
         let reply = DrainReplyBody(workerID: gone.id, layers: d.layers, nanoseconds: elapsed,
                                    sessionCount: d.sessions.count, transfers: d.transfers)
         let moved = d.transfers.filter { $0.mode == .install }.reduce(UInt64(0)) { $0 + $1.wireBytes }
+        // The pipeline changed: every session asks for its replicas again at its next step.
+        resetReplicas()
         return [
             .send(worker: gone.id, WireMessage(.shutdown(reason: "drained: layers \(d.layers.lowerBound)..<\(d.layers.upperBound) moved to \(d.newLayers.keys.sorted().joined(separator: ", "))"))),
             .disconnect(worker: gone.id, linger: nil),
             .sendToClient(client: d.client, WireMessage(.drainReply(reply), requestID: d.requestID)),
             .log(.info, "drained \(gone.id) in \(elapsed / 1_000_000) ms: \(d.sessions.count) session(s), \(moved) bytes of KV moved; pipeline now \(planDescription)"),
-            .resetReplicas,
             .resumeParked,
         ]
     }
@@ -192,8 +197,8 @@ extension CoordinatorCore {
     public mutating func failDrain(_ why: String) -> [CoordinatorAction] {
         guard let d = drain else { return [] }
         drain = nil
+        sessions.forgetTransfers { $0.purpose == .drain }
         var actions: [CoordinatorAction] = [
-            .cancelDrainTransfers,
             .log(.error, "drain of \(d.request.workerID) failed: \(why)"),
             .sendToClient(client: d.client, WireMessage(.error(ErrorBody(code: .internalError, message: Self.clip("drain of \(d.request.workerID) failed: \(why)"))),
                                                         requestID: d.requestID)),

@@ -3,7 +3,8 @@
 // for, when to rebuild or give up; ReplicaInstallPlanner which kept replicas stand in for
 // the dead workers' KV. A failover pauses every live session, sends the new assignments,
 // waits until every pipeline worker reports its new layers, then has the loop rebuild
-// each session (from replicas, or by replaying its tokens). A death during a failover
+// each session (``rebuild(session:generatedTokens:now:)`` in CoordinatorCore+Sessions.swift
+// decides: from replicas, or by replaying its tokens). A death during a failover
 // re-plans from the plan in progress.
 
 extension CoordinatorCore {
@@ -20,7 +21,7 @@ extension CoordinatorCore {
     public var watched: Set<String> { monitor.watched }
 
     /// The clock moved: pings due, workers silent for too long (failed over), and the
-    /// drain's and failover's deadlines.
+    /// deadlines of the drain, the failover, the replica installs and the sessions' steps.
     public mutating func tick(now: ContinuousClock.Instant) -> [CoordinatorAction] {
         var actions: [CoordinatorAction] = []
         for a in monitor.tick(now: now) {
@@ -33,6 +34,8 @@ extension CoordinatorCore {
             }
         }
         actions += drainTick(now: now)
+        actions += installTick(now: now)
+        actions += stepTick(now: now)
         if var tracker = recovery {
             let t = tracker.tick(now: now)
             recovery = tracker
@@ -59,23 +62,27 @@ extension CoordinatorCore {
         if let d = drain {
             // The drain cannot go on: its receivers go back to the coordinator's plan.
             drain = nil
-            actions.append(.cancelDrainTransfers)
+            sessions.forgetTransfers { $0.purpose == .drain }
             if d.step != .waiting { reset.formUnion(d.newLayers.keys) }
             actions.append(.sendToClient(client: d.client, WireMessage(.error(ErrorBody(code: .unreachable, message: Self.clip(
                 "the drain of \(d.request.workerID) was abandoned: \(id) died; its sessions go on after the failover"))), requestID: d.requestID)))
         }
         reset.remove(id)
-        guard settings.prefillWorkers == 0 else {
-            workers.remove(at: x)
-            return actions + giveUp("\(id) (\(held)) died: \(why); failover is not supported with --prefill-workers")
-        }
-        let members = pipeline(0).map { i in
+        let line = dead.pipeline
+        let members = pipeline(line).map { i in
             FailoverPlanner.Member(id: workers[i].id, layers: workers[i].layers, segments: workers[i].segments, budget: workers[i].budget)
         }
         let standbys = workers.filter { $0.pipeline == Self.standby }.map { FailoverPlanner.Member(id: $0.id, layers: nil, budget: $0.budget) }
+        let planned = FailoverPlanner.plan(pipeline: members, standbys: standbys, dead: id, layerCount: settings.layerCount,
+                                           bytesPerLayer: settings.bytesPerLayer, fixedBytes: settings.dictionaryBytes)
+        // With a handoff both pipelines keep one layer split (KV moves one to one between
+        // counterparts): only a standby taking the dead worker's very layers keeps it.
+        if settings.prefillWorkers > 0, (try? planned.get())?.pipeline.map(\.layers) != members.map(\.layers) {
+            workers.remove(at: x)
+            return actions + giveUp("\(id) (\(held)) died: \(why); with --prefill-workers only a standby can take a dead worker's place (the prefill and decode pipelines keep one layer split); start one with enough memory")
+        }
         let plan: FailoverPlanner.Plan
-        switch FailoverPlanner.plan(pipeline: members, standbys: standbys, dead: id, layerCount: settings.layerCount,
-                                    bytesPerLayer: settings.bytesPerLayer, fixedBytes: settings.dictionaryBytes) {
+        switch planned {
         case .success(let p): plan = p
         case .failure(.noWorkers):
             workers.remove(at: x)
@@ -84,17 +91,19 @@ extension CoordinatorCore {
             workers.remove(at: x)
             return actions + giveUp("\(id) (\(held)) died (\(why)) and the live workers cannot hold its layers: \(m)")
         }
+        // Handoffs in progress stop: their sessions are rebuilt with the others.
+        sessions.forgetTransfers { $0.purpose == .handoff }
+        for s in sessions.entries.keys { sessions.entries[s]?.handoffStarted = nil }
         // A new failover forgets the last one's dead, unless its replicas are still being installed.
-        if recovery == nil, installing.isEmpty {
+        if recovery == nil, !sessions.entries.values.contains(where: { $0.install != nil }) {
             lostSegments = [:]
             failoverKeepsCaches = true
         }
-        installing = []
-        actions.append(.cancelInstalls)
+        cancelInstalls()
         lostSegments[id] = dead.segments
         let before = Dictionary(uniqueKeysWithValues: workers.map { ($0.id, $0.layers) })
         workers.remove(at: x)
-        apply(plan)
+        apply(plan, pipeline: line)
         // A live worker whose range does not contain its old one reloads and drops its caches.
         for w in workers {
             guard let old = before[w.id] ?? nil else { continue }
@@ -106,27 +115,33 @@ extension CoordinatorCore {
         var tracker = recovery ?? FailoverTracker(started: now, timeout: settings.stepTimeout)
         let t = tracker.workerLost(id, plan: plan, reset: Array(reset), now: now)
         recovery = tracker
+        // The sessions' states in flight are lost with the dead worker: no step deadline
+        // runs until they are rebuilt.
+        for s in sessions.entries.keys { sessions.entries[s]?.stepDeadline = nil }
         return actions + [.pauseSessions] + carryOut(t, now: now)
     }
 
-    /// Puts the plan's pipeline first in `workers` (pipeline order), everyone else after as standbys.
-    private mutating func apply(_ plan: FailoverPlanner.Plan) {
+    /// Makes the plan's pipeline pipeline `p` in `workers` (in pipeline order, the other
+    /// pipeline of a handoff unchanged), every other worker after them as a standby.
+    private mutating func apply(_ plan: FailoverPlanner.Plan, pipeline p: Int) {
         var line: [Worker] = []
         for m in plan.pipeline {
             guard var w = workers.first(where: { $0.id == m.id }) else { continue }
             w.layers = m.layers
             w.segments = m.segments
-            w.pipeline = 0
+            w.pipeline = p
             line.append(w)
         }
-        let rest = workers.filter { w in !plan.pipeline.contains { $0.id == w.id } }.map { w -> Worker in
+        let inPlan = Set(plan.pipeline.map(\.id))
+        let other = workers.filter { !inPlan.contains($0.id) && $0.pipeline != p && $0.pipeline != Self.standby }
+        let rest = workers.filter { w in !inPlan.contains(w.id) && !other.contains { $0.id == w.id } }.map { w -> Worker in
             var w = w
             w.layers = nil
             w.segments = []
             w.pipeline = Self.standby
             return w
         }
-        workers = line + rest
+        workers = (p == 0 ? line + other : other + line) + rest
     }
 
     private mutating func carryOut(_ actions: [FailoverTracker.Action], now: ContinuousClock.Instant) -> [CoordinatorAction] {
@@ -190,22 +205,17 @@ extension CoordinatorCore {
     /// After a failover's plan serves: the replica pieces to install for a session so it
     /// resumes without recompute, or nil when it must be rebuilt by recomputation (a live
     /// worker reloaded, a copy missing or short, its holder dead). The receivers' segments
-    /// split to match the pieces (as the workers do); the session counts as installing
-    /// until ``installsEnded(_:)``.
-    public mutating func replicaInstall(session: UInt64, copies: [ReplicaInstallPlanner.Copy], promptTokens: Int) -> [ReplicaInstallPlanner.Move]? {
+    /// split to match the pieces (as the workers do).
+    public mutating func replicaInstall(copies: [ReplicaInstallPlanner.Copy], promptTokens: Int) -> [ReplicaInstallPlanner.Move]? {
         guard failoverKeepsCaches else { return nil }
-        let plan = pipeline(0).compactMap { i in workers[i].layers.map { (id: workers[i].id, layers: $0) } }
+        let plan = pipeline(replicaPipeline).compactMap { i in workers[i].layers.map { (id: workers[i].id, layers: $0) } }
         guard let moves = ReplicaInstallPlanner.moves(lost: lostSegments, copies: copies, pipeline: plan,
                                                       alive: Set(workers.map(\.id)), promptTokens: promptTokens),
               moves.allSatisfy({ index(ofWorker: $0.holder) != nil && index(ofWorker: $0.to) != nil })
         else { return nil }
         for m in moves { if let to = index(ofWorker: m.to) { splitSegment(of: to, for: m.layers) } }
-        installing.insert(session)
         return moves
     }
-
-    /// A session's installs are over (all acked, one failed, or the session ended).
-    public mutating func installsEnded(_ session: UInt64) { installing.remove(session) }
 
     /// A worker splits a segment no session holds yet when KV for a piece of it arrives
     /// (Worker.segmentForInstall); the plan follows, so later replicas name its segments.

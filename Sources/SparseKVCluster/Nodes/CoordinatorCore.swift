@@ -5,12 +5,14 @@ import Logging
 /// returns ``CoordinatorAction``s that the socket loop (``Coordinator``) carries out in
 /// order; time enters only through the events' `now`.
 ///
-/// Sessions (GenerationSession with the model, their transfers, replicas and the
-/// prefill -> decode handoff) stay with the loop: the core tells it when to park,
-/// resume, rebuild or fail them, and the loop tells the core when they are parked.
+/// The sessions' admission and step deadlines, KV transfers, kept replicas, replica
+/// installs and prefill -> decode handoffs are decided here too (``SessionTable``,
+/// CoordinatorCore+Sessions.swift); the sessions themselves (GenerationSession, with the
+/// model) stay with the loop: the core tells it when to park, resume, recompute or fail
+/// them, and the loop tells the core when they start, step, are parked and end.
 ///
 /// Registration and plan here; drains in CoordinatorCore+Drain.swift; liveness and
-/// failover in CoordinatorCore+Failover.swift.
+/// failover in CoordinatorCore+Failover.swift; sessions in CoordinatorCore+Sessions.swift.
 public struct CoordinatorCore: Sendable {
     /// What the core knows of the cluster it runs: fixed at startup.
     public struct Settings: Sendable {
@@ -33,8 +35,15 @@ public struct CoordinatorCore: Sendable {
         /// Positions per session.
         public var contextLength: Int
         public var heartbeat = HeartbeatMonitor.Settings()
-        /// How long a drain or a failover may take.
+        /// How long a drain, a failover, a replica install or a session's step may take.
         public var stepTimeout: Duration = .seconds(120)
+        /// Whether sessions keep replicas of their KV: `--replicas 1` and a cache whose
+        /// append payloads a replica can take.
+        public var replicas = true
+        /// Sessions generating at once; later requests wait for their turn.
+        public var maxSessions = 4
+        /// The encoding of a handoff's measured baseline wave ("" for none), as ``CoordinatorConfiguration/handoffBaseline``.
+        public var handoffBaseline = ""
 
         public init(workerCount: Int, layerCount: Int, bytesPerLayer: UInt64, modelFingerprint: String, kvSpec: String,
                     cacheKind: String, contextLength: Int) {
@@ -84,8 +93,8 @@ public struct CoordinatorCore: Sendable {
     /// its caches (so replicas can stand in for the dead ones' KV).
     var lostSegments: [String: [Range<Int>]] = [:]
     var failoverKeepsCaches = true
-    /// Sessions installing replicas after a failover.
-    var installing: Set<UInt64> = []
+    /// The running sessions' replicas, installs, handoffs and KV transfers.
+    public internal(set) var sessions = SessionTable()
 
     public init(settings: Settings) {
         self.settings = settings

@@ -23,3 +23,23 @@ struct CalibrationWindows {
         names = corpus.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ",")
     }
 }
+
+extension CalibrationWindows {
+    /// The option checks `dict tables` and `dict metric` share.
+    static func validate(corpus: [String], window: Int, maxTokens: Int) throws {
+        guard window >= 16, maxTokens >= window else { throw ValidationError("--window must be >= 16 and --max-tokens >= --window") }
+        guard !corpus.isEmpty else { throw ValidationError("give at least one --corpus file") }
+    }
+
+    /// What both commands start from: the model, its tokenizer, and the dictionary at
+    /// `path`, checked against the model.
+    static func load(dictionary path: String, options: ModelOptions)
+        throws -> (tokenizer: BPETokenizer, model: LlamaModel, dictionary: CSRDictionary) {
+        let (gguf, _) = try options.setUp()
+        let tokenizer = try BPETokenizer(gguf: gguf)
+        let model = try LlamaModel(gguf: gguf)
+        let dictionary = try CSRDictionary.load(path: path)
+        try dictionary.check(model: .init(model: model), path: path)
+        return (tokenizer, model, dictionary)
+    }
+}

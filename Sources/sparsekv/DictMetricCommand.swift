@@ -39,17 +39,12 @@ struct DictMetricCommand: ParsableCommand {
     var out: String
 
     func validate() throws {
-        guard window >= 16, maxTokens >= window else { throw ValidationError("--window must be >= 16 and --max-tokens >= --window") }
-        guard !corpus.isEmpty else { throw ValidationError("give at least one --corpus file") }
+        try CalibrationWindows.validate(corpus: corpus, window: window, maxTokens: maxTokens)
     }
 
     func run() throws {
         let started = Date()
-        let (gguf, _) = try common.setUp()
-        let tokenizer = try BPETokenizer(gguf: gguf)
-        let model = try LlamaModel(gguf: gguf)
-        let dictionary = try CSRDictionary.load(path: path)
-        try dictionary.check(model: .init(model: model), path: path)
+        let (tokenizer, model, dictionary) = try CalibrationWindows.load(dictionary: path, options: common)
         let calibration = try CalibrationWindows(corpus: corpus, tokenizer: tokenizer, window: window, maxTokens: maxTokens)
         let windows = calibration.windows.count
         let c = model.config, gen = TextGenerator(model: model, cacheType: .fp32, contextLength: window)

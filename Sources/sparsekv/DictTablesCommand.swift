@@ -36,17 +36,12 @@ struct DictTablesCommand: ParsableCommand {
     var out: String?
 
     func validate() throws {
-        guard window >= 16, maxTokens >= window else { throw ValidationError("--window must be >= 16 and --max-tokens >= --window") }
-        guard !corpus.isEmpty else { throw ValidationError("give at least one --corpus file") }
+        try CalibrationWindows.validate(corpus: corpus, window: window, maxTokens: maxTokens)
     }
 
     func run() throws {
         let started = Date()
-        let (gguf, _) = try common.setUp()
-        let tokenizer = try BPETokenizer(gguf: gguf)
-        let model = try LlamaModel(gguf: gguf)
-        let dictionary = try CSRDictionary.load(path: path)
-        try dictionary.check(model: .init(model: model), path: path)
+        let (tokenizer, model, dictionary) = try CalibrationWindows.load(dictionary: path, options: common)
         let settings = try CSRSettings(parsing: kv, valueChunks: dictionary.values.chunks)
         guard !settings.entropyCoded else { throw ValidationError("--kv counts the usage of plain codes: drop ec=") }
         let codec = try CSRCodec(dictionary: dictionary, settings: settings)

@@ -14,7 +14,7 @@ import Testing
             return (0..<stream.m).map { HalfPrecision.float(stream.guardValues[g * stream.m + $0]) }
         }
         var out = [Float](repeating: 0, count: stream.m)
-        stream.atoms.withUnsafeBufferPointer { a in
+        stream.atomBits.withUnsafeBufferPointer { a in
             stream.indexBytes.withUnsafeBufferPointer { ib in
                 out.withUnsafeMutableBufferPointer { o in
                     stream.decodeRow(r, into: o.baseAddress!, atoms: a.baseAddress!, indexBytes: ib.baseAddress!)

@@ -43,11 +43,11 @@ extension CSRCache {
                 for layer in h.layers {
                     for keys in [true, false] {
                         let group = keys ? codec.dictionary.keys : codec.dictionary.values
-                        let offline = group.groups[group.group(ofLayer: layer)].dictionary
+                        let stored = group.groups[group.group(ofLayer: layer)], offline = stored.dictionary
                         let m = offline.dimension
                         // A scratch stream parses the section exactly as a cache would.
                         let scratch = CSRCodeStream(
-                            offline: offline, encoder: { throw CSRError.badSettings("a scratch stream does not encode") }, settings: s,
+                            offline: offline, atomBits: stored.storedAtoms, encoder: { throw CSRError.badSettings("a scratch stream does not encode") }, settings: s,
                             sparsity: keys ? s.keySparsity : s.valueSparsity,
                             entropyTable: keys ? codec.dictionary.entropyTables?.keys[group.group(ofLayer: layer)]
                                 : codec.dictionary.entropyTables?.values[group.group(ofLayer: layer)])

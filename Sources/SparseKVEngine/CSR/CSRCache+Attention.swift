@@ -49,10 +49,10 @@ extension CSRCache {
 struct CSRStreamView {
     let m: Int, sparsity: Int, width: Int
     let int8: Bool
-    /// (atomCount, m) offline + online atoms
-    let atoms: UnsafePointer<Float>
+    /// (atomCount, m) offline + online atoms, fp16 (``CSRCodeStream/atomBits``)
+    let atoms: UnsafePointer<Float16>
     let atomCount: Int
-    let indexBytes: UnsafePointer<UInt8>
+    let indexBytes: UnsafePointer<UInt8>, indexByteCount: Int
     let coefficients16: UnsafePointer<UInt16>
     let coefficients8: UnsafePointer<Int8>
     let scales: UnsafePointer<UInt16>
@@ -64,9 +64,10 @@ struct CSRStreamView {
         sparsity = s.sparsity
         width = s.width
         int8 = s.format == .int8
-        atoms = storageBase(s.atoms)
-        atomCount = s.atoms.count / s.m
+        atoms = UnsafeRawPointer(storageBase(s.atomBits)).assumingMemoryBound(to: Float16.self)
+        atomCount = s.atomBits.count / s.m
         indexBytes = storageBase(s.indexBytes)
+        indexByteCount = s.indexBytes.count
         coefficients16 = storageBase(s.coefficients16)
         coefficients8 = storageBase(s.coefficients8)
         scales = storageBase(s.scales)
@@ -80,30 +81,42 @@ struct CSRStreamView {
     @inline(__always)
     static func half(_ bits: UInt16) -> Float { Float(Float16(bitPattern: bits)) }
 
+    /// The pairs of rows row0 ..< row0 + n unpacked for the decode loops: atom indices and
+    /// weights (a coefficient times its row's scale, the product the decode has always
+    /// used), `sparsity` per row. Unpacking a block first keeps the bit extraction and the
+    /// coefficient conversions out of the loop that gathers atom rows.
     @inline(__always)
-    func index(_ row: Int, _ k: Int) -> Int { CSRCodeStream.readIndex(indexBytes, row * sparsity + k, width: width) }
-
-    @inline(__always)
-    func coefficient(_ row: Int, _ k: Int) -> Float {
-        int8 ? Float(coefficients8[row * sparsity + k]) * Self.half(scales[row])
-            : Self.half(coefficients16[row * sparsity + k])
-    }
-
-    /// Row `row` decoded from its pairs (m floats), ignoring the guard bank. For m = 32 or
-    /// 64 the sum stays in registers over the pairs, each pair's index and coefficient read
-    /// as the sum reaches it.
-    @inline(__always)
-    func decode(_ row: Int, into out: UnsafeMutablePointer<Float>) {
-        let first = row * sparsity
+    func unpack(rows row0: Int, count n: Int, indices o: UnsafeMutablePointer<Int32>, weights w: UnsafeMutablePointer<Float>) {
+        let s = sparsity, first = row0 * s, total = n * s, mask = (1 << width) - 1
+        // 8 bytes read at once while they lie inside the index bytes (after a shift of at
+        // most 7 bits they hold any width up to 57).
+        var k = 0, bit = first * width
+        while k < total && (bit >> 3) + 8 <= indexByteCount {
+            let word = UnsafeRawPointer(indexBytes + (bit >> 3)).loadUnaligned(as: UInt64.self)
+            o[k] = Int32(truncatingIfNeeded: Int(truncatingIfNeeded: UInt64(littleEndian: word) >> UInt64(bit & 7)) & mask)
+            k += 1
+            bit += width
+        }
+        while k < total {
+            o[k] = Int32(truncatingIfNeeded: CSRCodeStream.readIndex(indexBytes, first + k, width: width))
+            k += 1
+        }
         if int8 {
-            let scale = Self.half(scales[row]), q = coefficients8 + first
-            Kernels.sumOfRows(count: sparsity, dim: m, into: out, weight: { Float(q[$0]) * scale },
-                              row: { atoms + CSRCodeStream.readIndex(indexBytes, first + $0, width: width) * m })
+            for r in 0..<n {
+                let scale = Self.half(scales[row0 + r]), q = coefficients8 + first + r * s, wr = w + r * s
+                for k in 0..<s { wr[k] = Float(q[k]) * scale }
+            }
         } else {
             let q = coefficients16 + first
-            Kernels.sumOfRows(count: sparsity, dim: m, into: out, weight: { Self.half(q[$0]) },
-                              row: { atoms + CSRCodeStream.readIndex(indexBytes, first + $0, width: width) * m })
+            for k in 0..<total { w[k] = Self.half(q[k]) }
         }
+    }
+
+    /// One row (m floats) from its unpacked pairs, ignoring the guard bank; the sum stays
+    /// in registers over the pairs for m = 32 or 64.
+    @inline(__always)
+    func combine(indices o: UnsafePointer<Int32>, weights w: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        Kernels.sumOfHalfRows(count: sparsity, dim: m, weights: w, rows: atoms, indices: o, into: out, fromZero: true)
     }
 
     /// The first guard entry at or after `row` (binary search).
@@ -136,25 +149,41 @@ struct CSRAttentionSource: AttentionSource {
     let ropeHalf: Int
 
     /// Positions lo ..< hi of head g of `stream`, decoded into out (hi - lo, d), exact where
-    /// the guard bank or the pending rows say so.
+    /// the guard bank or the pending rows say so. Codes are unpacked and combined a block
+    /// of positions at a time; guarded and pending rows are then written over.
     private func decode(_ v: CSRStreamView, exact: UnsafePointer<Float>?, head g: Int, _ lo: Int, _ hi: Int,
                         into out: UnsafeMutablePointer<Float>) {
-        let d = headDim, chunks = d / v.m
-        var gi = v.firstGuard(atOrAfter: (lo * kvHeads + g) * chunks)
-        for t in lo..<hi {
-            let o = out + (t - lo) * d
-            if let exact, t >= pendingStart, t < pendingStart + pendingCount {
-                o.update(from: exact + (t - pendingStart) * kvHeads * d + g * d, count: d)
-                continue
-            }
-            for c in 0..<chunks {
-                let row = (t * kvHeads + g) * chunks + c
-                while gi < v.guardCount && Int(v.guardRows[gi]) < row { gi += 1 }
-                if gi < v.guardCount && Int(v.guardRows[gi]) == row {
-                    v.copyGuard(gi, into: o + c * v.m)
-                } else {
-                    v.decode(row, into: o + c * v.m)
+        let d = headDim, m = v.m, chunks = d / m, s = v.sparsity, perPosition = chunks * s
+        let block = FusedAttention.blockPositions
+        withUnsafeTemporaryAllocation(of: Int32.self, capacity: block * perPosition) { ib in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: block * perPosition) { wb in
+                let idx = ib.baseAddress!, w = wb.baseAddress!
+                var b0 = lo
+                while b0 < hi {
+                    let b1 = min(hi, b0 + block)
+                    for t in b0..<b1 {
+                        v.unpack(rows: (t * kvHeads + g) * chunks, count: chunks, indices: idx + (t - b0) * perPosition,
+                                 weights: w + (t - b0) * perPosition)
+                    }
+                    for j in 0..<(b1 - b0) * chunks {
+                        v.combine(indices: idx + j * s, weights: w + j * s, into: out + (b0 - lo) * d + j * m)
+                    }
+                    b0 = b1
                 }
+            }
+        }
+        // Guard rows of this head in lo ..< hi, then the latest append's exact rows.
+        var gi = v.firstGuard(atOrAfter: lo * kvHeads * chunks)
+        let end = hi * kvHeads * chunks
+        while gi < v.guardCount && Int(v.guardRows[gi]) < end {
+            let row = Int(v.guardRows[gi]), c = row % chunks, position = row / chunks
+            if position % kvHeads == g { v.copyGuard(gi, into: out + (position / kvHeads - lo) * d + c * m) }
+            gi += 1
+        }
+        let from = max(lo, pendingStart), to = min(hi, pendingStart + pendingCount)
+        if let exact, from < to {
+            for t in from..<to {
+                (out + (t - lo) * d).update(from: exact + (t - pendingStart) * kvHeads * d + g * d, count: d)
             }
         }
     }
@@ -224,42 +253,50 @@ struct CSRAttentionSource: AttentionSource {
     private func accumulateInterleaved(head g: Int, _ lo: Int, _ hi: Int, weights p: UnsafePointer<Float>, stride: Int,
                                        rows: Int, into acc: UnsafeMutablePointer<Float>,
                                        scratch: UnsafeMutablePointer<Float>) {
-        let v = values, d = headDim, m = v.m, chunks = d / m, a = v.atomCount, w = accumulatorWidth
-        let dense = chunks * a
+        let v = values, d = headDim, m = v.m, chunks = d / m, a = v.atomCount, w = accumulatorWidth, s = v.sparsity
+        let dense = chunks * a, perPosition = chunks * s, block = FusedAttention.blockPositions
         withUnsafeTemporaryAllocation(of: SIMD4<Float>.self, capacity: dense) { buf in
-            let acc4 = buf.baseAddress!
-            acc4.initialize(repeating: SIMD4(), count: dense)
-            var gi = v.firstGuard(atOrAfter: (lo * kvHeads + g) * chunks)
-            for t in lo..<hi {
-                if let exact = pendingValues, t >= pendingStart, t < pendingStart + pendingCount {
-                    let x = exact + (t - pendingStart) * kvHeads * d + g * d
-                    for r in 0..<rows { Kernels.axpy(p[r * stride + t - lo], x, acc + r * w + dense, d) }
-                    continue
+          withUnsafeTemporaryAllocation(of: Int32.self, capacity: block * perPosition) { ib in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: block * perPosition) { wb in
+                let acc4 = buf.baseAddress!, idx = ib.baseAddress!, cw = wb.baseAddress!
+                acc4.initialize(repeating: SIMD4(), count: dense)
+                var gi = v.firstGuard(atOrAfter: (lo * kvHeads + g) * chunks)
+                var b0 = lo
+                while b0 < hi {
+                    let b1 = min(hi, b0 + block)
+                    for t in b0..<b1 {
+                        v.unpack(rows: (t * kvHeads + g) * chunks, count: chunks, indices: idx + (t - b0) * perPosition,
+                                 weights: cw + (t - b0) * perPosition)
+                    }
+                    for t in b0..<b1 {
+                        if let exact = pendingValues, t >= pendingStart, t < pendingStart + pendingCount {
+                            let x = exact + (t - pendingStart) * kvHeads * d + g * d
+                            for r in 0..<rows { Kernels.axpy(p[r * stride + t - lo], x, acc + r * w + dense, d) }
+                            continue
+                        }
+                        var weight = SIMD4<Float>()
+                        for r in 0..<rows { weight[r] = p[r * stride + t - lo] }
+                        for c in 0..<chunks {
+                            let row = (t * kvHeads + g) * chunks + c
+                            while gi < v.guardCount && Int(v.guardRows[gi]) < row { gi += 1 }
+                            if gi < v.guardCount && Int(v.guardRows[gi]) == row {
+                                v.copyGuard(gi, into: scratch)
+                                for r in 0..<rows { Kernels.axpy(weight[r], scratch, acc + r * w + dense + c * m, m) }
+                                continue
+                            }
+                            let base = acc4 + c * a, j = (t - b0) * perPosition + c * s
+                            let ij = idx + j, wj = cw + j
+                            for k in 0..<s { base[Int(ij[k])] += weight * wj[k] }
+                        }
+                    }
+                    b0 = b1
                 }
-                var weight = SIMD4<Float>()
-                for r in 0..<rows { weight[r] = p[r * stride + t - lo] }
-                for c in 0..<chunks {
-                    let row = (t * kvHeads + g) * chunks + c
-                    while gi < v.guardCount && Int(v.guardRows[gi]) < row { gi += 1 }
-                    if gi < v.guardCount && Int(v.guardRows[gi]) == row {
-                        v.copyGuard(gi, into: scratch)
-                        for r in 0..<rows { Kernels.axpy(weight[r], scratch, acc + r * w + dense + c * m, m) }
-                        continue
-                    }
-                    let base = acc4 + c * a
-                    if v.int8 {
-                        let scale = CSRStreamView.half(v.scales[row]), q = v.coefficients8 + row * v.sparsity
-                        for k in 0..<v.sparsity { base[v.index(row, k)] += weight * (Float(q[k]) * scale) }
-                    } else {
-                        let q = v.coefficients16 + row * v.sparsity
-                        for k in 0..<v.sparsity { base[v.index(row, k)] += weight * CSRStreamView.half(q[k]) }
-                    }
+                for r in 0..<rows {
+                    let ar = acc + r * w
+                    for j in 0..<dense { ar[j] += acc4[j][r] }
                 }
             }
-            for r in 0..<rows {
-                let ar = acc + r * w
-                for j in 0..<dense { ar[j] += acc4[j][r] }
-            }
+          }
         }
     }
 
@@ -271,7 +308,7 @@ struct CSRAttentionSource: AttentionSource {
             o.update(from: ar + chunks * a, count: d)
             for c in 0..<chunks {
                 let oc = o + c * m, weights = ar + c * a
-                Kernels.accumulateRows(weights: weights, wStride: 1, rows: v.atoms, count: a, dim: m, into: oc)
+                Kernels.sumOfHalfRows(count: a, dim: m, weights: weights, rows: v.atoms, indices: nil, into: oc, fromZero: false)
             }
             Kernels.scale(o, count: d, by: scale[r])
         }

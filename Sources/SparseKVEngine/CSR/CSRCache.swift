@@ -40,12 +40,13 @@ public final class CSRCache: KVCache {
         let dict = codec.dictionary, s = codec.settings
         keyStreams = geometry.layers.map { l in
             let g = dict.keys.group(ofLayer: l)
-            return CSRCodeStream(offline: dict.keys.groups[g].dictionary, encoder: { try codec.encoder(keys: true, group: g) },
+            return CSRCodeStream(offline: dict.keys.groups[g].dictionary, atomBits: dict.keys.groups[g].storedAtoms, encoder: { try codec.encoder(keys: true, group: g) },
                                  settings: s, sparsity: s.keySparsity, entropyTable: dict.entropyTables?.keys[g])
         }
         valueStreams = geometry.layers.map { l in
             let g = dict.values.group(ofLayer: l)
-            return CSRCodeStream(offline: dict.values.groups[g].dictionary, encoder: { try codec.encoder(keys: false, group: g) },
+            return CSRCodeStream(offline: dict.values.groups[g].dictionary, atomBits: dict.values.groups[g].storedAtoms,
+                                 encoder: { try codec.encoder(keys: false, group: g) },
                                  settings: s, sparsity: s.valueSparsity, entropyTable: dict.entropyTables?.values[g])
         }
         counts = Array(repeating: 0, count: geometry.layers.count)
@@ -118,7 +119,7 @@ public final class CSRCache: KVCache {
     /// Head `h`'s vectors for tokens 0 ..< n, (n, headDim), from codes and guard bank.
     private func decode(_ stream: CSRCodeStream, head h: Int, tokens n: Int, into out: UnsafeMutablePointer<Float>) {
         let m = stream.m, chunks = geometry.headDim / m, heads = geometry.kvHeads
-        stream.atoms.withUnsafeBufferPointer { a in
+        stream.atomBits.withUnsafeBufferPointer { a in
             stream.indexBytes.withUnsafeBufferPointer { ib in
                 guard let ap = a.baseAddress, let ip = ib.baseAddress else { return }
                 for t in 0..<n {

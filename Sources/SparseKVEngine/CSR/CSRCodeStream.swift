@@ -52,13 +52,21 @@ final class CSRCodeStream {
     /// The rANS-coded indices of all rows, made when first asked for and dropped on change.
     var codedIndexCache: CodedIndices?
 
-    /// Offline + online atoms as fp32, (N + online, m), and the encoder over them when
-    /// there are online atoms (nil: the offline encoder).
-    private(set) var atoms: [Float]
+    /// The atoms rows are rebuilt from, (N + online, m) fp16 bits: the offline atoms as the
+    /// dictionary file stores them, then the online atoms. Pursuit picks codes against the
+    /// normalised fp32 dictionary; every read (fused attention, materialized rows, the
+    /// encoder's own error checks) rebuilds from these, half the bytes to gather.
+    private(set) var atomBits: [UInt16]
+    /// The offline part of `atomBits`.
+    private let offlineBits: [UInt16]
+    /// The encoder over offline + online atoms when there are online atoms (nil: the
+    /// offline encoder).
     private var sessionEncoder: MatchingPursuitEncoder?
 
-    init(offline: SparseDictionary, encoder: @escaping () throws -> MatchingPursuitEncoder, settings: CSRSettings, sparsity: Int,
-         entropyTable: FrequencyTable? = nil) {
+    /// - Parameter atomBits: the offline atoms as fp16 bits (the dictionary group's stored
+    ///   atoms); nil rounds `offline`'s atoms.
+    init(offline: SparseDictionary, atomBits: [UInt16]? = nil, encoder: @escaping () throws -> MatchingPursuitEncoder,
+         settings: CSRSettings, sparsity: Int, entropyTable: FrequencyTable? = nil) {
         m = offline.dimension
         self.sparsity = sparsity
         format = settings.coefficients
@@ -71,7 +79,8 @@ final class CSRCodeStream {
         errorBudget = settings.errorBudget
         self.entropyTable = settings.entropyCoded ? entropyTable : nil
         offlineEncoderProvider = encoder
-        atoms = offline.atoms
+        offlineBits = atomBits ?? offline.atoms.map { HalfPrecision.bits($0) }
+        self.atomBits = offlineBits
     }
 
     private func encoder() throws -> MatchingPursuitEncoder {
@@ -236,7 +245,7 @@ final class CSRCodeStream {
         for i in 0..<m { out[i] = 0 }
         for (j, c) in zip(idx, coef) {
             let base = Int(j) * m
-            for i in 0..<m { out[i] += c * atoms[base + i] }
+            for i in 0..<m { out[i] += c * HalfPrecision.float(atomBits[base + i]) }
         }
     }
 
@@ -315,14 +324,14 @@ final class CSRCodeStream {
         }
         onlineAtoms = bits
         if k == 0 {
-            atoms = offline.atoms
+            atomBits = offlineBits
             sessionEncoder = nil
             return
         }
         do {
             let d = try SparseDictionary(atoms: offline.atoms + bits.map { HalfPrecision.float($0) },
                                          atomCount: offline.atomCount + k, dimension: m)
-            atoms = d.atoms
+            atomBits = offlineBits + bits
             sessionEncoder = try MatchingPursuitEncoder(dictionary: d, options: .init(sparsity: sparsity, algorithm: algorithm, keepsGram: false))
         } catch let e as SparseCodingError {
             throw KVCacheError.malformedPayload("online atoms: \(e.localizedDescription)")
@@ -333,7 +342,7 @@ final class CSRCodeStream {
 
     /// Writes row `r` (m floats) to `out`, ignoring the guard bank.
     @inline(__always)
-    func decodeRow(_ r: Int, into out: UnsafeMutablePointer<Float>, atoms a: UnsafePointer<Float>,
+    func decodeRow(_ r: Int, into out: UnsafeMutablePointer<Float>, atoms a: UnsafePointer<UInt16>,
                    indexBytes ib: UnsafePointer<UInt8>) {
         let s = sparsity, w = width
         out.initialize(repeating: 0, count: m)
@@ -345,7 +354,7 @@ final class CSRCodeStream {
             case .int8: c = Float(coefficients8[r * s + k]) * HalfPrecision.float(scales[r])
             }
             let atom = a + j * m
-            for i in 0..<m { out[i] += c * atom[i] }
+            for i in 0..<m { out[i] += c * HalfPrecision.float(atom[i]) }
         }
     }
 

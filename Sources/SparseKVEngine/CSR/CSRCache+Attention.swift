@@ -148,13 +148,13 @@ struct CSRAttentionSource: AttentionSource {
     let ropeTable: UnsafePointer<Float>
     let ropeHalf: Int
 
-    /// Positions lo ..< hi of head g of `stream`, decoded into out (hi - lo, d), exact where
-    /// the guard bank or the pending rows say so. Codes are unpacked and combined a block
-    /// of positions at a time; guarded and pending rows are then written over.
-    private func decode(_ v: CSRStreamView, exact: UnsafePointer<Float>?, head g: Int, _ lo: Int, _ hi: Int,
-                        into out: UnsafeMutablePointer<Float>) {
-        let d = headDim, m = v.m, chunks = d / m, s = v.sparsity, perPosition = chunks * s
-        let block = FusedAttention.blockPositions
+    /// Runs `body(b0, b1, indices, weights)` on blocks of at most `blockPositions` positions
+    /// of lo ..< hi, head g, with the pairs of each block unpacked (position t's chunks at
+    /// (t - b0) * chunks * sparsity).
+    @inline(__always)
+    private func forEachUnpackedBlock(_ v: CSRStreamView, head g: Int, _ lo: Int, _ hi: Int,
+                                      _ body: (Int, Int, UnsafePointer<Int32>, UnsafePointer<Float>) -> Void) {
+        let chunks = headDim / v.m, perPosition = chunks * v.sparsity, block = FusedAttention.blockPositions
         withUnsafeTemporaryAllocation(of: Int32.self, capacity: block * perPosition) { ib in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: block * perPosition) { wb in
                 let idx = ib.baseAddress!, w = wb.baseAddress!
@@ -165,11 +165,22 @@ struct CSRAttentionSource: AttentionSource {
                         v.unpack(rows: (t * kvHeads + g) * chunks, count: chunks, indices: idx + (t - b0) * perPosition,
                                  weights: w + (t - b0) * perPosition)
                     }
-                    for j in 0..<(b1 - b0) * chunks {
-                        v.combine(indices: idx + j * s, weights: w + j * s, into: out + (b0 - lo) * d + j * m)
-                    }
+                    body(b0, b1, idx, w)
                     b0 = b1
                 }
+            }
+        }
+    }
+
+    /// Positions lo ..< hi of head g of `stream`, decoded into out (hi - lo, d), exact where
+    /// the guard bank or the pending rows say so. Codes are unpacked and combined a block
+    /// of positions at a time; guarded and pending rows are then written over.
+    private func decode(_ v: CSRStreamView, exact: UnsafePointer<Float>?, head g: Int, _ lo: Int, _ hi: Int,
+                        into out: UnsafeMutablePointer<Float>) {
+        let d = headDim, m = v.m, chunks = d / m, s = v.sparsity
+        forEachUnpackedBlock(v, head: g, lo, hi) { b0, b1, idx, w in
+            for j in 0..<(b1 - b0) * chunks {
+                v.combine(indices: idx + j * s, weights: w + j * s, into: out + (b0 - lo) * d + j * m)
             }
         }
         // Guard rows of this head in lo ..< hi, then the latest append's exact rows.
@@ -254,49 +265,38 @@ struct CSRAttentionSource: AttentionSource {
                                        rows: Int, into acc: UnsafeMutablePointer<Float>,
                                        scratch: UnsafeMutablePointer<Float>) {
         let v = values, d = headDim, m = v.m, chunks = d / m, a = v.atomCount, w = accumulatorWidth, s = v.sparsity
-        let dense = chunks * a, perPosition = chunks * s, block = FusedAttention.blockPositions
+        let dense = chunks * a, perPosition = chunks * s
         withUnsafeTemporaryAllocation(of: SIMD4<Float>.self, capacity: dense) { buf in
-          withUnsafeTemporaryAllocation(of: Int32.self, capacity: block * perPosition) { ib in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: block * perPosition) { wb in
-                let acc4 = buf.baseAddress!, idx = ib.baseAddress!, cw = wb.baseAddress!
-                acc4.initialize(repeating: SIMD4(), count: dense)
-                var gi = v.firstGuard(atOrAfter: (lo * kvHeads + g) * chunks)
-                var b0 = lo
-                while b0 < hi {
-                    let b1 = min(hi, b0 + block)
-                    for t in b0..<b1 {
-                        v.unpack(rows: (t * kvHeads + g) * chunks, count: chunks, indices: idx + (t - b0) * perPosition,
-                                 weights: cw + (t - b0) * perPosition)
+            let acc4 = buf.baseAddress!
+            acc4.initialize(repeating: SIMD4(), count: dense)
+            var gi = v.firstGuard(atOrAfter: (lo * kvHeads + g) * chunks)
+            forEachUnpackedBlock(v, head: g, lo, hi) { b0, b1, idx, cw in
+                for t in b0..<b1 {
+                    if let exact = pendingValues, t >= pendingStart, t < pendingStart + pendingCount {
+                        let x = exact + (t - pendingStart) * kvHeads * d + g * d
+                        for r in 0..<rows { Kernels.axpy(p[r * stride + t - lo], x, acc + r * w + dense, d) }
+                        continue
                     }
-                    for t in b0..<b1 {
-                        if let exact = pendingValues, t >= pendingStart, t < pendingStart + pendingCount {
-                            let x = exact + (t - pendingStart) * kvHeads * d + g * d
-                            for r in 0..<rows { Kernels.axpy(p[r * stride + t - lo], x, acc + r * w + dense, d) }
+                    var weight = SIMD4<Float>()
+                    for r in 0..<rows { weight[r] = p[r * stride + t - lo] }
+                    for c in 0..<chunks {
+                        let row = (t * kvHeads + g) * chunks + c
+                        while gi < v.guardCount && Int(v.guardRows[gi]) < row { gi += 1 }
+                        if gi < v.guardCount && Int(v.guardRows[gi]) == row {
+                            v.copyGuard(gi, into: scratch)
+                            for r in 0..<rows { Kernels.axpy(weight[r], scratch, acc + r * w + dense + c * m, m) }
                             continue
                         }
-                        var weight = SIMD4<Float>()
-                        for r in 0..<rows { weight[r] = p[r * stride + t - lo] }
-                        for c in 0..<chunks {
-                            let row = (t * kvHeads + g) * chunks + c
-                            while gi < v.guardCount && Int(v.guardRows[gi]) < row { gi += 1 }
-                            if gi < v.guardCount && Int(v.guardRows[gi]) == row {
-                                v.copyGuard(gi, into: scratch)
-                                for r in 0..<rows { Kernels.axpy(weight[r], scratch, acc + r * w + dense + c * m, m) }
-                                continue
-                            }
-                            let base = acc4 + c * a, j = (t - b0) * perPosition + c * s
-                            let ij = idx + j, wj = cw + j
-                            for k in 0..<s { base[Int(ij[k])] += weight * wj[k] }
-                        }
+                        let base = acc4 + c * a, j = (t - b0) * perPosition + c * s
+                        let ij = idx + j, wj = cw + j
+                        for k in 0..<s { base[Int(ij[k])] += weight * wj[k] }
                     }
-                    b0 = b1
-                }
-                for r in 0..<rows {
-                    let ar = acc + r * w
-                    for j in 0..<dense { ar[j] += acc4[j][r] }
                 }
             }
-          }
+            for r in 0..<rows {
+                let ar = acc + r * w
+                for j in 0..<dense { ar[j] += acc4[j][r] }
+            }
         }
     }
 

@@ -88,9 +88,23 @@ struct CSRStreamView {
     @inline(__always)
     func unpack(rows row0: Int, count n: Int, indices o: UnsafeMutablePointer<Int32>, weights w: UnsafeMutablePointer<Float>) {
         let s = sparsity, first = row0 * s, total = n * s, mask = (1 << width) - 1
-        // 8 bytes read at once while they lie inside the index bytes (after a shift of at
-        // most 7 bits they hold any width up to 57).
         var k = 0, bit = first * width
+        // Four indices from one 8-byte read while they lie inside the index bytes (after a
+        // shift of at most 7 bits, 57 bits hold four of up to 14 bits), then one per read.
+        if width <= 14 {
+            let w = UInt64(width)
+            while k + 4 <= total && (bit >> 3) + 8 <= indexByteCount {
+                let word = UInt64(littleEndian: UnsafeRawPointer(indexBytes + (bit >> 3)).loadUnaligned(as: UInt64.self))
+                    >> UInt64(bit & 7)
+                let m = UInt64(mask)
+                o[k] = Int32(truncatingIfNeeded: word & m)
+                o[k + 1] = Int32(truncatingIfNeeded: (word >> w) & m)
+                o[k + 2] = Int32(truncatingIfNeeded: (word >> (2 * w)) & m)
+                o[k + 3] = Int32(truncatingIfNeeded: (word >> (3 * w)) & m)
+                k += 4
+                bit += 4 * width
+            }
+        }
         while k < total && (bit >> 3) + 8 <= indexByteCount {
             let word = UnsafeRawPointer(indexBytes + (bit >> 3)).loadUnaligned(as: UInt64.self)
             o[k] = Int32(truncatingIfNeeded: Int(truncatingIfNeeded: UInt64(littleEndian: word) >> UInt64(bit & 7)) & mask)

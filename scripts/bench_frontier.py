@@ -52,6 +52,7 @@ CACHES = ["fp16", "kivi8", "kivi4", "kivi2",
 LONG_TEXT, LONG_CTX = "cfi-ch4", 4096
 LONG_CACHES = ["fp16", "kivi4", "kivi2", "csr:16,coef=i8", "csr:8,coef=i8", "csr:4,coef=i8,alg=omp"]
 THREADS = 1
+PROTOCOL_CTX, PROTOCOL_WINDOWS = 1024, 6
 # The issue's targets: at most this many bits/channel, at most this perplexity increase.
 TARGETS = [(2.0, 0.10), (3.0, 0.03), (5.0, 0.01)]
 
@@ -194,6 +195,32 @@ def verdict(r):
     return f"misses ≤ {100 * allowed:g}% (≤ {bound:g} bits) by {100 * (change - allowed):.1f} points"
 
 
+def summary(runs, csr):
+    """Plain sentences: which CSR points meet their target where, and the gap of the others."""
+    met, gaps = [], []
+    for c in csr:
+        rows = [(run, r) for run in runs for r in run["rows"] if r["spec"] == c]
+        judged = [(run, r, target_for(r["bitsPerChannel"])) for run, r in rows]
+        judged = [(run, r, t) for run, r, t in judged if t]
+        if not judged:
+            continue
+        ok = [f"{run['text']} ctx {run['ctx']}" for run, r, t in judged if r["relativeChange"] <= t[1]]
+        if ok:
+            met.append(f"`{c}` on {', '.join(ok)}")
+        miss = [(100 * r["relativeChange"], 100 * t[1]) for run, r, t in judged if r["relativeChange"] > t[1]]
+        if miss:
+            lo, hi = min(miss), max(miss)
+            gaps.append(f"`{c}` ({judged[0][1]['bitsPerChannel']:.2f} bits/ch, target {lo[1]:g}%) is at "
+                        + (f"{lo[0]:+.1f}%" if lo == hi else f"{lo[0]:+.1f}% to {hi[0]:+.1f}%")
+                        + f": {lo[0] / lo[1]:.1f}" + ("" if lo == hi else f" to {hi[0] / hi[1]:.1f}")
+                        + " times the allowed increase")
+    out = ["**Where CSR stands:** " + ("no CSR point meets its target on any row set." if not met else
+                                       "meets its target: " + "; ".join(met) + ".")]
+    if gaps:
+        out += ["Misses: " + "; ".join(gaps) + "."]
+    return out + [""]
+
+
 def markdown(report):
     runs, caches = report["runs"], report["caches"]
     info = report["dictionary"]
@@ -230,9 +257,12 @@ def markdown(report):
             cells.append("not run" if r is None else
                          f"{r['bitsPerChannel']:.2f} bits, {100 * r['relativeChange']:+.2f}%: {verdict(r)}")
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    lines += [""] + summary(runs, csr)
     lines.append("")
     for run in runs:
-        lines += [f"## {run['file']}, ctx {run['ctx']}: {run['windows']} windows, {run['tokensScored']:,} tokens scored "
+        cut = (f" (the protocol asks for {PROTOCOL_WINDOWS}: cut for time)"
+               if run["ctx"] == PROTOCOL_CTX and run["windows"] < PROTOCOL_WINDOWS else "")
+        lines += [f"## {run['file']}, ctx {run['ctx']}: {run['windows']} windows{cut}, {run['tokensScored']:,} tokens scored "
                   f"(text {run['tokens']:,} tokens)", "",
                   f"fp32 perplexity {run['fp32Perplexity']:.4f}.", "",
                   "| KV cache | bits/ch | KV bytes/token | perplexity | vs fp32 | mean KL | top-1 agreement | seconds | target |",

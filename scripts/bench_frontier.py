@@ -160,6 +160,7 @@ def run_unit(args, info, text, ctx, windows, caches):
                     "tokensScored": rows[0]["tokensScored"]})
         seconds = time.time() - t0
         run["processes"].append({"command": shown(cmd), "caches": g, "seconds": round(seconds, 1),
+                                 "script": shown(["scripts/bench_frontier.py"] + sys.argv[1:]),
                                  "loadavgBefore": [round(x, 2) for x in load],
                                  "loadavgAfter": [round(x, 2) for x in os.getloadavg()],
                                  "startedUTC": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
@@ -244,6 +245,9 @@ def markdown(report):
         for p in run["processes"]:
             lines.append(p["command"].replace(report["bin"], "sparsekv"))
     lines += ["```", ""]
+    scripts = list(dict.fromkeys(p["script"] for run in runs for p in run["processes"] if p.get("script")))
+    if scripts:
+        lines += ["They were run by:", "", "```sh"] + [s.replace(report["bin"], "BIN") for s in scripts] + ["```", ""]
     lines += ["## Against the issue's targets", "",
               "Targets: at ≤ 5.0 bits/ch within 1% of fp32 perplexity, at ≤ 3.0 within 3%, at ≤ 2.0 within 10%. "
               "Each point is judged against the tightest target its bits fall under.", "",
@@ -400,7 +404,7 @@ def write_reports(args, info, units):
 def main():
     ap = argparse.ArgumentParser(description="Perplexity increase against bits/channel for every KV cache, token-by-token "
                                              "decoding, three texts and ctx 4096 (reports/frontier.{json,md,svg}).")
-    ap.add_argument("--texts", nargs="+", default=TEXTS, help="texts under $SPARSEKV_HOME/texts, without .txt")
+    ap.add_argument("--texts", nargs="*", default=TEXTS, help="texts under $SPARSEKV_HOME/texts, without .txt (none: only the long row set)")
     ap.add_argument("--kv", nargs="+", default=CACHES, help="caches at ctx 1024 (fp32 is the reference, always run)")
     ap.add_argument("--ctx", type=int, default=1024)
     ap.add_argument("--windows", type=int, default=6, help="windows per text at --ctx")

@@ -291,7 +291,7 @@ def svg(report):
     cols = 2 if len(runs) > 1 else 1
     nrows = math.ceil(len(runs) / cols)
     pw, ph, m, gap = 430, 300, 75, 80
-    W = 2 * m + cols * pw + (cols - 1) * gap
+    W = max(2 * m + cols * pw + (cols - 1) * gap, 1080)  # room for the title and the legend
     H = m + nrows * (ph + gap) + 20
     xlo, xhi = 1.0, 16.0
     yticks = [-1, 0, 0.5, 1, 2, 3, 5, 10, 20, 50, 100, 200]

@@ -81,6 +81,10 @@ def short(cache):
     return ("" if parts[0].startswith("err=") else "CSR-" if parts[0].isdigit() else "CSR ") + " ".join(parts)
 
 
+def windows(n):
+    return f"{n} window" + ("" if n == 1 else "s")
+
+
 def target_for(bits):
     """(bound in bits, allowed increase) of the tightest target a point at `bits` falls under, or None."""
     return next(((b, t) for b, t in TARGETS if bits <= b), None)
@@ -266,7 +270,7 @@ def markdown(report):
     for run in runs:
         cut = (f" (the protocol asks for {PROTOCOL_WINDOWS}: cut for time)"
                if run["ctx"] == PROTOCOL_CTX and run["windows"] < PROTOCOL_WINDOWS else "")
-        lines += [f"## {run['file']}, ctx {run['ctx']}: {run['windows']} windows{cut}, {run['tokensScored']:,} tokens scored "
+        lines += [f"## {run['file']}, ctx {run['ctx']}: {windows(run['windows'])}{cut}, {run['tokensScored']:,} tokens scored "
                   f"(text {run['tokens']:,} tokens)", "",
                   f"fp32 perplexity {run['fp32Perplexity']:.4f}.", "",
                   "| KV cache | bits/ch | KV bytes/token | perplexity | vs fp32 | mean KL | top-1 agreement | seconds | target |",
@@ -322,7 +326,7 @@ def svg(report):
 
     def panel(x0, y0, run):
         out = [f'<text x="{x0 + pw / 2:.1f}" y="{y0 - 12}" text-anchor="middle" font-size="14" font-weight="bold">'
-               f'{run["file"]}, ctx {run["ctx"]}, {run["windows"]} windows, token by token</text>',
+               f'{run["file"]}, ctx {run["ctx"]}, {windows(run["windows"])}, token by token</text>',
                f'<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']
         for v in yticks:
             if ylo <= f(v) <= yhi:

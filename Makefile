@@ -3,7 +3,7 @@ SWIFT ?= swift
 RELEASE = -c release
 BIN = .build/release/sparsekv
 
-.PHONY: setup build demo test test-serve bench bench-context bench-eval bench-bandwidth netns-e2e docker-e2e clean
+.PHONY: setup build demo test test-serve bench bench-context bench-eval bench-frontier bench-bandwidth netns-e2e docker-e2e clean
 
 setup:            ## system packages, model, texts (idempotent)
 	bash scripts/setup.sh
@@ -32,6 +32,9 @@ bench-context: build ## tok/s, KV bytes and peak RSS at 512-8192 tokens, every c
 
 bench-eval: build ## CSR evaluation table: KV caches vs fp32 on cfi-ch4 and alice29 (reports/eval-*.md)
 	bash scripts/bench_eval.sh
+
+bench-frontier: build ## issue 11's quality frontier: perplexity vs bits/ch, token by token, cfi-ch4 + alice29 + lcet10 and ctx 4096 (reports/frontier.{json,md,svg}, ~2 h on 1 thread; resumes)
+	python3 scripts/bench_frontier.py
 
 netns-e2e: build  ## the cluster over emulated 100 Mbit/s links: a network namespace per process, tbf (root)
 	bash cluster/netns-e2e.sh --bin $(BIN)

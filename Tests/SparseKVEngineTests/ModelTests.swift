@@ -169,8 +169,9 @@ private struct NaiveLlama {
         #expect(slices[1].weightBytes * 2 < full.weightBytes)
     }
 
-    /// A long batch's feed-forward runs in slices of rows; each row's products must not
-    /// depend on the rows beside it, so any slicing gives the same hidden states bit for bit.
+    /// A long batch's feed-forward runs in slices of rows; any slicing gives the same hidden
+    /// states up to the roundings of BLAS's blocking (bit for bit with OpenBLAS's SkylakeX
+    /// kernels, not with its Zen kernels).
     @Test(.enabled(if: RealAssets.available, "needs the SmolLM2 model (scripts/setup.sh)"))
     func feedForwardSlicesGiveTheSameHiddenStates() throws {
         let g = try GGUFFile(path: RealAssets.model)
@@ -182,7 +183,17 @@ private struct NaiveLlama {
         for slice in [700, 512, 97] {
             var h = try model.embed(tokens)
             try model.forward(&h, count: tokens.count, layers: nil, cache: model.makeCache(.fp32), profile: nil, ffnSlice: slice)
-            if let reference { #expect(h == reference, "ffn slices of \(slice) rows") } else { reference = h }
+            // OpenBLAS may block a 97-row product differently from a 700-row one (it does
+            // on AMD Zen kernels), which changes roundings, so this compares within a
+            // tolerance (and never hands two 400k-float arrays to the test's diff).
+            if let reference {
+                let scale = reference.map(abs).max() ?? 0
+                let worst = zip(h, reference).map { abs($0 - $1) }.max() ?? .infinity
+                #expect(h.count == reference.count && worst <= 1e-4 * scale,
+                        "ffn slices of \(slice) rows: max |difference| \(worst), max |value| \(scale)")
+            } else {
+                reference = h
+            }
         }
     }
 }

@@ -164,8 +164,13 @@ extension Kernels {
     static func sumOfHalfRows(count: Int, dim: Int, weights w: UnsafePointer<Float>, rows: UnsafePointer<Float16>,
                               indices: UnsafePointer<Int32>?, into acc: UnsafeMutablePointer<Float>, fromZero: Bool) {
         switch dim {
-        case 64: halfRows64(count: count, weights: w, rows: rows, indices: indices, into: acc, fromZero: fromZero)
-        case 32: halfRows32(count: count, weights: w, rows: rows, indices: indices, into: acc, fromZero: fromZero)
+        case 64:
+            // Two 32-channel halves: each lane's sum is the same, the halves of a row stay in L1.
+            halfRows32(count: count, weights: w, rows: rows, rowStride: 64, indices: indices, into: acc, fromZero: fromZero)
+            halfRows32(count: count, weights: w, rows: rows + 32, rowStride: 64, indices: indices, into: acc + 32,
+                       fromZero: fromZero)
+        case 32:
+            halfRows32(count: count, weights: w, rows: rows, rowStride: 32, indices: indices, into: acc, fromZero: fromZero)
         default:
             if fromZero { acc.update(repeating: 0, count: dim) }
             for t in 0..<count {
@@ -179,40 +184,7 @@ extension Kernels {
     // 16-lane conversion is left as a call to the generic one.
 
     @inline(never)
-    private static func halfRows64(count: Int, weights w: UnsafePointer<Float>, rows: UnsafePointer<Float16>,
-                                   indices j: UnsafePointer<Int32>?, into acc: UnsafeMutablePointer<Float>, fromZero: Bool) {
-        let ra = UnsafeMutableRawPointer(acc)
-        @inline(__always) func load(_ i: Int) -> SIMD8<Float> {
-            fromZero ? SIMD8() : ra.loadUnaligned(fromByteOffset: i * 32, as: SIMD8<Float>.self)
-        }
-        var a0 = load(0), a1 = load(1), a2 = load(2), a3 = load(3), a4 = load(4), a5 = load(5), a6 = load(6), a7 = load(7)
-        for t in 0..<count {
-            let c = SIMD8<Float>(repeating: w[t]), p = UnsafeRawPointer(rows + (j.map { Int($0[t]) } ?? t) * 64)
-            @inline(__always) func row(_ i: Int) -> SIMD8<Float> {
-                SIMD8<Float>(p.loadUnaligned(fromByteOffset: i * 16, as: SIMD8<Float16>.self))
-            }
-            a0.addProduct(c, row(0))
-            a1.addProduct(c, row(1))
-            a2.addProduct(c, row(2))
-            a3.addProduct(c, row(3))
-            a4.addProduct(c, row(4))
-            a5.addProduct(c, row(5))
-            a6.addProduct(c, row(6))
-            a7.addProduct(c, row(7))
-        }
-        @inline(__always) func store(_ a: SIMD8<Float>, _ i: Int) { ra.storeBytes(of: a, toByteOffset: i * 32, as: SIMD8<Float>.self) }
-        store(a0, 0)
-        store(a1, 1)
-        store(a2, 2)
-        store(a3, 3)
-        store(a4, 4)
-        store(a5, 5)
-        store(a6, 6)
-        store(a7, 7)
-    }
-
-    @inline(never)
-    private static func halfRows32(count: Int, weights w: UnsafePointer<Float>, rows: UnsafePointer<Float16>,
+    private static func halfRows32(count: Int, weights w: UnsafePointer<Float>, rows: UnsafePointer<Float16>, rowStride: Int,
                                    indices j: UnsafePointer<Int32>?, into acc: UnsafeMutablePointer<Float>, fromZero: Bool) {
         let ra = UnsafeMutableRawPointer(acc)
         @inline(__always) func load(_ i: Int) -> SIMD8<Float> {
@@ -220,7 +192,7 @@ extension Kernels {
         }
         var a0 = load(0), a1 = load(1), a2 = load(2), a3 = load(3)
         for t in 0..<count {
-            let c = SIMD8<Float>(repeating: w[t]), p = UnsafeRawPointer(rows + (j.map { Int($0[t]) } ?? t) * 32)
+            let c = SIMD8<Float>(repeating: w[t]), p = UnsafeRawPointer(rows + (j.map { Int($0[t]) } ?? t) * rowStride)
             @inline(__always) func row(_ i: Int) -> SIMD8<Float> {
                 SIMD8<Float>(p.loadUnaligned(fromByteOffset: i * 16, as: SIMD8<Float16>.self))
             }

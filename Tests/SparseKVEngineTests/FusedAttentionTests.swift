@@ -10,17 +10,20 @@ import Testing
     static let d = 64
     static let rope = RoPE(headDim: d, ropeDimension: d, base: 10000)
 
-    /// A CSR codec over random dictionaries for `kvHeads` heads of 64: keys whole, values in
-    /// 2 chunks of 32, with online atoms and a guard bank so every override path runs.
-    static func csrCodec(kvHeads: Int, int8: Bool) throws -> CSRCodec {
+    /// A CSR codec over random dictionaries for `kvHeads` heads of 64: keys whole (or in
+    /// `keyChunks` chunks), values in 2 chunks of 32, with online atoms and a guard bank so
+    /// every override path runs. Sparsities that are multiples of 4 take the decode loops'
+    /// fast unpacking, others the general one.
+    static func csrCodec(kvHeads: Int, int8: Bool, keySparsity: Int = 6, valueSparsity: Int = 3,
+                         keyChunks: Int = 1) throws -> CSRCodec {
         let model = CSRDictionary.ModelInfo(architecture: "llama", name: "fused-test", fingerprint: "beef",
                                             layerCount: 2, kvHeads: kvHeads, headDim: d)
-        let keys = try SparseDictionary(randomAtomCount: 256, dimension: d, seed: 3)
+        let keys = try SparseDictionary(randomAtomCount: 256, dimension: d / keyChunks, seed: 3)
         let values = try SparseDictionary(randomAtomCount: 128, dimension: d / 2, seed: 4)
         let dict = try CSRDictionary(
-            model: model, keys: .init(chunks: 1, groups: [.init(layers: 0..<2, dictionary: keys)]),
+            model: model, keys: .init(chunks: keyChunks, groups: [.init(layers: 0..<2, dictionary: keys)]),
             values: .init(chunks: 2, groups: [.init(layers: 0..<2, dictionary: values)]))
-        var s = CSRSettings(keySparsity: 6, valueSparsity: 3)
+        var s = CSRSettings(keySparsity: keySparsity, valueSparsity: valueSparsity)
         s.coefficients = int8 ? .int8 : .float16
         s.onlineAtoms = 8
         s.guardFraction = 0.05
@@ -40,11 +43,17 @@ import Testing
         case "kivi8": return KIVICache(geometry: g, rope: rope, bits: 8)
         case "csr-f16": return try csrCodec(kvHeads: kvHeads, int8: false).makeCache(geometry: g, rope: rope)
         case "csr-i8": return try csrCodec(kvHeads: kvHeads, int8: true).makeCache(geometry: g, rope: rope)
+        case "csr-i8-s8":
+            return try csrCodec(kvHeads: kvHeads, int8: true, keySparsity: 8, valueSparsity: 4).makeCache(geometry: g, rope: rope)
+        case "csr-i8-k32":
+            return try csrCodec(kvHeads: kvHeads, int8: true, keySparsity: 8, valueSparsity: 8, keyChunks: 2)
+                .makeCache(geometry: g, rope: rope)
         default: throw KVCacheError.unknownKind(kind)
         }
     }
 
-    static let kinds = ["fp32", "fp16", "fp32-preRoPE", "fp16-preRoPE", "kivi2", "kivi4", "kivi8", "csr-f16", "csr-i8"]
+    static let kinds = ["fp32", "fp16", "fp32-preRoPE", "fp16-preRoPE", "kivi2", "kivi4", "kivi8", "csr-f16", "csr-i8", "csr-i8-s8",
+                             "csr-i8-k32"]
 
     /// (n, width) random rows in [-2, 2]
     static func rows(_ n: Int, width: Int, seed: UInt64) -> [Float] {

@@ -1,3 +1,5 @@
+import SparseCoding
+
 /// One session-layer's KV cache as the fused attention kernels read it: keys and values
 /// of one KV head, a block of positions at a time, in the cache's own format.
 ///
@@ -15,6 +17,14 @@ protocol AttentionSource {
     /// Keys of KV head `g` at positions lo ..< hi, rotated, fp32: (hi - lo, d) row-major,
     /// either in `scratch` (room for `blockPositions` rows) or in the cache's storage.
     func keys(head g: Int, _ lo: Int, _ hi: Int, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float>
+
+    /// Scaled dot products of query rows with the rotated keys of KV head `g` at positions
+    /// lo ..< hi: scores[r * stride + t - lo] = scale * queries[r] · K[t]. `scratch` has
+    /// room for `blockPositions` rows. The default decodes key blocks with ``keys`` and
+    /// dots them; a source can score straight from its own format.
+    func scores(head g: Int, _ lo: Int, _ hi: Int, queries: UnsafePointer<UnsafePointer<Float>>, rows: Int,
+                scale: Float, into scores: UnsafeMutablePointer<Float>, stride: Int,
+                scratch: UnsafeMutablePointer<Float>)
 
     /// Values of KV head `g` at positions lo ..< hi, fp32: (hi - lo, d), as for keys.
     func values(head g: Int, _ lo: Int, _ hi: Int, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float>
@@ -36,6 +46,35 @@ extension AttentionSource {
     static var blockPositions: Int { FusedAttention.blockPositions }
 
     var accumulatorWidth: Int { headDim }
+
+    func scores(head g: Int, _ lo: Int, _ hi: Int, queries: UnsafePointer<UnsafePointer<Float>>, rows: Int,
+                scale: Float, into scores: UnsafeMutablePointer<Float>, stride: Int,
+                scratch: UnsafeMutablePointer<Float>) {
+        scoresOfDecodedKeys(head: g, lo, hi, queries: queries, rows: rows, scale: scale, into: scores, stride: stride,
+                            scratch: scratch)
+    }
+
+    /// ``scores`` through ``keys``: blocks of decoded keys, eight dot products at a time.
+    func scoresOfDecodedKeys(head g: Int, _ lo: Int, _ hi: Int, queries: UnsafePointer<UnsafePointer<Float>>,
+                             rows: Int, scale: Float, into scores: UnsafeMutablePointer<Float>, stride: Int,
+                             scratch: UnsafeMutablePointer<Float>) {
+        let d = headDim
+        var b0 = lo
+        while b0 < hi {
+            let b1 = min(hi, b0 + FusedAttention.blockPositions)
+            let k = keys(head: g, b0, b1, scratch: scratch)
+            for r in 0..<rows {
+                let s = scores + r * stride - lo
+                var t = b0
+                while t < b1 {
+                    let dots = dots8(queries[r], rows: k + (t - b0) * d, stride: d, count: b1 - t, dim: d) * scale
+                    for j in 0..<min(8, b1 - t) { s[t + j] = dots[j] }
+                    t += 8
+                }
+            }
+            b0 = b1
+        }
+    }
 
     /// Channel-space accumulation: decode a block of values, then per query row a weighted
     /// sum of the block's rows held in registers.

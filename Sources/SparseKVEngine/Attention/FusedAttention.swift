@@ -66,23 +66,15 @@ enum FusedAttention {
             let m = maxes(u), l = sums(u), acc = acc(u)
             let kScratch = acc + rows * width, vScratch = kScratch + FusedAttention.blockPositions * d
             acc.update(repeating: 0, count: rows * width)
-            // Scores, block by block of decoded keys; positions a row may not see get -inf.
-            var b0 = lo
-            while b0 < hi {
-                let b1 = min(hi, b0 + FusedAttention.blockPositions)
-                let k = src.keys(head: g, b0, b1, scratch: kScratch)
-                for r in 0..<rows {
-                    let i = r / group, limit = start + i + 1
-                    let qr = q + i * qDim + (g * group + r % group) * d
-                    let s = scores + r * span - lo
-                    var t = b0
-                    while t < b1 {
-                        let dots = dots8(qr, rows: k + (t - b0) * d, stride: d, count: b1 - t, dim: d) * scale
-                        for j in 0..<min(8, b1 - t) { s[t + j] = t + j < limit ? dots[j] : -.infinity }
-                        t += 8
-                    }
-                }
-                b0 = b1
+            // Scores in the source's own format; positions a row may not see get -inf.
+            withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: rows) { qp in
+                for r in 0..<rows { qp[r] = q + r / group * qDim + (g * group + r % group) * d }
+                src.scores(head: g, lo, hi, queries: UnsafePointer(qp.baseAddress!), rows: rows, scale: scale,
+                           into: scores, stride: span, scratch: kScratch)
+            }
+            for r in 0..<rows {
+                let limit = start + r / group + 1
+                if limit < hi { (scores + r * span + max(0, limit - lo)).update(repeating: -.infinity, count: hi - max(lo, limit)) }
             }
             for r in 0..<rows {
                 let s = scores + r * span

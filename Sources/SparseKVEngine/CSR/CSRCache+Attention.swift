@@ -126,6 +126,48 @@ struct CSRStreamView {
         }
     }
 
+    /// `unpack` for the decode loops' common case, kept small enough to inline: a whole
+    /// multiple of 4 pairs per row, indices of at most 14 bits, one 8-byte read per group, int8
+    /// coefficients converted 8 at a time (the same products). Falls back to `unpack`
+    /// otherwise, and for the last rows, whose 8-byte reads would pass the end.
+    @inline(__always)
+    func unpackFast(rows row0: Int, count n: Int, indices o: UnsafeMutablePointer<Int32>,
+                    weights w: UnsafeMutablePointer<Float>) {
+        let s = sparsity, first = row0 * s, total = n * s
+        let lastBit = (first + total - 4) * width
+        guard width <= 14, int8, s & 3 == 0, (lastBit >> 3) + 8 <= indexByteCount else {
+            return unpack(rows: row0, count: n, indices: o, weights: w)
+        }
+        let shift = UInt64(width), mask = UInt64((1 << width) - 1)
+        var bit = first * width, k = 0
+        repeat {
+            let word = UInt64(littleEndian: UnsafeRawPointer(indexBytes + (bit >> 3)).loadUnaligned(as: UInt64.self))
+                >> UInt64(bit & 7)
+            o[k] = Int32(truncatingIfNeeded: word & mask)
+            o[k + 1] = Int32(truncatingIfNeeded: (word >> shift) & mask)
+            o[k + 2] = Int32(truncatingIfNeeded: (word >> (2 * shift)) & mask)
+            o[k + 3] = Int32(truncatingIfNeeded: (word >> (3 * shift)) & mask)
+            k += 4
+            bit += 4 * width
+        } while k < total
+        let raw = UnsafeMutableRawPointer(w)
+        for r in 0..<n {
+            let scale = Self.half(scales[row0 + r]), q = UnsafeRawPointer(coefficients8 + first + r * s)
+            var j = 0
+            while j + 8 <= s {
+                let c = q.loadUnaligned(fromByteOffset: j, as: SIMD8<Int8>.self)
+                raw.storeBytes(of: SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: c)) * scale,
+                               toByteOffset: (r * s + j) * 4, as: SIMD8<Float>.self)
+                j += 8
+            }
+            if j < s {
+                let c = q.loadUnaligned(fromByteOffset: j, as: SIMD4<Int8>.self)
+                raw.storeBytes(of: SIMD4<Float>(SIMD4<Int32>(truncatingIfNeeded: c)) * scale,
+                               toByteOffset: (r * s + j) * 4, as: SIMD4<Float>.self)
+            }
+        }
+    }
+
     /// One row (m floats) from its unpacked pairs, ignoring the guard bank; the sum stays
     /// in registers over the pairs for m = 32 or 64.
     @inline(__always)
@@ -219,6 +261,64 @@ struct CSRAttentionSource: AttentionSource {
         return UnsafePointer(scratch)
     }
 
+    // MARK: - Keys scored from their codes
+
+    /// Whether ``scores`` can decode a position into registers: 64-channel heads in one or
+    /// two chunks, indices of at most 14 bits, at most 32 pairs per chunk.
+    private var scoresInRegisters: Bool {
+        headDim == 64 && ropeHalf == 32 && (keys.m == 64 || keys.m == 32) && keys.width <= 14 && keys.sparsity <= 32
+    }
+
+    /// One pass per position: its pairs are unpacked, its atom rows summed and rotated in
+    /// registers and multiplied into one 8-lane partial sum per query row; every eight
+    /// positions the partial sums are finished together. Guarded and pending positions are
+    /// decoded through ``keys`` into the scratch and then go the same way. The sums, the
+    /// rotation and the dot products are the ones ``keys`` and `dots8` do, in the same
+    /// order.
+    func scores(head g: Int, _ lo: Int, _ hi: Int, queries: UnsafePointer<UnsafePointer<Float>>, rows: Int,
+                scale: Float, into scores: UnsafeMutablePointer<Float>, stride: Int,
+                scratch: UnsafeMutablePointer<Float>) {
+        guard scoresInRegisters else {
+            return scoresOfDecodedKeys(head: g, lo, hi, queries: queries, rows: rows, scale: scale, into: scores,
+                                       stride: stride, scratch: scratch)
+        }
+        let k = keys, chunks = 64 / k.m, s = k.sparsity, perPosition = chunks * s
+        var gi = k.firstGuard(atOrAfter: lo * kvHeads * chunks)
+        withUnsafeTemporaryAllocation(of: Int32.self, capacity: perPosition) { ib in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: perPosition) { wb in
+                withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: rows * 8) { pb in
+                    let idx = ib.baseAddress!, w = wb.baseAddress!, partial = pb.baseAddress!
+                    partial.initialize(repeating: SIMD8(), count: rows * 8)
+                    var t0 = lo
+                    while t0 < hi {
+                        let n = min(8, hi - t0)
+                        for j in 0..<n {
+                            let t = t0 + j, row0 = (t * kvHeads + g) * chunks
+                            while gi < k.guardCount && Int(k.guardRows[gi]) < row0 { gi += 1 }
+                            let guarded = gi < k.guardCount && Int(k.guardRows[gi]) < row0 + chunks
+                            let x: Row64
+                            if guarded || (pendingKeys != nil && t >= pendingStart && t < pendingStart + pendingCount) {
+                                x = Row64(loading: keys(head: g, t, t + 1, scratch: scratch))
+                            } else {
+                                k.unpackFast(rows: row0, count: chunks, indices: idx, weights: w)
+                                x = Row64(summing: k.atoms, m: k.m, sparsity: s, indices: idx, weights: w)
+                                    .rotated(by: ropeTable + t * ropeHalf * 2)
+                            }
+                            for r in 0..<rows { partial[r * 8 + j] = x.partialDot(queries[r]) }
+                        }
+                        for r in 0..<rows {
+                            let p = partial + r * 8
+                            let dots = transposedSums(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]) * scale
+                            let sr = scores + r * stride + t0 - lo
+                            for j in 0..<n { sr[j] = dots[j] }
+                        }
+                        t0 += n
+                    }
+                }
+            }
+        }
+    }
+
     func values(head g: Int, _ lo: Int, _ hi: Int, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
         decode(values, exact: pendingValues, head: g, lo, hi, into: scratch)
         return UnsafePointer(scratch)
@@ -274,42 +374,62 @@ struct CSRAttentionSource: AttentionSource {
     /// `accumulate` for up to 4 query rows: the atom accumulators of all rows sit side by
     /// side, acc4[atom] = (row 0, ..., row 3), so a pair costs one 4-wide multiply-add on
     /// one scattered location instead of one scalar read-modify-write per row. They are
-    /// added into `acc`'s rows at the end.
+    /// added into `acc`'s rows at the end. A position's pairs are unpacked just before
+    /// they are added, into a few floats that stay in L1.
     private func accumulateInterleaved(head g: Int, _ lo: Int, _ hi: Int, weights p: UnsafePointer<Float>, stride: Int,
                                        rows: Int, into acc: UnsafeMutablePointer<Float>,
                                        scratch: UnsafeMutablePointer<Float>) {
         let v = values, d = headDim, m = v.m, chunks = d / m, a = v.atomCount, w = accumulatorWidth, s = v.sparsity
         let dense = chunks * a, perPosition = chunks * s
+        /// The attention weights of position lo + i, one lane per query row.
+        @inline(__always) func weight(_ i: Int) -> SIMD4<Float> {
+            switch rows {
+            case 1: SIMD4(p[i], 0, 0, 0)
+            case 2: SIMD4(p[i], p[stride + i], 0, 0)
+            case 3: SIMD4(p[i], p[stride + i], p[2 * stride + i], 0)
+            default: SIMD4(p[i], p[stride + i], p[2 * stride + i], p[3 * stride + i])
+            }
+        }
         withUnsafeTemporaryAllocation(of: SIMD4<Float>.self, capacity: dense) { buf in
-            let acc4 = buf.baseAddress!
-            acc4.initialize(repeating: SIMD4(), count: dense)
-            var gi = v.firstGuard(atOrAfter: (lo * kvHeads + g) * chunks)
-            forEachUnpackedBlock(v, head: g, lo, hi) { b0, b1, idx, cw in
-                for t in b0..<b1 {
-                    if let exact = pendingValues, t >= pendingStart, t < pendingStart + pendingCount {
-                        let x = exact + (t - pendingStart) * kvHeads * d + g * d
-                        for r in 0..<rows { Kernels.axpy(p[r * stride + t - lo], x, acc + r * w + dense, d) }
-                        continue
-                    }
-                    var weight = SIMD4<Float>()
-                    for r in 0..<rows { weight[r] = p[r * stride + t - lo] }
-                    for c in 0..<chunks {
-                        let row = (t * kvHeads + g) * chunks + c
-                        while gi < v.guardCount && Int(v.guardRows[gi]) < row { gi += 1 }
-                        if gi < v.guardCount && Int(v.guardRows[gi]) == row {
-                            v.copyGuard(gi, into: scratch)
-                            for r in 0..<rows { Kernels.axpy(weight[r], scratch, acc + r * w + dense + c * m, m) }
+            withUnsafeTemporaryAllocation(of: Int32.self, capacity: perPosition) { ib in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: perPosition) { wb in
+                    let acc4 = buf.baseAddress!, idx = ib.baseAddress!, cw = wb.baseAddress!
+                    acc4.initialize(repeating: SIMD4(), count: dense)
+                    var gi = v.firstGuard(atOrAfter: (lo * kvHeads + g) * chunks)
+                    for t in lo..<hi {
+                        if let exact = pendingValues, t >= pendingStart, t < pendingStart + pendingCount {
+                            let x = exact + (t - pendingStart) * kvHeads * d + g * d
+                            for r in 0..<rows { Kernels.axpy(p[r * stride + t - lo], x, acc + r * w + dense, d) }
                             continue
                         }
-                        let base = acc4 + c * a, j = (t - b0) * perPosition + c * s
-                        let ij = idx + j, wj = cw + j
-                        for k in 0..<s { base[Int(ij[k])] += weight * wj[k] }
+                        let weight = weight(t - lo), row0 = (t * kvHeads + g) * chunks
+                        while gi < v.guardCount && Int(v.guardRows[gi]) < row0 { gi += 1 }
+                        if gi < v.guardCount && Int(v.guardRows[gi]) < row0 + chunks {
+                            // A guarded chunk goes in channel space; its position's other chunks as codes.
+                            for c in 0..<chunks {
+                                if gi < v.guardCount && Int(v.guardRows[gi]) == row0 + c {
+                                    v.copyGuard(gi, into: scratch)
+                                    for r in 0..<rows { Kernels.axpy(weight[r], scratch, acc + r * w + dense + c * m, m) }
+                                    gi += 1
+                                } else {
+                                    v.unpack(rows: row0 + c, count: 1, indices: idx, weights: cw)
+                                    let base = acc4 + c * a
+                                    for k in 0..<s { base[Int(idx[k])] += weight * cw[k] }
+                                }
+                            }
+                            continue
+                        }
+                        v.unpackFast(rows: row0, count: chunks, indices: idx, weights: cw)
+                        for c in 0..<chunks {
+                            let base = acc4 + c * a, ij = idx + c * s, wj = cw + c * s
+                            for k in 0..<s { base[Int(ij[k])] += weight * wj[k] }
+                        }
+                    }
+                    for r in 0..<rows {
+                        let ar = acc + r * w
+                        for j in 0..<dense { ar[j] += acc4[j][r] }
                     }
                 }
-            }
-            for r in 0..<rows {
-                let ar = acc + r * w
-                for j in 0..<dense { ar[j] += acc4[j][r] }
             }
         }
     }
@@ -326,5 +446,94 @@ struct CSRAttentionSource: AttentionSource {
             }
             Kernels.scale(o, count: d, by: scale[r])
         }
+    }
+}
+
+/// One 64-channel row held in eight 8-lane registers, for the CSR key scoring.
+struct Row64 {
+    var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+    var a4 = SIMD8<Float>(), a5 = SIMD8<Float>(), a6 = SIMD8<Float>(), a7 = SIMD8<Float>()
+
+    init() {}
+
+    @inline(__always)
+    init(loading p: UnsafePointer<Float>) {
+        let r = UnsafeRawPointer(p)
+        @inline(__always) func l(_ i: Int) -> SIMD8<Float> { r.loadUnaligned(fromByteOffset: i * 32, as: SIMD8<Float>.self) }
+        (a0, a1, a2, a3, a4, a5, a6, a7) = (l(0), l(1), l(2), l(3), l(4), l(5), l(6), l(7))
+    }
+
+    /// The weighted sum of a position's fp16 atom rows: one 64-channel chunk of `sparsity`
+    /// pairs, or two 32-channel chunks of `sparsity` pairs each. Each lane from zero, pair
+    /// by pair, as `Kernels.sumOfHalfRows`.
+    @inline(__always)
+    init(summing atoms: UnsafePointer<Float16>, m: Int, sparsity s: Int, indices o: UnsafePointer<Int32>,
+         weights w: UnsafePointer<Float>) {
+        @inline(__always) func half(_ p: UnsafeRawPointer, _ i: Int) -> SIMD8<Float> {
+            SIMD8<Float>(p.loadUnaligned(fromByteOffset: i * 16, as: SIMD8<Float16>.self))
+        }
+        if m == 64 {
+            for k in 0..<s {
+                let c = SIMD8<Float>(repeating: w[k]), p = UnsafeRawPointer(atoms + Int(o[k]) * 64)
+                a0.addProduct(c, half(p, 0))
+                a1.addProduct(c, half(p, 1))
+                a2.addProduct(c, half(p, 2))
+                a3.addProduct(c, half(p, 3))
+                a4.addProduct(c, half(p, 4))
+                a5.addProduct(c, half(p, 5))
+                a6.addProduct(c, half(p, 6))
+                a7.addProduct(c, half(p, 7))
+            }
+        } else {
+            for k in 0..<s {
+                let c = SIMD8<Float>(repeating: w[k]), p = UnsafeRawPointer(atoms + Int(o[k]) * 32)
+                a0.addProduct(c, half(p, 0))
+                a1.addProduct(c, half(p, 1))
+                a2.addProduct(c, half(p, 2))
+                a3.addProduct(c, half(p, 3))
+            }
+            for k in s..<2 * s {
+                let c = SIMD8<Float>(repeating: w[k]), p = UnsafeRawPointer(atoms + Int(o[k]) * 32)
+                a4.addProduct(c, half(p, 0))
+                a5.addProduct(c, half(p, 1))
+                a6.addProduct(c, half(p, 2))
+                a7.addProduct(c, half(p, 3))
+            }
+        }
+    }
+
+    /// RoPE from the position's 32 (cos, sin) pairs, as `CSRAttentionSource.rotate`.
+    @inline(__always)
+    func rotated(by table: UnsafePointer<Float>) -> Row64 {
+        let tr = UnsafeRawPointer(table)
+        @inline(__always) func r(_ x: SIMD8<Float>, _ i: Int) -> SIMD8<Float> {
+            let u = tr.loadUnaligned(fromByteOffset: i * 32, as: SIMD8<Float>.self)
+            let c = SIMD8<Float>(u[0], u[0], u[2], u[2], u[4], u[4], u[6], u[6])
+            let sn = SIMD8<Float>(-u[1], u[1], -u[3], u[3], -u[5], u[5], -u[7], u[7])
+            let swapped = SIMD8<Float>(x[1], x[0], x[3], x[2], x[5], x[4], x[7], x[6])
+            return x * c + swapped * sn
+        }
+        var o = Row64()
+        (o.a0, o.a1, o.a2, o.a3) = (r(a0, 0), r(a1, 1), r(a2, 2), r(a3, 3))
+        (o.a4, o.a5, o.a6, o.a7) = (r(a4, 4), r(a5, 5), r(a6, 6), r(a7, 7))
+        return o
+    }
+
+    /// The 8 lanes `dots8` accumulates for this row against q (channel blocks in order),
+    /// before its lane sums.
+    @inline(__always)
+    func partialDot(_ q: UnsafePointer<Float>) -> SIMD8<Float> {
+        let r = UnsafeRawPointer(q)
+        @inline(__always) func l(_ i: Int) -> SIMD8<Float> { r.loadUnaligned(fromByteOffset: i * 32, as: SIMD8<Float>.self) }
+        var s = SIMD8<Float>()
+        s.addProduct(a0, l(0))
+        s.addProduct(a1, l(1))
+        s.addProduct(a2, l(2))
+        s.addProduct(a3, l(3))
+        s.addProduct(a4, l(4))
+        s.addProduct(a5, l(5))
+        s.addProduct(a6, l(6))
+        s.addProduct(a7, l(7))
+        return s
     }
 }

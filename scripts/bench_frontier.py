@@ -29,7 +29,8 @@ to stderr.
 
 `make bench-frontier` runs the defaults: on one thread, about 20-45 s per window per cache at
 ctx 1024, so roughly 35 minutes per text, plus the ctx 4096 rows.
-llama.cpp's q4_0/q8_0 KV points are not measured here (no llama-cpp-python baseline).
+llama.cpp's q8_0/q4_0 KV points come from scripts/llama_frontier.py (same windows, its own
+f16 cache as their reference); the reports include them when its files are there.
 """
 import argparse
 import json
@@ -68,6 +69,8 @@ def family(cache):
         return "KIVI"
     if c.startswith("csr"):
         return "CSR err=" if "err=" in c else "CSR"
+    if c.startswith("llama.cpp"):
+        return "llama.cpp"
     return c
 
 
@@ -282,6 +285,16 @@ def markdown(report):
             lines.append(f"| {r['spec']} | {r['bitsPerChannel']:.3f} | {r['bytesPerToken']:.0f} | {r['perplexity']:.4f} | "
                          f"{100 * r['relativeChange']:+.2f}% | {r['meanKL']:.5f} | {100 * r['top1Agreement']:.2f}% | "
                          f"{r['seconds']:.0f} | {verdict(r) if family(r['spec']).startswith('CSR') else ''} |")
+        llama = run.get("llama")
+        if llama and "f16" in llama["rows"]:
+            lines += ["", f"llama.cpp's own K/V quantization on the same windows (llama-cpp-python {llama['llamaCppPython']}, "
+                      "flash attention, one thread, token by token; `scripts/llama_frontier.py`), against **its own f16 "
+                      "cache**, whose perplexity is "
+                      f"{llama['rows']['f16']['perplexity']:.4f} (ours in fp32: {run['fp32Perplexity']:.4f}):", "",
+                      "| llama.cpp K and V | bits/ch | perplexity | vs llama.cpp f16 | seconds |", "|---|---:|---:|---:|---:|"]
+            for t, r in llama["rows"].items():
+                lines.append(f"| {t} | {r['bitsPerChannel']:.1f} | {r['perplexity']:.4f} | {100 * r['relativeChange']:+.2f}% | "
+                             f"{r['seconds']:.0f} |")
         missing = [c for c in run["requested"] if c not in {r["spec"] for r in run["rows"]}]
         if missing:
             lines += ["", "Not measured (time): " + ", ".join(f"`{c}`" for c in missing) + "."]
@@ -298,7 +311,7 @@ def svg(report):
     """One panel per (text, ctx): perplexity increase (symmetric log axis) against bits/channel (log2 axis)."""
     runs = report["runs"]
     series = {"fp16": ("#7f7f7f", "square"), "KIVI": ("#1f77b4", "diamond"), "CSR": ("#d62728", "circle"),
-              "CSR err=": ("#ff7f0e", "triangle")}
+              "CSR err=": ("#ff7f0e", "triangle"), "llama.cpp": ("#000000", "square")}
     cols = 2 if len(runs) > 1 else 1
     nrows = math.ceil(len(runs) / cols)
     pw, ph, m, gap = 430, 300, 75, 80
@@ -311,7 +324,11 @@ def svg(report):
     def f(v):
         return math.copysign(math.log10(1 + abs(v) / c0), v)
 
-    allv = [100 * r["relativeChange"] for run in runs for r in run["rows"]] + [10]
+    for run in runs:  # llama.cpp's quantized K/V as points of their own series (change vs its f16 cache)
+        run["points"] = run["rows"] + [
+            {"spec": f"llama.cpp {t}", "bitsPerChannel": r["bitsPerChannel"], "relativeChange": r["relativeChange"]}
+            for t, r in (run.get("llama") or {"rows": {}})["rows"].items() if t != "f16"]
+    allv = [100 * r["relativeChange"] for run in runs for r in run["points"]] + [10]
     ylo, yhi = f(min(-1, min(allv))), f(max(allv) * 1.15)
 
     def sx(x0, b):
@@ -353,7 +370,7 @@ def svg(report):
             prev = b
         out.append(f'<path d="{" ".join(d)}" fill="none" stroke="#2ca02c" stroke-width="2" stroke-dasharray="6,4"/>')
         for fam, (color, shape) in series.items():
-            pts = sorted((r["bitsPerChannel"], 100 * r["relativeChange"], r["spec"]) for r in run["rows"] if family(r["spec"]) == fam)
+            pts = sorted((r["bitsPerChannel"], 100 * r["relativeChange"], r["spec"]) for r in run["points"] if family(r["spec"]) == fam)
             if not pts:
                 continue
             if fam in ("KIVI", "CSR") and len(pts) > 1:
@@ -367,20 +384,21 @@ def svg(report):
                            f'fill="{color}"{anchor}>{short(name)}</text>')
         return out
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H + 45}" font-family="sans-serif">',
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H + 25 + 20 * ((len(series) + 1) // 2)}" font-family="sans-serif">',
              '<rect width="100%" height="100%" fill="white"/>',
              f'<text x="{W / 2}" y="24" text-anchor="middle" font-size="16" font-weight="bold">Perplexity increase against '
              f'bits per channel (SmolLM2-135M, dictionary {report["dictionary"]["contentHash"][:8]}…)</text>']
     for i, run in enumerate(runs):
         parts += panel(m + (i % cols) * (pw + gap), m + (i // cols) * (ph + gap), run)
     legend = [("fp16", "fp16"), ("KIVI", "KIVI-2/4/8"), ("CSR", "CSR, fixed sparsity, int8 coefficients"),
-              ("CSR err=", "CSR err= (error-targeted, cap 16/8, int8, guard=0)")]
+              ("CSR err=", "CSR err= (error-targeted, cap 16/8, int8, guard=0)"),
+              ("llama.cpp", "llama.cpp q8_0/q4_0 K+V (vs its own f16)")]
     for i, (fam, text) in enumerate(legend):
         color, shape = series[fam]
         x, y = m + (i % 2) * 380, H - 10 + 20 * (i // 2)
         parts.append(marker(shape, x, y - 4, color))
         parts.append(f'<text x="{x + 10}" y="{y}" font-size="12">{text}</text>')
-    x, y = m - 6, H + 30
+    x, y = m - 6, H + 10 + 20 * ((len(legend) + 1) // 2)
     parts.append(f'<path d="M{x},{y - 4} L{x + 12},{y - 4}" stroke="#2ca02c" stroke-width="2" stroke-dasharray="4,3"/>')
     parts.append(f'<text x="{x + 16}" y="{y}" font-size="12">issue 11 targets, a point must lie under the step: '
                  f'≤ 2 bits/ch within 10%, ≤ 3 within 3%, ≤ 5 within 1% of fp32 perplexity</text>')
@@ -394,6 +412,14 @@ def write_reports(args, info, units):
         run = load_run(run_path(args.out, text, ctx))
         if run and run["rows"]:
             run["requested"] = caches
+            lp = os.path.join(args.out, "frontier-runs", f"llama-{text}-ctx{ctx}.json")
+            if os.path.exists(lp):
+                with open(lp) as f:
+                    llama = json.load(f)
+                if llama["windows"] == run["windows"] and llama["tokens"] == run["tokens"]:
+                    run["llama"] = llama
+                else:
+                    log(f"{lp}: other windows than the CSR row set ({llama['windows']} of {llama['tokens']} tokens), left out")
             runs.append(run)
     if not runs:
         log("nothing measured yet: no report written")

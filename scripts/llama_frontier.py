@@ -52,14 +52,15 @@ def score(llama_cpp, type_name, windows, ctx):
     llm = llama_cpp.Llama(model_path=MODEL, n_ctx=ctx, n_batch=ctx // 2, n_ubatch=ctx // 2, n_threads=1,
                           n_threads_batch=1, logits_all=False, flash_attn=True, type_k=type_id, type_v=type_id,
                           n_gpu_layers=0, verbose=False)
-    first, per_window, t0 = ctx // 2, [], time.perf_counter()
+    first, per_window, t0, vocab = ctx // 2, [], time.perf_counter(), llm.n_vocab()
     for i, w in enumerate(windows):
         llm.reset()
         llm.eval(w[:first])
         nll = 0.0
         for j in range(first, ctx - 1):
             llm.eval([w[j]])
-            logits = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float64)
+            # Without logits_all, eval keeps no scores: the context's buffer holds the last token's logits.
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(vocab,)).astype(np.float64)
             top = logits.max()
             nll += top + math.log(np.exp(logits - top).sum()) - logits[w[j + 1]]
         per_window.append(nll / (ctx - 1 - first))

@@ -18,7 +18,7 @@ points into reports/frontier.{md,svg,json}. Progress goes to stderr.
   scripts/llama_frontier.py [--texts cfi-ch4 alice29 lcet10] [--windows N] [--types f16 q8_0 q4_0]
 
 --windows defaults to the windows of the text's CSR row set in OUT/frontier-runs (so the
-points share its windows), else 6. Needs llama-cpp-python (see README, "llama.cpp baseline").
+points share its windows), else 6. Needs llama-cpp-python (README, "Checked against llama.cpp").
 """
 import argparse
 import json
@@ -83,7 +83,7 @@ def main():
     try:
         import llama_cpp
     except ImportError:
-        sys.exit("error: llama-cpp-python is not installed (see README, 'llama.cpp baseline')")
+        sys.exit("error: llama-cpp-python is not installed (README, 'Checked against llama.cpp')")
     if not os.access(args.bin, os.X_OK):
         sys.exit(f"error: {args.bin} not found; build it first (make build)")
     if "f16" not in args.types:

@@ -89,18 +89,10 @@ struct CSRStreamView {
     func unpack(rows row0: Int, count n: Int, indices o: UnsafeMutablePointer<Int32>, weights w: UnsafeMutablePointer<Float>) {
         let s = sparsity, first = row0 * s, total = n * s, mask = (1 << width) - 1
         var k = 0, bit = first * width
-        // Four indices from one 8-byte read while they lie inside the index bytes (after a
-        // shift of at most 7 bits, 57 bits hold four of up to 14 bits), then one per read.
+        // Four indices per 8-byte read while they lie inside the index bytes, then one per read.
         if width <= 14 {
-            let w = UInt64(width)
             while k + 4 <= total && (bit >> 3) + 8 <= indexByteCount {
-                let word = UInt64(littleEndian: UnsafeRawPointer(indexBytes + (bit >> 3)).loadUnaligned(as: UInt64.self))
-                    >> UInt64(bit & 7)
-                let m = UInt64(mask)
-                o[k] = Int32(truncatingIfNeeded: word & m)
-                o[k + 1] = Int32(truncatingIfNeeded: (word >> w) & m)
-                o[k + 2] = Int32(truncatingIfNeeded: (word >> (2 * w)) & m)
-                o[k + 3] = Int32(truncatingIfNeeded: (word >> (3 * w)) & m)
+                readFour(atBit: bit, into: o + k)
                 k += 4
                 bit += 4 * width
             }
@@ -126,6 +118,20 @@ struct CSRStreamView {
         }
     }
 
+    /// Four consecutive indices starting at bit `bit`, from one 8-byte read: after a shift of
+    /// at most 7 bits, 57 bits hold four indices of up to 14 bits. The caller checks the
+    /// width and that the read stays inside the index bytes.
+    @inline(__always)
+    private func readFour(atBit bit: Int, into o: UnsafeMutablePointer<Int32>) {
+        let w = UInt64(width), mask = UInt64((1 << width) - 1)
+        let word = UInt64(littleEndian: UnsafeRawPointer(indexBytes + (bit >> 3)).loadUnaligned(as: UInt64.self))
+            >> UInt64(bit & 7)
+        o[0] = Int32(truncatingIfNeeded: word & mask)
+        o[1] = Int32(truncatingIfNeeded: (word >> w) & mask)
+        o[2] = Int32(truncatingIfNeeded: (word >> (2 * w)) & mask)
+        o[3] = Int32(truncatingIfNeeded: (word >> (3 * w)) & mask)
+    }
+
     /// `unpack` for the decode loops' common case, kept small enough to inline: a whole
     /// multiple of 4 pairs per row, indices of at most 14 bits, one 8-byte read per group, int8
     /// coefficients converted 8 at a time (the same products). Falls back to `unpack`
@@ -138,15 +144,9 @@ struct CSRStreamView {
         guard width <= 14, int8, s & 3 == 0, (lastBit >> 3) + 8 <= indexByteCount else {
             return unpack(rows: row0, count: n, indices: o, weights: w)
         }
-        let shift = UInt64(width), mask = UInt64((1 << width) - 1)
         var bit = first * width, k = 0
         repeat {
-            let word = UInt64(littleEndian: UnsafeRawPointer(indexBytes + (bit >> 3)).loadUnaligned(as: UInt64.self))
-                >> UInt64(bit & 7)
-            o[k] = Int32(truncatingIfNeeded: word & mask)
-            o[k + 1] = Int32(truncatingIfNeeded: (word >> shift) & mask)
-            o[k + 2] = Int32(truncatingIfNeeded: (word >> (2 * shift)) & mask)
-            o[k + 3] = Int32(truncatingIfNeeded: (word >> (3 * shift)) & mask)
+            readFour(atBit: bit, into: o + k)
             k += 4
             bit += 4 * width
         } while k < total

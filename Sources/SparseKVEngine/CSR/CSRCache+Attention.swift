@@ -472,34 +472,23 @@ struct Row64 {
         @inline(__always) func half(_ p: UnsafeRawPointer, _ i: Int) -> SIMD8<Float> {
             SIMD8<Float>(p.loadUnaligned(fromByteOffset: i * 16, as: SIMD8<Float16>.self))
         }
-        if m == 64 {
-            for k in 0..<s {
-                let c = SIMD8<Float>(repeating: w[k]), p = UnsafeRawPointer(atoms + Int(o[k]) * 64)
-                a0.addProduct(c, half(p, 0))
-                a1.addProduct(c, half(p, 1))
-                a2.addProduct(c, half(p, 2))
-                a3.addProduct(c, half(p, 3))
-                a4.addProduct(c, half(p, 4))
-                a5.addProduct(c, half(p, 5))
-                a6.addProduct(c, half(p, 6))
-                a7.addProduct(c, half(p, 7))
+        /// 32 channels (at `offset` in each row) summed over pairs k0 ..< k1.
+        @inline(__always)
+        func sum32(_ k0: Int, _ k1: Int, rowStride: Int, offset: Int)
+            -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
+            var x0 = SIMD8<Float>(), x1 = SIMD8<Float>(), x2 = SIMD8<Float>(), x3 = SIMD8<Float>()
+            for k in k0..<k1 {
+                let c = SIMD8<Float>(repeating: w[k]), p = UnsafeRawPointer(atoms + Int(o[k]) * rowStride + offset)
+                x0.addProduct(c, half(p, 0))
+                x1.addProduct(c, half(p, 1))
+                x2.addProduct(c, half(p, 2))
+                x3.addProduct(c, half(p, 3))
             }
-        } else {
-            for k in 0..<s {
-                let c = SIMD8<Float>(repeating: w[k]), p = UnsafeRawPointer(atoms + Int(o[k]) * 32)
-                a0.addProduct(c, half(p, 0))
-                a1.addProduct(c, half(p, 1))
-                a2.addProduct(c, half(p, 2))
-                a3.addProduct(c, half(p, 3))
-            }
-            for k in s..<2 * s {
-                let c = SIMD8<Float>(repeating: w[k]), p = UnsafeRawPointer(atoms + Int(o[k]) * 32)
-                a4.addProduct(c, half(p, 0))
-                a5.addProduct(c, half(p, 1))
-                a6.addProduct(c, half(p, 2))
-                a7.addProduct(c, half(p, 3))
-            }
+            return (x0, x1, x2, x3)
         }
+        // A 64-channel row as its two halves (as `Kernels.sumOfHalfRows`), or two 32-channel chunks.
+        (a0, a1, a2, a3) = sum32(0, s, rowStride: m, offset: 0)
+        (a4, a5, a6, a7) = m == 64 ? sum32(0, s, rowStride: 64, offset: 32) : sum32(s, 2 * s, rowStride: 32, offset: 0)
     }
 
     /// RoPE from the position's 32 (cos, sin) pairs, as `CSRAttentionSource.rotate`.

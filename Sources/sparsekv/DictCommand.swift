@@ -64,7 +64,7 @@ struct DictInfoCommand: ParsableCommand {
         print("content hash \(d.contentHash)")
         print("model        \(d.model.name) (\(d.model.architecture), \(d.model.layerCount) layers, \(d.model.kvHeads) KV heads of \(d.model.headDim))")
         print("fingerprint  \(d.model.fingerprint)")
-        print("atoms        \(d.atomByteCount / 1024) KiB in memory (fp32), per node")
+        print("atoms        \(d.atomByteCount / 1024) KiB in memory (fp32) on a node that serves every layer (a worker makes only its layers' groups)")
         if let m = d.keyMetric {
             print(String(format: "key metric   query: RoPE pairs weighted by query energy per (layer, KV head), weights %.4f to %.2f (format 3)",
                          info.keyMetric.minWeight ?? 0, info.keyMetric.maxWeight ?? 0))

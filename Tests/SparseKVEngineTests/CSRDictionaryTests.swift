@@ -31,6 +31,31 @@ import Testing
         #expect(other.contentHash != d.contentHash)
     }
 
+    /// A loaded dictionary makes a group's fp32 atoms on first use only (a worker pays for
+    /// its own layers' groups), and they are the ones an eager load made.
+    @Test func loadedGroupsMakeTheirDictionaryOnFirstUse() throws {
+        let d = try sample()
+        let path = temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try d.write(to: path)
+        let e = try CSRDictionary.load(path: path)
+        let madeAtLoad = (e.keys.groups + e.values.groups).filter(\.dictionaryIsMade).count
+        #expect(madeAtLoad == 0)
+        #expect(e.atomByteCount == d.atomByteCount && e.keys.atomCount == 512)
+        // A cache over layer 1 makes the groups of layer 1 only.
+        let codec = try CSRCodec(dictionary: e, settings: CSRSettings(keySparsity: 2, valueSparsity: 2))
+        let geometry = KVCacheGeometry(layers: 1..<2, kvHeads: F.geometry.kvHeads, headDim: F.d, capacity: 16)
+        let cache = CSRCache(geometry: geometry, rope: F.rope, codec: codec)
+        let k = F.rows(4, seed: 5), v = F.rows(4, seed: 6)
+        try cache.append(layer: 1, keys: k, values: v, count: 4)
+        #expect(cache.tokenCount == 4)
+        #expect(e.keys.groups.map(\.dictionaryIsMade) == [false, true])
+        #expect(e.values.groups.map(\.dictionaryIsMade) == [false, true])
+        #expect(e.keys.groups[1].dictionary.atoms == d.keys.groups[1].dictionary.atoms)
+        #expect(e.keys.groups[0].dictionary.atoms == d.keys.groups[0].dictionary.atoms)
+        #expect(e.keys.groups[0].dictionaryIsMade)
+    }
+
     @Test func corruptFilesAreRejected() throws {
         let d = try sample()
         let path = temporaryPath()

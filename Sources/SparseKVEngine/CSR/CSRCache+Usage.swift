@@ -5,8 +5,8 @@ extension CSRCache {
     /// layers outside the cache count nothing.
     public func atomUsage() -> (keys: [[Int]], values: [[Int]]) {
         let dict = codec.dictionary
-        var keys = dict.keys.groups.map { [Int](repeating: 0, count: $0.dictionary.atomCount + 1) }
-        var values = dict.values.groups.map { [Int](repeating: 0, count: $0.dictionary.atomCount + 1) }
+        var keys = dict.keys.groups.map { [Int](repeating: 0, count: $0.atomCount + 1) }
+        var values = dict.values.groups.map { [Int](repeating: 0, count: $0.atomCount + 1) }
         for (s, layer) in geometry.layers.enumerated() {
             for (stream, group, isKey) in [(keyStreams[s], dict.keys.group(ofLayer: layer), true),
                                            (valueStreams[s], dict.values.group(ofLayer: layer), false)] {

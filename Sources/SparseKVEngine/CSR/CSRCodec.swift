@@ -30,8 +30,8 @@ public final class CSRCodec: @unchecked Sendable {
         }
         // Check now what building an encoder could refuse later.
         for (part, s) in [(dictionary.keys, settings.keySparsity), (dictionary.values, settings.valueSparsity)] {
-            for g in part.groups where g.dictionary.gramByteCount > SparseDictionary.maxGramBytes {
-                throw CSRError.badSettings("a dictionary group of \(g.dictionary.atomCount) atoms is too large to encode with")
+            for g in part.groups where g.atomCount * g.atomCount * MemoryLayout<Float>.size > SparseDictionary.maxGramBytes {
+                throw CSRError.badSettings("a dictionary group of \(g.atomCount) atoms is too large to encode with")
             }
             guard s >= 1, s <= PackedCodes.maxSparsity,
                   settings.algorithm == .matchingPursuit || s <= part.atomCount

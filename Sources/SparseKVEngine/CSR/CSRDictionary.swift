@@ -38,9 +38,14 @@ public struct CSRDictionary: Sendable {
     }
 
     /// One dictionary shared by adjacent layers.
+    ///
+    /// A group read from a file keeps its fp16 atoms and makes the fp32 dictionary (what the
+    /// encoder and training use) on first use, so a worker holds fp32 atoms only for the
+    /// groups of its own layers.
     public struct Group: Sendable {
         public let layers: Range<Int>
-        public let dictionary: SparseDictionary
+        /// N and m of the group's dictionary.
+        public let atomCount: Int, dimension: Int
         /// Mean squared error per element on the training and held-out vectors at the end
         /// of training (nil when not trained here).
         public var trainMSE: Double?
@@ -48,24 +53,67 @@ public struct CSRDictionary: Sendable {
         /// (N, m) the atoms as stored: fp16 bit patterns. The dictionary is made from
         /// these, and the content hash covers them.
         let storedAtoms: [UInt16]
+        private let made: MadeOnFirstUse
+
+        /// The group's dictionary: the trained one, or the stored atoms normalised as
+        /// every dictionary is (made on first use and kept).
+        public var dictionary: SparseDictionary {
+            made.value {
+                // `init(layers:storedAtoms:...)` made this once already, so it cannot fail here.
+                try! SparseDictionary(atoms: storedAtoms.map { Float(Float16(bitPattern: $0)) },
+                                      atomCount: atomCount, dimension: dimension)
+            }
+        }
 
         public init(layers: Range<Int>, dictionary: SparseDictionary, trainMSE: Double? = nil, testMSE: Double? = nil) {
             self.layers = layers
-            self.dictionary = dictionary
+            atomCount = dictionary.atomCount
+            dimension = dictionary.dimension
             self.trainMSE = trainMSE
             self.testMSE = testMSE
             storedAtoms = dictionary.atoms.map { Float16($0).bitPattern }
+            made = MadeOnFirstUse(dictionary)
         }
 
-        /// A group from its stored fp16 atoms, normalised as every dictionary is.
+        /// A group from its stored fp16 atoms. They are checked now (the dictionary is made
+        /// once and dropped); the dictionary itself waits for its first use.
         init(layers: Range<Int>, storedAtoms: [UInt16], atomCount: Int, dimension: Int,
              trainMSE: Double?, testMSE: Double?) throws {
             self.layers = layers
             self.storedAtoms = storedAtoms
-            dictionary = try SparseDictionary(atoms: storedAtoms.map { Float(Float16(bitPattern: $0)) },
-                                              atomCount: atomCount, dimension: dimension)
+            self.atomCount = atomCount
+            self.dimension = dimension
+            _ = try SparseDictionary(atoms: storedAtoms.map { Float(Float16(bitPattern: $0)) },
+                                     atomCount: atomCount, dimension: dimension)
             self.trainMSE = trainMSE
             self.testMSE = testMSE
+            made = MadeOnFirstUse(nil)
+        }
+
+        /// Whether the fp32 dictionary has been made (tests).
+        var dictionaryIsMade: Bool { made.isMade }
+
+        /// Holds a group's dictionary once made; copies of the group share it.
+        private final class MadeOnFirstUse: @unchecked Sendable {
+            private let lock = NSLock()
+            private var dictionary: SparseDictionary?
+
+            init(_ dictionary: SparseDictionary?) { self.dictionary = dictionary }
+
+            var isMade: Bool {
+                lock.lock()
+                defer { lock.unlock() }
+                return dictionary != nil
+            }
+
+            func value(_ make: () -> SparseDictionary) -> SparseDictionary {
+                lock.lock()
+                defer { lock.unlock() }
+                if let dictionary { return dictionary }
+                let d = make()
+                dictionary = d
+                return d
+            }
         }
     }
 
@@ -90,7 +138,7 @@ public struct CSRDictionary: Sendable {
         public func group(ofLayer layer: Int) -> Int { groupOfLayer[layer] }
         public func dictionary(forLayer layer: Int) -> SparseDictionary { groups[groupOfLayer[layer]].dictionary }
         /// N, the atoms of each group's dictionary (the same for every group).
-        public var atomCount: Int { groups.first?.dictionary.atomCount ?? 0 }
+        public var atomCount: Int { groups.first?.atomCount ?? 0 }
     }
 
     public let model: ModelInfo
@@ -161,16 +209,15 @@ public struct CSRDictionary: Sendable {
                 throw CSRError.badSettings("\(what) groups must cover layers 0..<\(model.layerCount) in order")
             }
             next = g.layers.upperBound
-            guard g.dictionary.dimension == model.headDim / part.chunks,
-                  g.dictionary.atomCount == part.groups[0].dictionary.atomCount
+            guard g.dimension == model.headDim / part.chunks, g.atomCount == part.groups[0].atomCount
             else { throw CSRError.badSettings("\(what) group \(g.layers) has atoms of another size") }
         }
         guard next == model.layerCount else {
             throw CSRError.badSettings("\(what) groups cover \(next) layers, the model has \(model.layerCount)")
         }
         return Part(chunks: part.chunks, groups: try part.groups.map { g in
-            try Group(layers: g.layers, storedAtoms: g.storedAtoms, atomCount: g.dictionary.atomCount,
-                      dimension: g.dictionary.dimension, trainMSE: g.trainMSE, testMSE: g.testMSE)
+            try Group(layers: g.layers, storedAtoms: g.storedAtoms, atomCount: g.atomCount,
+                      dimension: g.dimension, trainMSE: g.trainMSE, testMSE: g.testMSE)
         })
     }
 
@@ -184,7 +231,7 @@ public struct CSRDictionary: Sendable {
         for (name, part) in [("k", keys), ("v", values)] {
             add("\(name) \(part.chunks) \(part.groups.count)")
             for g in part.groups {
-                add("\(g.layers.lowerBound) \(g.layers.upperBound) \(g.dictionary.atomCount) \(g.dictionary.dimension)")
+                add("\(g.layers.lowerBound) \(g.layers.upperBound) \(g.atomCount) \(g.dimension)")
                 g.storedAtoms.withUnsafeBytes { h.update(bufferPointer: $0) }
             }
         }
@@ -206,9 +253,10 @@ public struct CSRDictionary: Sendable {
         }
     }
 
-    /// Bytes the offline atoms take in memory as fp32 (reported once per node).
+    /// Bytes the offline atoms of every group take in memory as fp32 (reported once per
+    /// node; a worker makes only its own layers' groups).
     public var atomByteCount: Int {
-        (keys.groups + values.groups).reduce(0) { $0 + $1.dictionary.atoms.count * 4 }
+        (keys.groups + values.groups).reduce(0) { $0 + $1.atomCount * $1.dimension * 4 }
     }
 
     // MARK: - GGUF file
@@ -260,7 +308,7 @@ public struct CSRDictionary: Sendable {
             w.set("csr.\(name).train_mse", floats: part.groups.map { Float($0.trainMSE ?? .nan) })
             w.set("csr.\(name).test_mse", floats: part.groups.map { Float($0.testMSE ?? .nan) })
             for (i, g) in part.groups.enumerated() {
-                try w.addTensor(name: "csr.\(name).\(i)", shape: [g.dictionary.dimension, g.dictionary.atomCount],
+                try w.addTensor(name: "csr.\(name).\(i)", shape: [g.dimension, g.atomCount],
                                 type: .f16, bytes: g.storedAtoms.withUnsafeBytes { Array($0) })
             }
         }

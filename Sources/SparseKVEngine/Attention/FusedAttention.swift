@@ -121,17 +121,18 @@ enum FusedAttention {
         let span = (total + parts - 1) / parts, rows = n * group, width = src.accumulatorWidth
         let unitFloats = rows * span + 2 * rows + rows * width + 2 * blockPositions * d
         let units = kvHeads * parts
-        let buffers = UnsafeMutablePointer<Float>.allocate(capacity: units * unitFloats)
-        defer { buffers.deallocate() }
-        let job = DecodeJob(src: src, q: q, n: n, start: start, group: group, qDim: heads * d, d: d, scale: scale,
-                            parts: parts, total: total, buffers: buffers, unitFloats: unitFloats, span: span,
-                            rows: rows, width: width)
-        if units == 1 || threads == 1 {
-            for u in 0..<units { job.run(unit: u) }
-        } else {
-            ComputePool.shared.perform(iterations: units, threads: threads) { job.run(unit: $0) }
+        // Reused across steps: a fresh block of this size would be an mmap and munmap per layer.
+        ScratchPool.shared.withFloats(units * unitFloats) { buffers in
+            let job = DecodeJob(src: src, q: q, n: n, start: start, group: group, qDim: heads * d, d: d, scale: scale,
+                                parts: parts, total: total, buffers: buffers, unitFloats: unitFloats, span: span,
+                                rows: rows, width: width)
+            if units == 1 || threads == 1 {
+                for u in 0..<units { job.run(unit: u) }
+            } else {
+                ComputePool.shared.perform(iterations: units, threads: threads) { job.run(unit: $0) }
+            }
+            for g in 0..<kvHeads { job.merge(head: g, into: out) }
         }
-        for g in 0..<kvHeads { job.merge(head: g, into: out) }
     }
 
     // MARK: - Prefill

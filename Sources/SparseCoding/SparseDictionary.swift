@@ -93,7 +93,10 @@ public struct SparseDictionary: Sendable {
     }
 
     /// Bytes the Gram matrix takes once computed: N * N * 4.
-    public var gramByteCount: Int { atomCount * atomCount * MemoryLayout<Float>.size }
+    public var gramByteCount: Int { Self.gramByteCount(atomCount: atomCount) }
+
+    /// Bytes of the Gram matrix of a dictionary of `atomCount` atoms.
+    public static func gramByteCount(atomCount: Int) -> Int { atomCount * atomCount * MemoryLayout<Float>.size }
 
     /// The Gram matrix G = D D^T, (N, N) row-major: G[i, j] = <d_i, d_j>. Computed with one
     /// sgemm on first use and kept for the lifetime of the dictionary.

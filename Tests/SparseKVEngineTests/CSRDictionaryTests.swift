@@ -15,12 +15,17 @@ import Testing
                          values: SparseDictionary(randomAtomCount: 32, dimension: 8, seed: 2), split: true)
     }
 
-    @Test func fileRoundTripKeepsAtomsAndHash() throws {
-        let d = try sample()
+    /// `d` written to a temporary file and loaded back.
+    func writtenAndLoaded(_ d: CSRDictionary) throws -> CSRDictionary {
         let path = temporaryPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
         try d.write(to: path)
-        let e = try CSRDictionary.load(path: path)
+        return try CSRDictionary.load(path: path)
+    }
+
+    @Test func fileRoundTripKeepsAtomsAndHash() throws {
+        let d = try sample()
+        let e = try writtenAndLoaded(d)
         #expect(e.contentHash == d.contentHash && e.contentHash.count == 64)
         #expect(e.keys.groups.map(\.layers) == [0..<1, 1..<2] && e.values.chunks == 2)
         #expect(e.keys.groups[1].dictionary.atoms == d.keys.groups[1].dictionary.atoms)
@@ -35,10 +40,7 @@ import Testing
     /// its own layers' groups), and they are the ones an eager load made.
     @Test func loadedGroupsMakeTheirDictionaryOnFirstUse() throws {
         let d = try sample()
-        let path = temporaryPath()
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        try d.write(to: path)
-        let e = try CSRDictionary.load(path: path)
+        let e = try writtenAndLoaded(d)
         let madeAtLoad = (e.keys.groups + e.values.groups).filter(\.dictionaryIsMade).count
         #expect(madeAtLoad == 0)
         #expect(e.atomByteCount == d.atomByteCount && e.keys.atomCount == 512)

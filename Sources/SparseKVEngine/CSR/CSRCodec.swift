@@ -30,7 +30,7 @@ public final class CSRCodec: @unchecked Sendable {
         }
         // Check now what building an encoder could refuse later.
         for (part, s) in [(dictionary.keys, settings.keySparsity), (dictionary.values, settings.valueSparsity)] {
-            for g in part.groups where g.atomCount * g.atomCount * MemoryLayout<Float>.size > SparseDictionary.maxGramBytes {
+            for g in part.groups where SparseDictionary.gramByteCount(atomCount: g.atomCount) > SparseDictionary.maxGramBytes {
                 throw CSRError.badSettings("a dictionary group of \(g.atomCount) atoms is too large to encode with")
             }
             guard s >= 1, s <= PackedCodes.maxSparsity,

@@ -58,11 +58,8 @@ public struct CSRDictionary: Sendable {
         /// The group's dictionary: the trained one, or the stored atoms normalised as
         /// every dictionary is (made on first use and kept).
         public var dictionary: SparseDictionary {
-            made.value {
-                // `init(layers:storedAtoms:...)` made this once already, so it cannot fail here.
-                try! SparseDictionary(atoms: storedAtoms.map { Float(Float16(bitPattern: $0)) },
-                                      atomCount: atomCount, dimension: dimension)
-            }
+            // `init(layers:storedAtoms:...)` made it once already, so it cannot fail here.
+            made.value { try! Self.dictionary(storedAtoms: storedAtoms, atomCount: atomCount, dimension: dimension) }
         }
 
         public init(layers: Range<Int>, dictionary: SparseDictionary, trainMSE: Double? = nil, testMSE: Double? = nil) {
@@ -83,11 +80,16 @@ public struct CSRDictionary: Sendable {
             self.storedAtoms = storedAtoms
             self.atomCount = atomCount
             self.dimension = dimension
-            _ = try SparseDictionary(atoms: storedAtoms.map { Float(Float16(bitPattern: $0)) },
-                                     atomCount: atomCount, dimension: dimension)
+            _ = try Self.dictionary(storedAtoms: storedAtoms, atomCount: atomCount, dimension: dimension)
             self.trainMSE = trainMSE
             self.testMSE = testMSE
             made = MadeOnFirstUse(nil)
+        }
+
+        /// The dictionary of fp16 atoms, normalised as every dictionary is.
+        private static func dictionary(storedAtoms: [UInt16], atomCount: Int, dimension: Int) throws -> SparseDictionary {
+            try SparseDictionary(atoms: storedAtoms.map { Float(Float16(bitPattern: $0)) }, atomCount: atomCount,
+                                 dimension: dimension)
         }
 
         /// Whether the fp32 dictionary has been made (tests).

@@ -179,6 +179,39 @@ enum CSRFixture {
         #expect(try a.serialize(layers: 0..<2) == b.serialize(layers: 0..<2))
     }
 
+    /// A decode step's rows coded on two threads are stored as a serial append stores them,
+    /// with every storage option the coding feeds (int8, guard, error targeting).
+    @Test func decodeStepCodedOnTwoThreadsStoresTheSerialCodes() throws {
+        let tweaks: [(inout CSRSettings) -> Void] = [
+            { $0.keySparsity = 3 },
+            { $0.keySparsity = 4; $0.valueSparsity = 2; $0.coefficients = .int8; $0.guardFraction = 0.2; $0.guardError = 0.3 },
+            { $0.keySparsity = 5; $0.valueSparsity = 3; $0.errorBudget = 0.2 },
+        ]
+        for (i, tweak) in tweaks.enumerated() {
+            let codec = try F.randomCodec(atoms: 60, seed: 40 + UInt64(i), tweak)
+            let together = codec.makeCache(geometry: F.geometry, rope: F.rope)
+            let serial = codec.makeCache(geometry: F.geometry, rope: F.rope)
+            let w = F.geometry.rowWidth, k = F.rows(9, seed: 50), v = F.rows(9, seed: 51)
+            for (t, n) in [(0, 1), (1, 3), (4, 1), (5, 4)] {
+                try k.withUnsafeBufferPointer { kp in
+                    try v.withUnsafeBufferPointer { vp in
+                        let kr = kp.baseAddress! + t * w, vr = vp.baseAddress! + t * w
+                        try CSRCache.appendCodedTogether(together.keyStreams[0], kr, together.valueStreams[0], vr,
+                                                         width: n * w, threads: 2)
+                        try serial.keyStreams[0].append(kr, count: n * w / F.d)
+                        try serial.valueStreams[0].append(vr, count: n * w / (F.d / 2))
+                    }
+                }
+            }
+            for (a, b) in [(together.keyStreams[0], serial.keyStreams[0]), (together.valueStreams[0], serial.valueStreams[0])] {
+                #expect(a.rows == b.rows && a.rows > 0)
+                #expect(a.indexBytes == b.indexBytes)
+                #expect(a.coefficients16 == b.coefficients16 && a.coefficients8 == b.coefficients8 && a.scales == b.scales)
+                #expect(a.guardRows == b.guardRows && a.guardValues == b.guardValues && a.pairCounts == b.pairCounts)
+            }
+        }
+    }
+
     @Test func guardBankKeepsTheWorstVectorsExactly() throws {
         // One random atom per vector fits badly; guard everything above 1% error.
         let codec = try F.randomCodec(atoms: 8, seed: 26) { $0.keySparsity = 1; $0.guardFraction = 1; $0.guardError = 0.01 }

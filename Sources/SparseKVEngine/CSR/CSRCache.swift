@@ -76,10 +76,50 @@ public final class CSRCache: KVCache {
             keys.withUnsafeMutableBufferPointer { CSRKeyMetric.scaleRows($0.baseAddress!, rows: n, by: scales) }
         }
         // (n, kvHeads, headDim) is (n * kvHeads * s_n, headDim / s_n): rows in (token, head, chunk) order.
-        try keys.withUnsafeBufferPointer { try keyStreams[s].append($0.baseAddress!, count: n * width / keyStreams[s].m) }
-        try valueStreams[s].append(v, count: n * width / valueStreams[s].m)
+        let ks = keyStreams[s], vs = valueStreams[s]
+        if n <= FusedAttention.decodeTokens && ComputeThreads.count > 1 && ks.codesApart && vs.codesApart {
+            try keys.withUnsafeBufferPointer {
+                try Self.appendCodedTogether(ks, $0.baseAddress!, vs, v, width: n * width, threads: ComputeThreads.count)
+            }
+        } else {
+            try keys.withUnsafeBufferPointer { try ks.append($0.baseAddress!, count: n * width / ks.m) }
+            try vs.append(v, count: n * width / vs.m)
+        }
         pending[s] = (start, n, keys, Array(UnsafeBufferPointer(start: v, count: n * width)))
         counts[s] = start + n
+    }
+
+    /// A decode step's keys and values (`width` floats each) coded on the compute threads,
+    /// then stored. The pursuit is most of an append's time and would otherwise keep the
+    /// other threads idle between the step's products: its rows are shared out as units of
+    /// one key row or a few value rows. A row's pairs do not depend on the rows coded with
+    /// it, so the codes are the ones a serial append stores.
+    static func appendCodedTogether(_ ks: CSRCodeStream, _ k: UnsafePointer<Float>, _ vs: CSRCodeStream,
+                                    _ v: UnsafePointer<Float>, width: Int, threads: Int) throws {
+        let keyRows = width / ks.m, valueRows = width / vs.m
+        var ki = [UInt16](repeating: 0, count: keyRows * ks.sparsity), kc = [Float](repeating: 0, count: keyRows * ks.sparsity)
+        var vi = [UInt16](repeating: 0, count: valueRows * vs.sparsity), vc = [Float](repeating: 0, count: valueRows * vs.sparsity)
+        let perValueUnit = max(1, (valueRows + 1) / 2)
+        let units = keyRows + (valueRows + perValueUnit - 1) / perValueUnit
+        let keyEncoder = try ks.pursuitEncoder(), valueEncoder = try vs.pursuitEncoder()
+        ki.withUnsafeMutableBufferPointer { kip in
+            kc.withUnsafeMutableBufferPointer { kcp in
+                vi.withUnsafeMutableBufferPointer { vip in
+                    vc.withUnsafeMutableBufferPointer { vcp in
+                        let keys = CodingJob(encoder: keyEncoder, vectors: k, indices: kip.baseAddress!, coefficients: kcp.baseAddress!)
+                        let values = CodingJob(encoder: valueEncoder, vectors: v, indices: vip.baseAddress!,
+                                               coefficients: vcp.baseAddress!)
+                        ComputePool.shared.perform(iterations: units, threads: threads) { u in
+                            if u < keyRows { return keys.code(rows: u..<u + 1) }
+                            let r0 = (u - keyRows) * perValueUnit
+                            values.code(rows: r0..<min(valueRows, r0 + perValueUnit))
+                        }
+                    }
+                }
+            }
+        }
+        try ks.append(k, count: keyRows, coded: &ki, &kc)
+        try vs.append(v, count: valueRows, coded: &vi, &vc)
     }
 
     // MARK: - Reading
@@ -185,5 +225,20 @@ public final class CSRCache: KVCache {
             pending[s] = nil
             counts[s] = count
         }
+    }
+}
+
+/// One stream's part of ``CSRCache/appendCodedTogether``. Safe to send: the encoder and
+/// the vectors are only read, and each unit writes only its own rows' pairs.
+private struct CodingJob: @unchecked Sendable {
+    let encoder: MatchingPursuitEncoder
+    /// (rows, m) in, (rows, s) out
+    let vectors: UnsafePointer<Float>
+    let indices: UnsafeMutablePointer<UInt16>, coefficients: UnsafeMutablePointer<Float>
+
+    func code(rows r: Range<Int>) {
+        let m = encoder.dictionary.dimension, s = encoder.options.sparsity
+        encoder.encode(count: r.count, vectors: vectors + r.lowerBound * m, indices: indices + r.lowerBound * s,
+                       coefficients: coefficients + r.lowerBound * s)
     }
 }

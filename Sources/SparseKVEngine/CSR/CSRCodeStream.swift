@@ -105,7 +105,7 @@ final class CSRCodeStream {
     /// Codes `count` rows (count, m) and appends them.
     func append(_ x: UnsafePointer<Float>, count: Int) throws {
         guard count > 0 else { return }
-        if rows == 0 && onlineBudget > 0 && onlineAtoms.isEmpty { try chooseOnlineAtoms(x, count: count) }
+        if !codesApart { try chooseOnlineAtoms(x, count: count) }
         let s = sparsity
         var idx = [UInt16](repeating: 0, count: count * s)  // (count, s)
         var coef = [Float](repeating: 0, count: count * s)  // (count, s)
@@ -115,6 +115,23 @@ final class CSRCodeStream {
                 encoder.encode(count: count, vectors: x, indices: ip.baseAddress!, coefficients: cp.baseAddress!)
             }
         }
+        try append(x, count: count, coded: &idx, &coef)
+    }
+
+    /// Whether rows can be coded apart from ``append(_:count:coded:_:)``, with
+    /// ``pursuitEncoder()``: always, except before the first append of a session with an
+    /// online budget, which chooses the online atoms from that append's rows.
+    var codesApart: Bool { !(rows == 0 && onlineBudget > 0 && onlineAtoms.isEmpty) }
+
+    /// The encoder whose pairs `append` stores. Reading it changes nothing, so several
+    /// threads may code disjoint rows with it at once (when ``codesApart``).
+    func pursuitEncoder() throws -> MatchingPursuitEncoder { try encoder() }
+
+    /// Appends `count` rows (count, m) whose pursuit pairs `idx` and `coef` (count, s) came
+    /// from ``pursuitEncoder()`` (error targeting, storage and the guard happen here).
+    func append(_ x: UnsafePointer<Float>, count: Int, coded idx: inout [UInt16], _ coef: inout [Float]) throws {
+        let s = sparsity
+        precondition(idx.count == count * s && coef.count == count * s, "pairs of \(count) rows expected")
         codedIndexCache = nil
         if let budget = errorBudget {
             try appendTargeted(x, count: count, budget: budget, indices: &idx, coefficients: &coef)

@@ -246,9 +246,9 @@ public struct MatchingPursuitEncoder: Sendable {
         let chunks = (count + chunk - 1) / chunk
         let corr = UnsafeMutablePointer<Float>.allocate(capacity: workers * chunk * n)
         defer { corr.deallocate() }
-        // Without a kept Gram matrix: one for this call when the batch repays it (or OMP
-        // needs it), else Gram rows on demand.
-        let transient: [Float]? = gram == nil && (options.algorithm == .orthogonal || count * s >= n)
+        // Without a kept Gram matrix: one for this call when the batch repays it, else Gram
+        // rows on demand.
+        let transient: [Float]? = gram == nil && count * s >= n
             ? (try? dictionary.uncachedGram()) : nil
         dictionary.atoms.withUnsafeBufferPointer { d in
             (gram ?? transient ?? []).withUnsafeBufferPointer { g in
@@ -280,11 +280,13 @@ public struct MatchingPursuitEncoder: Sendable {
             ints = i
             scratch = PursuitKernels.OMPScratch(floats: f, ints: i, atomCount: n, sparsity: s)
         }
-        // Without a Gram matrix the batch is small (fewer than N / s rows): no BLAS, and the
-        // rows step together, (chunk, N) Gram rows, (chunk, m) chosen atoms, (chunk) next atoms.
-        let gramRows: UnsafeMutablePointer<Float>? = shared.gram == nil ? .allocate(capacity: chunk * n) : nil
-        let chosen: UnsafeMutablePointer<Float>? = shared.gram == nil ? .allocate(capacity: chunk * m) : nil
-        let best: UnsafeMutablePointer<Int>? = shared.gram == nil ? .allocate(capacity: chunk) : nil
+        // Without a Gram matrix the batch is small (fewer than N / s rows): no BLAS. MP's
+        // rows step together, (chunk, N) Gram rows, (chunk, m) chosen atoms, (chunk) next
+        // atoms; OMP takes each row's Gram rows on demand, (onDemandRows, N) and their atoms.
+        let omp = options.algorithm == .orthogonal, rowCount = omp ? PursuitKernels.OMPScratch.onDemandRows(sparsity: s) : chunk
+        let gramRows: UnsafeMutablePointer<Float>? = shared.gram == nil ? .allocate(capacity: rowCount * n) : nil
+        let chosen: UnsafeMutablePointer<Float>? = shared.gram == nil && !omp ? .allocate(capacity: chunk * m) : nil
+        let best: UnsafeMutablePointer<Int>? = shared.gram == nil ? .allocate(capacity: rowCount) : nil
         defer {
             floats?.deallocate()
             ints?.deallocate()
@@ -308,18 +310,21 @@ public struct MatchingPursuitEncoder: Sendable {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(n), Int32(m),
                             1, shared.vectors + start * m, Int32(m), shared.atoms, Int32(m), 0, corr, Int32(n))
             }
-            let gramRow = gramRows
             for r in 0..<rows {
                 let b = start + r, row = corr + r * n
                 let idx = shared.indices + b * s, coef = shared.coefficients + b * s
-                if let gramRow {
-                    PursuitKernels.matchingPursuit(corr: row, atoms: shared.atoms, dimension: m, gramRow: gramRow,
-                                                   atomCount: n, sparsity: s, indices: idx, coefficients: coef,
-                                                   observer: observe?(b, row))
-                } else if let scratch, let gram = shared.gram {
+                if let scratch, let gram = shared.gram {
                     PursuitKernels.orthogonalMatchingPursuit(corr: row, gram: gram, atomCount: n, sparsity: s,
                                                              indices: idx, coefficients: coef, scratch: scratch,
                                                              observer: observe?(b, row))
+                } else if let scratch, let gramRows, let best {
+                    PursuitKernels.orthogonalMatchingPursuit(corr: row, atoms: shared.atoms, dimension: m, rows: gramRows,
+                                                             rowAtoms: best, atomCount: n, sparsity: s, indices: idx,
+                                                             coefficients: coef, scratch: scratch, observer: observe?(b, row))
+                } else if let gramRow = gramRows {
+                    PursuitKernels.matchingPursuit(corr: row, atoms: shared.atoms, dimension: m, gramRow: gramRow,
+                                                   atomCount: n, sparsity: s, indices: idx, coefficients: coef,
+                                                   observer: observe?(b, row))
                 } else if let gram = shared.gram {
                     PursuitKernels.matchingPursuit(corr: row, gram: gram, atomCount: n, sparsity: s,
                                                    indices: idx, coefficients: coef, observer: observe?(b, row))

@@ -84,6 +84,9 @@ enum PursuitKernels {
         static func floatCount(atomCount n: Int, sparsity s: Int) -> Int { n + s * s + s }
         static func intCount(sparsity s: Int) -> Int { s + excludedCapacity(sparsity: s) }
         static func excludedCapacity(sparsity s: Int) -> Int { 4 * s + 16 }
+        /// Gram rows one vector's OMP without a Gram matrix can need: every atom it chooses
+        /// or skips.
+        static func onDemandRows(sparsity s: Int) -> Int { s + excludedCapacity(sparsity: s) }
 
         init(floats: UnsafeMutablePointer<Float>, ints: UnsafeMutablePointer<Int>, atomCount n: Int, sparsity s: Int) {
             corr0 = floats
@@ -107,6 +110,43 @@ enum PursuitKernels {
                                           sparsity s: Int, indices: UnsafeMutablePointer<UInt16>,
                                           coefficients: UnsafeMutablePointer<Float>, scratch: OMPScratch,
                                           observer: Observer?) {
+        orthogonalMatchingPursuit(corr: corr, atomCount: n, sparsity: s, indices: indices, coefficients: coefficients,
+                                  scratch: scratch, observer: observer) { gram + $0 * n }
+    }
+
+    /// `orthogonalMatchingPursuit` without a Gram matrix, for a few vectors (a decoded
+    /// token's): the Gram row of every atom the steps look at, chosen or only considered,
+    /// is computed once per vector into `rows` when first needed, with the arithmetic of
+    /// ``correlate``. Costs about one pass over the dictionary per chosen atom, as MP does,
+    /// instead of the N x N Gram matrix.
+    ///
+    /// - Parameters:
+    ///   - rows: (``OMPScratch/onDemandRows(sparsity:)``, N) work space.
+    ///   - rowAtoms: (``OMPScratch/onDemandRows(sparsity:)``) work space.
+    static func orthogonalMatchingPursuit(corr: UnsafeMutablePointer<Float>, atoms: UnsafePointer<Float>, dimension m: Int,
+                                          rows: UnsafeMutablePointer<Float>, rowAtoms: UnsafeMutablePointer<Int>,
+                                          atomCount n: Int, sparsity s: Int, indices: UnsafeMutablePointer<UInt16>,
+                                          coefficients: UnsafeMutablePointer<Float>, scratch: OMPScratch,
+                                          observer: Observer?) {
+        var held = 0
+        orthogonalMatchingPursuit(corr: corr, atomCount: n, sparsity: s, indices: indices, coefficients: coefficients,
+                                  scratch: scratch, observer: observer) { a in
+            for i in 0..<held where rowAtoms[i] == a { return UnsafePointer(rows + i * n) }
+            precondition(held < OMPScratch.onDemandRows(sparsity: s), "OMP looked at more atoms than it can choose or skip")
+            let row = rows + held * n
+            correlate(atoms: atoms, atomCount: n, dimension: m, rows: atoms + a * m, rowCount: 1, into: row)
+            rowAtoms[held] = a
+            held += 1
+            return UnsafePointer(row)
+        }
+    }
+
+    /// The OMP steps, with `gramRow(j)` giving atom j's Gram row (N floats).
+    @inline(__always)
+    private static func orthogonalMatchingPursuit(corr: UnsafeMutablePointer<Float>, atomCount n: Int, sparsity s: Int,
+                                                  indices: UnsafeMutablePointer<UInt16>,
+                                                  coefficients: UnsafeMutablePointer<Float>, scratch: OMPScratch,
+                                                  observer: Observer?, gramRow: (Int) -> UnsafePointer<Float>) {
         let corr0 = scratch.corr0, chol = scratch.chol, sel = scratch.selected, w = scratch.work
         corr0.update(from: corr, count: n)
         var k = 0, excludedCount = 0
@@ -115,9 +155,9 @@ enum PursuitKernels {
             let peak = corr[best]
             guard peak != 0, peak.isFinite else { break }
             // Grow the Cholesky factor: L w = G[S, best], d^2 = G[best, best] - |w|^2.
-            for j in 0..<k { w[j] = gram[sel[j] * n + best] }
+            for j in 0..<k { w[j] = gramRow(sel[j])[best] }
             forwardSolve(chol, s, k, w)
-            var d2 = gram[best * n + best]
+            var d2 = gramRow(best)[best]
             for j in 0..<k { d2 -= w[j] * w[j] }
             if !(d2 > minNewDirection) {
                 guard excludedCount < scratch.excludedCapacity else { break }
@@ -143,7 +183,7 @@ enum PursuitKernels {
             // corr = D^T (x - D_S c) = corr0 - sum_j c_j G[S_j, :]; the chosen atoms and the
             // skipped ones are zeroed so that round-off cannot pick them again.
             corr.update(from: corr0, count: n)
-            for j in 0..<k { axpy(corr, -w[j], gram + sel[j] * n, n) }
+            for j in 0..<k { axpy(corr, -w[j], gramRow(sel[j]), n) }
             for j in 0..<k { corr[sel[j]] = 0 }
             for j in 0..<excludedCount { corr[scratch.excluded[j]] = 0 }
             best = argmaxAbs(corr, n)

@@ -59,3 +59,21 @@ import Testing
     let decoded = try d.decode(codes)
     #expect(meanSquaredError(x, decoded) < 1e-8)
 }
+
+/// The same with Gram rows on demand (one vector at a time, as a decode step codes): the
+/// duplicates it skips need Gram rows too, and the fit is still exact.
+@Test func ompWithGramRowsOnDemandSkipsDuplicateAtoms() throws {
+    var sig = Signals(seed: 37)
+    let base = sig.gaussian(count: 8, dimension: 8)
+    let d = try SparseDictionary(atoms: base + base + base, atomCount: 24, dimension: 8)
+    let encoder = try MatchingPursuitEncoder(dictionary: d, options: .init(sparsity: 8, algorithm: .orthogonal, keepsGram: false))
+    let withGram = try MatchingPursuitEncoder(dictionary: d, options: .init(sparsity: 8, algorithm: .orthogonal))
+    for _ in 0..<40 {
+        let x = sig.gaussian(count: 1, dimension: 8)
+        let codes = try encoder.encode(x, count: 1)  // 8 pairs < 24 atoms: no Gram matrix for the call
+        #expect(codes.coefficients.allSatisfy { $0.isFinite })
+        // Exact up to float round-off (one vector of unit-variance channels), as with a Gram matrix.
+        #expect(meanSquaredError(x, try d.decode(codes)) < 1e-5)
+        #expect(meanSquaredError(x, try d.decode(try withGram.encode(x, count: 1))) < 1e-5)
+    }
+}

@@ -84,9 +84,8 @@ enum PursuitKernels {
         static func floatCount(atomCount n: Int, sparsity s: Int) -> Int { n + s * s + s }
         static func intCount(sparsity s: Int) -> Int { s + excludedCapacity(sparsity: s) }
         static func excludedCapacity(sparsity s: Int) -> Int { 4 * s + 16 }
-        /// Gram rows one vector's OMP without a Gram matrix can need: every atom it chooses
-        /// or skips.
-        static func onDemandRows(sparsity s: Int) -> Int { s + excludedCapacity(sparsity: s) }
+        /// Gram rows one vector's OMP without a Gram matrix needs: one per chosen atom.
+        static func onDemandRows(sparsity s: Int) -> Int { s }
 
         init(floats: UnsafeMutablePointer<Float>, ints: UnsafeMutablePointer<Int>, atomCount n: Int, sparsity s: Int) {
             corr0 = floats
@@ -111,14 +110,15 @@ enum PursuitKernels {
                                           coefficients: UnsafeMutablePointer<Float>, scratch: OMPScratch,
                                           observer: Observer?) {
         orthogonalMatchingPursuit(corr: corr, atomCount: n, sparsity: s, indices: indices, coefficients: coefficients,
-                                  scratch: scratch, observer: observer) { gram + $0 * n }
+                                  scratch: scratch, observer: observer, gramRow: { gram + $0 * n },
+                                  squaredNorm: { gram[$0 * n + $0] })
     }
 
     /// `orthogonalMatchingPursuit` without a Gram matrix, for a few vectors (a decoded
-    /// token's): the Gram row of every atom the steps look at, chosen or only considered,
-    /// is computed once per vector into `rows` when first needed, with the arithmetic of
-    /// ``correlate``. Costs about one pass over the dictionary per chosen atom, as MP does,
-    /// instead of the N x N Gram matrix.
+    /// token's): the Gram row of each chosen atom is computed once per vector into `rows`
+    /// when a step first needs it, with the arithmetic of ``correlate`` (a candidate's own
+    /// squared norm is one dot product). Costs one pass over the dictionary per chosen
+    /// atom but the last, as MP does, instead of the N x N Gram matrix.
     ///
     /// - Parameters:
     ///   - rows: (``OMPScratch/onDemandRows(sparsity:)``, N) work space.
@@ -130,15 +130,19 @@ enum PursuitKernels {
                                           observer: Observer?) {
         var held = 0
         orthogonalMatchingPursuit(corr: corr, atomCount: n, sparsity: s, indices: indices, coefficients: coefficients,
-                                  scratch: scratch, observer: observer) { a in
+                                  scratch: scratch, observer: observer, gramRow: { a in
             for i in 0..<held where rowAtoms[i] == a { return UnsafePointer(rows + i * n) }
-            precondition(held < OMPScratch.onDemandRows(sparsity: s), "OMP looked at more atoms than it can choose or skip")
+            precondition(held < OMPScratch.onDemandRows(sparsity: s), "OMP looked at more atoms than it can choose")
             let row = rows + held * n
             correlate(atoms: atoms, atomCount: n, dimension: m, rows: atoms + a * m, rowCount: 1, into: row)
             rowAtoms[held] = a
             held += 1
             return UnsafePointer(row)
-        }
+        }, squaredNorm: { a in
+            // The entry `correlate` would put in a's Gram row (a product does not depend on
+            // its lane), without the pass over every atom.
+            dots8(atoms + a * m, rows: atoms + a * m, stride: m, count: 1, dim: m)[0]
+        })
     }
 
     /// The OMP steps, with `gramRow(j)` giving atom j's Gram row (N floats).
@@ -146,7 +150,8 @@ enum PursuitKernels {
     private static func orthogonalMatchingPursuit(corr: UnsafeMutablePointer<Float>, atomCount n: Int, sparsity s: Int,
                                                   indices: UnsafeMutablePointer<UInt16>,
                                                   coefficients: UnsafeMutablePointer<Float>, scratch: OMPScratch,
-                                                  observer: Observer?, gramRow: (Int) -> UnsafePointer<Float>) {
+                                                  observer: Observer?, gramRow: (Int) -> UnsafePointer<Float>,
+                                                  squaredNorm: (Int) -> Float) {
         let corr0 = scratch.corr0, chol = scratch.chol, sel = scratch.selected, w = scratch.work
         corr0.update(from: corr, count: n)
         var k = 0, excludedCount = 0
@@ -157,7 +162,7 @@ enum PursuitKernels {
             // Grow the Cholesky factor: L w = G[S, best], d^2 = G[best, best] - |w|^2.
             for j in 0..<k { w[j] = gramRow(sel[j])[best] }
             forwardSolve(chol, s, k, w)
-            var d2 = gramRow(best)[best]
+            var d2 = squaredNorm(best)
             for j in 0..<k { d2 -= w[j] * w[j] }
             if !(d2 > minNewDirection) {
                 guard excludedCount < scratch.excludedCapacity else { break }

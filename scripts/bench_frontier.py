@@ -48,10 +48,12 @@ DICT = os.path.join(ROOT, "dicts", "SmolLM2-135M-Instruct.Q4_1.csr.gguf")
 TEXTS = ["cfi-ch4", "alice29", "lcet10"]
 CALIBRATION = "cfi-calib (cfi-en without chapter 4)"
 CACHES = ["fp16", "kivi8", "kivi4", "kivi2",
-          "csr:16,coef=i8", "csr:k=16,v=4,coef=i8", "csr:8,coef=i8", "csr:4,coef=i8,alg=omp",
+          "csr:16,coef=i8", "csr:16,coef=i8,alg=omp", "csr:k=16,v=4,coef=i8", "csr:8,coef=i8", "csr:8,coef=i8,alg=omp",
+          "csr:4,coef=i8,alg=omp",
           "csr:err=0.04,coef=i8,guard=0", "csr:err=0.1,coef=i8,guard=0"]
 LONG_TEXT, LONG_CTX = "cfi-ch4", 4096
-LONG_CACHES = ["fp16", "kivi4", "kivi2", "csr:16,coef=i8", "csr:8,coef=i8", "csr:4,coef=i8,alg=omp"]
+LONG_CACHES = ["fp16", "kivi4", "kivi2", "csr:16,coef=i8", "csr:16,coef=i8,alg=omp", "csr:8,coef=i8",
+               "csr:8,coef=i8,alg=omp", "csr:4,coef=i8,alg=omp"]
 THREADS = 1
 PROTOCOL_CTX, PROTOCOL_WINDOWS = 1024, 6
 # The targets: at most this many bits/channel, at most this perplexity increase.

@@ -187,8 +187,10 @@ enum PursuitKernels {
             if k == s && observer == nil { break }
             // corr = D^T (x - D_S c) = corr0 - sum_j c_j G[S_j, :]; the chosen atoms and the
             // skipped ones are zeroed so that round-off cannot pick them again.
-            corr.update(from: corr0, count: n)
-            for j in 0..<k { axpy(corr, -w[j], gramRow(sel[j]), n) }
+            withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: k) { rows in
+                for j in 0..<k { rows[j] = gramRow(sel[j]) }
+                subtractCombination(corr0, weights: w, rows: rows.baseAddress!, count: k, n, into: corr)
+            }
             for j in 0..<k { corr[sel[j]] = 0 }
             for j in 0..<excludedCount { corr[scratch.excluded[j]] = 0 }
             best = argmaxAbs(corr, n)
@@ -225,10 +227,28 @@ enum PursuitKernels {
 
     // MARK: - Vector loops
 
-    /// y += a x over n values.
+    /// out = x - sum_j w[j] rows[j] over n values in one pass: each value takes the same
+    /// roundings in the same order as copying x and then adding (-w_j) rows[j] row by row,
+    /// without reading and writing `out` once per row.
     @inline(__always)
-    static func axpy(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, _ n: Int) {
-        for i in 0..<n { y[i] += a * x[i] }
+    static func subtractCombination(_ x: UnsafePointer<Float>, weights w: UnsafePointer<Float>,
+                                    rows: UnsafePointer<UnsafePointer<Float>>, count k: Int, _ n: Int,
+                                    into out: UnsafeMutablePointer<Float>) {
+        var i = 0
+        while i + 8 <= n {
+            var v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+            for j in 0..<k {
+                v += SIMD8(repeating: -w[j]) * UnsafeRawPointer(rows[j] + i).loadUnaligned(as: SIMD8<Float>.self)
+            }
+            UnsafeMutableRawPointer(out + i).storeBytes(of: v, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n {
+            var v = x[i]
+            for j in 0..<k { v += -w[j] * rows[j][i] }
+            out[i] = v
+            i += 1
+        }
     }
 
     /// Index of the largest |x[i]|, the first one on ties; 0 when every value is NaN,

@@ -91,16 +91,20 @@ public final class CSRCache: KVCache {
 
     /// A decode step's keys and values (`width` floats each) coded on the compute threads,
     /// then stored. The pursuit is most of an append's time and would otherwise keep the
-    /// other threads idle between the step's products: its rows are shared out as units of
-    /// one key row or a few value rows. A row's pairs do not depend on the rows coded with
-    /// it, so the codes are the ones a serial append stores.
+    /// other threads idle between the step's products: each stream's rows are shared out as
+    /// two units. A row's pairs do not depend on the rows coded with it, so the codes are
+    /// the ones a serial append stores.
     static func appendCodedTogether(_ ks: CSRCodeStream, _ k: UnsafePointer<Float>, _ vs: CSRCodeStream,
                                     _ v: UnsafePointer<Float>, width: Int, threads: Int) throws {
         let keyRows = width / ks.m, valueRows = width / vs.m
         var ki = [UInt16](repeating: 0, count: keyRows * ks.sparsity), kc = [Float](repeating: 0, count: keyRows * ks.sparsity)
         var vi = [UInt16](repeating: 0, count: valueRows * vs.sparsity), vc = [Float](repeating: 0, count: valueRows * vs.sparsity)
-        let perValueUnit = max(1, (valueRows + 1) / 2)
-        let units = keyRows + (valueRows + perValueUnit - 1) / perValueUnit
+        // Two units per stream: rows of a unit step together, reading the dictionary once per
+        // step for all of them (keys: 256 KB of atoms, from L2), and the two threads share
+        // each stream.
+        let perKeyUnit = max(1, (keyRows + 1) / 2), perValueUnit = max(1, (valueRows + 1) / 2)
+        let keyUnits = (keyRows + perKeyUnit - 1) / perKeyUnit
+        let units = keyUnits + (valueRows + perValueUnit - 1) / perValueUnit
         let keyEncoder = try ks.pursuitEncoder(), valueEncoder = try vs.pursuitEncoder()
         ki.withUnsafeMutableBufferPointer { kip in
             kc.withUnsafeMutableBufferPointer { kcp in
@@ -110,8 +114,8 @@ public final class CSRCache: KVCache {
                         let values = CodingJob(encoder: valueEncoder, vectors: v, indices: vip.baseAddress!,
                                                coefficients: vcp.baseAddress!)
                         ComputePool.shared.perform(iterations: units, threads: threads) { u in
-                            if u < keyRows { return keys.code(rows: u..<u + 1) }
-                            let r0 = (u - keyRows) * perValueUnit
+                            if u < keyUnits { return keys.code(rows: u * perKeyUnit..<min(keyRows, (u + 1) * perKeyUnit)) }
+                            let r0 = (u - keyUnits) * perValueUnit
                             values.code(rows: r0..<min(valueRows, r0 + perValueUnit))
                         }
                     }

@@ -179,6 +179,54 @@ enum CSRFixture {
         #expect(try a.serialize(layers: 0..<2) == b.serialize(layers: 0..<2))
     }
 
+    /// `recent=W`: the W latest tokens read as their fp16 rows, older ones from their codes;
+    /// the buffer is counted, carried by the transfer and kept by truncation.
+    @Test func recentBufferReadsTheLatestTokensInFP16() throws {
+        let plain = try F.randomCodec(atoms: 8, seed: 5)  // a poor fit: s = 2 of 8 random atoms
+        let codec = try F.randomCodec(atoms: 8, seed: 5) { $0.recentTokens = 5 }
+        let k = F.rows(15, seed: 6), v = F.rows(15, seed: 7), w = F.geometry.rowWidth
+        let csr = codec.makeCache(geometry: F.geometry, rope: F.rope), lossy = plain.makeCache(geometry: F.geometry, rope: F.rope)
+        let dense = DenseKVCache<Float>(geometry: F.geometry, rope: F.rope)
+        for c in [csr, lossy, dense] as [any KVCache] {
+            try F.fill(c, Array(k[0..<12 * w]), Array(v[0..<12 * w]), batch: 12)
+            try F.fill(c, Array(k[12 * w..<15 * w]), Array(v[12 * w..<15 * w]), batch: 1)
+        }
+        // Rows of the 4 buffered tokens before the latest are fp16 (relative error 2^-11 of
+        // values up to 2, rotated); the latest is exact; older tokens are their codes.
+        let (ck, cv) = F.read(csr, layer: 1, head: 0), (dk, dv) = F.read(dense, layer: 1, head: 0)
+        let (lk, lv) = F.read(lossy, layer: 1, head: 0), d = F.d
+        #expect(maxAbsDiff(Array(ck[10 * d..<14 * d]), Array(dk[10 * d..<14 * d])) < 2.5e-3)
+        #expect(maxAbsDiff(Array(cv[10 * d..<14 * d]), Array(dv[10 * d..<14 * d])) < 1.5e-3)
+        #expect(maxAbsDiff(Array(ck[(14 * d)...]), Array(dk[(14 * d)...])) < 1e-5)
+        #expect(Array(ck[0..<10 * d]) == Array(lk[0..<10 * d]) && Array(cv[0..<10 * d]) == Array(lv[0..<10 * d]))
+        #expect(maxAbsDiff(Array(lk[10 * d..<14 * d]), Array(dk[10 * d..<14 * d])) > 0.1)
+        // Counted: 5 tokens' keys and values in fp16 per layer, on top of the same codes.
+        #expect(csr.byteCount(layer: 0) == lossy.byteCount(layer: 0) + 5 * w * 2 * 2)
+        // The transfer carries the buffer: both continue alike, and the stamp names recent=5.
+        let copy = try CSRCache.deserialize(try csr.serialize(layers: 0..<2), capacity: 256, rope: F.rope, codec: codec)
+        #expect(copy.byteCount == csr.byteCount)
+        #expect(throws: KVCacheError.self) { try CSRCache.deserialize(try csr.serialize(layers: 0..<2), capacity: 256, rope: F.rope, codec: plain) }
+        let more = F.rows(2, seed: 8)
+        for c in [csr, copy] { try F.fill(c, more, more, batch: 1) }
+        for layer in 0..<2 {
+            for h in 0..<2 {
+                let (ak, av) = F.read(csr, layer: layer, head: h), (bk, bv) = F.read(copy, layer: layer, head: h)
+                #expect(ak == bk && av == bv)
+            }
+        }
+        // Cut back by a token (a resumed session), the buffer keeps its rows below the cut, and
+        // after the next token holds what a cache that never went further holds.
+        let fresh = codec.makeCache(geometry: F.geometry, rope: F.rope)
+        try F.fill(fresh, Array(k[0..<12 * w]), Array(v[0..<12 * w]), batch: 12)
+        try F.fill(fresh, Array(k[12 * w..<15 * w]), Array(v[12 * w..<15 * w]), batch: 1)
+        try F.fill(fresh, Array(more[0..<w]), Array(more[0..<w]), batch: 1)
+        csr.truncate(to: 16)
+        let next = F.rows(1, seed: 9)
+        for c in [csr, fresh] { try F.fill(c, next, next, batch: 1) }
+        #expect(try csr.serialize(layers: 0..<2) == fresh.serialize(layers: 0..<2))
+        #expect(F.read(csr, layer: 0, head: 1) == F.read(fresh, layer: 0, head: 1))
+    }
+
     /// A decode step's rows coded on two threads are stored as a serial append stores them,
     /// with every storage option the coding feeds (int8, guard, error targeting).
     @Test func decodeStepCodedOnTwoThreadsStoresTheSerialCodes() throws {
@@ -260,7 +308,10 @@ enum CSRFixture {
         #expect(b.keySparsity == 3 && b.valueSparsity == 1 && b.coefficients == .int8 && b.onlineAtoms == 16 && b.guardFraction == 0.01 && b.algorithm == .orthogonal)
         #expect(try CSRSettings(parsing: b.description) == b)
         #expect(try CSRSettings(parsing: "1").valueSparsity == 1)
-        for bad in ["", "x", "0", "8,coef=f8", "8,k", "8,size=2", "k=3", "8,guard=2", "70000", "8,alg=ksvd"] {
+        let c = try CSRSettings(parsing: "csr:8,coef=i8,recent=32")
+        #expect(c.recentTokens == 32 && c.description == "csr:k=8,v=4,coef=i8,recent=32")
+        #expect(try CSRSettings(parsing: c.description) == c && a.recentTokens == 0)
+        for bad in ["", "x", "0", "8,coef=f8", "8,k", "8,size=2", "k=3", "8,guard=2", "70000", "8,alg=ksvd", "8,recent=-1", "8,recent=5000"] {
             #expect(throws: CSRError.self, "\(bad)") { try CSRSettings(parsing: bad) }
         }
         #expect(throws: CSRError.dictionaryRequired) { try KVCacheType(parsing: "csr:8") }

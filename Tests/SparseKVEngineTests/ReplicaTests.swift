@@ -99,6 +99,13 @@ import Testing
         #expect(original.onlineAndGuardByteCount > 0, "the fixture exercises online atoms and guard entries")
     }
 
+    /// With `recent=W` the buffer's fp16 rows travel with each token's codes.
+    @Test func csrReplicaKeepsTheRecentBuffer() throws {
+        let codec = try F.randomCodec(atoms: 40, seed: 21) { $0.coefficients = .int8; $0.keySparsity = 3; $0.recentTokens = 4 }
+        let original = codec.makeCache(geometry: F.geometry, rope: F.rope)
+        try Self.checkReplica(original) { try CSRCache.deserialize($0, capacity: F.geometry.capacity, rope: F.rope, codec: codec) }
+    }
+
     @Test func csrFloat16CoefficientsReplica() throws {
         let codec = try F.randomCodec(atoms: 40, seed: 22) { $0.onlineAtoms = 2; $0.guardFraction = 0.1; $0.guardError = 0.05 }
         try Self.checkReplica(codec.makeCache(geometry: F.geometry, rope: F.rope)) {

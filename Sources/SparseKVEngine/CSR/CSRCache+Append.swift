@@ -4,7 +4,8 @@ import SparseCoding
 /// and the first position, the dictionary hash and settings, then per layer, keys then
 /// values: the section of the tokens' rows (`CSRCodeStream.writeRows`: pair counts,
 /// indices re-packed or re-coded from the tokens' first row, coefficients, and the guard
-/// entries among the rows). Online atoms are not repeated: a replica got them with the
+/// entries among the rows), and with `recent=W` the tokens' buffer rows (as in the full
+/// transfer). Online atoms are not repeated: a replica got them with the
 /// prompt.
 extension CSRCache {
     public func appendPayload(layers: Range<Int>, tokens: Range<Int>) throws -> [UInt8] {
@@ -20,6 +21,7 @@ extension CSRCache {
                 let perToken = geometry.rowWidth / stream.m
                 stream.writeRows(tokens.lowerBound * perToken..<tokens.upperBound * perToken, to: &w)
             }
+            if codec.settings.recentTokens > 0 { writeRecentRows(layer: s, tokens: tokens, to: &w) }
         }
         return w.bytes
     }
@@ -53,6 +55,9 @@ extension CSRCache {
                                 : codec.dictionary.entropyTables?.values[group.group(ofLayer: layer)])
                         try scratch.readRows(count: h.tokenCount * h.kvHeads * h.headDim / m, from: &r,
                                              atomLimit: offline.atomCount + s.onlineAtoms)
+                    }
+                    if s.recentTokens > 0 {
+                        _ = try readRecentRows(&r, settings: s, width: h.kvHeads * h.headDim, tokens: h.tokenCount, end: first + h.tokenCount)
                     }
                 }
                 guard r.remaining == 0 else { throw KVCacheError.malformedPayload("\(r.remaining) trailing bytes") }

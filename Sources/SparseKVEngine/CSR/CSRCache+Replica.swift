@@ -6,7 +6,8 @@ import SparseCoding
 /// original's byte for byte. Online atoms are chosen once, from the prompt, and came with
 /// the replica's first full transfer. The exact rows of the original's latest append are
 /// working memory of its forward pass and do not travel: the replica's next append sets
-/// its own, exactly as the original's next append replaces them.
+/// its own, exactly as the original's next append replaces them. With `recent=W` the
+/// buffer's rows travel with the codes, so the replica's buffer is the original's.
 extension CSRCache {
     /// One stream's share of an append payload, parsed and checked.
     private struct StreamRows {
@@ -26,12 +27,17 @@ extension CSRCache {
             var r = BinaryReader(raw)
             let (h, first) = try readAppendHeader(&r, kind: kind, keysRotated: false)
             var parsed: [StreamRows] = []
+            var recent: [(first: Int, count: Int, keys: [Float16], values: [Float16])] = []
             do {
                 try Self.readStamp(&r, codec: codec)
                 for layer in h.layers {
                     let s = layer - geometry.layers.lowerBound
                     for stream in [keyStreams[s], valueStreams[s]] {
                         parsed.append(try Self.readRows(&r, stream: stream, rows: h.tokenCount * geometry.rowWidth / stream.m))
+                    }
+                    if codec.settings.recentTokens > 0 {
+                        recent.append(try Self.readRecentRows(&r, settings: codec.settings, width: geometry.rowWidth,
+                                                              tokens: h.tokenCount, end: first + h.tokenCount))
                     }
                 }
             } catch let e as BinaryReader.OutOfBounds {
@@ -46,7 +52,14 @@ extension CSRCache {
                     k += 1
                 }
                 counts[s] = first + h.tokenCount
-                pending[s] = nil
+                if let x = recent.isEmpty ? nil : recent[layer - h.layers.lowerBound] {
+                    // The buffer moves with the tokens; rows before them stay if they end at `first`.
+                    if x.first > first { pending[s] = nil }
+                    takeRecentRows(layer: s, first: x.first, count: x.count, keys: x.keys, values: x.values)
+                    if x.count == 0 { pending[s] = nil }
+                } else {
+                    pending[s] = nil
+                }
             }
             return (first, h.tokenCount)
         }

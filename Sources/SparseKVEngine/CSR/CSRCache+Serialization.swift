@@ -5,7 +5,8 @@ import SparseCoding
 /// the layout (with `ec=rans`, then the entropy tables' hash), then per layer the key
 /// stream and the value stream: u32 online atom count, online atoms (fp16), and the
 /// section of all rows (`CSRCodeStream.writeRows`: pair counts, indices, coefficients,
-/// guard bank). A receiver refuses codes made against another
+/// guard bank); with `recent=W`, then the buffer's rows: u32 count (at most W), fp16 keys,
+/// fp16 values. A receiver refuses codes made against another
 /// dictionary or with other settings, and checks every length against the header.
 extension CSRCache {
     /// The format of CSR caches: codes over the dictionary whose hash they carry, decoded
@@ -34,6 +35,7 @@ extension CSRCache {
                 w.write(array: stream.onlineAtoms)
                 stream.writeRows(0..<stream.rows, to: &w)
             }
+            if codec.settings.recentTokens > 0 { writeRecentRows(layer: s, tokens: 0..<n, to: &w) }
         }
         return w.bytes
     }
@@ -70,6 +72,11 @@ extension CSRCache {
                         }
                         try stream.setOnlineAtoms(try r.readArray(UInt16.self, count: online * m, "online atoms"))
                         try stream.readRows(count: rows, from: &r, atomLimit: stream.offline.atomCount + stream.onlineCount)
+                    }
+                    if codec.settings.recentTokens > 0 {
+                        let x = try readRecentRows(&r, settings: codec.settings, width: h.kvHeads * h.headDim, tokens: h.tokenCount,
+                                                   end: h.tokenCount)
+                        cache.takeRecentRows(layer: s, first: x.first, count: x.count, keys: x.keys, values: x.values)
                     }
                 }
                 guard r.remaining == 0 else { throw KVCacheError.malformedPayload("\(r.remaining) trailing bytes") }

@@ -9,8 +9,10 @@ import SparseCoding
 /// when read. The tokens of the latest append to a layer are also kept exactly until the
 /// next append, so a prompt chunk (or the token being decoded) attends to its own keys and
 /// values uncompressed, as with the KIVI baseline and the CSR paper; those rows are working
-/// memory of the current forward pass, and are neither counted nor serialized. Everything
-/// else the cache holds is counted by ``byteCount(layer:)``.
+/// memory of the current forward pass, and are neither counted nor serialized. With
+/// `recent=W` the rows of the W latest tokens stay with them, rounded to fp16 once an append
+/// follows (KIVI's and the paper's full-precision buffer); those are stored, counted and
+/// transferred. Everything else the cache holds is counted by ``byteCount(layer:)``.
 public final class CSRCache: KVCache {
     public let geometry: KVCacheGeometry
     public let rope: RoPE
@@ -21,8 +23,11 @@ public final class CSRCache: KVCache {
     var keyStreams: [CSRCodeStream]
     var valueStreams: [CSRCodeStream]
     var counts: [Int]
-    /// [layer - first]: the latest append, exact and pre-RoPE: (start, n, keys (n, width), values (n, width)).
-    var pending: [(start: Int, count: Int, keys: [Float], values: [Float])?]
+    /// [layer - first]: the rows attention reads exactly, pre-RoPE: the latest append's (exact)
+    /// and, with `recent=W`, those of the W latest tokens before it (fp16 values):
+    /// (start, n, keys (n, width), values (n, width)), positions start ..< start + n.
+    var pending: [ExactRows?]
+    typealias ExactRows = (start: Int, count: Int, keys: [Float], values: [Float])
     /// (capacity, ropeDimension / 2, 2) cos, sin
     let ropeTable: [Float]
     /// [layer - first]: with a query-aware key metric, sqrt(w) and w^{-1/2} per channel of a
@@ -85,8 +90,65 @@ public final class CSRCache: KVCache {
             try keys.withUnsafeBufferPointer { try ks.append($0.baseAddress!, count: n * width / ks.m) }
             try vs.append(v, count: n * width / vs.m)
         }
-        pending[s] = (start, n, keys, Array(UnsafeBufferPointer(start: v, count: n * width)))
+        pending[s] = Self.exactRows(keeping: pending[s], recent: codec.settings.recentTokens, width: width,
+                                    appending: (start, n, keys, Array(UnsafeBufferPointer(start: v, count: n * width))))
         counts[s] = start + n
+    }
+
+    /// The exact rows after appending `new`: its own, preceded by the rows of `old` (when
+    /// they end where `new` starts) among the `recent` latest positions, rounded to fp16
+    /// (their stored form; rounding twice changes nothing).
+    static func exactRows(keeping old: ExactRows?, recent: Int, width: Int, appending new: ExactRows) -> ExactRows {
+        let start = new.start
+        guard recent > 0, let old, old.count > 0, old.start + old.count == start else { return new }
+        let from = max(old.start, start + new.count - recent)
+        guard from < start else { return new }
+        let skip = (from - old.start) * width, end = (start - old.start) * width
+        func rounded(_ x: ArraySlice<Float>) -> [Float] { x.map { Float(Float16($0)) } }
+        return (from, start - from + new.count, rounded(old.keys[skip..<end]) + new.keys, rounded(old.values[skip..<end]) + new.values)
+    }
+
+    /// Rows of the `recent=` buffer that are stored (and counted): the latest W tokens' that
+    /// the exact rows hold (they end at the layer's count).
+    func storedRecentTokens(layer s: Int) -> Int { min(codec.settings.recentTokens, pending[s]?.count ?? 0) }
+
+    /// The `recent=` buffer's rows for positions `tokens` of layer slot `s` that the exact
+    /// rows hold, the latest at most W of them, in fp16: (first position, keys, values).
+    func recentRows(layer s: Int, tokens: Range<Int>) -> (first: Int, keys: [Float16], values: [Float16]) {
+        let w = codec.settings.recentTokens, width = geometry.rowWidth
+        guard w > 0, let p = pending[s] else { return (tokens.upperBound, [], []) }
+        let from = max(p.start, tokens.lowerBound, tokens.upperBound - w), to = min(tokens.upperBound, p.start + p.count)
+        guard from < to, to == tokens.upperBound else { return (tokens.upperBound, [], []) }
+        let a = (from - p.start) * width, b = (to - p.start) * width
+        return (from, p.keys[a..<b].map { Float16($0) }, p.values[a..<b].map { Float16($0) })
+    }
+
+    /// Sets layer slot `s`'s exact rows to `n` fp16 rows from position `first`, after rows
+    /// it holds (as an append does).
+    func takeRecentRows(layer s: Int, first: Int, count n: Int, keys: [Float16], values: [Float16]) {
+        guard n > 0 else { return }
+        pending[s] = Self.exactRows(keeping: pending[s], recent: codec.settings.recentTokens, width: geometry.rowWidth,
+                                    appending: (first, n, keys.map { Float($0) }, values.map { Float($0) }))
+    }
+
+    /// Writes layer slot `s`'s `recent=` rows among `tokens`: u32 count, fp16 keys, fp16 values.
+    func writeRecentRows(layer s: Int, tokens: Range<Int>, to w: inout BinaryWriter) {
+        let r = recentRows(layer: s, tokens: tokens)
+        w.write(UInt32(r.keys.count / geometry.rowWidth))
+        w.write(array: r.keys.map { $0.bitPattern })
+        w.write(array: r.values.map { $0.bitPattern })
+    }
+
+    /// Reads what ``writeRecentRows(layer:tokens:to:)`` wrote for `tokens` tokens ending at
+    /// `end`: (first position, rows, keys, values).
+    static func readRecentRows(_ r: inout BinaryReader, settings: CSRSettings, width: Int, tokens: Int, end: Int) throws
+        -> (first: Int, count: Int, keys: [Float16], values: [Float16]) {
+        let n = Int(try r.read(UInt32.self, "recent row count"))
+        guard n <= min(tokens, settings.recentTokens) else {
+            throw KVCacheError.malformedPayload("\(n) recent rows for \(tokens) tokens with recent=\(settings.recentTokens)")
+        }
+        let k = try r.readArray(UInt16.self, count: n * width, "recent keys"), v = try r.readArray(UInt16.self, count: n * width, "recent values")
+        return (end - n, n, k.map { Float16(bitPattern: $0) }, v.map { Float16(bitPattern: $0) })
     }
 
     /// A decode step's keys and values (`width` floats each) coded on the compute threads,
@@ -206,13 +268,15 @@ public final class CSRCache: KVCache {
     public func byteCount(layer: Int) -> Int {
         guard geometry.layers.contains(layer) else { return 0 }
         let s = layer - geometry.layers.lowerBound
-        return keyStreams[s].byteCount + valueStreams[s].byteCount
+        return keyStreams[s].byteCount + valueStreams[s].byteCount + storedRecentTokens(layer: s) * geometry.rowWidth * 2 * 2
     }
 
     /// Bytes the codes take in memory, where every row keeps `sparsity` fixed-width slots
     /// for the fused attention (and, with `err=`, a count byte per row).
+    /// With `recent=W`, the buffer's rows are held as fp32 for the kernel.
     public var residentByteCount: Int {
         (keyStreams + valueStreams).reduce(0) { $0 + $1.residentByteCount }
+            + counts.indices.reduce(0) { $0 + storedRecentTokens(layer: $1) * geometry.rowWidth * 2 * 4 }
     }
 
     /// Bytes of the online atoms and guard banks over all layers (part of ``byteCount``).
@@ -226,7 +290,15 @@ public final class CSRCache: KVCache {
             let rowsPerToken = geometry.rowWidth
             keyStreams[s].truncate(rows: count * rowsPerToken / keyStreams[s].m)
             valueStreams[s].truncate(rows: count * rowsPerToken / valueStreams[s].m)
-            pending[s] = nil
+            // The recent= buffer keeps its rows below `count`, in their stored (fp16) form. Rows
+            // that had left it are read from their codes: cut back by one token (a resumed
+            // session), the next append makes it what it would have been.
+            pending[s] = pending[s].flatMap { p in
+                let from = max(p.start, count - codec.settings.recentTokens)
+                guard codec.settings.recentTokens > 0, from < count else { return nil }
+                let a = (from - p.start) * rowsPerToken, b = (count - p.start) * rowsPerToken
+                return (from, count - from, p.keys[a..<b].map { Float(Float16($0)) }, p.values[a..<b].map { Float(Float16($0)) })
+            }
             counts[s] = count
         }
     }

@@ -14,9 +14,11 @@ import SparseCoding
 ///   as stored, is at most E; the sparsity becomes a cap, CSR-16 unless given; vectors
 ///   that miss E at the cap go to the guard bank, all of them unless `guard=F` says
 ///   otherwise), `ec=rans` (atom indices entropy-coded with the dictionary's static
-///   tables in the stored and transferred form; see ``entropyCoded``).
+///   tables in the stored and transferred form; see ``entropyCoded``), `recent=W` (the
+///   latest W tokens also kept in fp16, as KIVI's and the CSR paper's full-precision
+///   buffer; attention reads them instead of their codes; counted).
 ///   Examples: `csr:8`, `csr:4,coef=i8`, `csr:k=3,v=1`, `csr:8,online=0,guard=0`,
-///   `csr:err=0.1,coef=i8`, `csr:24,err=0.05`, `csr:16,coef=i8,ec=rans`.
+///   `csr:err=0.1,coef=i8`, `csr:24,err=0.05`, `csr:16,coef=i8,ec=rans`, `csr:8,coef=i8,recent=32`.
 public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
     /// Pairs per key vector chunk.
     public var keySparsity: Int
@@ -42,6 +44,10 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
     /// the stored and transferred form, whose size ``CSRCache/byteCount`` reports. In
     /// memory the indices stay fixed-width, as the fused attention reads them.
     public var entropyCoded = false
+    /// The latest tokens whose keys and values are also kept in fp16 (stored, counted and
+    /// transferred); attention reads those rows instead of their codes. Their codes are
+    /// still made and stored, so a token leaving the buffer needs no work.
+    public var recentTokens = 0
 
     public static let defaultOnlineAtoms = 0
     public static let defaultGuardFraction = 0.0
@@ -115,7 +121,10 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
                 case "none": s.entropyCoded = false
                 default: throw CSRError.badSettings("ec=\(kv[1]): use rans or none")
                 }
-            default: throw CSRError.badSettings("unknown option '\(kv[0])' (known: k, v, coef, alg, online, guard, guard-error, err, ec)")
+            case "recent":
+                s.recentTokens = try int()
+                guard s.recentTokens <= 4096 else { throw CSRError.badSettings("recent=\(kv[1]) is more than 4096 tokens") }
+            default: throw CSRError.badSettings("unknown option '\(kv[0])' (known: k, v, coef, alg, online, guard, guard-error, err, ec, recent)")
             }
         }
         if s.errorBudget != nil {
@@ -145,6 +154,7 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
         if guardError != Self.defaultGuardError { parts.append("guard-error=\(guardError)") }
         if let errorBudget { parts.append("err=\(errorBudget)") }
         if entropyCoded { parts.append("ec=rans") }
+        if recentTokens > 0 { parts.append("recent=\(recentTokens)") }
         return "csr:" + parts.joined(separator: ",")
     }
 }

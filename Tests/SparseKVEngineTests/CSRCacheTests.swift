@@ -227,6 +227,41 @@ enum CSRFixture {
         #expect(F.read(csr, layer: 0, head: 1) == F.read(fresh, layer: 0, head: 1))
     }
 
+    /// `sink=N`: the first N tokens' vectors are guard rows (fp16, counted, transferred),
+    /// whatever their error and outside the guard's budget; later tokens are coded as before.
+    @Test func sinkTokensAreKeptInTheGuardBank() throws {
+        let plain = try F.randomCodec(atoms: 8, seed: 5)  // a poor fit: s = 2 of 8 random atoms
+        let codec = try F.randomCodec(atoms: 8, seed: 5) { $0.sinkTokens = 3 }
+        let k = F.rows(13, seed: 6), v = F.rows(13, seed: 7)
+        let csr = codec.makeCache(geometry: F.geometry, rope: F.rope), lossy = plain.makeCache(geometry: F.geometry, rope: F.rope)
+        let dense = DenseKVCache<Float>(geometry: F.geometry, rope: F.rope)
+        for c in [csr, lossy, dense] as [any KVCache] { try F.fill(c, k, v, batch: 2) }
+        let d = F.d
+        for layer in 0..<2 {
+            for h in 0..<2 {
+                let (ck, cv) = F.read(csr, layer: layer, head: h), (dk, dv) = F.read(dense, layer: layer, head: h)
+                let (lk, lv) = F.read(lossy, layer: layer, head: h)
+                #expect(maxAbsDiff(Array(ck[0..<3 * d]), Array(dk[0..<3 * d])) < 2.5e-3)
+                #expect(maxAbsDiff(Array(cv[0..<3 * d]), Array(dv[0..<3 * d])) < 1.5e-3)
+                #expect(maxAbsDiff(Array(lk[0..<3 * d]), Array(dk[0..<3 * d])) > 0.1)
+                #expect(Array(ck[(3 * d)...]) == Array(lk[(3 * d)...]) && Array(cv[(3 * d)...]) == Array(lv[(3 * d)...]))
+            }
+        }
+        // 3 tokens' guard rows per layer: keys 2 rows of 16, values 4 rows of 8, each a u32 row and fp16 values.
+        #expect(csr.byteCount(layer: 1) == lossy.byteCount(layer: 1) + 3 * (2 * (4 + 16 * 2) + 4 * (4 + 8 * 2)))
+        // The guard's own budget does not count the sink: guard=0.1 keeps as many others as without it.
+        let guarded = try F.randomCodec(atoms: 8, seed: 5) { $0.guardFraction = 0.1 }
+        let both = try F.randomCodec(atoms: 8, seed: 5) { $0.guardFraction = 0.1; $0.sinkTokens = 3 }
+        let g = guarded.makeCache(geometry: F.geometry, rope: F.rope), b = both.makeCache(geometry: F.geometry, rope: F.rope)
+        for c in [g, b] { try F.fill(c, k, v, batch: 13) }
+        #expect(g.keyStreams[0].guardRows.count == 2 && b.keyStreams[0].guardRows.count == 8)
+        #expect(Array(b.keyStreams[0].guardRows.prefix(6)) == [0, 1, 2, 3, 4, 5])
+        // The transfer carries them (the latest append's exact row stays behind).
+        let copy = try CSRCache.deserialize(try csr.serialize(layers: 0..<2), capacity: 256, rope: F.rope, codec: codec)
+        #expect(copy.byteCount == csr.byteCount)
+        #expect(F.read(copy, layer: 0, head: 1).0.prefix(12 * d) == F.read(csr, layer: 0, head: 1).0.prefix(12 * d))
+    }
+
     /// A decode step's rows coded on two threads are stored as a serial append stores them,
     /// with every storage option the coding feeds (int8, guard, error targeting).
     @Test func decodeStepCodedOnTwoThreadsStoresTheSerialCodes() throws {

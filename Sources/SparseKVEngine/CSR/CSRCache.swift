@@ -54,6 +54,7 @@ public final class CSRCache: KVCache {
                                  encoder: { try codec.encoder(keys: false, group: g) },
                                  settings: s, sparsity: s.valueSparsity, entropyTable: dict.entropyTables?.values[g])
         }
+        for stream in keyStreams + valueStreams { stream.sinkRows = s.sinkTokens * geometry.rowWidth / stream.m }
         counts = Array(repeating: 0, count: geometry.layers.count)
         pending = Array(repeating: nil, count: geometry.layers.count)
         ropeTable = codec.ropeTable(rope, capacity: geometry.capacity)

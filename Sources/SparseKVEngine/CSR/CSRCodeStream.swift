@@ -43,6 +43,8 @@ final class CSRCodeStream {
     /// int8 codes (rows, s) and fp16 scales (rows), when format is int8.
     var coefficients8: [Int8] = []
     var scales: [UInt16] = []
+    /// The first rows (the `sink=` tokens') always go to the guard bank, outside its budget.
+    var sinkRows = 0
     /// Rows kept exactly, ascending, and their fp16 contents (guard, m).
     var guardRows: [UInt32] = []
     var guardValues: [UInt16] = []
@@ -139,7 +141,7 @@ final class CSRCodeStream {
         }
         for r in 0..<count { storeRow(&coef, row: r, pairs: s) }
         appendIndices(idx)
-        if guardFraction > 0 {
+        if guardFraction > 0 || rows < sinkRows {
             var candidates: [(row: Int, error: Float)] = []
             var out = [Float](repeating: 0, count: m)
             for r in 0..<count {
@@ -266,12 +268,17 @@ final class CSRCodeStream {
         }
     }
 
-    /// Guard bank: of the candidate rows (among the `count` new ones), the worst first,
-    /// while the bank stays within `guardFraction` of all rows. Returns the rows kept.
+    /// Guard bank: the new rows among the first `sinkRows`, then of the candidate rows
+    /// (among the `count` new ones), the worst first, while the bank less the sink stays
+    /// within `guardFraction` of all rows. Returns the rows kept.
     private func addGuards(_ x: UnsafePointer<Float>, count: Int, candidates: [(row: Int, error: Float)]) -> [Int] {
-        let budget = Int(guardFraction * Double(rows + count)) - guardRows.count
-        guard budget > 0, !candidates.isEmpty else { return [] }
-        let kept = candidates.sorted { $0.error > $1.error }.prefix(budget).map(\.row).sorted()
+        let sink = max(0, min(count, sinkRows - rows))
+        let budget = Int(guardFraction * Double(rows + count)) - (guardRows.count - min(sinkRows, rows))
+        var kept = Array(0..<sink)
+        if budget > 0 {
+            kept += candidates.filter { $0.row >= sink }.sorted { $0.error > $1.error }.prefix(budget).map(\.row)
+        }
+        kept.sort()
         for r in kept {
             guardRows.append(UInt32(rows + r))
             for i in 0..<m { guardValues.append(HalfPrecision.bits(x[r * m + i])) }

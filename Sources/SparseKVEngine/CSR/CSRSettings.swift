@@ -16,9 +16,10 @@ import SparseCoding
 ///   otherwise), `ec=rans` (atom indices entropy-coded with the dictionary's static
 ///   tables in the stored and transferred form; see ``entropyCoded``), `recent=W` (the
 ///   latest W tokens also kept in fp16, as KIVI's and the CSR paper's full-precision
-///   buffer; attention reads them instead of their codes; counted).
+///   buffer; attention reads them instead of their codes; counted), `sink=N` (the first
+///   N tokens' vectors always in the guard bank, outside its budget: the attention sink).
 ///   Examples: `csr:8`, `csr:4,coef=i8`, `csr:k=3,v=1`, `csr:8,online=0,guard=0`,
-///   `csr:err=0.1,coef=i8`, `csr:24,err=0.05`, `csr:16,coef=i8,ec=rans`, `csr:8,coef=i8,recent=32`.
+///   `csr:err=0.1,coef=i8`, `csr:24,err=0.05`, `csr:16,coef=i8,ec=rans`, `csr:8,coef=i8,recent=32,sink=4`.
 public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
     /// Pairs per key vector chunk.
     public var keySparsity: Int
@@ -48,6 +49,9 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
     /// transferred); attention reads those rows instead of their codes. Their codes are
     /// still made and stored, so a token leaving the buffer needs no work.
     public var recentTokens = 0
+    /// The first tokens whose vectors the guard bank always keeps (fp16, counted), outside
+    /// `guardFraction`: the tokens most of the attention of many heads rests on.
+    public var sinkTokens = 0
 
     public static let defaultOnlineAtoms = 0
     public static let defaultGuardFraction = 0.0
@@ -124,7 +128,10 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
             case "recent":
                 s.recentTokens = try int()
                 guard s.recentTokens <= 4096 else { throw CSRError.badSettings("recent=\(kv[1]) is more than 4096 tokens") }
-            default: throw CSRError.badSettings("unknown option '\(kv[0])' (known: k, v, coef, alg, online, guard, guard-error, err, ec, recent)")
+            case "sink":
+                s.sinkTokens = try int()
+                guard s.sinkTokens <= 4096 else { throw CSRError.badSettings("sink=\(kv[1]) is more than 4096 tokens") }
+            default: throw CSRError.badSettings("unknown option '\(kv[0])' (known: k, v, coef, alg, online, guard, guard-error, err, ec, recent, sink)")
             }
         }
         if s.errorBudget != nil {
@@ -155,6 +162,7 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
         if let errorBudget { parts.append("err=\(errorBudget)") }
         if entropyCoded { parts.append("ec=rans") }
         if recentTokens > 0 { parts.append("recent=\(recentTokens)") }
+        if sinkTokens > 0 { parts.append("sink=\(sinkTokens)") }
         return "csr:" + parts.joined(separator: ",")
     }
 }

@@ -262,6 +262,30 @@ enum CSRFixture {
         #expect(F.read(copy, layer: 0, head: 1).0.prefix(12 * d) == F.read(csr, layer: 0, head: 1).0.prefix(12 * d))
     }
 
+    /// `coef=i6`: coefficients quantized to -31...31 against the row's scale, held as int8,
+    /// stored and transferred in 6 bits each; the transfer restores them exactly.
+    @Test func sixBitCoefficientsAreStoredInSixBits() throws {
+        let codec = try F.randomCodec(atoms: 100, seed: 10) { $0.keySparsity = 3; $0.valueSparsity = 2; $0.coefficients = .int8; $0.coefficientBits = 6 }
+        #expect(codec.settings.description.contains("coef=i6"))
+        let c = codec.makeCache(geometry: F.geometry, rope: F.rope)
+        try F.fill(c, F.rows(33, seed: 11), F.rows(33, seed: 12), batch: 5)
+        let keyRows = 33 * 2, valueRows = 33 * 2 * 2
+        func stream(_ rows: Int, _ s: Int) -> Int { (rows * s * 7 + 7) / 8 + (rows * s * 6 + 7) / 8 + rows * 2 }
+        #expect(c.byteCount(layer: 0) == stream(keyRows, 3) + stream(valueRows, 2))
+        let ks = c.keyStreams[0]
+        #expect(ks.coefficients8.allSatisfy { abs(Int($0)) <= 31 } && ks.coefficients8.contains { abs(Int($0)) == 31 })
+        let bytes = try c.serialize(layers: 0..<2)
+        let copy = try CSRCache.deserialize(bytes, capacity: 256, rope: F.rope, codec: codec)
+        #expect(copy.keyStreams[1].coefficients8 == c.keyStreams[1].coefficients8 && copy.valueStreams[0].scales == c.valueStreams[0].scales)
+        #expect(try copy.serialize(layers: 0..<2) == bytes)
+        // The 8-bit reading of the same settings otherwise is another layout, refused by the stamp.
+        let eight = try F.randomCodec(atoms: 100, seed: 10) { $0.keySparsity = 3; $0.valueSparsity = 2; $0.coefficients = .int8 }
+        #expect(throws: KVCacheError.self) { try CSRCache.deserialize(bytes, capacity: 256, rope: F.rope, codec: eight) }
+        for cut in stride(from: 0, to: bytes.count, by: 11) {
+            #expect(throws: (any Error).self) { try CSRCache.deserialize(Array(bytes[0..<cut]), capacity: 256, rope: F.rope, codec: codec) }
+        }
+    }
+
     /// A decode step's rows coded on two threads are stored as a serial append stores them,
     /// with every storage option the coding feeds (int8, guard, error targeting).
     @Test func decodeStepCodedOnTwoThreadsStoresTheSerialCodes() throws {
@@ -346,7 +370,10 @@ enum CSRFixture {
         let c = try CSRSettings(parsing: "csr:8,coef=i8,recent=32")
         #expect(c.recentTokens == 32 && c.description == "csr:k=8,v=4,coef=i8,recent=32")
         #expect(try CSRSettings(parsing: c.description) == c && a.recentTokens == 0)
-        for bad in ["", "x", "0", "8,coef=f8", "8,k", "8,size=2", "k=3", "8,guard=2", "70000", "8,alg=ksvd", "8,recent=-1", "8,recent=5000"] {
+        let i6 = try CSRSettings(parsing: "16,coef=i6,sink=4")
+        #expect(i6.coefficients == .int8 && i6.coefficientBits == 6 && i6.sinkTokens == 4 && c.coefficientBits == 8)
+        #expect(try CSRSettings(parsing: i6.description) == i6)
+        for bad in ["", "x", "0", "8,coef=f8", "8,k", "8,size=2", "k=3", "8,guard=2", "70000", "8,alg=ksvd", "8,recent=-1", "8,recent=5000", "8,coef=i3", "8,coef=i9"] {
             #expect(throws: CSRError.self, "\(bad)") { try CSRSettings(parsing: bad) }
         }
         #expect(throws: CSRError.dictionaryRequired) { try KVCacheType(parsing: "csr:8") }

@@ -99,9 +99,12 @@ import Testing
         #expect(original.onlineAndGuardByteCount > 0, "the fixture exercises online atoms and guard entries")
     }
 
-    /// With `recent=W` the buffer's fp16 rows travel with each token's codes.
+    /// With `recent=W` the buffer's fp16 rows travel with each token's codes (here with
+    /// 6-bit coefficients and sink tokens too).
     @Test func csrReplicaKeepsTheRecentBuffer() throws {
-        let codec = try F.randomCodec(atoms: 40, seed: 21) { $0.coefficients = .int8; $0.keySparsity = 3; $0.recentTokens = 4 }
+        let codec = try F.randomCodec(atoms: 40, seed: 21) {
+            $0.coefficients = .int8; $0.coefficientBits = 6; $0.keySparsity = 3; $0.recentTokens = 4; $0.sinkTokens = 2
+        }
         let original = codec.makeCache(geometry: F.geometry, rope: F.rope)
         try Self.checkReplica(original) { try CSRCache.deserialize($0, capacity: F.geometry.capacity, rope: F.rope, codec: codec) }
     }

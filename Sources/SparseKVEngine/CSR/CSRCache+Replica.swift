@@ -83,7 +83,7 @@ extension CSRCache {
         }
         let f16 = stream.format == .float16
         let c16 = try r.readArray(UInt16.self, count: f16 ? count : 0, "coefficients")
-        let c8 = try r.readArray(Int8.self, count: f16 ? 0 : count, "coefficients")
+        let c8 = try stream.readCoefficients(count: f16 ? 0 : count, from: &r)
         let scales = try r.readArray(UInt16.self, count: f16 ? 0 : rows, "scales")
         let guards = Int(try r.read(UInt32.self, "guard count"))
         guard guards <= rows else { throw KVCacheError.malformedPayload("\(guards) guard rows for \(rows) rows") }

@@ -8,8 +8,8 @@ import SparseCoding
 ///    entropy coding a u32 byte count, the rANS stream of symbols (an offline atom's
 ///    index, or the escape symbol N for an online atom) and the online atoms' offsets
 ///    after N packed to ``escapeWidth`` bits;
-/// 3. the coefficients of the pairs used: fp16, or int8 then the fp16 scale of every row
-///    that uses a pair;
+/// 3. the coefficients of the pairs used: fp16, or int8 (with `coef=iN`, N < 8, offset by
+///    2^(N-1) - 1 and packed to N bits) then the fp16 scale of every row that uses a pair;
 /// 4. the guard bank among the rows: u32 count, u32 rows relative to the first, fp16 values.
 ///
 /// With fixed sparsity and no entropy coding this is the memory layout as is.
@@ -40,9 +40,35 @@ extension CSRCodeStream {
         }
         switch format {
         case .float16: bytes += used * 2
-        case .int8: bytes += used + (0..<rows).reduce(0) { $0 + (pairCount($1) > 0 ? 2 : 0) }
+        case .int8: bytes += storedCoefficientBytes(used) + (0..<rows).reduce(0) { $0 + (pairCount($1) > 0 ? 2 : 0) }
         }
         return bytes
+    }
+
+    /// Stored bytes of `count` int8 coefficients: one each, or packed to `coefficientBits`.
+    func storedCoefficientBytes(_ count: Int) -> Int {
+        coefficientBits == 8 ? count : BitPacking.byteCount(count: count, width: coefficientBits)
+    }
+
+    /// int8 coefficients in their stored form: as they are, or below 8 bits offset by the
+    /// level count L (0 ... 2L) and packed.
+    func storedCoefficients(_ q: [Int8]) -> [UInt8] {
+        guard coefficientBits < 8 else { return q.map { UInt8(bitPattern: $0) } }
+        let offset = Int(coefficientLevels)
+        return Self.packed(q.map { UInt16(Int($0) + offset) }, width: coefficientBits)
+    }
+
+    /// Reads `count` coefficients written by ``storedCoefficients(_:)``, refusing codes
+    /// outside -L ... L.
+    func readCoefficients(count: Int, from r: inout BinaryReader) throws -> [Int8] {
+        guard coefficientBits < 8 else { return try r.readArray(Int8.self, count: count, "coefficients") }
+        let bytes = try r.readArray(UInt8.self, count: storedCoefficientBytes(count), "coefficients")
+        let offset = Int(coefficientLevels)
+        let raw = try Self.unpacked(bytes, count: count, width: coefficientBits, what: "coefficient")
+        guard raw.allSatisfy({ Int($0) <= 2 * offset }) else {
+            throw KVCacheError.malformedPayload("a \(coefficientBits)-bit coefficient above \(offset)")
+        }
+        return raw.map { Int8(Int($0) - offset) }
     }
 
     /// The atom indices of the pairs rows `rows` use, in order.
@@ -121,7 +147,7 @@ extension CSRCodeStream {
         case .float16:
             for r in rows { w.write(array: Array(coefficients16[r * p..<r * p + pairCount(r)])) }
         case .int8:
-            for r in rows { w.write(array: Array(coefficients8[r * p..<r * p + pairCount(r)])) }
+            w.write(array: storedCoefficients(rows.flatMap { r in coefficients8[r * p..<r * p + pairCount(r)] }))
             w.write(array: rows.filter { pairCount($0) > 0 }.map { scales[$0] })
         }
         let guarded = guardRows.indices.filter { rows.contains(Int(guardRows[$0])) }
@@ -165,7 +191,7 @@ extension CSRCodeStream {
         }
         let nonEmpty = counts.reduce(0) { $0 + ($1 > 0 ? 1 : 0) }
         let c16 = try r.readArray(UInt16.self, count: format == .float16 ? used : 0, "coefficients")
-        let c8 = try r.readArray(Int8.self, count: format == .int8 ? used : 0, "coefficients")
+        let c8 = try readCoefficients(count: format == .int8 ? used : 0, from: &r)
         let sc = try r.readArray(UInt16.self, count: format == .int8 ? nonEmpty : 0, "scales")
         let guards = Int(try r.read(UInt32.self, "guard count"))
         guard guards <= n else { throw KVCacheError.malformedPayload("\(guards) guard rows for \(n) rows") }

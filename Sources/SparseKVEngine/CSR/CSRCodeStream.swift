@@ -19,6 +19,10 @@ final class CSRCodeStream {
     let m: Int
     let sparsity: Int
     let format: CoefficientFormat
+    /// With int8 coefficients, the bits each takes in the stored form (8, or 4...7 with
+    /// `coef=iN`): q in -L...L, L = 2^(bits-1) - 1. Memory holds q as int8 either way.
+    let coefficientBits: Int
+    var coefficientLevels: Float { Float((1 << (coefficientBits - 1)) - 1) }
     /// Bits per stored index, fixed for the session: covers N offline + the online budget.
     let width: Int
     let onlineBudget: Int
@@ -72,6 +76,7 @@ final class CSRCodeStream {
         m = offline.dimension
         self.sparsity = sparsity
         format = settings.coefficients
+        coefficientBits = settings.coefficientBits
         onlineBudget = settings.onlineAtoms
         guardFraction = settings.guardFraction
         guardError = settings.guardError
@@ -179,7 +184,7 @@ final class CSRCodeStream {
             }
             var error = Float.infinity
             while k <= s {
-                Self.roundPrefix(coef, row: r, sparsity: s, pairs: k, format: format, into: &rounded)
+                Self.roundPrefix(coef, row: r, sparsity: s, pairs: k, format: format, levels: coefficientLevels, into: &rounded)
                 reconstruct(idx[r * s..<r * s + k], rounded[0..<k], into: &out)
                 error = out.withUnsafeBufferPointer { Self.relativeError(xr, $0.baseAddress!, m) }
                 if error <= budget { break }
@@ -204,21 +209,21 @@ final class CSRCodeStream {
     /// The first `pairs` coefficients of row `row` rounded as they would be stored
     /// (int8: against the scale of those pairs' peak) into `out` (pairs values).
     static func roundPrefix(_ coef: [Float], row: Int, sparsity s: Int, pairs: Int, format: CoefficientFormat,
-                            into out: inout [Float]) {
+                            levels: Float = 127, into out: inout [Float]) {
         switch format {
         case .float16:
             for k in 0..<pairs { out[k] = HalfPrecision.float(HalfPrecision.bits(coef[row * s + k])) }
         case .int8:
-            let (scale, inverse) = int8Scale(coef, row: row, sparsity: s, pairs: pairs)
-            for k in 0..<pairs { out[k] = max(-127, min(127, (coef[row * s + k] * inverse).rounded())) * scale }
+            let (scale, inverse) = int8Scale(coef, row: row, sparsity: s, pairs: pairs, levels: levels)
+            for k in 0..<pairs { out[k] = max(-levels, min(levels, (coef[row * s + k] * inverse).rounded())) * scale }
         }
     }
 
-    /// The fp16-rounded scale of a row's first `pairs` coefficients and its inverse.
-    private static func int8Scale(_ coef: [Float], row: Int, sparsity s: Int, pairs: Int) -> (Float, Float) {
+    /// The fp16-rounded scale (peak / levels) of a row's first `pairs` coefficients and its inverse.
+    private static func int8Scale(_ coef: [Float], row: Int, sparsity s: Int, pairs: Int, levels: Float) -> (Float, Float) {
         var peak: Float = 0
         for k in 0..<pairs { peak = max(peak, abs(coef[row * s + k])) }
-        let scale = HalfPrecision.float(HalfPrecision.bits(peak / 127))
+        let scale = HalfPrecision.float(HalfPrecision.bits(peak / levels))
         return (scale, scale > 0 ? 1 / scale : 0)
     }
 
@@ -234,10 +239,11 @@ final class CSRCodeStream {
                 coef[r * s + k] = HalfPrecision.float(h)
             }
         case .int8:
-            let (scale, inverse) = Self.int8Scale(coef, row: r, sparsity: s, pairs: pairs)
+            let levels = coefficientLevels
+            let (scale, inverse) = Self.int8Scale(coef, row: r, sparsity: s, pairs: pairs, levels: levels)
             scales.append(HalfPrecision.bits(scale))
             for k in 0..<s {
-                let q = max(-127, min(127, (coef[r * s + k] * inverse).rounded()))
+                let q = max(-levels, min(levels, (coef[r * s + k] * inverse).rounded()))
                 coefficients8.append(Int8(q))
                 coef[r * s + k] = q * scale
             }

@@ -6,7 +6,7 @@ import SparseCoding
 ///   S / s_n pairs per chunk (S / 2 with the paper's s_n = 2), so keys and values cost
 ///   the same number of pairs.
 /// - Options follow, comma-separated: `k=S` and `v=S` (pairs per key vector, per value
-///   chunk), `coef=f16|i8` (coefficient storage), `alg=mp|omp` (pursuit), `online=M` (online atoms per layer for
+///   chunk), `coef=f16|i8|i4...i7` (coefficient storage), `alg=mp|omp` (pursuit), `online=M` (online atoms per layer for
 ///   keys and for values, sampled from the prompt), `guard=F` (at most this fraction of
 ///   vectors kept exactly in the guard bank), `guard-error=E` (relative squared error above
 ///   which a vector is a guard candidate), `err=E` (error-targeted pursuit: each vector
@@ -26,6 +26,10 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
     /// Pairs per value vector chunk.
     public var valueSparsity: Int
     public var coefficients: CoefficientFormat = .float16
+    /// With int8 coefficients, their bits in the stored and transferred form: 8 (`coef=i8`)
+    /// or 4...7 (`coef=i6`: q in -31...31 against a per-row scale of peak / 31, held as
+    /// int8 in memory and packed to 6 bits when stored).
+    public var coefficientBits = 8
     /// MP (the paper's) or OMP, which re-fits the coefficients of the chosen atoms by least
     /// squares: the same storage, a smaller residual, more encoding work.
     public var algorithm: PursuitAlgorithm = .matchingPursuit
@@ -100,8 +104,9 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
             case "coef":
                 switch kv[1].lowercased() {
                 case "f16", "fp16": s.coefficients = .float16
-                case "i8", "int8": s.coefficients = .int8
-                default: throw CSRError.badSettings("coef=\(kv[1]): use f16 or i8")
+                case "i8", "int8": (s.coefficients, s.coefficientBits) = (.int8, 8)
+                case "i4", "i5", "i6", "i7": (s.coefficients, s.coefficientBits) = (.int8, Int(kv[1].dropFirst())!)
+                default: throw CSRError.badSettings("coef=\(kv[1]): use f16, i8, or i4 to i7")
                 }
             case "alg":
                 switch kv[1].lowercased() {
@@ -154,7 +159,7 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
     /// The canonical spelling, parseable by ``init(parsing:valueChunks:)``.
     public var description: String {
         var parts = ["k=\(keySparsity)", "v=\(valueSparsity)"]
-        if coefficients == .int8 { parts.append("coef=i8") }
+        if coefficients == .int8 { parts.append("coef=i\(coefficientBits)") }
         if algorithm == .orthogonal { parts.append("alg=omp") }
         if onlineAtoms != Self.defaultOnlineAtoms { parts.append("online=\(onlineAtoms)") }
         if guardFraction != Self.defaultGuardFraction { parts.append("guard=\(guardFraction)") }

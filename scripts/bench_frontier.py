@@ -50,10 +50,13 @@ CALIBRATION = "cfi-calib (cfi-en without chapter 4)"
 CACHES = ["fp16", "kivi8", "kivi4", "kivi2",
           "csr:16,coef=i8", "csr:16,coef=i8,alg=omp", "csr:k=16,v=4,coef=i8", "csr:8,coef=i8", "csr:8,coef=i8,alg=omp",
           "csr:4,coef=i8,alg=omp",
-          "csr:err=0.04,coef=i8,guard=0", "csr:err=0.1,coef=i8,guard=0"]
+          "csr:err=0.04,coef=i8,guard=0", "csr:err=0.1,coef=i8,guard=0",
+          "csr:16,coef=i6,alg=omp,recent=32,sink=4", "csr:8,coef=i6,alg=omp,recent=32,sink=4",
+          "csr:4,coef=i6,alg=omp,recent=32,sink=4"]
 LONG_TEXT, LONG_CTX = "cfi-ch4", 4096
 LONG_CACHES = ["fp16", "kivi4", "kivi2", "csr:16,coef=i8", "csr:16,coef=i8,alg=omp", "csr:8,coef=i8",
-               "csr:8,coef=i8,alg=omp", "csr:4,coef=i8,alg=omp"]
+               "csr:8,coef=i8,alg=omp", "csr:4,coef=i8,alg=omp",
+               "csr:16,coef=i6,alg=omp,recent=32,sink=4", "csr:8,coef=i6,alg=omp,recent=32,sink=4"]
 THREADS = 1
 PROTOCOL_CTX, PROTOCOL_WINDOWS = 1024, 6
 # The targets: at most this many bits/channel, at most this perplexity increase.

@@ -106,7 +106,13 @@ struct DictionaryOption: ParsableArguments {
 /// Help text shared by every `--kv` option.
 let kvHelp = ArgumentHelp(
     "KV cache: fp32, fp16, kivi2, kivi4, kivi8 or csr:S (CSR-S with --dict).",
-    discussion: "csr: takes options after a comma: k=S, v=S (pairs per key vector / value chunk), coef=f16|i8, alg=mp|omp, online=M, guard=F, e.g. csr:8 or csr:4,coef=i8.")
+    discussion: """
+        csr: takes options after a comma: k=S, v=S (pairs per key vector / value chunk), coef=f16|i8|i6 (i4...i7: \
+        coefficient bits when stored), alg=mp|omp, online=M, guard=F, guard-error=E, err=E, ec=rans, recent=W (the W \
+        latest tokens also in fp16), sink=N (the first N tokens in fp16), e.g. csr:8, csr:4,coef=i8, or, token by \
+        token near fp32 at 4.8 bits per channel (1,024 tokens), csr:16,coef=i6,alg=omp,recent=32,sink=4. \
+        See README "CSR: the sparse-coded KV cache".
+        """)
 
 /// Writes to stderr (progress, timings) without buffering surprises.
 func printErr(_ s: String, terminator: String = "\n") {

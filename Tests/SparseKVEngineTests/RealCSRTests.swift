@@ -41,6 +41,22 @@ struct RealCSRTests {
         #expect(r[1].bitsPerChannel < 6 && r[1].top1Agreement > 0.7)
     }
 
+    /// The bound below 3 bits, token by token (the issue-11 protocol, one window): CSR-8
+    /// with OMP, 6-bit coefficients, the 32 latest tokens and 4 sink tokens in fp16 (2.88
+    /// bits per channel at 1024 tokens) costs at most 9% perplexity on the first window of
+    /// cfi-en chapter 4 (+5.4% measured; plain CSR-8 with MP costs +40% there).
+    @Test func csrBelowThreeBitsStaysWithinBoundTokenByToken() throws {
+        let model = try Self.model.get(), dict = try Self.dictionary.get()
+        let tokenizer = try BPETokenizer(gguf: try GGUFFile(path: RealAssets.model))
+        let text = try String(contentsOfFile: RealAssets.text("cfi-ch4.txt"), encoding: .utf8)
+        let tokens = tokenizer.encode(text, addSpecial: false, parseSpecial: false)
+        let csr = try KVCacheType(parsing: "csr:8,coef=i6,alg=omp,recent=32,sink=4", dictionary: dict)
+        let r = try CacheEvaluator(model: model, contextLength: 1024, decodeBatch: 1).run(tokens: tokens, caches: [.fp32, csr], maxWindows: 1)
+        #expect(r[1].bitsPerChannel <= 3.0)
+        #expect(r[1].relativeChange < 0.09 && r[1].meanKL < 0.08, "CSR-8 perplexity \(r[1].perplexity) vs fp32 \(r[0].perplexity), KL \(r[1].meanKL)")
+        #expect(r[1].relativeChange > -0.05)
+    }
+
     @Test func csrCacheMovedMidGenerationGivesTheSameTokens() throws {
         let model = try Self.model.get(), dict = try Self.dictionary.get()
         let type = try KVCacheType(parsing: "csr:8,online=32,guard=0.01", dictionary: dict)

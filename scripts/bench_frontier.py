@@ -312,7 +312,7 @@ def markdown(report):
     return "\n".join(lines) + "\n"
 
 
-def svg(report):
+def svg(report, csr_label="CSR, fixed sparsity, int8 coefficients"):
     """One panel per (text, ctx): perplexity increase (symmetric log axis) against bits/channel (log2 axis)."""
     runs = report["runs"]
     series = {"fp16": ("#7f7f7f", "square"), "KIVI": ("#1f77b4", "diamond"), "CSR": ("#d62728", "circle"),
@@ -395,7 +395,7 @@ def svg(report):
              f'bits per channel (SmolLM2-135M, dictionary {report["dictionary"]["contentHash"][:8]}…)</text>']
     for i, run in enumerate(runs):
         parts += panel(m + (i % cols) * (pw + gap), m + (i // cols) * (ph + gap), run)
-    legend = [("fp16", "fp16"), ("KIVI", "KIVI-2/4/8"), ("CSR", "CSR, fixed sparsity, int8 coefficients"),
+    legend = [("fp16", "fp16"), ("KIVI", "KIVI-2/4/8"), ("CSR", csr_label),
               ("CSR err=", "CSR err= (error-targeted, cap 16/8, int8, guard=0)"),
               ("llama.cpp", "llama.cpp q8_0/q4_0 K+V (vs its own f16)")]
     for i, (fam, text) in enumerate(legend):

@@ -24,13 +24,17 @@ struct RealCSRTests {
         #expect(throws: CSRError.self) { try dict.check(model: CSRDictionary.ModelInfo(model: try LlamaModel(path: tiny))) }
     }
 
+    /// cfi-en chapter 4, which the dictionary never saw, as the model's tokens.
+    static func chapter4Tokens() throws -> [Int32] {
+        let tokenizer = try BPETokenizer(gguf: try GGUFFile(path: RealAssets.model))
+        let text = try String(contentsOfFile: RealAssets.text("cfi-ch4.txt"), encoding: .utf8)
+        return tokenizer.encode(text, addSpecial: false, parseSpecial: false)
+    }
+
     /// The bound: CSR-16 with int8 coefficients (about 5 bits per channel) costs at most 15%
     /// perplexity on one 1024-token window of cfi-en chapter 4, which the dictionary never saw.
     @Test func csrPerplexityStaysWithinBoundOfFP32() throws {
-        let model = try Self.model.get(), dict = try Self.dictionary.get()
-        let tokenizer = try BPETokenizer(gguf: try GGUFFile(path: RealAssets.model))
-        let text = try String(contentsOfFile: RealAssets.text("cfi-ch4.txt"), encoding: .utf8)
-        let tokens = tokenizer.encode(text, addSpecial: false, parseSpecial: false)
+        let model = try Self.model.get(), dict = try Self.dictionary.get(), tokens = try Self.chapter4Tokens()
         let csr = try KVCacheType(parsing: "csr:16,coef=i8", dictionary: dict)
         let r = try CacheEvaluator(model: model, contextLength: 1024).run(tokens: tokens, caches: [.fp32, csr], maxWindows: 1)
         // fp32 against its own reference: equal up to BLAS summation order (other suites
@@ -46,10 +50,7 @@ struct RealCSRTests {
     /// bits per channel at 1024 tokens) costs at most 9% perplexity on the first window of
     /// cfi-en chapter 4 (+5.4% measured; plain CSR-8 with MP costs +40% there).
     @Test func csrBelowThreeBitsStaysWithinBoundTokenByToken() throws {
-        let model = try Self.model.get(), dict = try Self.dictionary.get()
-        let tokenizer = try BPETokenizer(gguf: try GGUFFile(path: RealAssets.model))
-        let text = try String(contentsOfFile: RealAssets.text("cfi-ch4.txt"), encoding: .utf8)
-        let tokens = tokenizer.encode(text, addSpecial: false, parseSpecial: false)
+        let model = try Self.model.get(), dict = try Self.dictionary.get(), tokens = try Self.chapter4Tokens()
         let csr = try KVCacheType(parsing: "csr:8,coef=i6,alg=omp,recent=32,sink=4", dictionary: dict)
         let r = try CacheEvaluator(model: model, contextLength: 1024, decodeBatch: 1).run(tokens: tokens, caches: [.fp32, csr], maxWindows: 1)
         #expect(r[1].bitsPerChannel <= 3.0)

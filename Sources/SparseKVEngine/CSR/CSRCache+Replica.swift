@@ -52,13 +52,12 @@ extension CSRCache {
                     k += 1
                 }
                 counts[s] = first + h.tokenCount
-                if let x = recent.isEmpty ? nil : recent[layer - h.layers.lowerBound] {
-                    // The buffer moves with the tokens; rows before them stay if they end at `first`.
-                    if x.first > first { pending[s] = nil }
-                    takeRecentRows(layer: s, first: x.first, count: x.count, keys: x.keys, values: x.values)
-                    if x.count == 0 { pending[s] = nil }
-                } else {
+                if recent.isEmpty {
                     pending[s] = nil
+                } else {
+                    // The buffer moves with the tokens; rows before them stay if they end where they start.
+                    let x = recent[layer - h.layers.lowerBound]
+                    takeRecentRows(layer: s, first: x.first, count: x.count, keys: x.keys, values: x.values)
                 }
             }
             return (first, h.tokenCount)

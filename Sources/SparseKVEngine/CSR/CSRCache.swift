@@ -25,9 +25,10 @@ public final class CSRCache: KVCache {
     var counts: [Int]
     /// [layer - first]: the rows attention reads exactly, pre-RoPE: the latest append's (exact)
     /// and, with `recent=W`, those of the W latest tokens before it (fp16 values):
-    /// (start, n, keys (n, width), values (n, width)), positions start ..< start + n.
+    /// (start, n, keys (n, width), values (n, width), the leading rows already in fp16 form),
+    /// positions start ..< start + n.
     var pending: [ExactRows?]
-    typealias ExactRows = (start: Int, count: Int, keys: [Float], values: [Float])
+    typealias ExactRows = (start: Int, count: Int, keys: [Float], values: [Float], rounded: Int)
     /// (capacity, ropeDimension / 2, 2) cos, sin
     let ropeTable: [Float]
     /// [layer - first]: with a query-aware key metric, sqrt(w) and w^{-1/2} per channel of a
@@ -92,52 +93,55 @@ public final class CSRCache: KVCache {
             try vs.append(v, count: n * width / vs.m)
         }
         pending[s] = Self.exactRows(keeping: pending[s], recent: codec.settings.recentTokens, width: width,
-                                    appending: (start, n, keys, Array(UnsafeBufferPointer(start: v, count: n * width))))
+                                    appending: (start, n, keys, Array(UnsafeBufferPointer(start: v, count: n * width)), 0))
         counts[s] = start + n
     }
 
     /// The exact rows after appending `new`: its own, preceded by the rows of `old` (when
-    /// they end where `new` starts) among the `recent` latest positions, rounded to fp16
-    /// (their stored form; rounding twice changes nothing).
+    /// they end where `new` starts) among the `recent` latest positions, in fp16 form.
     static func exactRows(keeping old: ExactRows?, recent: Int, width: Int, appending new: ExactRows) -> ExactRows {
         let start = new.start
-        guard recent > 0, let old, old.count > 0, old.start + old.count == start else { return new }
-        let from = max(old.start, start + new.count - recent)
-        guard from < start else { return new }
-        let skip = (from - old.start) * width, end = (start - old.start) * width
-        func rounded(_ x: ArraySlice<Float>) -> [Float] { x.map { Float(Float16($0)) } }
-        return (from, start - from + new.count, rounded(old.keys[skip..<end]) + new.keys, rounded(old.values[skip..<end]) + new.values)
+        guard recent > 0, let old, old.start + old.count == start else { return new }
+        let kept = rounded(old, max(old.start, start + new.count - recent)..<start, width: width)
+        guard kept.count > 0 else { return new }
+        return (kept.start, kept.count + new.count, kept.keys + new.keys, kept.values + new.values, kept.count + new.rounded)
+    }
+
+    /// Rows `positions` of `p` (within it) in their stored fp16 form; rows already rounded
+    /// are copied.
+    static func rounded(_ p: ExactRows, _ positions: Range<Int>, width: Int) -> ExactRows {
+        guard !positions.isEmpty else { return (positions.lowerBound, 0, [], [], 0) }
+        let a = (positions.lowerBound - p.start) * width, b = (positions.upperBound - p.start) * width
+        let done = min(b, max(a, p.rounded * width))
+        func form(_ x: [Float]) -> [Float] { Array(x[a..<done]) + x[done..<b].map { Float(Float16($0)) } }
+        return (positions.lowerBound, positions.count, form(p.keys), form(p.values), positions.count)
     }
 
     /// Rows of the `recent=` buffer that are stored (and counted): the latest W tokens' that
     /// the exact rows hold (they end at the layer's count).
     func storedRecentTokens(layer s: Int) -> Int { min(codec.settings.recentTokens, pending[s]?.count ?? 0) }
 
-    /// The `recent=` buffer's rows for positions `tokens` of layer slot `s` that the exact
-    /// rows hold, the latest at most W of them, in fp16: (first position, keys, values).
-    func recentRows(layer s: Int, tokens: Range<Int>) -> (first: Int, keys: [Float16], values: [Float16]) {
-        let w = codec.settings.recentTokens, width = geometry.rowWidth
-        guard w > 0, let p = pending[s] else { return (tokens.upperBound, [], []) }
-        let from = max(p.start, tokens.lowerBound, tokens.upperBound - w), to = min(tokens.upperBound, p.start + p.count)
-        guard from < to, to == tokens.upperBound else { return (tokens.upperBound, [], []) }
-        let a = (from - p.start) * width, b = (to - p.start) * width
-        return (from, p.keys[a..<b].map { Float16($0) }, p.values[a..<b].map { Float16($0) })
-    }
-
     /// Sets layer slot `s`'s exact rows to `n` fp16 rows from position `first`, after rows
-    /// it holds (as an append does).
+    /// it holds (as an append does); none when `n` is 0.
     func takeRecentRows(layer s: Int, first: Int, count n: Int, keys: [Float16], values: [Float16]) {
-        guard n > 0 else { return }
+        guard n > 0 else { pending[s] = nil; return }
         pending[s] = Self.exactRows(keeping: pending[s], recent: codec.settings.recentTokens, width: geometry.rowWidth,
-                                    appending: (first, n, keys.map { Float($0) }, values.map { Float($0) }))
+                                    appending: (first, n, keys.map { Float($0) }, values.map { Float($0) }, n))
     }
 
-    /// Writes layer slot `s`'s `recent=` rows among `tokens`: u32 count, fp16 keys, fp16 values.
+    /// Writes layer slot `s`'s `recent=` rows among `tokens` (the latest at most W of them
+    /// that the exact rows hold, ending at `tokens`' end): u32 count, fp16 keys, fp16 values.
     func writeRecentRows(layer s: Int, tokens: Range<Int>, to w: inout BinaryWriter) {
-        let r = recentRows(layer: s, tokens: tokens)
-        w.write(UInt32(r.keys.count / geometry.rowWidth))
-        w.write(array: r.keys.map { $0.bitPattern })
-        w.write(array: r.values.map { $0.bitPattern })
+        var keys: [UInt16] = [], values: [UInt16] = []
+        if let p = pending[s], p.start + p.count >= tokens.upperBound, p.start < tokens.upperBound {
+            let from = max(p.start, tokens.lowerBound, tokens.upperBound - codec.settings.recentTokens)
+            let a = (from - p.start) * geometry.rowWidth, b = (tokens.upperBound - p.start) * geometry.rowWidth
+            keys = p.keys[a..<b].map { Float16($0).bitPattern }
+            values = p.values[a..<b].map { Float16($0).bitPattern }
+        }
+        w.write(UInt32(keys.count / geometry.rowWidth))
+        w.write(array: keys)
+        w.write(array: values)
     }
 
     /// Reads what ``writeRecentRows(layer:tokens:to:)`` wrote for `tokens` tokens ending at
@@ -297,8 +301,7 @@ public final class CSRCache: KVCache {
             pending[s] = pending[s].flatMap { p in
                 let from = max(p.start, count - codec.settings.recentTokens)
                 guard codec.settings.recentTokens > 0, from < count else { return nil }
-                let a = (from - p.start) * rowsPerToken, b = (count - p.start) * rowsPerToken
-                return (from, count - from, p.keys[a..<b].map { Float(Float16($0)) }, p.values[a..<b].map { Float(Float16($0)) })
+                return Self.rounded(p, from..<count, width: rowsPerToken)
             }
             counts[s] = count
         }

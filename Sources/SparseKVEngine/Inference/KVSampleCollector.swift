@@ -1,4 +1,5 @@
 import Foundation
+import SparseCoding
 
 /// Keys (before RoPE) and values that a model produced over a text, per layer: the
 /// training data of sparse-coding dictionaries.
@@ -32,12 +33,21 @@ public struct KVSamples: Sendable {
 
 /// Runs a model over windows of a token sequence and keeps every layer's pre-RoPE keys
 /// and values, and measures the queries' energy per RoPE pair.
+///
+/// With `keepRows` the collector streams: it holds at most that many rows per layer, a
+/// uniform sample of every (token, KV head) row it saw (reservoir sampling; the same rows
+/// in every layer, keys and values together), so memory stays fixed however much text it
+/// reads. The query energy is a running mean over all tokens either way.
 public enum KVSampleCollector {
     /// - Parameters:
     ///   - window: tokens per window; each window starts from an empty cache, as in perplexity runs
     ///   - maxWindows: stop after this many windows (all when nil)
+    ///   - keepRows: the most rows kept per layer (all rows when nil); rows are then in
+    ///     sample order, not token order
+    ///   - seed: the reservoir's random seed
     ///   - progress: called with (windows done, windows in all)
     public static func collect(model: LlamaModel, tokens: [Int32], window: Int, maxWindows: Int? = nil,
+                               keepRows: Int? = nil, seed: UInt64 = 1,
                                progress: (Int, Int) -> Void = { _, _ in }) throws -> KVSamples {
         let available = tokens.count / max(window, 1)
         let windows = min(available, maxWindows ?? available)
@@ -45,11 +55,13 @@ public enum KVSampleCollector {
             throw PerplexityError.textTooShort(tokens: tokens.count, contextLength: window)
         }
         let c = model.config, range = model.loadedLayers
+        let totalRows = windows * window * c.kvHeadCount
+        var reservoir = ReservoirSampler(capacity: max(1, min(keepRows ?? totalRows, totalRows)), seed: seed)
         var keys = [[Float]](repeating: [], count: range.count)
         var values = keys
         for l in keys.indices {
-            keys[l].reserveCapacity(windows * window * c.kvDim)
-            values[l].reserveCapacity(windows * window * c.kvDim)
+            keys[l].reserveCapacity(reservoir.capacity * c.headDim)
+            values[l].reserveCapacity(reservoir.capacity * c.headDim)
         }
         let gen = TextGenerator(model: model, cacheType: .fp32, contextLength: window)
         var energy = QueryPairEnergy(layerCount: c.layerCount, kvHeads: c.kvHeadCount, headDim: c.headDim)
@@ -59,14 +71,26 @@ public enum KVSampleCollector {
             let recorder = QueryRecordingCache(cache, energy: energy)
             _ = try gen.prefill(Array(tokens[w * window..<(w + 1) * window]), cache: recorder)
             energy = recorder.energy
+            // Rows (t, h), heads interleaved per token: one placement per row for every layer.
+            var placements: [ReservoirSampler.Placement] = []
+            placements.reserveCapacity(window * c.kvHeadCount)
+            for _ in 0..<window * c.kvHeadCount { placements.append(reservoir.offer()) }
             for layer in range {
-                // Interleave heads per token: row (t, h).
                 let perHead = (0..<c.kvHeadCount).map { cache.storedRows(layer: layer, kvHead: $0) }
                 let i = layer - range.lowerBound
-                for t in 0..<window {
-                    for h in 0..<c.kvHeadCount {
-                        keys[i] += perHead[h].keys[t * c.headDim..<(t + 1) * c.headDim]
-                        values[i] += perHead[h].values[t * c.headDim..<(t + 1) * c.headDim]
+                for (r, placement) in placements.enumerated() {
+                    let (t, h) = r.quotientAndRemainder(dividingBy: c.kvHeadCount)
+                    let source = t * c.headDim..<(t + 1) * c.headDim
+                    switch placement {
+                    case .append:
+                        keys[i] += perHead[h].keys[source]
+                        values[i] += perHead[h].values[source]
+                    case .replace(let slot):
+                        let target = slot * c.headDim..<(slot + 1) * c.headDim
+                        keys[i].replaceSubrange(target, with: perHead[h].keys[source])
+                        values[i].replaceSubrange(target, with: perHead[h].values[source])
+                    case .skip:
+                        continue
                     }
                 }
             }

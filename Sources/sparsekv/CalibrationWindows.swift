@@ -2,25 +2,29 @@ import ArgumentParser
 import Foundation
 import SparseKVEngine
 
-/// The calibration windows of `dict tables` and `dict metric`: the corpus files tokenized
-/// one after another, then up to maxTokens / window windows of `window` tokens spread
-/// evenly over them.
+/// The calibration windows of `dict train`, `dict tables` and `dict metric`: each corpus
+/// file tokenized on its own, then up to maxTokens / window windows of `window` tokens, an
+/// equal share per file, spread evenly over each (CalibrationPlan).
 struct CalibrationWindows {
     /// Each window's tokens, `window` of them.
     let windows: [[Int32]]
     /// The corpus files' names, comma-separated (for the provenance line).
     let names: String
+    /// One line per file: name, tokens, windows taken.
+    let summary: [String]
 
     init(corpus: [String], tokenizer: BPETokenizer, window: Int, maxTokens: Int) throws {
-        var tokens: [Int32] = []
-        for p in corpus { tokens += tokenizer.encode(try readTextFile(p), addSpecial: false, parseSpecial: false) }
-        let available = tokens.count / window, count = min(available, maxTokens / window)
-        guard count > 0 else { throw ValidationError("the corpus has \(tokens.count) tokens, fewer than one --window of \(window)") }
-        windows = (0..<count).map { i in
-            let w = i * available / count
-            return Array(tokens[w * window..<(w + 1) * window])
+        let files = try corpus.map { tokenizer.encode(try readTextFile($0), addSpecial: false, parseSpecial: false) }
+        windows = CalibrationPlan.windows(files: files, window: window, maxTokens: maxTokens)
+        let total = files.reduce(0) { $0 + $1.count }
+        guard !windows.isEmpty else {
+            throw ValidationError("the corpus has \(total) tokens and no file holds one --window of \(window)")
         }
+        let counts = CalibrationPlan.windowCounts(available: files.map { $0.count / window }, wanted: maxTokens / window)
         names = corpus.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ",")
+        summary = zip(corpus, zip(files, counts)).map { path, fc in
+            "  \(URL(fileURLWithPath: path).lastPathComponent): \(fc.0.count) tokens, \(fc.1) windows"
+        }
     }
 }
 

@@ -47,8 +47,14 @@ struct DictTrainCommand: ParsableCommand {
     @Option(help: "s_n for values.")
     var valueChunks: Int = 2
 
-    @Option(help: "Most calibration tokens to run the model over (spread evenly over the corpus).")
+    @Option(help: "Most calibration tokens to run the model over (an equal share per corpus file, spread evenly over each).")
     var maxTokens: Int = 32768
+
+    @Option(help: ArgumentHelp(
+        "Most key/value rows kept per layer while collecting.",
+        discussion: "A uniform sample of all (token, KV head) rows read (reservoir sampling, the same rows in every layer), so "
+            + "the corpus may be far larger than memory: about rows x head dim x 8 bytes x layers."))
+    var maxRows: Int = 98_304
 
     @Option(help: "Tokens per model window while collecting (each from an empty cache).")
     var window: Int = 1024
@@ -83,9 +89,9 @@ struct DictTrainCommand: ParsableCommand {
         }
         guard sparsity >= 1, (valueSparsity ?? 1) >= 1 else { throw ValidationError("sparsities must be at least 1") }
         guard keyChunks >= 1, valueChunks >= 1 else { throw ValidationError("chunks must be at least 1") }
-        guard window >= 16, maxTokens >= window else { throw ValidationError("--window must be >= 16 and --max-tokens >= --window") }
+        try CalibrationWindows.validate(corpus: corpus, window: window, maxTokens: maxTokens)
+        guard maxRows >= 1 else { throw ValidationError("--max-rows must be at least 1") }
         guard steps >= 0, batch >= 1, heldOut > 0, heldOut < 1 else { throw ValidationError("bad --steps, --batch or --held-out") }
-        guard !corpus.isEmpty else { throw ValidationError("give at least one --corpus file") }
     }
 
     func run() throws {
@@ -100,23 +106,25 @@ struct DictTrainCommand: ParsableCommand {
         let outPath = out ?? DictionaryOption.defaultPath(model: common.modelPath)
 
         // MARK: Collect
-        var tokens: [Int32] = []
-        for path in corpus { tokens += tokenizer.encode(try readTextFile(path), addSpecial: false, parseSpecial: false) }
-        let available = tokens.count / window
-        let windows = min(available, maxTokens / window)
-        guard windows > 0 else { throw ValidationError("the corpus has \(tokens.count) tokens, fewer than one --window of \(window)") }
-        // Evenly spaced windows, so the whole corpus is represented.
-        var picked: [Int32] = []
-        for i in 0..<windows { let w = i * available / windows; picked += tokens[w * window..<(w + 1) * window] }
-        printErr("corpus: \(tokens.count) tokens; collecting K/V over \(windows) windows of \(window) (\(picked.count) tokens)")
+        let calibration = try CalibrationWindows(corpus: corpus, tokenizer: tokenizer, window: window, maxTokens: maxTokens)
+        let picked = calibration.windows.count * window
+        let rows = picked * c.kvHeadCount
+        let kept = min(rows, maxRows)
+        printErr("corpus: collecting K/V over \(calibration.windows.count) windows of \(window) (\(picked) tokens, \(rows) rows per layer)")
+        calibration.summary.forEach { printErr($0) }
+        if kept < rows {
+            printErr("  streaming: keeping a uniform sample of \(kept) rows per layer (--max-rows), "
+                     + String(format: "%.1f GB", Double(kept * c.headDim * 2 * 4 * model.loadedLayers.count) / 1e9))
+        }
         let t0 = Date()
-        let samples = try KVSampleCollector.collect(model: model, tokens: picked, window: window) { done, total in
+        let samples = try KVSampleCollector.collect(model: model, tokens: calibration.windows.flatMap { $0 }, window: window,
+                                                    keepRows: maxRows, seed: seed) { done, total in
             printErr("\r  collect \(bar(done, total)) \(done)/\(total)", terminator: done == total ? "\n" : "")
         }
         let collectSeconds = Date().timeIntervalSince(t0)
-        let names = corpus.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ",")
+        let names = calibration.names
         let metric: CSRKeyMetric? = keyMetric == .l2 ? nil : try CSRKeyMetric(
-            energy: samples.queryEnergy, source: "mean query energy per RoPE pair on \(picked.count) tokens of \(names), windows of \(window)")
+            energy: samples.queryEnergy, source: "mean query energy per RoPE pair on \(picked) tokens of \(names), windows of \(window)")
         if let metric {
             let w = metric.pairWeights
             printErr(String(format: "key metric: query energy per RoPE pair, weights %.4f to %.2f (mean 1 per layer and KV head)",
@@ -167,7 +175,7 @@ struct DictTrainCommand: ParsableCommand {
         // MARK: Write
         let training: [String: String] = [
             "corpus": names, "key_metric": keyMetric.rawValue,
-            "tokens": "\(picked.count)", "key_atoms": "\(atoms)", "value_atoms": "\(valueAtoms)", "window": "\(window)", "key_sparsity": "\(sparsity)",
+            "tokens": "\(picked)", "rows_per_layer": "\(samples.rowCount)", "key_atoms": "\(atoms)", "value_atoms": "\(valueAtoms)", "window": "\(window)", "key_sparsity": "\(sparsity)",
             "value_sparsity": "\(valueSparsity ?? max(1, sparsity / valueChunks))", "steps": "\(steps)",
             "batch": "\(batch)", "learning_rate": "\(learningRate)", "held_out": "\(heldOut)", "seed": "\(seed)",
             "delta1": "\(delta1)", "delta2": "\(delta2)", "collect_seconds": String(format: "%.1f", collectSeconds),

@@ -175,4 +175,57 @@ import Testing
         #expect(samples.vectors(layer: 1, keys: true, chunks: 3) == nil)
         #expect(throws: PerplexityError.self) { _ = try KVSampleCollector.collect(model: model, tokens: [1, 2], window: 8) }
     }
+
+    /// With keepRows the collector holds a fixed number of rows: each is a row of the full
+    /// collection, the same (token, KV head) in every layer and in keys and values.
+    @Test func streamingKeepsAlignedRowsOfTheFullCollection() throws {
+        let path = try TinyModel.write()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let model = try LlamaModel(path: path)
+        let c = model.config, d = c.headDim
+        let tokens: [Int32] = (0..<48).map { Int32(($0 * 53 + 7) % 100) }
+        let full = try KVSampleCollector.collect(model: model, tokens: tokens, window: 8)
+        let sample = try KVSampleCollector.collect(model: model, tokens: tokens, window: 8, keepRows: 10, seed: 4)
+        #expect(full.rowCount == 48 * c.kvHeadCount && sample.rowCount == 10)
+        #expect(sample.queryEnergy == full.queryEnergy)
+        func row(_ m: [Float], _ r: Int) -> ArraySlice<Float> { m[r * d..<(r + 1) * d] }
+        var sources: Set<Int> = []
+        for slot in 0..<10 {
+            // The full row this slot came from: the one whose layer-0 key matches.
+            let r = try #require((0..<full.rowCount).first { row(full.keys[0], $0) == row(sample.keys[0], slot) })
+            sources.insert(r)
+            for layer in 0..<c.layerCount {
+                #expect(row(sample.keys[layer], slot) == row(full.keys[layer], r))
+                #expect(row(sample.values[layer], slot) == row(full.values[layer], r))
+            }
+        }
+        #expect(sources.count == 10)
+        // Enough room: the stream is kept whole, in order.
+        let all = try KVSampleCollector.collect(model: model, tokens: tokens, window: 8, keepRows: 1_000)
+        #expect(all.keys == full.keys && all.values == full.values)
+    }
+}
+
+@Suite struct CalibrationPlanTests {
+    @Test func everyFileGetsAnEqualShareUpToWhatItHolds() {
+        #expect(CalibrationPlan.windowCounts(available: [100], wanted: 32) == [32])
+        #expect(CalibrationPlan.windowCounts(available: [10], wanted: 32) == [10])
+        #expect(CalibrationPlan.windowCounts(available: [100, 100, 100], wanted: 30) == [10, 10, 10])
+        // The short file gives all it has; the others share the rest.
+        #expect(CalibrationPlan.windowCounts(available: [3, 100, 100], wanted: 30) == [3, 14, 13])
+        #expect(CalibrationPlan.windowCounts(available: [3, 5, 100], wanted: 30) == [3, 5, 22])
+        #expect(CalibrationPlan.windowCounts(available: [3, 5, 0], wanted: 30) == [3, 5, 0])
+        #expect(CalibrationPlan.windowCounts(available: [4, 4], wanted: 0) == [0, 0])
+    }
+
+    @Test func windowsAreSpreadOverEachFileAndNeverStraddleTwo() {
+        let a: [Int32] = Array(0..<40), b: [Int32] = Array(100..<120)
+        // 4-token windows: a holds 10, b holds 5; 6 wanted -> 3 each, evenly spaced.
+        let windows = CalibrationPlan.windows(files: [a, b], window: 4, maxTokens: 24)
+        #expect(windows == [[0, 1, 2, 3], [12, 13, 14, 15], [24, 25, 26, 27], [100, 101, 102, 103], [104, 105, 106, 107],
+                            [112, 113, 114, 115]])
+        // One file: the old plan, min(available, wanted) windows spread evenly.
+        #expect(CalibrationPlan.windows(files: [a], window: 4, maxTokens: 8) == [[0, 1, 2, 3], [20, 21, 22, 23]])
+        #expect(CalibrationPlan.windows(files: [[1, 2]], window: 4, maxTokens: 8).isEmpty)
+    }
 }

@@ -14,9 +14,21 @@ Writes into $SPARSEKV_HOME (default ~/.cache/sparsekv):
   texts/alice29.txt       Alice in Wonderland, bytes as shipped
   texts/lcet10.txt        the Library of Congress "Workshop on Electronic Texts" proceedings
                           (1992, long prose), bytes as shipped: the third evaluation text
+
+`fetch_assets.py calibration` also fetches the varied calibration set the committed dictionary
+was trained on (none of it is an evaluation text), into texts/calibration/:
+  plrabn12.txt            Paradise Lost (verse), Canterbury corpus, brotli sdist as above
+  asyoulik.txt            As You Like It (drama), Canterbury corpus, brotli sdist as above
+  debian-reference.txt    Debian package debian-reference-en: the Debian Reference manual,
+                          plain-text edition (technical prose, shell sessions, tables)
+  fortunes.txt            Debian package fortunes: quotations, jokes, poems, definitions
+                          (short pieces of many registers), separated by blank lines
+Debian packages are fetched with `apt-get download` and unpacked, never installed.
 """
+import gzip
 import html.parser
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -29,6 +41,9 @@ MODEL_SIZE = 98_362_432
 CFI_DIR = "/usr/share/doc/cfi-en/html"
 # Canterbury corpus files in the brotli==1.2.1 sdist (tests/testdata/), with their sizes.
 BROTLI_TEXTS = {"alice29.txt": 152_089, "lcet10.txt": 426_754}
+BROTLI_CALIBRATION = {"plrabn12.txt": 481_861, "asyoulik.txt": 125_179}
+# Fortune files skipped: pictures made of characters are not language.
+FORTUNE_SKIP = {"art", "ascii-art"}
 CFI_CHAPTERS = ["preface.htm"] + [f"ch{i}web.htm" for i in range(1, 18)] + ["ottoen.htm"]
 
 
@@ -131,25 +146,88 @@ def fetch_texts():
             f.write("\n".join(chapter_text(c) for c in CFI_CHAPTERS if c != "ch4web.htm"))
         os.replace(calib + ".part", calib)
     log(f"texts ready: {ch4}, {calib}")
-    # Both come from the same sdist: download it once, and only when one of them is missing.
     wanted = {name: os.path.join(tdir, name) for name in BROTLI_TEXTS}
-    missing = {name: path for name, path in wanted.items() if not os.path.exists(path)}
-    if missing:
-        log(f"downloading sdist brotli==1.2.1 for {', '.join(missing)} ...")
-        with tempfile.TemporaryDirectory() as tmp:
-            sdist = pip_download("brotli==1.2.1", tmp, binary=False)
-            with tarfile.open(sdist) as t:
-                for name, path in missing.items():
-                    member = next((m for m in t.getmembers() if m.name.endswith(f"tests/testdata/{name}")), None)
-                    if member is None:
-                        sys.exit(f"error: tests/testdata/{name} not found in the brotli sdist")
-                    data = t.extractfile(member).read()
-                    if len(data) != BROTLI_TEXTS[name]:
-                        sys.exit(f"error: {name} in the brotli sdist has {len(data)} bytes, expected {BROTLI_TEXTS[name]}")
-                    with open(path + ".part", "wb") as f:
-                        f.write(data)
-                    os.replace(path + ".part", path)
+    fetch_brotli_texts(wanted, BROTLI_TEXTS)
     log(f"texts ready: {', '.join(wanted.values())}")
+
+
+def fetch_brotli_texts(wanted, sizes):
+    """Extract tests/testdata/NAME for each missing NAME -> path of `wanted` from the brotli
+    sdist, downloaded once and only when a file is missing; sizes are checked."""
+    missing = {name: path for name, path in wanted.items() if not os.path.exists(path)}
+    if not missing:
+        return
+    log(f"downloading sdist brotli==1.2.1 for {', '.join(missing)} ...")
+    with tempfile.TemporaryDirectory() as tmp:
+        sdist = pip_download("brotli==1.2.1", tmp, binary=False)
+        with tarfile.open(sdist) as t:
+            for name, path in missing.items():
+                member = next((m for m in t.getmembers() if m.name.endswith(f"tests/testdata/{name}")), None)
+                if member is None:
+                    sys.exit(f"error: tests/testdata/{name} not found in the brotli sdist")
+                data = t.extractfile(member).read()
+                if len(data) != sizes[name]:
+                    sys.exit(f"error: {name} in the brotli sdist has {len(data)} bytes, expected {sizes[name]}")
+                with open(path + ".part", "wb") as f:
+                    f.write(data)
+                os.replace(path + ".part", path)
+
+
+def unpack_deb(package, dest):
+    """`apt-get download` PACKAGE into a temporary directory and unpack it into dest (no
+    install, no root needed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        r = subprocess.run(["apt-get", "download", "-q", package], cwd=tmp, capture_output=True, text=True)
+        debs = [f for f in os.listdir(tmp) if f.endswith(".deb")]
+        if r.returncode != 0 or not debs:
+            sys.exit(f"error: apt-get download {package} failed (run apt-get update first?).\n{r.stderr.strip()}")
+        subprocess.run(["dpkg-deb", "-x", os.path.join(tmp, debs[0]), dest], check=True)
+
+
+def clean_fortune(text):
+    """One fortune file as paragraphs: entries (split by lines holding '%') separated by
+    blank lines, backspace overstriking undone, other control characters dropped."""
+    while True:
+        undone = re.sub(r".\x08", "", text)
+        if undone == text:
+            break
+        text = undone
+    text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", "", text)
+    entries = [e.strip("\n") for e in re.split(r"(?m)^%\s*$", text)]
+    return "\n\n".join(e for e in entries if e.strip())
+
+
+def fetch_calibration():
+    cdir = os.path.join(HOME, "texts", "calibration")
+    os.makedirs(cdir, exist_ok=True)
+    fetch_brotli_texts({n: os.path.join(cdir, n) for n in BROTLI_CALIBRATION}, BROTLI_CALIBRATION)
+    ref = os.path.join(cdir, "debian-reference.txt")
+    fortunes = os.path.join(cdir, "fortunes.txt")
+    if not (os.path.exists(ref) and os.path.exists(fortunes)):
+        with tempfile.TemporaryDirectory() as tmp:
+            log("downloading Debian packages debian-reference-en and fortunes (about 2.5 MB) ...")
+            unpack_deb("debian-reference-en", tmp)
+            unpack_deb("fortunes", tmp)
+            with gzip.open(os.path.join(tmp, "usr/share/debian-reference/debian-reference.en.txt.gz"), "rt",
+                           encoding="utf-8") as f:
+                text = f.read()
+            with open(ref + ".part", "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(ref + ".part", ref)
+            fdir = os.path.join(tmp, "usr/share/games/fortunes")
+            # The .u8 files are the UTF-8 editions; the plain names link to them or duplicate them.
+            names = sorted(n[:-3] for n in os.listdir(fdir) if n.endswith(".u8") and n[:-3] not in FORTUNE_SKIP)
+            if not names:
+                sys.exit(f"error: no fortune files in the fortunes package ({fdir})")
+            parts = []
+            for n in names:
+                with open(os.path.join(fdir, n + ".u8"), encoding="utf-8", errors="replace") as f:
+                    parts.append(clean_fortune(f.read()))
+            with open(fortunes + ".part", "w", encoding="utf-8") as f:
+                f.write("\n\n".join(parts) + "\n")
+            os.replace(fortunes + ".part", fortunes)
+    files = [os.path.join(cdir, n) for n in list(BROTLI_CALIBRATION) + ["debian-reference.txt", "fortunes.txt"]]
+    log(f"calibration texts ready: {' '.join(files)}")
 
 
 if __name__ == "__main__":
@@ -158,4 +236,6 @@ if __name__ == "__main__":
         fetch_model()
     if "texts" in what:
         fetch_texts()
+    if "calibration" in what:
+        fetch_calibration()
     print(HOME)

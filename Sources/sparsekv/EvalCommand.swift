@@ -46,6 +46,9 @@ struct EvalCommand: ParsableCommand {
         var file: String
         var tokens: Int
         var results: [CacheEvaluation]
+        /// The CSR dictionary's content hash, when a CSR cache ran.
+        var dictionary: String?
+        var decodeBatch: Int?
     }
 
     func run() throws {
@@ -56,6 +59,10 @@ struct EvalCommand: ParsableCommand {
             throw ValidationError("--ctx \(ctx) exceeds the model's context length \(model.config.contextLength)")
         }
         let types = try dictionary.cacheTypes(kv, model: model, modelPath: common.modelPath)
+        let dictionaryHash = types.lazy.compactMap { t -> String? in
+            if case .csr(let codec) = t { return codec.dictionary.contentHash }
+            return nil
+        }.first
         var evaluator = CacheEvaluator(model: model, contextLength: ctx, bos: tokenizer.addBOS ? tokenizer.bosID : nil)
         evaluator.decodeBatch = decodeBatch
         var all: [TextResult] = []
@@ -67,7 +74,8 @@ struct EvalCommand: ParsableCommand {
                 printErr("\r\(name) window \(w)/\(n) \(cache)\u{1B}[K", terminator: "")
             }
             printErr("")
-            all.append(TextResult(file: name, tokens: tokens.count, results: results))
+            all.append(TextResult(file: name, tokens: tokens.count, results: results, dictionary: dictionaryHash,
+                                  decodeBatch: decodeBatch))
             if !json { print(markdown(all.last!)) }
         }
         if json { print(try jsonString(all)) }

@@ -9,7 +9,7 @@ llama-perplexity windows (non-overlapping, each from an empty cache), the first 
 window prefilled at once, the scored half fed token by token (--decode-batch 1), every cache
 against the fp32 cache on the same windows. Texts: cfi-ch4 (chapter 4 of cfi-en), alice29
 and lcet10 (Canterbury corpus, from the brotli sdist), none of them seen by the dictionary,
-which is trained on cfi-calib (cfi-en without chapter 4). Plus one row set at ctx 4096 on
+whose calibration texts (its training metadata, printed in the report) are none of them. Plus one row set at ctx 4096 on
 cfi-ch4 (--long-windows windows).
 
 Resumable: every finished eval process is merged at once into OUT/frontier-runs/<text>-ctx<N>.json
@@ -46,7 +46,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOME = os.environ.get("SPARSEKV_HOME", os.path.expanduser("~/.cache/sparsekv"))
 DICT = os.path.join(ROOT, "dicts", "SmolLM2-135M-Instruct.Q4_1.csr.gguf")
 TEXTS = ["cfi-ch4", "alice29", "lcet10"]
-CALIBRATION = "cfi-calib (cfi-en without chapter 4)"
+EVAL_TEXTS = ("cfi-ch4", "alice29", "lcet10")
 CACHES = ["fp16", "kivi8", "kivi4", "kivi2",
           "csr:16,coef=i8", "csr:16,coef=i8,alg=omp", "csr:k=16,v=4,coef=i8", "csr:8,coef=i8", "csr:8,coef=i8,alg=omp",
           "csr:4,coef=i8,alg=omp",
@@ -118,6 +118,16 @@ def dict_info(binary, dictionary):
     info = json.loads(r.stdout)
     return {"path": os.path.relpath(dictionary, ROOT), "contentHash": info["contentHash"],
             "keyMetric": info.get("keyMetric", {}).get("kind"), "training": info.get("training", {})}
+
+
+def calibration(info):
+    """The dictionary's calibration texts from its training metadata; refuses one that
+    names an evaluation text."""
+    corpus = info["training"].get("corpus", "")
+    names = [os.path.splitext(n)[0] for n in corpus.split(",") if n]
+    if any(n in EVAL_TEXTS for n in names):
+        sys.exit(f"error: the dictionary was calibrated on {corpus}, which holds an evaluation text")
+    return (f"{corpus} ({info['training'].get('tokens', '?')} tokens)" if corpus else "unknown text (no training metadata)")
 
 
 def eval_command(args, text, ctx, windows, caches):
@@ -242,7 +252,7 @@ def markdown(report):
              f"Measured on {report['machine']}, one eval process at a time, `--threads {THREADS}`, with "
              f"`scripts/bench_frontier.py` ({report['measuredUTC']}). Model SmolLM2-135M-Instruct Q4_1; dictionary "
              f"`{info['path']}`, content hash `{info['contentHash']}`, key metric {info['keyMetric']}, calibrated on "
-             f"**{CALIBRATION}**: no evaluation text overlaps it.", "",
+             f"**{calibration(info)}**: no evaluation text overlaps it.", "",
              "**Protocol (the issue's):** llama-perplexity windows, each from an empty cache; the first half of each "
              "window prefilled at once, the scored half fed **token by token** (`--decode-batch 1`). Perplexity change and "
              "mean KL are against the fp32 cache on the same windows. Bits per channel count every byte the cache holds "
@@ -430,7 +440,7 @@ def write_reports(args, info, units):
         log("nothing measured yet: no report written")
         return
     report = {"machine": machine(), "threads": THREADS, "bin": args.bin, "dictionary": info,
-              "dictionaryBytes": os.path.getsize(args.dict), "calibration": CALIBRATION, "caches": args.kv,
+              "dictionaryBytes": os.path.getsize(args.dict), "calibration": calibration(info), "caches": args.kv,
               "targets": [{"maxBitsPerChannel": b, "maxRelativeChange": t} for b, t in TARGETS],
               "measuredUTC": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": runs}
     with open(os.path.join(args.out, "frontier.json"), "w") as f:

@@ -227,6 +227,30 @@ enum CSRFixture {
         #expect(F.read(csr, layer: 0, head: 1) == F.read(fresh, layer: 0, head: 1))
     }
 
+    /// A prompt prefilled in calls longer than the buffer (a long prompt's blocks): each call
+    /// replaces the buffer, which then holds the latest call's rows, and the byte count the
+    /// latest W tokens'. (Calls of more than W tokens after an earlier call used to trap.)
+    @Test func recentBufferTakesPrefillCallsLongerThanItself() throws {
+        let plain = try F.randomCodec(atoms: 8, seed: 5)
+        let codec = try F.randomCodec(atoms: 8, seed: 5) { $0.recentTokens = 5 }
+        let k = F.rows(15, seed: 6), v = F.rows(15, seed: 7), w = F.geometry.rowWidth, d = F.d
+        let csr = codec.makeCache(geometry: F.geometry, rope: F.rope), lossy = plain.makeCache(geometry: F.geometry, rope: F.rope)
+        let dense = DenseKVCache<Float>(geometry: F.geometry, rope: F.rope)
+        // Calls of 6, 6 and 3 tokens, then one of 7 (again longer than the buffer).
+        for c in [csr, lossy, dense] as [any KVCache] { try F.fill(c, k, v, batch: 6) }
+        let (ck, _) = F.read(csr, layer: 1, head: 0), (dk, _) = F.read(dense, layer: 1, head: 0), (lk, _) = F.read(lossy, layer: 1, head: 0)
+        #expect(maxAbsDiff(Array(ck[10 * d..<12 * d]), Array(dk[10 * d..<12 * d])) < 2.5e-3)  // fp16 rows of the 2nd call
+        #expect(maxAbsDiff(Array(ck[(12 * d)...]), Array(dk[(12 * d)...])) < 1e-5)  // the latest call, exact
+        #expect(Array(ck[0..<10 * d]) == Array(lk[0..<10 * d]))
+        #expect(csr.byteCount(layer: 0) == lossy.byteCount(layer: 0) + 5 * w * 2 * 2)
+        let more = F.rows(7, seed: 8)
+        for c in [csr, lossy, dense] as [any KVCache] { try F.fill(c, more, more, batch: 7) }
+        let (ek, _) = F.read(csr, layer: 1, head: 0), (fk, _) = F.read(dense, layer: 1, head: 0), (gk, _) = F.read(lossy, layer: 1, head: 0)
+        #expect(maxAbsDiff(Array(ek[(15 * d)...]), Array(fk[(15 * d)...])) < 1e-5)
+        #expect(Array(ek[0..<15 * d]) == Array(gk[0..<15 * d]))
+        #expect(csr.byteCount(layer: 0) == lossy.byteCount(layer: 0) + 5 * w * 2 * 2)
+    }
+
     /// `sink=N`: the first N tokens' vectors are guard rows (fp16, counted, transferred),
     /// whatever their error and outside the guard's budget; later tokens are coded as before.
     @Test func sinkTokensAreKeptInTheGuardBank() throws {

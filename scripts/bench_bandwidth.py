@@ -20,13 +20,15 @@ and the script reads each process's peak RSS (VmHWM) before the cluster stops.
 
 Every byte figure comes from socket counters: the script checks that the bytes the
 replies report equal the kv bytes the decode worker's counters received, and the
-activation bytes the coordinator's counters sent. Quality is taken from the eval
-table (reports/eval-*.json, `make bench-eval`), not recomputed here.
+activation bytes the coordinator's counters sent. Quality is taken from token-by-token
+`sparsekv eval --json` outputs (--quality; default reports/calibration-runs/ and
+reports/recent-runs/), CSR rows only from outputs that name the dictionary the cluster ran;
+it is not recomputed here.
 
 Output: reports/bandwidth.json, reports/bandwidth.md, reports/bandwidth.svg.
 
   scripts/bench_bandwidth.py [--ctx 512 2048 4096 8192] [--rates 100mbit 1gbit]
-                             [--kv fp16 kivi4 ...] [--decode 16] [--bin PATH] [--out DIR]
+                             [--kv fp16 kivi4 ...] [--decode 16] [--quality EVAL.json ...] [--bin PATH] [--out DIR]
 Needs root (network namespaces). `make bench-bandwidth` runs the defaults (about 25 min).
 """
 import argparse
@@ -47,11 +49,14 @@ SETTINGS = [
     ("fp16", "fp16"),
     ("kivi4", "kivi4"),
     ("kivi2", "kivi2"),
-    ("csr:16,coef=i8", "csr:k=16,v=8,coef=i8"),
-    ("csr:8,coef=i8", "csr:k=8,v=4,coef=i8"),
-    ("csr:8,coef=i8,alg=omp", "csr:k=8,v=4,coef=i8,alg=omp"),
-    ("csr:4,coef=i8,alg=omp", "csr:k=4,v=2,coef=i8,alg=omp"),
+    ("csr:16,coef=i6,alg=omp,recent=32,sink=4", "csr:k=16,v=8,coef=i6,alg=omp,recent=32,sink=4"),
+    ("csr:8,coef=i6,alg=omp,recent=32,sink=4", "csr:k=8,v=4,coef=i6,alg=omp,recent=32,sink=4"),
+    ("csr:4,coef=i6,alg=omp,recent=32,sink=4", "csr:k=4,v=2,coef=i6,alg=omp,recent=32,sink=4"),
 ]
+# Quality of each setting: `sparsekv eval --json` outputs, token by token, ctx 1024, 6 windows. CSR rows
+# count only when the output names the dictionary the cluster runs; KIVI rows need no dictionary.
+QUALITY = [os.path.join(ROOT, "reports", runs, f"{t}-ctx1024.json")
+           for runs in ("calibration-runs", "recent-runs") for t in ("cfi-ch4", "alice29", "lcet10")]
 
 
 def log(msg):
@@ -187,18 +192,31 @@ def run_setting(args, spec, rate, prompts, max_ctx, work):
     return c, check
 
 
-def quality_table():
+def dictionary_hash(binary):
+    out = subprocess.run([binary, "dict", "info", DICT, "--json"], capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["contentHash"]
+
+
+def quality_table(paths, dictionary):
+    """cache name -> text -> quality, from `sparsekv eval --json` outputs (the text named
+    after the evaluated file); the first result for a (cache, text) pair wins. A CSR result
+    counts only when its output names `dictionary` (the hash of the one the cluster runs)."""
     table = {}
-    for text in ("cfi-ch4", "alice29"):
-        path = os.path.join(ROOT, "reports", f"eval-{text}.json")
+    for path in paths:
         if not os.path.exists(path):
+            log(f"no quality file {path}; its column stays empty")
             continue
         with open(path) as f:
             data = json.load(f)
         for entry in data if isinstance(data, list) else [data]:
+            text = os.path.splitext(os.path.basename(entry["file"]))[0]
             for r in entry["results"]:
-                table.setdefault(r["cache"], {})[text] = {"bitsPerChannel": r["bitsPerChannel"],
-                                                          "perplexityChange": r["relativeChange"], "top1": r["top1Agreement"]}
+                if r["cache"].startswith("csr") and entry.get("dictionary") != dictionary:
+                    continue
+                table.setdefault(r["cache"], {}).setdefault(text, {
+                    "bitsPerChannel": r["bitsPerChannel"], "perplexityChange": r["relativeChange"],
+                    "top1": r["top1Agreement"], "decodeBatch": r.get("decodeBatch"), "windows": r.get("windows"),
+                    "contextLength": r.get("contextLength")})
     return table
 
 
@@ -209,6 +227,8 @@ def main():
     p.add_argument("--later-ctx", type=int, nargs="*", default=[512, 2048, 4096],
                    help="contexts for the rates after the first (a rate changes transfer times only, but each prompt must be prefilled again)")
     p.add_argument("--kv", nargs="+", default=[s for s, _ in SETTINGS])
+    p.add_argument("--quality", nargs="*", default=QUALITY,
+                   help="`sparsekv eval --json` outputs the quality columns come from (ctx 1024, 6 windows, token by token)")
     p.add_argument("--decode", type=int, default=16, help="tokens generated after each prompt")
     p.add_argument("--threads", type=int, default=1, help="threads per process")
     p.add_argument("--bin", default=os.environ.get("SPARSEKV_BIN", os.path.join(ROOT, ".build", "release", "sparsekv")))
@@ -229,7 +249,7 @@ def main():
     max_ctx = min(max(args.ctx), 8192)
     # Prompt + generated tokens must fit the context: the prompt gets ctx - decode - 1.
     prompts = {ctx: prompt_of(args.bin, text, min(ctx, 8192) - args.decode - 1) for ctx in args.ctx}
-    quality = quality_table()
+    quality = quality_table(args.quality, dictionary_hash(args.bin))
     work = tempfile.mkdtemp(prefix="sparsekv-bench-bandwidth.")
     rows, checks = [], []
     started = time.time()
@@ -294,11 +314,13 @@ def markdown(report):
              f"(2-worker handoff cluster over tbf-limited network namespaces, {report.get('threads', 1)} BLAS thread(s) per process; "
              f"{report['decodeTokens']} tokens decoded per session). Bytes are kvTransfer messages as the receiving worker's socket counted them; times run from the "
              "coordinator's kvRequest to the receiver's ack (serialize, send, decode). The fp16 column is the same "
-             "session's KV sent again in dense fp16. Quality is from the eval table (ctx 1024, 6 windows).", ""]
+             "session's KV sent again in dense fp16. Perplexity changes are against fp32, from `sparsekv eval` "
+             "(ctx 1024, 6 windows, token by token unless stated otherwise), with the dictionary the cluster ran.", ""]
     q = report["quality"]
+    texts = list(dict.fromkeys(t for v in q.values() if v for t in v)) or ["cfi-ch4", "alice29"]
     for ctx in report["contexts"]:
         lines += [f"## {ctx} tokens", "",
-                  "| KV cache | bits/ch | ppl vs fp32 (cfi-ch4 / alice29) | KV on workers | full transfer | fp16 transfer | "
+                  f"| KV cache | bits/ch at 1,024 | ppl vs fp32 ({' / '.join(texts)}) | KV on workers | full transfer | fp16 transfer | "
                   "ratio | " + " | ".join(f"time @{r}" for r in report["rates"]) + " | fp16 time @" + report["rates"][0] +
                   " | stream B/token | act. B/token | decode tok/s | peak RSS prefill / decode worker |",
                   "|---|---:|---|---:|---:|---:|---:|" + "---:|" * len(report["rates"]) + "---:|---:|---:|---:|---:|"]
@@ -309,7 +331,7 @@ def markdown(report):
             first = rs.get(report["rates"][0]) or next(iter(rs.values()))
             qq = q.get(first["evalName"]) or {}
             bits = next((v["bitsPerChannel"] for v in qq.values()), None)
-            ppl = " / ".join(f"{v['perplexityChange'] * 100:+.2f}%" for v in qq.values()) or "—"
+            ppl = " / ".join(f"{qq[t]['perplexityChange'] * 100:+.2f}%" if t in qq else "—" for t in texts)
             times = " | ".join(f"{rs[r]['transferSeconds'] * 1000:,.0f} ms" if r in rs else "—" for r in report["rates"])
             rss = first["peakRSSkB"]
             lines.append(

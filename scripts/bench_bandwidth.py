@@ -214,9 +214,7 @@ def quality_table(paths, dictionary):
                 if r["cache"].startswith("csr") and entry.get("dictionary") != dictionary:
                     continue
                 table.setdefault(r["cache"], {}).setdefault(text, {
-                    "bitsPerChannel": r["bitsPerChannel"], "perplexityChange": r["relativeChange"],
-                    "top1": r["top1Agreement"], "decodeBatch": r.get("decodeBatch"), "windows": r.get("windows"),
-                    "contextLength": r.get("contextLength")})
+                    "bitsPerChannel": r["bitsPerChannel"], "perplexityChange": r["relativeChange"], "top1": r["top1Agreement"]})
     return table
 
 

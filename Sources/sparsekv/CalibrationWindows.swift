@@ -15,12 +15,11 @@ struct CalibrationWindows {
 
     init(corpus: [String], tokenizer: BPETokenizer, window: Int, maxTokens: Int) throws {
         let files = try corpus.map { tokenizer.encode(try readTextFile($0), addSpecial: false, parseSpecial: false) }
-        windows = CalibrationPlan.windows(files: files, window: window, maxTokens: maxTokens)
-        let total = files.reduce(0) { $0 + $1.count }
-        guard !windows.isEmpty else {
-            throw ValidationError("the corpus has \(total) tokens and no file holds one --window of \(window)")
-        }
         let counts = CalibrationPlan.windowCounts(available: files.map { $0.count / window }, wanted: maxTokens / window)
+        windows = CalibrationPlan.windows(files: files, window: window, counts: counts)
+        guard !windows.isEmpty else {
+            throw ValidationError("the corpus has \(files.reduce(0) { $0 + $1.count }) tokens and no file holds one --window of \(window)")
+        }
         names = corpus.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ",")
         summary = zip(corpus, zip(files, counts)).map { path, fc in
             "  \(URL(fileURLWithPath: path).lastPathComponent): \(fc.0.count) tokens, \(fc.1) windows"

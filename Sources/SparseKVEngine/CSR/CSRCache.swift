@@ -100,11 +100,12 @@ public final class CSRCache: KVCache {
     /// The exact rows after appending `new`: its own, preceded by the rows of `old` (when
     /// they end where `new` starts) among the `recent` latest positions, in fp16 form.
     static func exactRows(keeping old: ExactRows?, recent: Int, width: Int, appending new: ExactRows) -> ExactRows {
-        let start = new.start, from = max(old?.start ?? start, start + new.count - recent)
+        let start = new.start
+        guard recent > 0, let old, old.start + old.count == start else { return new }
         // Nothing of `old` among the latest `recent` (a call of at least `recent` tokens).
-        guard recent > 0, let old, old.start + old.count == start, from < start else { return new }
+        let from = max(old.start, start + new.count - recent)
+        guard from < start else { return new }
         let kept = rounded(old, from..<start, width: width)
-        guard kept.count > 0 else { return new }
         return (kept.start, kept.count + new.count, kept.keys + new.keys, kept.values + new.values, kept.count + new.rounded)
     }
 

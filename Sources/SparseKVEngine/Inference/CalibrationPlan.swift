@@ -28,8 +28,14 @@ public enum CalibrationPlan {
     /// maxTokens / window windows in all, in file order.
     public static func windows(files: [[Int32]], window: Int, maxTokens: Int) -> [[Int32]] {
         guard window > 0 else { return [] }
+        return windows(files: files, window: window,
+                       counts: windowCounts(available: files.map { $0.count / window }, wanted: maxTokens / window))
+    }
+
+    /// The windows of `window` tokens to run, `counts[f]` of them from file f (at most what
+    /// it holds: ``windowCounts(available:wanted:)``), in file order.
+    public static func windows(files: [[Int32]], window: Int, counts: [Int]) -> [[Int32]] {
         let available = files.map { $0.count / window }
-        let counts = windowCounts(available: available, wanted: maxTokens / window)
         var picked: [[Int32]] = []
         for (f, tokens) in files.enumerated() where counts[f] > 0 {
             for i in 0..<counts[f] {

@@ -46,7 +46,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOME = os.environ.get("SPARSEKV_HOME", os.path.expanduser("~/.cache/sparsekv"))
 DICT = os.path.join(ROOT, "dicts", "SmolLM2-135M-Instruct.Q4_1.csr.gguf")
 TEXTS = ["cfi-ch4", "alice29", "lcet10"]
-EVAL_TEXTS = ("cfi-ch4", "alice29", "lcet10")
 CACHES = ["fp16", "kivi8", "kivi4", "kivi2",
           "csr:16,coef=i8", "csr:16,coef=i8,alg=omp", "csr:k=16,v=4,coef=i8", "csr:8,coef=i8", "csr:8,coef=i8,alg=omp",
           "csr:4,coef=i8,alg=omp",
@@ -125,7 +124,7 @@ def calibration(info):
     names an evaluation text."""
     corpus = info["training"].get("corpus", "")
     names = [os.path.splitext(n)[0] for n in corpus.split(",") if n]
-    if any(n in EVAL_TEXTS for n in names):
+    if any(n in TEXTS for n in names):
         sys.exit(f"error: the dictionary was calibrated on {corpus}, which holds an evaluation text")
     return (f"{corpus} ({info['training'].get('tokens', '?')} tokens)" if corpus else "unknown text (no training metadata)")
 
@@ -252,7 +251,7 @@ def markdown(report):
              f"Measured on {report['machine']}, one eval process at a time, `--threads {THREADS}`, with "
              f"`scripts/bench_frontier.py` ({report['measuredUTC']}). Model SmolLM2-135M-Instruct Q4_1; dictionary "
              f"`{info['path']}`, content hash `{info['contentHash']}`, key metric {info['keyMetric']}, calibrated on "
-             f"**{calibration(info)}**: no evaluation text overlaps it.", "",
+             f"**{report['calibration']}**: no evaluation text overlaps it.", "",
              "**Protocol (the issue's):** llama-perplexity windows, each from an empty cache; the first half of each "
              "window prefilled at once, the scored half fed **token by token** (`--decode-batch 1`). Perplexity change and "
              "mean KL are against the fp32 cache on the same windows. Bits per channel count every byte the cache holds "

@@ -35,6 +35,7 @@ public enum CalibrationPlan {
     /// The windows of `window` tokens to run, `counts[f]` of them from file f (at most what
     /// it holds: ``windowCounts(available:wanted:)``), in file order.
     public static func windows(files: [[Int32]], window: Int, counts: [Int]) -> [[Int32]] {
+        guard window > 0 else { return [] }
         let available = files.map { $0.count / window }
         var picked: [[Int32]] = []
         for (f, tokens) in files.enumerated() where counts[f] > 0 {

@@ -269,8 +269,7 @@ def markdown(report):
              "The commands, one per eval process (`sparsekv` is the release build):", "", "```sh"]
     for run in runs:
         for p in run["processes"]:
-            # commands are stored as shown(): the binary's path relative to the repository
-            lines.append(p["command"].replace(report["bin"], "sparsekv").replace(shown([report["bin"]]), "sparsekv"))
+            lines.append(p["command"].replace(shown([report["bin"]]), "sparsekv"))  # stored as shown() wrote it
     lines += ["```", ""]
     scripts = list(dict.fromkeys(p["script"] for run in runs for p in run["processes"] if p.get("script")))
     if scripts:

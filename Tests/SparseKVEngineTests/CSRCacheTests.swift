@@ -72,6 +72,25 @@ enum CSRFixture {
             (Array(UnsafeBufferPointer(start: k, count: n * d)), Array(UnsafeBufferPointer(start: v, count: n * d)))
         }
     }
+
+    /// What a `recent=` cache's codes should be: a cache of `codec` (no buffer) that codes
+    /// tokens 0..<n of `k`/`v`, those in `fp16` from their fp16 rows (as tokens leaving a
+    /// buffer are coded), and its byte count then. One more token follows, so that all n
+    /// are read from their codes.
+    static func codedAlike(_ codec: CSRCodec, _ k: [Float], _ v: [Float], tokens n: Int, fp16: [Range<Int>]) throws
+        -> (cache: CSRCache, bytes: Int) {
+        let w = geometry.rowWidth
+        func form(_ x: [Float]) -> [Float] {
+            var y = Array(x[0..<n * w])
+            for r in fp16 { for i in r.lowerBound * w..<r.upperBound * w { y[i] = Float(Float16(y[i])) } }
+            return y
+        }
+        let c = codec.makeCache(geometry: geometry, rope: rope)
+        try fill(c, form(k), form(v), batch: n)
+        let bytes = c.byteCount
+        try fill(c, rows(1, seed: 999), rows(1, seed: 998), batch: 1)
+        return (c, bytes)
+    }
 }
 
 @Suite struct CSRCacheTests {
@@ -194,14 +213,19 @@ enum CSRFixture {
         // Rows of the 4 buffered tokens before the latest are fp16 (relative error 2^-11 of
         // values up to 2, rotated); the latest is exact; older tokens are their codes.
         let (ck, cv) = F.read(csr, layer: 1, head: 0), (dk, dv) = F.read(dense, layer: 1, head: 0)
-        let (lk, lv) = F.read(lossy, layer: 1, head: 0), d = F.d
+        let (lk, _) = F.read(lossy, layer: 1, head: 0), d = F.d
         #expect(maxAbsDiff(Array(ck[10 * d..<14 * d]), Array(dk[10 * d..<14 * d])) < 2.5e-3)
         #expect(maxAbsDiff(Array(cv[10 * d..<14 * d]), Array(dv[10 * d..<14 * d])) < 1.5e-3)
         #expect(maxAbsDiff(Array(ck[(14 * d)...]), Array(dk[(14 * d)...])) < 1e-5)
-        #expect(Array(ck[0..<10 * d]) == Array(lk[0..<10 * d]) && Array(cv[0..<10 * d]) == Array(lv[0..<10 * d]))
         #expect(maxAbsDiff(Array(lk[10 * d..<14 * d]), Array(dk[10 * d..<14 * d])) > 0.1)
-        // Counted: 5 tokens' keys and values in fp16 per layer, on top of the same codes.
-        #expect(csr.byteCount(layer: 0) == lossy.byteCount(layer: 0) + 5 * w * 2 * 2)
+        // A token is coded when it leaves the buffer: the prompt's first 7 from their rows,
+        // tokens 7, 8 and 9 from their fp16 rows as the next three tokens pushed them out.
+        #expect((0..<2).allSatisfy { csr.codedTokens($0) == 10 })
+        let alike = try F.codedAlike(plain, k, v, tokens: 10, fp16: [7..<10])
+        let (ok, ov) = F.read(alike.cache, layer: 1, head: 0)
+        #expect(Array(ck[0..<10 * d]) == Array(ok[0..<10 * d]) && Array(cv[0..<10 * d]) == Array(ov[0..<10 * d]))
+        // Counted: the codes of 10 tokens and 5 tokens' keys and values in fp16 per layer.
+        #expect(csr.byteCount == alike.bytes + 2 * 5 * w * 2 * 2)
         // The transfer carries the buffer: both continue alike, and the stamp names recent=5.
         let copy = try CSRCache.deserialize(try csr.serialize(layers: 0..<2), capacity: 256, rope: F.rope, codec: codec)
         #expect(copy.byteCount == csr.byteCount)
@@ -225,6 +249,14 @@ enum CSRFixture {
         for c in [csr, fresh] { try F.fill(c, next, next, batch: 1) }
         #expect(try csr.serialize(layers: 0..<2) == fresh.serialize(layers: 0..<2))
         #expect(F.read(csr, layer: 0, head: 1) == F.read(fresh, layer: 0, head: 1))
+        // Cut back past the buffer: every token left is coded, and the buffer fills again
+        // from the next token on, carried by the transfer.
+        csr.truncate(to: 8)
+        #expect((0..<2).allSatisfy { csr.codedTokens($0) == 8 && csr.storedRecentTokens(layer: $0) == 0 })
+        try F.fill(csr, next, next, batch: 1)
+        #expect((0..<2).allSatisfy { csr.codedTokens($0) == 8 && csr.storedRecentTokens(layer: $0) == 1 })
+        let again = try CSRCache.deserialize(try csr.serialize(layers: 0..<2), capacity: 256, rope: F.rope, codec: codec)
+        #expect(try again.serialize(layers: 0..<2) == csr.serialize(layers: 0..<2) && again.byteCount == csr.byteCount)
     }
 
     /// A prompt prefilled in calls longer than the buffer (a long prompt's blocks): each call
@@ -234,21 +266,26 @@ enum CSRFixture {
         let plain = try F.randomCodec(atoms: 8, seed: 5)
         let codec = try F.randomCodec(atoms: 8, seed: 5) { $0.recentTokens = 5 }
         let k = F.rows(15, seed: 6), v = F.rows(15, seed: 7), w = F.geometry.rowWidth, d = F.d
-        let csr = codec.makeCache(geometry: F.geometry, rope: F.rope), lossy = plain.makeCache(geometry: F.geometry, rope: F.rope)
-        let dense = DenseKVCache<Float>(geometry: F.geometry, rope: F.rope)
+        let csr = codec.makeCache(geometry: F.geometry, rope: F.rope), dense = DenseKVCache<Float>(geometry: F.geometry, rope: F.rope)
         // Calls of 6, 6 and 3 tokens, then one of 7 (again longer than the buffer).
-        for c in [csr, lossy, dense] as [any KVCache] { try F.fill(c, k, v, batch: 6) }
-        let (ck, _) = F.read(csr, layer: 1, head: 0), (dk, _) = F.read(dense, layer: 1, head: 0), (lk, _) = F.read(lossy, layer: 1, head: 0)
+        for c in [csr, dense] as [any KVCache] { try F.fill(c, k, v, batch: 6) }
+        let (ck, _) = F.read(csr, layer: 1, head: 0), (dk, _) = F.read(dense, layer: 1, head: 0)
         #expect(maxAbsDiff(Array(ck[10 * d..<12 * d]), Array(dk[10 * d..<12 * d])) < 2.5e-3)  // fp16 rows of the 2nd call
         #expect(maxAbsDiff(Array(ck[(12 * d)...]), Array(dk[(12 * d)...])) < 1e-5)  // the latest call, exact
-        #expect(Array(ck[0..<10 * d]) == Array(lk[0..<10 * d]))
-        #expect(csr.byteCount(layer: 0) == lossy.byteCount(layer: 0) + 5 * w * 2 * 2)
+        // Coded as they left the buffer: token 0 by the first call (exact), 1-5 by the second
+        // (fp16, they had been buffered) with 6 (exact, it never was), 7-9 by the third (fp16).
+        let alike = try F.codedAlike(plain, k, v, tokens: 10, fp16: [1..<6, 7..<10])
+        #expect(Array(ck[0..<10 * d]) == Array(F.read(alike.cache, layer: 1, head: 0).0[0..<10 * d]))
+        #expect(csr.byteCount == alike.bytes + 2 * 5 * w * 2 * 2)
         let more = F.rows(7, seed: 8)
-        for c in [csr, lossy, dense] as [any KVCache] { try F.fill(c, more, more, batch: 7) }
-        let (ek, _) = F.read(csr, layer: 1, head: 0), (fk, _) = F.read(dense, layer: 1, head: 0), (gk, _) = F.read(lossy, layer: 1, head: 0)
+        for c in [csr, dense] as [any KVCache] { try F.fill(c, more, more, batch: 7) }
+        let (ek, _) = F.read(csr, layer: 1, head: 0), (fk, _) = F.read(dense, layer: 1, head: 0)
         #expect(maxAbsDiff(Array(ek[(15 * d)...]), Array(fk[(15 * d)...])) < 1e-5)
-        #expect(Array(ek[0..<15 * d]) == Array(gk[0..<15 * d]))
-        #expect(csr.byteCount(layer: 0) == lossy.byteCount(layer: 0) + 5 * w * 2 * 2)
+        // Then 10-14 (fp16) and 15-16 (exact, read from the latest call's rows for now) leave it.
+        let later = try F.codedAlike(plain, k + more, v + more, tokens: 17, fp16: [1..<6, 7..<15])
+        #expect(Array(ek[0..<15 * d]) == Array(F.read(later.cache, layer: 1, head: 0).0[0..<15 * d]))
+        #expect((0..<2).allSatisfy { csr.codedTokens($0) == 17 })
+        #expect(csr.byteCount == later.bytes + 2 * 5 * w * 2 * 2)
     }
 
     /// `sink=N`: the first N tokens' vectors are guard rows (fp16, counted, transferred),

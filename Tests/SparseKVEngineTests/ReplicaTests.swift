@@ -109,6 +109,45 @@ import Testing
         try Self.checkReplica(original) { try CSRCache.deserialize($0, capacity: F.geometry.capacity, rope: F.rope, codec: codec) }
     }
 
+    /// With `recent=W` a token's codes travel when it leaves the buffer. Payloads spanning
+    /// several of the original's appends, and a cut-back on both sides (a resumed session,
+    /// after which the replica holds codes past where the next payload's start), leave the
+    /// replica equal to the original; online atoms come from a prompt the buffer holds whole.
+    @Test func csrRecentReplicaFollowsSpansAndCutBacks() throws {
+        let codec = try F.randomCodec(atoms: 40, seed: 23) {
+            $0.coefficients = .int8; $0.keySparsity = 3; $0.recentTokens = 6; $0.onlineAtoms = 2; $0.sinkTokens = 1
+        }
+        let g = F.geometry, w = g.rowWidth
+        let k = F.rows(40, seed: 71), v = F.rows(40, seed: 72)
+        let original = codec.makeCache(geometry: g, rope: F.rope)
+        try F.fill(original, Array(k[0..<4 * w]), Array(v[0..<4 * w]), batch: 4)  // the prompt, inside the buffer
+        #expect(original.codedTokens(0) == 0 && original.keyStreams[0].onlineCount > 0 && original.valueStreams[1].onlineCount > 0)
+        let replica = try CSRCache.deserialize(try original.serialize(layers: 0..<2), capacity: g.capacity, rope: F.rope, codec: codec)
+        var t = 4
+        func step(_ n: Int, batch: Int) throws {
+            try F.fill(original, Array(k[t * w..<(t + n) * w]), Array(v[t * w..<(t + n) * w]), batch: batch)
+            let payload = try original.appendPayload(layers: 0..<2, tokens: t..<t + n)
+            #expect(try CSRCache.checkAppendPayload(payload, codec: codec) == (first: t, tokens: n))
+            #expect(try replica.applyAppendPayload(payload) == (first: t, tokens: n))
+            t += n
+            #expect(try replica.serialize(layers: 0..<2) == original.serialize(layers: 0..<2), "token \(t)")
+            #expect(replica.byteCount == original.byteCount && original.codedTokens(1) == replica.codedTokens(1))
+        }
+        try step(1, batch: 1)
+        try step(3, batch: 1)
+        try step(5, batch: 5)
+        try step(2, batch: 1)
+        #expect(original.codedTokens(0) == t - 6)
+        for c in [original, replica] { c.truncate(to: t - 2) }
+        t -= 2
+        #expect(original.codedTokens(0) == t - 4, "codes past the buffer's usual start")
+        try step(1, batch: 1)
+        try step(4, batch: 2)
+        #expect(original.codedTokens(0) == t - 6)
+        // A payload must cover the latest tokens (the buffer rows of earlier ones are gone).
+        #expect(throws: KVCacheError.self) { try original.appendPayload(layers: 0..<2, tokens: t - 2..<t - 1) }
+    }
+
     @Test func csrFloat16CoefficientsReplica() throws {
         let codec = try F.randomCodec(atoms: 40, seed: 22) { $0.onlineAtoms = 2; $0.guardFraction = 0.1; $0.guardError = 0.05 }
         try Self.checkReplica(codec.makeCache(geometry: F.geometry, rope: F.rope)) {

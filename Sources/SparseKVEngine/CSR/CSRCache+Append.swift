@@ -7,23 +7,61 @@ import SparseCoding
 /// entries among the rows), and with `recent=W` the tokens' buffer rows (as in the full
 /// transfer). Online atoms are not repeated: a replica got them with the
 /// prompt.
+///
+/// With `recent=W` a token is coded when it leaves the buffer, so the codes a payload
+/// carries are those of the tokens that left it: after the settings, u32 first and u32
+/// end of the coded tokens (the same in every layer), from the first token that was in
+/// the buffer (at most W before the payload's first) to the cache's coded end; the buffer
+/// rows are the payload's tokens not coded. A payload then covers the cache's latest
+/// tokens. A replica cut back alike (a resumed session) may hold codes a little further:
+/// it takes the rest.
 extension CSRCache {
     public func appendPayload(layers: Range<Int>, tokens: Range<Int>) throws -> [UInt8] {
         try checkAppendRange(layers: layers, tokens: tokens)
+        let codes = try codedSpan(layers: layers, tokens: tokens)
         var w = BinaryWriter(capacity: 256 + 64 * layers.count * tokens.count)
         KVPayloadHeader(kind: kind, layers: layers, kvHeads: geometry.kvHeads, headDim: geometry.headDim,
                         tokenCount: tokens.count, keysRotated: false).write(to: &w)
         w.write(UInt32(tokens.lowerBound))
         writeStamp(to: &w)
+        if codec.settings.recentTokens > 0 {
+            w.write(UInt32(codes.lowerBound))
+            w.write(UInt32(codes.upperBound))
+        }
         for layer in layers {
             let s = layer - geometry.layers.lowerBound
             for stream in [keyStreams[s], valueStreams[s]] {
                 let perToken = geometry.rowWidth / stream.m
-                stream.writeRows(tokens.lowerBound * perToken..<tokens.upperBound * perToken, to: &w)
+                stream.writeRows(codes.lowerBound * perToken..<codes.upperBound * perToken, to: &w)
             }
             if codec.settings.recentTokens > 0 { writeRecentRows(layer: s, tokens: tokens, to: &w) }
         }
         return w.bytes
+    }
+
+    /// The tokens whose codes a payload of `tokens` carries: those tokens without a buffer;
+    /// with `recent=W`, from the first that was in the buffer before them to the coded end.
+    func codedSpan(layers: Range<Int>, tokens: Range<Int>) throws -> Range<Int> {
+        let recent = codec.settings.recentTokens
+        guard recent > 0 else { return tokens }
+        let held = try transferTokenCount(layers: layers)
+        guard tokens.upperBound == held else {
+            throw KVCacheError.incompatiblePayload("with recent=\(recent), an append payload covers the latest tokens (up to \(held)); \(tokens) asked")
+        }
+        let end = try codedTokens(layers: layers)
+        return min(end, max(0, tokens.lowerBound - recent))..<end
+    }
+
+    /// Reads and checks the coded span of an append payload of `tokens` tokens from
+    /// `first` (see the type's documentation); without a buffer, the tokens themselves.
+    static func readCodedSpan(_ r: inout BinaryReader, settings: CSRSettings, first: Int, tokens: Int) throws -> Range<Int> {
+        let recent = settings.recentTokens, end = first + tokens
+        guard recent > 0 else { return first..<end }
+        let a = Int(try r.read(UInt32.self, "first coded token")), b = Int(try r.read(UInt32.self, "coded end"))
+        guard a <= b, b <= end, b + recent >= end, a + recent >= first, a <= first else {
+            throw KVCacheError.malformedPayload("codes of tokens \(a)..<\(b) for tokens \(first)..<\(end) with recent=\(recent)")
+        }
+        return a..<b
     }
 
     /// Parses a CSR append payload made against `codec`'s dictionary and settings
@@ -42,6 +80,7 @@ extension CSRCache {
                 let first = Int(try r.read(UInt32.self, "first position"))
                 try readStamp(&r, codec: codec)
                 let s = codec.settings
+                let codes = try readCodedSpan(&r, settings: s, first: first, tokens: h.tokenCount)
                 for layer in h.layers {
                     for keys in [true, false] {
                         let group = keys ? codec.dictionary.keys : codec.dictionary.values
@@ -53,11 +92,13 @@ extension CSRCache {
                             sparsity: keys ? s.keySparsity : s.valueSparsity,
                             entropyTable: keys ? codec.dictionary.entropyTables?.keys[group.group(ofLayer: layer)]
                                 : codec.dictionary.entropyTables?.values[group.group(ofLayer: layer)])
-                        try scratch.readRows(count: h.tokenCount * h.kvHeads * h.headDim / m, from: &r,
+                        try scratch.readRows(count: codes.count * h.kvHeads * h.headDim / m, from: &r,
                                              atomLimit: offline.atomCount + s.onlineAtoms)
                     }
                     if s.recentTokens > 0 {
-                        _ = try readRecentRows(&r, settings: s, width: h.kvHeads * h.headDim, tokens: h.tokenCount, end: first + h.tokenCount)
+                        let end = first + h.tokenCount
+                        _ = try readRecentRows(&r, settings: s, width: h.kvHeads * h.headDim, tokens: h.tokenCount, end: end,
+                                               expected: end - max(first, codes.upperBound))
                     }
                 }
                 guard r.remaining == 0 else { throw KVCacheError.malformedPayload("\(r.remaining) trailing bytes") }

@@ -20,7 +20,7 @@ extension CSRCache {
         // Nothing here changes while the kernel runs, so the arrays' storage stays put.
         let src = CSRAttentionSource(
             keys: CSRStreamView(ks), values: CSRStreamView(vs), kvHeads: geometry.kvHeads, headDim: geometry.headDim,
-            pendingStart: p?.start ?? 0, pendingCount: p?.count ?? 0,
+            codedPositions: codedTokens(s), pendingStart: p?.start ?? 0, pendingCount: p?.count ?? 0,
             pendingKeys: p.map { storageBase($0.keys) }, pendingValues: p.map { storageBase($0.values) },
             ropeTable: storageBase(ropeTable), ropeHalf: rope.ropeDimension / 2)
         guard let inverse = keyScales?[s].inverse else {
@@ -197,6 +197,9 @@ struct CSRAttentionSource: AttentionSource {
     let values: CSRStreamView
     let kvHeads: Int
     let headDim: Int
+    /// Positions the streams hold codes for (the rest, a `recent=` buffer's, only the
+    /// pending rows hold).
+    let codedPositions: Int
     /// The latest append's exact rows (pre-RoPE keys), (pendingCount, kvHeads * d) each.
     let pendingStart: Int, pendingCount: Int
     let pendingKeys: UnsafePointer<Float>?, pendingValues: UnsafePointer<Float>?
@@ -234,7 +237,7 @@ struct CSRAttentionSource: AttentionSource {
     private func decode(_ v: CSRStreamView, exact: UnsafePointer<Float>?, head g: Int, _ lo: Int, _ hi: Int,
                         into out: UnsafeMutablePointer<Float>) {
         let d = headDim, m = v.m, chunks = d / m, s = v.sparsity
-        forEachUnpackedBlock(v, head: g, lo, hi) { b0, b1, idx, w in
+        forEachUnpackedBlock(v, head: g, lo, max(lo, min(hi, codedPositions))) { b0, b1, idx, w in
             for j in 0..<(b1 - b0) * chunks {
                 v.combine(indices: idx + j * s, weights: w + j * s, into: out + (b0 - lo) * d + j * m)
             }
@@ -297,7 +300,7 @@ struct CSRAttentionSource: AttentionSource {
                             while gi < k.guardCount && Int(k.guardRows[gi]) < row0 { gi += 1 }
                             let guarded = gi < k.guardCount && Int(k.guardRows[gi]) < row0 + chunks
                             let x: Row64
-                            if guarded || (pendingKeys != nil && t >= pendingStart && t < pendingStart + pendingCount) {
+                            if guarded || t >= codedPositions || (pendingKeys != nil && t >= pendingStart && t < pendingStart + pendingCount) {
                                 x = Row64(loading: keys(head: g, t, t + 1, scratch: scratch))
                             } else {
                                 k.unpackFast(rows: row0, count: chunks, indices: idx, weights: w)

@@ -7,7 +7,8 @@ import SparseCoding
 /// the replica's first full transfer. The exact rows of the original's latest append are
 /// working memory of its forward pass and do not travel: the replica's next append sets
 /// its own, exactly as the original's next append replaces them. With `recent=W` the
-/// buffer's rows travel with the codes, so the replica's buffer is the original's.
+/// buffer's rows travel with the codes of the tokens that left it, so the replica's buffer
+/// is the original's.
 extension CSRCache {
     /// One stream's share of an append payload, parsed and checked.
     private struct StreamRows {
@@ -19,6 +20,16 @@ extension CSRCache {
         /// Relative to the payload's first row.
         var guardRows: [UInt32]
         var guardValues: [UInt16]
+
+        /// The rows after the first `k` (which the stream holds already).
+        func droppingFirst(_ k: Int, sparsity p: Int, m: Int) -> StreamRows {
+            guard k > 0 else { return self }
+            let g = guardRows.firstIndex { Int($0) >= k } ?? guardRows.count
+            return StreamRows(rows: rows - k, indices: Array(indices.dropFirst(k * p)),
+                              coefficients16: Array(coefficients16.dropFirst(k * p)), coefficients8: Array(coefficients8.dropFirst(k * p)),
+                              scales: Array(scales.dropFirst(k)), guardRows: guardRows[g...].map { $0 - UInt32(k) },
+                              guardValues: Array(guardValues.dropFirst(g * m)))
+        }
     }
 
     @discardableResult
@@ -28,27 +39,36 @@ extension CSRCache {
             let (h, first) = try readAppendHeader(&r, kind: kind, keysRotated: false)
             var parsed: [StreamRows] = []
             var recent: [(first: Int, count: Int, keys: [Float16], values: [Float16])] = []
+            let codes: Range<Int>
             do {
                 try Self.readStamp(&r, codec: codec)
+                codes = try Self.readCodedSpan(&r, settings: codec.settings, first: first, tokens: h.tokenCount)
                 for layer in h.layers {
                     let s = layer - geometry.layers.lowerBound
                     for stream in [keyStreams[s], valueStreams[s]] {
-                        parsed.append(try Self.readRows(&r, stream: stream, rows: h.tokenCount * geometry.rowWidth / stream.m))
+                        parsed.append(try Self.readRows(&r, stream: stream, rows: codes.count * geometry.rowWidth / stream.m))
                     }
                     if codec.settings.recentTokens > 0 {
+                        let end = first + h.tokenCount
                         recent.append(try Self.readRecentRows(&r, settings: codec.settings, width: geometry.rowWidth,
-                                                              tokens: h.tokenCount, end: first + h.tokenCount))
+                                                              tokens: h.tokenCount, end: end, expected: end - max(first, codes.upperBound)))
                     }
                 }
             } catch let e as BinaryReader.OutOfBounds {
                 throw KVCacheError.malformedPayload("truncated in \(e.what)")
             }
             guard r.remaining == 0 else { throw KVCacheError.malformedPayload("\(r.remaining) trailing bytes") }
+            // The codes go on from where this cache's end (with a buffer, perhaps inside them).
+            let held = try codedTokens(layers: h.layers)
+            guard codes.contains(held) || codes.upperBound == held else {
+                throw KVCacheError.incompatiblePayload("the payload carries codes of tokens \(codes), this cache's end at token \(held)")
+            }
             var k = 0
             for layer in h.layers {
                 let s = layer - geometry.layers.lowerBound
                 for stream in [keyStreams[s], valueStreams[s]] {
-                    Self.append(parsed[k], to: stream)
+                    let skip = (held - codes.lowerBound) * geometry.rowWidth / stream.m
+                    Self.append(parsed[k].droppingFirst(skip, sparsity: stream.sparsity, m: stream.m), to: stream)
                     k += 1
                 }
                 counts[s] = first + h.tokenCount

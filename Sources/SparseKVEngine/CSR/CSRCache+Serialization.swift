@@ -2,11 +2,12 @@ import SparseCoding
 
 /// The CSR transfer format: the common ``KVPayloadHeader`` (kind "csr", keys not
 /// rotated), the content hash of the dictionary the codes refer to, the settings that fix
-/// the layout (with `ec=rans`, then the entropy tables' hash), then per layer the key
-/// stream and the value stream: u32 online atom count, online atoms (fp16), and the
-/// section of all rows (`CSRCodeStream.writeRows`: pair counts, indices, coefficients,
-/// guard bank); with `recent=W`, then the buffer's rows: u32 count (at most W), fp16 keys,
-/// fp16 values. A receiver refuses codes made against another
+/// the layout (with `ec=rans`, then the entropy tables' hash); with `recent=W`, u32 the
+/// tokens coded (every layer's); then per layer the key stream and the value stream: u32
+/// online atom count, online atoms (fp16), and the section of the coded tokens' rows
+/// (`CSRCodeStream.writeRows`: pair counts, indices, coefficients, guard bank); with
+/// `recent=W`, then the buffer's rows (the tokens not coded): u32 count (at most W), fp16
+/// keys, fp16 values. A receiver refuses codes made against another
 /// dictionary or with other settings, and checks every length against the header.
 extension CSRCache {
     /// The format of CSR caches: codes over the dictionary whose hash they carry, decoded
@@ -28,6 +29,7 @@ extension CSRCache {
         KVPayloadHeader(kind: kind, layers: layers, kvHeads: geometry.kvHeads, headDim: geometry.headDim,
                         tokenCount: n, keysRotated: false).write(to: &w)
         writeStamp(to: &w)
+        if codec.settings.recentTokens > 0 { w.write(UInt32(try codedTokens(layers: layers))) }
         for layer in layers {
             let s = layer - geometry.layers.lowerBound
             for stream in [keyStreams[s], valueStreams[s]] {
@@ -60,12 +62,19 @@ extension CSRCache {
             guard h.tokenCount <= capacity else { throw KVCacheError.full(layer: h.layers.lowerBound, capacity: capacity, needed: h.tokenCount) }
             do {
                 try readStamp(&r, codec: codec)
+                var coded = h.tokenCount
+                if codec.settings.recentTokens > 0 {
+                    coded = Int(try r.read(UInt32.self, "coded tokens"))
+                    guard coded <= h.tokenCount, coded + codec.settings.recentTokens >= h.tokenCount else {
+                        throw KVCacheError.malformedPayload("\(coded) of \(h.tokenCount) tokens coded with recent=\(codec.settings.recentTokens)")
+                    }
+                }
                 let cache = codec.makeCache(
                     geometry: KVCacheGeometry(layers: h.layers, kvHeads: h.kvHeads, headDim: h.headDim, capacity: capacity),
                     rope: rope)
                 for s in 0..<h.layers.count {
                     for stream in [cache.keyStreams[s], cache.valueStreams[s]] {
-                        let m = stream.m, rows = h.tokenCount * h.kvHeads * h.headDim / m
+                        let m = stream.m, rows = coded * h.kvHeads * h.headDim / m
                         let online = Int(try r.read(UInt32.self, "online atom count"))
                         guard online <= stream.onlineBudget else {
                             throw KVCacheError.malformedPayload("\(online) online atoms, the settings allow \(stream.onlineBudget)")
@@ -75,7 +84,7 @@ extension CSRCache {
                     }
                     if codec.settings.recentTokens > 0 {
                         let x = try readRecentRows(&r, settings: codec.settings, width: h.kvHeads * h.headDim, tokens: h.tokenCount,
-                                                   end: h.tokenCount)
+                                                   end: h.tokenCount, expected: h.tokenCount - coded)
                         cache.takeRecentRows(layer: s, first: x.first, count: x.count, keys: x.keys, values: x.values)
                     }
                 }
@@ -86,6 +95,15 @@ extension CSRCache {
                 throw KVCacheError.malformedPayload("truncated in \(e.what)")
             }
         }
+    }
+
+    /// Tokens coded in every layer of `layers` (they are appended alike).
+    func codedTokens(layers: Range<Int>) throws -> Int {
+        let first = codedTokens(layers.lowerBound - geometry.layers.lowerBound)
+        for layer in layers where codedTokens(layer - geometry.layers.lowerBound) != first {
+            throw KVCacheError.incompatiblePayload("layer \(layer) holds codes of \(codedTokens(layer - geometry.layers.lowerBound)) tokens, layer \(layers.lowerBound) of \(first)")
+        }
+        return first
     }
 
     /// The dictionary hash and settings (and, entropy-coded, the tables' hash) a CSR

@@ -12,7 +12,9 @@ import SparseCoding
 /// memory of the current forward pass, and are neither counted nor serialized. With
 /// `recent=W` the rows of the W latest tokens stay with them, rounded to fp16 once an append
 /// follows (KIVI's and the paper's full-precision buffer); those are stored, counted and
-/// transferred. Everything else the cache holds is counted by ``byteCount(layer:)``.
+/// transferred, and a token is coded only when it leaves the buffer (from its fp16 row), so
+/// the streams hold the codes of every token but the buffer's. Everything else the cache
+/// holds is counted by ``byteCount(layer:)``.
 public final class CSRCache: KVCache {
     public let geometry: KVCacheGeometry
     public let rope: RoPE
@@ -77,33 +79,68 @@ public final class CSRCache: KVCache {
             throw KVCacheError.full(layer: layer, capacity: geometry.capacity, needed: start + n)
         }
         guard n > 0 else { return }
-        let width = geometry.rowWidth
+        let width = geometry.rowWidth, recent = codec.settings.recentTokens
         var keys = Array(UnsafeBufferPointer(start: k, count: n * width))
         if let scales = keyScales?[s].forward {
             keys.withUnsafeMutableBufferPointer { CSRKeyMetric.scaleRows($0.baseAddress!, rows: n, by: scales) }
         }
-        // (n, kvHeads, headDim) is (n * kvHeads * s_n, headDim / s_n): rows in (token, head, chunk) order.
+        let values = Array(UnsafeBufferPointer(start: v, count: n * width))
         let ks = keyStreams[s], vs = valueStreams[s]
-        if n <= FusedAttention.decodeTokens && ComputeThreads.count > 1 && ks.codesApart && vs.codesApart {
-            try keys.withUnsafeBufferPointer {
-                try Self.appendCodedTogether(ks, $0.baseAddress!, vs, v, width: n * width, threads: ComputeThreads.count)
-            }
-        } else {
-            try keys.withUnsafeBufferPointer { try ks.append($0.baseAddress!, count: n * width / ks.m) }
-            try vs.append(v, count: n * width / vs.m)
+        if recent > 0 {
+            // The prompt chooses the online atoms even when the buffer holds all of it.
+            try keys.withUnsafeBufferPointer { try ks.settleOnlineAtoms($0.baseAddress!, count: n * width / ks.m) }
+            try vs.settleOnlineAtoms(v, count: n * width / vs.m)
         }
-        pending[s] = Self.exactRows(keeping: pending[s], recent: codec.settings.recentTokens, width: width,
-                                    appending: (start, n, keys, Array(UnsafeBufferPointer(start: v, count: n * width)), 0))
+        // Tokens coded now: every new one without a buffer; with `recent=W` those leaving it
+        // (their stored fp16 rows) and new ones that never enter it.
+        let coded = codedTokens(s), end = recent > 0 ? max(coded, start + n - recent) : start + n
+        if end > coded {
+            var codeKeys: [Float] = [], codeValues: [Float] = []
+            if coded < start {
+                guard let p = pending[s], p.start <= coded, p.start + p.count == start else {
+                    preconditionFailure("layer \(layer): the recent= buffer does not hold tokens \(coded)..<\(start)")
+                }
+                let leaving = Self.rounded(p, coded..<min(start, end), width: width)
+                (codeKeys, codeValues) = (leaving.keys, leaving.values)
+            }
+            let a = (max(coded, start) - start) * width, b = (end - start) * width
+            if a < b {
+                codeKeys += keys[a..<b]
+                codeValues += values[a..<b]
+            }
+            try code(layer: s, keys: codeKeys, values: codeValues, tokens: end - coded)
+        }
+        pending[s] = Self.exactRows(keeping: pending[s], from: end, width: width, appending: (start, n, keys, values, 0))
         counts[s] = start + n
     }
 
+    /// Codes `tokens` tokens' rows (pre-RoPE keys, scaled) onto layer slot `s`'s streams.
+    /// (n, kvHeads, headDim) is (n * kvHeads * s_n, headDim / s_n): rows in (token, head, chunk) order.
+    private func code(layer s: Int, keys: [Float], values: [Float], tokens n: Int) throws {
+        let width = n * geometry.rowWidth, ks = keyStreams[s], vs = valueStreams[s]
+        try keys.withUnsafeBufferPointer { kp in
+            try values.withUnsafeBufferPointer { vp in
+                let k = kp.baseAddress!, v = vp.baseAddress!
+                if n <= FusedAttention.decodeTokens && ComputeThreads.count > 1 && ks.codesApart && vs.codesApart {
+                    try Self.appendCodedTogether(ks, k, vs, v, width: width, threads: ComputeThreads.count)
+                } else {
+                    try ks.append(k, count: width / ks.m)
+                    try vs.append(v, count: width / vs.m)
+                }
+            }
+        }
+    }
+
+    /// Tokens of layer slot `s` whose codes the streams hold: all of them without
+    /// `recent=`; with it, all but those only the buffer holds.
+    func codedTokens(_ s: Int) -> Int { keyStreams[s].rows / (geometry.rowWidth / keyStreams[s].m) }
+
     /// The exact rows after appending `new`: its own, preceded by the rows of `old` (when
-    /// they end where `new` starts) among the `recent` latest positions, in fp16 form.
-    static func exactRows(keeping old: ExactRows?, recent: Int, width: Int, appending new: ExactRows) -> ExactRows {
+    /// they end where `new` starts) from position `coded` on (those not coded, in fp16 form).
+    static func exactRows(keeping old: ExactRows?, from coded: Int, width: Int, appending new: ExactRows) -> ExactRows {
         let start = new.start
-        guard recent > 0, let old, old.start + old.count == start else { return new }
-        // Nothing of `old` among the latest `recent` (a call of at least `recent` tokens).
-        let from = max(old.start, start + new.count - recent)
+        guard let old, old.start + old.count == start else { return new }
+        let from = max(old.start, coded)
         guard from < start else { return new }
         let kept = rounded(old, from..<start, width: width)
         return (kept.start, kept.count + new.count, kept.keys + new.keys, kept.values + new.values, kept.count + new.rounded)
@@ -119,24 +156,27 @@ public final class CSRCache: KVCache {
         return (positions.lowerBound, positions.count, form(p.keys), form(p.values), positions.count)
     }
 
-    /// Rows of the `recent=` buffer that are stored (and counted): the latest W tokens' that
-    /// the exact rows hold (they end at the layer's count).
-    func storedRecentTokens(layer s: Int) -> Int { min(codec.settings.recentTokens, pending[s]?.count ?? 0) }
+    /// Rows of the `recent=` buffer that are stored (and counted): the tokens not coded yet,
+    /// which the exact rows hold (they end at the layer's count).
+    func storedRecentTokens(layer s: Int) -> Int { codec.settings.recentTokens > 0 ? counts[s] - codedTokens(s) : 0 }
 
     /// Sets layer slot `s`'s exact rows to `n` fp16 rows from position `first`, after rows
-    /// it holds (as an append does); none when `n` is 0.
+    /// it holds from its first uncoded token on (as an append does); none when `n` is 0.
     func takeRecentRows(layer s: Int, first: Int, count n: Int, keys: [Float16], values: [Float16]) {
         guard n > 0 else { pending[s] = nil; return }
-        pending[s] = Self.exactRows(keeping: pending[s], recent: codec.settings.recentTokens, width: geometry.rowWidth,
+        pending[s] = Self.exactRows(keeping: pending[s], from: codedTokens(s), width: geometry.rowWidth,
                                     appending: (first, n, keys.map { Float($0) }, values.map { Float($0) }, n))
     }
 
-    /// Writes layer slot `s`'s `recent=` rows among `tokens` (the latest at most W of them
-    /// that the exact rows hold, ending at `tokens`' end): u32 count, fp16 keys, fp16 values.
+    /// Writes layer slot `s`'s `recent=` rows among `tokens` (those not coded, which the
+    /// exact rows hold; `tokens` end at the layer's count): u32 count, fp16 keys, fp16 values.
     func writeRecentRows(layer s: Int, tokens: Range<Int>, to w: inout BinaryWriter) {
         var keys: [UInt16] = [], values: [UInt16] = []
-        if let p = pending[s], p.start + p.count >= tokens.upperBound, p.start < tokens.upperBound {
-            let from = max(p.start, tokens.lowerBound, tokens.upperBound - codec.settings.recentTokens)
+        let from = max(tokens.lowerBound, codedTokens(s))
+        if from < tokens.upperBound {
+            guard let p = pending[s], p.start <= from, p.start + p.count == tokens.upperBound else {
+                preconditionFailure("the recent= buffer does not hold tokens \(from)..<\(tokens.upperBound)")
+            }
             let a = (from - p.start) * geometry.rowWidth, b = (tokens.upperBound - p.start) * geometry.rowWidth
             keys = p.keys[a..<b].map { Float16($0).bitPattern }
             values = p.values[a..<b].map { Float16($0).bitPattern }
@@ -147,12 +187,12 @@ public final class CSRCache: KVCache {
     }
 
     /// Reads what ``writeRecentRows(layer:tokens:to:)`` wrote for `tokens` tokens ending at
-    /// `end`: (first position, rows, keys, values).
-    static func readRecentRows(_ r: inout BinaryReader, settings: CSRSettings, width: Int, tokens: Int, end: Int) throws
+    /// `end`, which must be `expected` rows: (first position, rows, keys, values).
+    static func readRecentRows(_ r: inout BinaryReader, settings: CSRSettings, width: Int, tokens: Int, end: Int, expected: Int) throws
         -> (first: Int, count: Int, keys: [Float16], values: [Float16]) {
         let n = Int(try r.read(UInt32.self, "recent row count"))
-        guard n <= min(tokens, settings.recentTokens) else {
-            throw KVCacheError.malformedPayload("\(n) recent rows for \(tokens) tokens with recent=\(settings.recentTokens)")
+        guard n <= min(tokens, settings.recentTokens), n == expected else {
+            throw KVCacheError.malformedPayload("\(n) recent rows for \(tokens) tokens with recent=\(settings.recentTokens), \(expected) expected")
         }
         let k = try r.readArray(UInt16.self, count: n * width, "recent keys"), v = try r.readArray(UInt16.self, count: n * width, "recent values")
         return (end - n, n, k.map { Float16(bitPattern: $0) }, v.map { Float16(bitPattern: $0) })
@@ -207,8 +247,8 @@ public final class CSRCache: KVCache {
         }
         keyScratch.withUnsafeMutableBufferPointer { kb in
             valueScratch.withUnsafeMutableBufferPointer { vb in
-                decode(keyStreams[s], head: h, tokens: n, into: kb.baseAddress!)
-                decode(valueStreams[s], head: h, tokens: n, into: vb.baseAddress!)
+                decode(keyStreams[s], head: h, tokens: codedTokens(s), into: kb.baseAddress!)
+                decode(valueStreams[s], head: h, tokens: codedTokens(s), into: vb.baseAddress!)
                 if let p = pending[s] {
                     let width = geometry.rowWidth
                     for t in 0..<p.count {
@@ -294,16 +334,16 @@ public final class CSRCache: KVCache {
     public func truncate(to count: Int) {
         let count = max(0, count)
         for s in counts.indices where counts[s] > count {
-            let rowsPerToken = geometry.rowWidth
-            keyStreams[s].truncate(rows: count * rowsPerToken / keyStreams[s].m)
-            valueStreams[s].truncate(rows: count * rowsPerToken / valueStreams[s].m)
-            // The recent= buffer keeps its rows below `count`, in their stored (fp16) form. Rows
-            // that had left it are read from their codes: cut back by one token (a resumed
-            // session), the next append makes it what it would have been.
+            let rowsPerToken = geometry.rowWidth, coded = min(codedTokens(s), count)
+            keyStreams[s].truncate(rows: coded * rowsPerToken / keyStreams[s].m)
+            valueStreams[s].truncate(rows: coded * rowsPerToken / valueStreams[s].m)
+            // The recent= buffer keeps its uncoded rows below `count`, in their stored (fp16)
+            // form. Tokens that had left it stay coded: cut back by one token (a resumed
+            // session), the next append codes nothing and leaves the cache what it would have been.
             pending[s] = pending[s].flatMap { p in
-                let from = max(p.start, count - codec.settings.recentTokens)
-                guard codec.settings.recentTokens > 0, from < count else { return nil }
-                return Self.rounded(p, from..<count, width: rowsPerToken)
+                guard coded < count else { return nil }
+                precondition(p.start <= coded, "the recent= buffer does not hold tokens \(coded)..<\(count)")
+                return Self.rounded(p, coded..<count, width: rowsPerToken)
             }
             counts[s] = count
         }

@@ -40,6 +40,9 @@ final class CSRCodeStream {
 
     /// (online, m) fp16 bit patterns of the online atoms (unit norm).
     var onlineAtoms: [UInt16] = []
+    /// Whether the session's online atoms were chosen (or installed from a transfer): they
+    /// are chosen once, from the first append's rows, even when none qualified.
+    var onlineAtomsSettled = false
     /// Packed indices of all rows, rows * sparsity values of `width` bits.
     var indexBytes: [UInt8] = []
     /// fp16 bits, (rows, s), when format is float16.
@@ -112,7 +115,7 @@ final class CSRCodeStream {
     /// Codes `count` rows (count, m) and appends them.
     func append(_ x: UnsafePointer<Float>, count: Int) throws {
         guard count > 0 else { return }
-        if !codesApart { try chooseOnlineAtoms(x, count: count) }
+        try settleOnlineAtoms(x, count: count)
         let s = sparsity
         var idx = [UInt16](repeating: 0, count: count * s)  // (count, s)
         var coef = [Float](repeating: 0, count: count * s)  // (count, s)
@@ -128,7 +131,16 @@ final class CSRCodeStream {
     /// Whether rows can be coded apart from ``append(_:count:coded:_:)``, with
     /// ``pursuitEncoder()``: always, except before the first append of a session with an
     /// online budget, which chooses the online atoms from that append's rows.
-    var codesApart: Bool { !(rows == 0 && onlineBudget > 0 && onlineAtoms.isEmpty) }
+    var codesApart: Bool { onlineBudget == 0 || onlineAtomsSettled }
+
+    /// Chooses the online atoms from `count` rows unless they are settled. A cache with a
+    /// `recent=` buffer calls this with its first append's rows (the prompt), which it
+    /// codes only as they leave the buffer.
+    func settleOnlineAtoms(_ x: UnsafePointer<Float>, count: Int) throws {
+        guard !codesApart, count > 0 else { return }
+        try chooseOnlineAtoms(x, count: count)
+        onlineAtomsSettled = true
+    }
 
     /// The encoder whose pairs `append` stores. Reading it changes nothing, so several
     /// threads may code disjoint rows with it at once (when ``codesApart``).
@@ -353,6 +365,7 @@ final class CSRCodeStream {
             throw KVCacheError.malformedPayload("\(k) online atoms, the settings allow \(onlineBudget)")
         }
         onlineAtoms = bits
+        onlineAtomsSettled = true
         if k == 0 {
             atomBits = offlineBits
             sessionEncoder = nil
@@ -395,6 +408,7 @@ final class CSRCodeStream {
         guard keep < rows else { return }
         if keep == 0 {
             try? setOnlineAtoms([])
+            onlineAtomsSettled = false
         }
         let bits = keep * sparsity * width
         indexBytes.removeLast(indexBytes.count - (bits + 7) / 8)

@@ -50,8 +50,8 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
     /// memory the indices stay fixed-width, as the fused attention reads them.
     public var entropyCoded = false
     /// The latest tokens whose keys and values are also kept in fp16 (stored, counted and
-    /// transferred); attention reads those rows instead of their codes. Their codes are
-    /// still made and stored, so a token leaving the buffer needs no work.
+    /// transferred); attention reads those rows instead of their codes. A token is coded
+    /// when it leaves the buffer, from its fp16 row, so buffered tokens cost their rows alone.
     public var recentTokens = 0
     /// The first tokens whose vectors the guard bank always keeps (fp16, counted), outside
     /// `guardFraction`: the tokens most of the attention of many heads rests on.

@@ -133,6 +133,37 @@ enum CSRFixture {
         #expect(maxAbsDiff(Array(lk[0..<12 * F.d]), dk) > 0.1)
     }
 
+    /// `k@L=S`: a layer's keys take their own number of pairs, which its codes, byte count,
+    /// transfer and replica stream follow; the other layers keep `k=`.
+    @Test func sparsityAllocatedPerLayer() throws {
+        let plain = try F.randomCodec(atoms: 40, seed: 5) { $0.coefficients = .int8 }
+        let codec = try F.randomCodec(atoms: 40, seed: 5) { $0.coefficients = .int8; $0.keySparsityByLayer = [1: 6] }
+        let k = F.rows(20, seed: 6), v = F.rows(20, seed: 7), w = F.geometry.rowWidth
+        let csr = codec.makeCache(geometry: F.geometry, rope: F.rope), base = plain.makeCache(geometry: F.geometry, rope: F.rope)
+        let dense = DenseKVCache<Float>(geometry: F.geometry, rope: F.rope)
+        for c in [csr, base, dense] as [any KVCache] {
+            try F.fill(c, Array(k[0..<19 * w]), Array(v[0..<19 * w]), batch: 19)
+            try F.fill(c, Array(k[(19 * w)...]), Array(v[(19 * w)...]), batch: 1)
+        }
+        // Layer 0 is coded as without the override; layer 1's keys fit better with 6 pairs than 2.
+        #expect(F.read(csr, layer: 0, head: 1) == F.read(base, layer: 0, head: 1))
+        #expect(csr.byteCount(layer: 0) == base.byteCount(layer: 0))
+        // 20 tokens x 2 heads x 1 chunk: 6 pairs instead of 2, each a 6-bit index (40 atoms) and an int8 coefficient.
+        #expect(csr.byteCount(layer: 1) == base.byteCount(layer: 1) + (20 * 2 * 6 * 6 + 7) / 8 - (20 * 2 * 2 * 6 + 7) / 8 + 20 * 2 * 4)
+        let (ck, _) = F.read(csr, layer: 1, head: 0), (bk, _) = F.read(base, layer: 1, head: 0), (dk, _) = F.read(dense, layer: 1, head: 0)
+        let d = F.d, old = 19 * d
+        #expect(maxAbsDiff(Array(ck[0..<old]), Array(dk[0..<old])) < maxAbsDiff(Array(bk[0..<old]), Array(dk[0..<old])))
+        // The transfer names the allocation; another allocation refuses it.
+        let copy = try CSRCache.deserialize(try csr.serialize(layers: 0..<2), capacity: 256, rope: F.rope, codec: codec)
+        #expect(try copy.serialize(layers: 1..<2) == csr.serialize(layers: 1..<2))
+        #expect(throws: KVCacheError.self) { try CSRCache.deserialize(try csr.serialize(layers: 0..<2), capacity: 256, rope: F.rope, codec: plain) }
+        try ReplicaTests.checkReplica(codec.makeCache(geometry: F.geometry, rope: F.rope)) {
+            try CSRCache.deserialize($0, capacity: F.geometry.capacity, rope: F.rope, codec: codec)
+        }
+        // A layer the model does not have is refused when the codec is made.
+        #expect(throws: CSRError.self) { try F.randomCodec(atoms: 40, seed: 5) { $0.keySparsityByLayer = [2: 4] } }
+    }
+
     @Test func byteCountIsEveryStoredByte() throws {
         for format in CoefficientFormat.allCases {
             let codec = try F.randomCodec(atoms: 100, seed: 10) { $0.keySparsity = 3; $0.valueSparsity = 2; $0.coefficients = format }
@@ -434,7 +465,13 @@ enum CSRFixture {
         let i6 = try CSRSettings(parsing: "16,coef=i6,sink=4")
         #expect(i6.coefficients == .int8 && i6.coefficientBits == 6 && i6.sinkTokens == 4 && c.coefficientBits == 8)
         #expect(try CSRSettings(parsing: i6.description) == i6)
-        for bad in ["", "x", "0", "8,coef=f8", "8,k", "8,size=2", "k=3", "8,guard=2", "70000", "8,alg=ksvd", "8,recent=-1", "8,recent=5000", "8,coef=i3", "8,coef=i9"] {
+        let pl = try CSRSettings(parsing: "csr:8,k@0-1=16,k@3=16,k@2=16,v@5=4,k@7=8,v@6-7=2")
+        #expect(pl.keySparsity(layer: 0) == 16 && pl.keySparsity(layer: 3) == 16 && pl.keySparsity(layer: 4) == 8)
+        #expect(pl.valueSparsity(layer: 5) == 4 && pl.valueSparsity(layer: 7) == 2 && pl.valueSparsity(layer: 8) == 4)
+        #expect(pl.description == "csr:k=8,v=4,k@0-3=16,v@6-7=2", "overrides equal to the default are dropped, runs merged")
+        #expect(try CSRSettings(parsing: pl.description) == pl)
+        for bad in ["", "x", "0", "8,coef=f8", "8,k", "8,size=2", "k=3", "8,guard=2", "70000", "8,alg=ksvd", "8,recent=-1", "8,recent=5000", "8,coef=i3", "8,coef=i9",
+                    "8,k@=3", "8,k@a=3", "8,k@3-1=2", "8,k@2=0", "8,k@2=70000", "8,k@-1=2", "8,x@2=3"] {
             #expect(throws: CSRError.self, "\(bad)") { try CSRSettings(parsing: bad) }
         }
         #expect(throws: CSRError.dictionaryRequired) { try KVCacheType(parsing: "csr:8") }

@@ -89,7 +89,7 @@ extension CSRCache {
                         // A scratch stream parses the section exactly as a cache would.
                         let scratch = CSRCodeStream(
                             offline: offline, atomBits: stored.storedAtoms, encoder: { throw CSRError.badSettings("a scratch stream does not encode") }, settings: s,
-                            sparsity: keys ? s.keySparsity : s.valueSparsity,
+                            sparsity: keys ? s.keySparsity(layer: layer) : s.valueSparsity(layer: layer),
                             entropyTable: keys ? codec.dictionary.entropyTables?.keys[group.group(ofLayer: layer)]
                                 : codec.dictionary.entropyTables?.values[group.group(ofLayer: layer)])
                         try scratch.readRows(count: codes.count * h.kvHeads * h.headDim / m, from: &r,

@@ -47,15 +47,16 @@ public final class CSRCache: KVCache {
         self.codec = codec
         let dict = codec.dictionary, s = codec.settings
         keyStreams = geometry.layers.map { l in
-            let g = dict.keys.group(ofLayer: l)
-            return CSRCodeStream(offline: dict.keys.groups[g].dictionary, atomBits: dict.keys.groups[g].storedAtoms, encoder: { try codec.encoder(keys: true, group: g) },
-                                 settings: s, sparsity: s.keySparsity, entropyTable: dict.entropyTables?.keys[g])
+            let g = dict.keys.group(ofLayer: l), pairs = s.keySparsity(layer: l)
+            return CSRCodeStream(offline: dict.keys.groups[g].dictionary, atomBits: dict.keys.groups[g].storedAtoms,
+                                 encoder: { try codec.encoder(keys: true, group: g, sparsity: pairs) },
+                                 settings: s, sparsity: pairs, entropyTable: dict.entropyTables?.keys[g])
         }
         valueStreams = geometry.layers.map { l in
-            let g = dict.values.group(ofLayer: l)
+            let g = dict.values.group(ofLayer: l), pairs = s.valueSparsity(layer: l)
             return CSRCodeStream(offline: dict.values.groups[g].dictionary, atomBits: dict.values.groups[g].storedAtoms,
-                                 encoder: { try codec.encoder(keys: false, group: g) },
-                                 settings: s, sparsity: s.valueSparsity, entropyTable: dict.entropyTables?.values[g])
+                                 encoder: { try codec.encoder(keys: false, group: g, sparsity: pairs) },
+                                 settings: s, sparsity: pairs, entropyTable: dict.entropyTables?.values[g])
         }
         for stream in keyStreams + valueStreams { stream.sinkRows = s.sinkTokens * geometry.rowWidth / stream.m }
         counts = Array(repeating: 0, count: geometry.layers.count)

@@ -7,10 +7,10 @@ import SparseCoding
 public final class CSRCodec: @unchecked Sendable {
     public let dictionary: CSRDictionary
     public let settings: CSRSettings
-    /// Per key group and per value group: MP encoders over the offline atoms, built on
-    /// first use, so a worker pays for the Gram matrices of its own layers' groups only.
-    private var keyEncoders: [MatchingPursuitEncoder?]
-    private var valueEncoders: [MatchingPursuitEncoder?]
+    /// Per key group and per value group, per sparsity: MP encoders over the offline atoms,
+    /// built on first use, so a worker pays for the Gram matrices of its own layers' groups only.
+    private var keyEncoders: [[Int: MatchingPursuitEncoder]]
+    private var valueEncoders: [[Int: MatchingPursuitEncoder]]
 
     private let lock = NSLock()
     private var ropeTables: [Int: [Float]] = [:]
@@ -20,8 +20,8 @@ public final class CSRCodec: @unchecked Sendable {
     public init(dictionary: CSRDictionary, settings: CSRSettings) throws {
         self.dictionary = dictionary
         self.settings = settings
-        keyEncoders = Array(repeating: nil, count: dictionary.keys.groups.count)
-        valueEncoders = Array(repeating: nil, count: dictionary.values.groups.count)
+        keyEncoders = Array(repeating: [:], count: dictionary.keys.groups.count)
+        valueEncoders = Array(repeating: [:], count: dictionary.values.groups.count)
         if settings.entropyCoded {
             guard let t = dictionary.entropyTables else {
                 throw CSRError.badSettings("ec=rans needs a dictionary with entropy tables: count them with `sparsekv dict tables`")
@@ -29,32 +29,40 @@ public final class CSRCodec: @unchecked Sendable {
             if let why = t.check(keys: dictionary.keys, values: dictionary.values) { throw CSRError.badSettings("entropy tables: \(why)") }
         }
         // Check now what building an encoder could refuse later.
-        for (part, s) in [(dictionary.keys, settings.keySparsity), (dictionary.values, settings.valueSparsity)] {
+        let layers = dictionary.model.layerCount
+        if let l = (Array(settings.keySparsityByLayer.keys) + Array(settings.valueSparsityByLayer.keys)).first(where: { $0 >= layers }) {
+            throw CSRError.badSettings("a sparsity for layer \(l); the model has layers 0...\(layers - 1)")
+        }
+        let keys = [settings.keySparsity] + Array(settings.keySparsityByLayer.values)
+        let values = [settings.valueSparsity] + Array(settings.valueSparsityByLayer.values)
+        for (part, sparsities) in [(dictionary.keys, keys), (dictionary.values, values)] {
             for g in part.groups where SparseDictionary.gramByteCount(atomCount: g.atomCount) > SparseDictionary.maxGramBytes {
                 throw CSRError.badSettings("a dictionary group of \(g.atomCount) atoms is too large to encode with")
             }
-            guard s >= 1, s <= PackedCodes.maxSparsity,
-                  settings.algorithm == .matchingPursuit || s <= part.atomCount
-            else { throw CSRError.badSettings("sparsity \(s) with \(part.atomCount) atoms (\(settings.algorithm.rawValue))") }
+            for s in sparsities {
+                guard s >= 1, s <= PackedCodes.maxSparsity,
+                      settings.algorithm == .matchingPursuit || s <= part.atomCount
+                else { throw CSRError.badSettings("sparsity \(s) with \(part.atomCount) atoms (\(settings.algorithm.rawValue))") }
+            }
         }
     }
 
-    /// The encoder over group `group`'s offline atoms of keys (or values), built on first use.
-    func encoder(keys: Bool, group: Int) throws -> MatchingPursuitEncoder {
+    /// The encoder of `sparsity` pairs over group `group`'s offline atoms of keys (or
+    /// values), built on first use.
+    func encoder(keys: Bool, group: Int, sparsity: Int) throws -> MatchingPursuitEncoder {
         lock.lock()
         defer { lock.unlock() }
-        if let e = keys ? keyEncoders[group] : valueEncoders[group] { return e }
+        if let e = keys ? keyEncoders[group][sparsity] : valueEncoders[group][sparsity] { return e }
         let part = keys ? dictionary.keys : dictionary.values
         let e: MatchingPursuitEncoder
         do {
             e = try MatchingPursuitEncoder(
                 dictionary: part.groups[group].dictionary,
-                options: .init(sparsity: keys ? settings.keySparsity : settings.valueSparsity, algorithm: settings.algorithm,
-                               keepsGram: false))
+                options: .init(sparsity: sparsity, algorithm: settings.algorithm, keepsGram: false))
         } catch let error as SparseCodingError {
             throw CSRError.badSettings(error.localizedDescription)
         }
-        if keys { keyEncoders[group] = e } else { valueEncoders[group] = e }
+        if keys { keyEncoders[group][sparsity] = e } else { valueEncoders[group][sparsity] = e }
         return e
     }
 

@@ -17,9 +17,12 @@ import SparseCoding
 ///   tables in the stored and transferred form; see ``entropyCoded``), `recent=W` (the
 ///   latest W tokens also kept in fp16, as KIVI's and the CSR paper's full-precision
 ///   buffer; attention reads them instead of their codes; counted), `sink=N` (the first
-///   N tokens' vectors always in the guard bank, outside its budget: the attention sink).
+///   N tokens' vectors always in the guard bank, outside its budget: the attention sink),
+///   `k@L=S` or `k@A-B=S` (and `v@...`: pairs per key vector, per value chunk, of layer L or
+///   layers A through B; the others keep `k=`/`v=`: a sparsity allocated per layer).
 ///   Examples: `csr:8`, `csr:4,coef=i8`, `csr:k=3,v=1`, `csr:8,online=0,guard=0`,
-///   `csr:err=0.1,coef=i8`, `csr:24,err=0.05`, `csr:16,coef=i8,ec=rans`, `csr:8,coef=i8,recent=32,sink=4`.
+///   `csr:err=0.1,coef=i8`, `csr:24,err=0.05`, `csr:16,coef=i8,ec=rans`, `csr:8,coef=i8,recent=32,sink=4`,
+///   `csr:8,k@0-1=16,k@20-29=6`.
 public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
     /// Pairs per key vector chunk.
     public var keySparsity: Int
@@ -56,6 +59,15 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
     /// The first tokens whose vectors the guard bank always keeps (fp16, counted), outside
     /// `guardFraction`: the tokens most of the attention of many heads rests on.
     public var sinkTokens = 0
+
+    /// Per-layer sparsity (layer: pairs) where it differs from `keySparsity` / `valueSparsity`.
+    public var keySparsityByLayer: [Int: Int] = [:]
+    public var valueSparsityByLayer: [Int: Int] = [:]
+
+    /// Pairs per key vector chunk of layer `layer`.
+    public func keySparsity(layer: Int) -> Int { keySparsityByLayer[layer] ?? keySparsity }
+    /// Pairs per value vector chunk of layer `layer`.
+    public func valueSparsity(layer: Int) -> Int { valueSparsityByLayer[layer] ?? valueSparsity }
 
     public static let defaultOnlineAtoms = 0
     public static let defaultGuardFraction = 0.0
@@ -98,7 +110,16 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
                 guard let v = Double(kv[1]), v >= 0, v.isFinite else { throw CSRError.badSettings("\(kv[0])=\(kv[1]) is not a non-negative number") }
                 return v
             }
-            switch kv[0].lowercased() {
+            let name = kv[0].lowercased()
+            if name.hasPrefix("k@") || name.hasPrefix("v@") {
+                let layers = try Self.layerRange(String(name.dropFirst(2)), item: item)
+                let pairs = try int()
+                for l in layers {
+                    if name.hasPrefix("k@") { s.keySparsityByLayer[l] = pairs } else { s.valueSparsityByLayer[l] = pairs }
+                }
+                continue
+            }
+            switch name {
             case "k": s.keySparsity = try int()
             case "v": s.valueSparsity = try int()
             case "coef":
@@ -136,7 +157,7 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
             case "sink":
                 s.sinkTokens = try int()
                 guard s.sinkTokens <= 4096 else { throw CSRError.badSettings("sink=\(kv[1]) is more than 4096 tokens") }
-            default: throw CSRError.badSettings("unknown option '\(kv[0])' (known: k, v, coef, alg, online, guard, guard-error, err, ec, recent, sink)")
+            default: throw CSRError.badSettings("unknown option '\(kv[0])' (known: k, v, k@L, v@L, coef, alg, online, guard, guard-error, err, ec, recent, sink)")
             }
         }
         if s.errorBudget != nil {
@@ -152,13 +173,41 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
         guard (1...PackedCodes.maxSparsity).contains(s.keySparsity), (1...PackedCodes.maxSparsity).contains(s.valueSparsity) else {
             throw CSRError.badSettings("'\(spec)': key and value sparsity must be 1...\(PackedCodes.maxSparsity) (give a preset like csr:8 or k= and v=)")
         }
+        if let bad = (Array(s.keySparsityByLayer.values) + Array(s.valueSparsityByLayer.values)).first(where: { !(1...PackedCodes.maxSparsity).contains($0) }) {
+            throw CSRError.badSettings("'\(spec)': a layer's sparsity of \(bad); it must be 1...\(PackedCodes.maxSparsity)")
+        }
+        // Overrides equal to the default say nothing: dropped, so equal settings print alike.
+        s.keySparsityByLayer = s.keySparsityByLayer.filter { $0.value != s.keySparsity }
+        s.valueSparsityByLayer = s.valueSparsityByLayer.filter { $0.value != s.valueSparsity }
         guard s.onlineAtoms <= 4096 else { throw CSRError.badSettings("online=\(s.onlineAtoms) is more than 4096 atoms") }
         self = s
+    }
+
+    /// Layers `A` or `A-B` (inclusive) of a `k@`/`v@` option.
+    private static func layerRange(_ text: String, item: String) throws -> ClosedRange<Int> {
+        let ends = text.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+        guard (1...2).contains(ends.count), let a = ends.first!, let b = ends.last!, a >= 0, a <= b, b < 4096 else {
+            throw CSRError.badSettings("'\(item)': give layers as k@L=S or k@A-B=S (A <= B, from 0)")
+        }
+        return a...b
+    }
+
+    /// `k@A-B=S` items for runs of consecutive layers with the same override.
+    private static func overrides(_ name: String, _ byLayer: [Int: Int]) -> [String] {
+        var out: [String] = [], layers = byLayer.keys.sorted()[...]
+        while let a = layers.first {
+            var b = a
+            layers = layers.dropFirst()
+            while let next = layers.first, next == b + 1, byLayer[next] == byLayer[a] { b = next; layers = layers.dropFirst() }
+            out.append("\(name)@\(a == b ? "\(a)" : "\(a)-\(b)")=\(byLayer[a]!)")
+        }
+        return out
     }
 
     /// The canonical spelling, parseable by ``init(parsing:valueChunks:)``.
     public var description: String {
         var parts = ["k=\(keySparsity)", "v=\(valueSparsity)"]
+        parts += Self.overrides("k", keySparsityByLayer) + Self.overrides("v", valueSparsityByLayer)
         if coefficients == .int8 { parts.append("coef=i\(coefficientBits)") }
         if algorithm == .orthogonal { parts.append("alg=omp") }
         if onlineAtoms != Self.defaultOnlineAtoms { parts.append("online=\(onlineAtoms)") }

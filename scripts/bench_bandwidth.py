@@ -21,8 +21,8 @@ and the script reads each process's peak RSS (VmHWM) before the cluster stops.
 Every byte figure comes from socket counters: the script checks that the bytes the
 replies report equal the kv bytes the decode worker's counters received, and the
 activation bytes the coordinator's counters sent. Quality is taken from token-by-token
-`sparsekv eval --json` outputs (--quality; default reports/calibration-runs/ and
-reports/recent-runs/), CSR rows only from outputs that name the dictionary the cluster ran;
+`sparsekv eval --json` outputs or scripts/bench_frontier.py's run files (--quality; default
+reports/frontier-runs/), CSR rows only from outputs that name the dictionary the cluster ran;
 it is not recomputed here.
 
 Output: reports/bandwidth.json, reports/bandwidth.md, reports/bandwidth.svg.
@@ -53,10 +53,10 @@ SETTINGS = [
     ("csr:8,coef=i6,alg=omp,recent=32,sink=4", "csr:k=8,v=4,coef=i6,alg=omp,recent=32,sink=4"),
     ("csr:4,coef=i6,alg=omp,recent=32,sink=4", "csr:k=4,v=2,coef=i6,alg=omp,recent=32,sink=4"),
 ]
-# Quality of each setting: `sparsekv eval --json` outputs, token by token, ctx 1024, 6 windows. CSR rows
-# count only when the output names the dictionary the cluster runs; KIVI rows need no dictionary.
-QUALITY = [os.path.join(ROOT, "reports", runs, f"{t}-ctx1024.json")
-           for runs in ("calibration-runs", "recent-runs") for t in ("cfi-ch4", "alice29", "lcet10")]
+# Quality of each setting: token-by-token evals at ctx 1024, 6 windows (scripts/bench_frontier.py's run
+# files, or `sparsekv eval --json` outputs). CSR rows count only when the file names the dictionary the
+# cluster runs; KIVI rows need no dictionary.
+QUALITY = [os.path.join(ROOT, "reports", "frontier-runs", f"{t}-ctx1024.json") for t in ("cfi-ch4", "alice29", "lcet10")]
 
 
 def log(msg):
@@ -208,6 +208,8 @@ def quality_table(paths, dictionary):
             continue
         with open(path) as f:
             data = json.load(f)
+        if isinstance(data, dict) and "rows" in data:  # a scripts/bench_frontier.py run file
+            data = [{"file": data["file"], "dictionary": data["dictionary"]["contentHash"], "results": data["rows"]}]
         for entry in data if isinstance(data, list) else [data]:
             text = os.path.splitext(os.path.basename(entry["file"]))[0]
             for r in entry["results"]:

@@ -3,7 +3,9 @@
 /// and whether keys are stored rotated. The body's layout belongs to the kind.
 public struct KVPayloadHeader: Sendable, Equatable {
     public static let magic: UInt32 = 0x4356_4B53  // "SKVC"
-    public static let version: UInt16 = 1
+    /// 2: a CSR cache with a `recent=` buffer codes a token when it leaves the buffer, and
+    /// its transfers say how many tokens are coded.
+    public static let version: UInt16 = 2
     /// Largest header fields accepted from a peer.
     public static let maxLayers = 4096, maxHeads = 1024, maxHeadDim = 4096, maxTokens = 1 << 22
 

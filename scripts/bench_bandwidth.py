@@ -45,12 +45,16 @@ DICT = os.path.join(ROOT, "dicts", "SmolLM2-135M-Instruct.Q4_1.csr.gguf")
 TEXT = os.path.join(HOME, "texts", "cfi-ch4.txt")
 
 # (--kv spec, the name the eval table uses for it)
+# The CSR points of reports/frontier.md at about 4.9, 2.8 and 1.9 bits/ch; the first two with the key
+# pairs allocated per layer by scripts/layer_sensitivity.py (reports/layer-sensitivity.md).
+ALLOC16 = "k@0-3=12,k@5=24,k@7=24,k@9=24,k@10-12=12,k@14=24,k@16=12,k@17=24,k@19=12,k@20=24,k@25=12,k@27=12,k@29=12"
+ALLOC8 = "k@0-3=4,k@5=16,k@7=16,k@9=16,k@10-12=4,k@14=16,k@16=4,k@17=16,k@19=4,k@20=16,k@25=4,k@27=4,k@29=4"
 SETTINGS = [
     ("fp16", "fp16"),
     ("kivi4", "kivi4"),
     ("kivi2", "kivi2"),
-    ("csr:16,coef=i6,alg=omp,recent=32,sink=4", "csr:k=16,v=8,coef=i6,alg=omp,recent=32,sink=4"),
-    ("csr:8,coef=i6,alg=omp,recent=32,sink=4", "csr:k=8,v=4,coef=i6,alg=omp,recent=32,sink=4"),
+    ("csr:16,coef=i6,alg=omp,recent=48,sink=4," + ALLOC16, f"csr:k=16,v=8,{ALLOC16},coef=i6,alg=omp,recent=48,sink=4"),
+    ("csr:8,coef=i6,alg=omp,recent=32,sink=4," + ALLOC8, f"csr:k=8,v=4,{ALLOC8},coef=i6,alg=omp,recent=32,sink=4"),
     ("csr:4,coef=i6,alg=omp,recent=32,sink=4", "csr:k=4,v=2,coef=i6,alg=omp,recent=32,sink=4"),
 ]
 # Quality of each setting: token-by-token evals at ctx 1024, 6 windows (scripts/bench_frontier.py's run
@@ -308,6 +312,14 @@ def mb(b):
     return f"{b / 1e6:,.2f} MB"
 
 
+def label(kv):
+    """A setting as the tables name it: a per-layer allocation (`k@...`) shortened, spelled out below them."""
+    parts = kv.split(",")
+    if not any("@" in p for p in parts):
+        return kv
+    return ",".join(p for p in parts if "@" not in p) + " (keys per layer)"
+
+
 def markdown(report):
     lines = [f"# KV bandwidth: {report['model']}, full-cache transfer between two workers", "",
              f"Measured on {report['machine']} with `scripts/bench_bandwidth.py` "
@@ -324,10 +336,11 @@ def markdown(report):
                   "ratio | " + " | ".join(f"time @{r}" for r in report["rates"]) + " | fp16 time @" + report["rates"][0] +
                   " | stream B/token | act. B/token | decode tok/s | peak RSS prefill / decode worker |",
                   "|---|---:|---|---:|---:|---:|---:|" + "---:|" * len(report["rates"]) + "---:|---:|---:|---:|---:|"]
-        for spec in dict.fromkeys(r["kv"] for r in report["rows"]):
-            rs = {r["rate"]: r for r in report["rows"] if r["kv"] == spec and r["ctx"] == ctx}
+        for kv in dict.fromkeys(r["kv"] for r in report["rows"]):
+            rs = {r["rate"]: r for r in report["rows"] if r["kv"] == kv and r["ctx"] == ctx}
             if not rs:
                 continue
+            spec = label(kv)
             first = rs.get(report["rates"][0]) or next(iter(rs.values()))
             qq = q.get(first["evalName"]) or {}
             bits = next((v["bitsPerChannel"] for v in qq.values()), None)
@@ -345,6 +358,10 @@ def markdown(report):
                 f"{first['streamBytesPerToken']:,.0f} | {first['activationBytesPerToken']:,.0f} | {first['decodeTokensPerSecond']:.1f} | "
                 f"{(rss.get('prefill') or 0) / 1024:.0f} / {(rss.get('decode') or 0) / 1024:.0f} MB |")
         lines.append("")
+    layered = [kv for kv in dict.fromkeys(r["kv"] for r in report["rows"]) if "@" in kv]
+    if layered:
+        lines += ["Key pairs per layer (scripts/layer_sensitivity.py, reports/layer-sensitivity.md): "
+                  + "; ".join(f"{label(kv)}: `{kv}`" for kv in layered) + ".", ""]
     ok = all(c["agree"] for c in report["counterChecks"])
     lines += [f"Counter check: the reported kv and activation bytes equal the socket counters in "
               f"{sum(c['agree'] for c in report['counterChecks'])}/{len(report['counterChecks'])} runs"
@@ -416,7 +433,7 @@ def svg(report):
     for i, s in enumerate(specs):
         x, y = pad + (i % 4) * 220, H + 10 + 18 * (i // 4)
         parts.append(f'<rect x="{x}" y="{y - 9}" width="14" height="4" fill="{colors[i % len(colors)]}"/>')
-        parts.append(f'<text x="{x + 20}" y="{y - 3}" font-size="12">{s}</text>')
+        parts.append(f'<text x="{x + 20}" y="{y - 3}" font-size="12">{label(s)}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 

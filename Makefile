@@ -3,7 +3,7 @@ SWIFT ?= swift
 RELEASE = -c release
 BIN = .build/release/sparsekv
 
-.PHONY: setup build demo test test-serve bench bench-context bench-eval bench-frontier bench-bandwidth netns-e2e docker-e2e clean
+.PHONY: setup build demo test test-serve bench bench-context bench-eval bench-frontier layer-sensitivity bench-bandwidth netns-e2e docker-e2e clean
 
 setup:            ## system packages, model, texts (idempotent)
 	bash scripts/setup.sh
@@ -35,6 +35,9 @@ bench-eval: build ## CSR evaluation table: KV caches vs fp32 on cfi-ch4 and alic
 
 bench-frontier: build ## issue 11's quality frontier: perplexity vs bits/ch, token by token, cfi-ch4 + alice29 + lcet10 and ctx 4096 (reports/frontier.{json,md,svg}, ~2 h on 1 thread; resumes)
 	python3 scripts/bench_frontier.py
+
+layer-sensitivity: build ## CSR key pairs per layer from each layer's measured KL effect, on a calibration text (reports/layer-sensitivity.{json,md}, ~15 min)
+	python3 scripts/layer_sensitivity.py
 
 netns-e2e: build  ## the cluster over emulated 100 Mbit/s links: a network namespace per process, tbf (root)
 	bash cluster/netns-e2e.sh --bin $(BIN)

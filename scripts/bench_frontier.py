@@ -125,11 +125,16 @@ def load_run(path):
     return None
 
 
-def dict_info(binary, dictionary):
+def dict_json(binary, dictionary):
+    """`sparsekv dict info --json` of a dictionary file."""
     r = subprocess.run([binary, "dict", "info", dictionary, "--json"], capture_output=True, text=True, cwd=ROOT)
     if r.returncode != 0:
         sys.exit(f"error: sparsekv dict info {dictionary} failed:\n{r.stderr.strip()}")
-    info = json.loads(r.stdout)
+    return json.loads(r.stdout)
+
+
+def dict_info(binary, dictionary):
+    info = dict_json(binary, dictionary)
     return {"path": os.path.relpath(dictionary, ROOT), "contentHash": info["contentHash"],
             "keyMetric": info.get("keyMetric", {}).get("kind"), "training": info.get("training", {})}
 

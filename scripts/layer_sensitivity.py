@@ -31,6 +31,8 @@ import sys
 import threading
 import time
 
+from bench_frontier import dict_json  # `sparsekv dict info --json`
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOME = os.environ.get("SPARSEKV_HOME", os.path.expanduser("~/.cache/sparsekv"))
 DICT = os.path.join(ROOT, "dicts", "SmolLM2-135M-Instruct.Q4_1.csr.gguf")
@@ -56,10 +58,7 @@ def key_pairs(spec):
 
 
 def layer_count(binary, dictionary):
-    r = subprocess.run([binary, "dict", "info", dictionary, "--json"], capture_output=True, text=True, cwd=ROOT)
-    if r.returncode != 0:
-        sys.exit(f"error: sparsekv dict info failed:\n{r.stderr.strip()}")
-    info = json.loads(r.stdout)
+    info = dict_json(binary, dictionary)
     return info["model"]["layerCount"], info
 
 

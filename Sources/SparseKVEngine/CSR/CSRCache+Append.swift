@@ -96,9 +96,8 @@ extension CSRCache {
                                              atomLimit: offline.atomCount + s.onlineAtoms)
                     }
                     if s.recentTokens > 0 {
-                        let end = first + h.tokenCount
-                        _ = try readRecentRows(&r, settings: s, width: h.kvHeads * h.headDim, tokens: h.tokenCount, end: end,
-                                               expected: end - max(first, codes.upperBound))
+                        _ = try readRecentRows(&r, settings: s, width: h.kvHeads * h.headDim, tokens: h.tokenCount,
+                                               end: first + h.tokenCount, codedEnd: codes.upperBound)
                     }
                 }
                 guard r.remaining == 0 else { throw KVCacheError.malformedPayload("\(r.remaining) trailing bytes") }

@@ -49,9 +49,8 @@ extension CSRCache {
                         parsed.append(try Self.readRows(&r, stream: stream, rows: codes.count * geometry.rowWidth / stream.m))
                     }
                     if codec.settings.recentTokens > 0 {
-                        let end = first + h.tokenCount
                         recent.append(try Self.readRecentRows(&r, settings: codec.settings, width: geometry.rowWidth,
-                                                              tokens: h.tokenCount, end: end, expected: end - max(first, codes.upperBound)))
+                                                              tokens: h.tokenCount, end: first + h.tokenCount, codedEnd: codes.upperBound))
                     }
                 }
             } catch let e as BinaryReader.OutOfBounds {

@@ -84,7 +84,7 @@ extension CSRCache {
                     }
                     if codec.settings.recentTokens > 0 {
                         let x = try readRecentRows(&r, settings: codec.settings, width: h.kvHeads * h.headDim, tokens: h.tokenCount,
-                                                   end: h.tokenCount, expected: h.tokenCount - coded)
+                                                   end: h.tokenCount, codedEnd: coded)
                         cache.takeRecentRows(layer: s, first: x.first, count: x.count, keys: x.keys, values: x.values)
                     }
                 }

@@ -86,12 +86,10 @@ public final class CSRCache: KVCache {
             keys.withUnsafeMutableBufferPointer { CSRKeyMetric.scaleRows($0.baseAddress!, rows: n, by: scales) }
         }
         let values = Array(UnsafeBufferPointer(start: v, count: n * width))
+        // The first append (the prompt) chooses the online atoms, also when a buffer holds all of it.
         let ks = keyStreams[s], vs = valueStreams[s]
-        if recent > 0 {
-            // The prompt chooses the online atoms even when the buffer holds all of it.
-            try keys.withUnsafeBufferPointer { try ks.settleOnlineAtoms($0.baseAddress!, count: n * width / ks.m) }
-            try vs.settleOnlineAtoms(v, count: n * width / vs.m)
-        }
+        try keys.withUnsafeBufferPointer { try ks.settleOnlineAtoms($0.baseAddress!, count: n * width / ks.m) }
+        try vs.settleOnlineAtoms(v, count: n * width / vs.m)
         // Tokens coded now: every new one without a buffer; with `recent=W` those leaving it
         // (their stored fp16 rows) and new ones that never enter it.
         let coded = codedTokens(s), end = recent > 0 ? max(coded, start + n - recent) : start + n
@@ -188,9 +186,11 @@ public final class CSRCache: KVCache {
     }
 
     /// Reads what ``writeRecentRows(layer:tokens:to:)`` wrote for `tokens` tokens ending at
-    /// `end`, which must be `expected` rows: (first position, rows, keys, values).
-    static func readRecentRows(_ r: inout BinaryReader, settings: CSRSettings, width: Int, tokens: Int, end: Int, expected: Int) throws
+    /// `end`, of which those from `codedEnd` on are not coded (the rows it must hold):
+    /// (first position, rows, keys, values).
+    static func readRecentRows(_ r: inout BinaryReader, settings: CSRSettings, width: Int, tokens: Int, end: Int, codedEnd: Int) throws
         -> (first: Int, count: Int, keys: [Float16], values: [Float16]) {
+        let expected = end - max(end - tokens, codedEnd)
         let n = Int(try r.read(UInt32.self, "recent row count"))
         guard n <= min(tokens, settings.recentTokens), n == expected else {
             throw KVCacheError.malformedPayload("\(n) recent rows for \(tokens) tokens with recent=\(settings.recentTokens), \(expected) expected")

@@ -199,6 +199,8 @@ public struct MatchingPursuitEncoder: Sendable {
         let corr: UnsafeMutablePointer<Float>
         /// (N, m)
         let atoms: UnsafePointer<Float>
+        /// (m, N): the atoms column by column, for the kernels without a Gram matrix (nil with one)
+        let columns: UnsafePointer<Float>?
         /// (N, N), or nil: each step computes the Gram row it needs
         let gram: UnsafePointer<Float>?
         /// (count, m)
@@ -250,10 +252,13 @@ public struct MatchingPursuitEncoder: Sendable {
         // rows on demand.
         let transient: [Float]? = gram == nil && count * s >= n
             ? (try? dictionary.uncachedGram()) : nil
+        // Without a Gram matrix, the kernels read the atoms column by column.
+        let columns = gram == nil && transient == nil ? dictionary.columns() : []
         dictionary.atoms.withUnsafeBufferPointer { d in
-            (gram ?? transient ?? []).withUnsafeBufferPointer { g in
+            (gram ?? transient ?? []).withUnsafeBufferPointer { g in columns.withUnsafeBufferPointer { t in
                 guard let dp = d.baseAddress else { return }
-                let shared = Shared(corr: corr, atoms: dp, gram: g.isEmpty ? nil : g.baseAddress, vectors: vectors,
+                let shared = Shared(corr: corr, atoms: dp, columns: t.isEmpty ? nil : t.baseAddress,
+                                    gram: g.isEmpty ? nil : g.baseAddress, vectors: vectors,
                                     indices: indices, coefficients: coefficients, queue: ChunkQueue(count: chunks))
                 if workers == 1 {
                     work(worker: 0, shared: shared, chunk: chunk, count: count, observe: observe)
@@ -262,7 +267,7 @@ public struct MatchingPursuitEncoder: Sendable {
                         work(worker: w, shared: shared, chunk: chunk, count: count, observe: nil)
                     }
                 }
-            }
+            } }
         }
     }
 
@@ -296,15 +301,15 @@ public struct MatchingPursuitEncoder: Sendable {
         }
         while let c = shared.queue.take() {
             let start = c * chunk, rows = min(chunk, count - start)
-            if let gramRows, let chosen, let best, observe == nil {
+            if let columns = shared.columns, let gramRows, let chosen, let best, observe == nil {
                 PursuitKernels.matchingPursuitLockstep(
-                    vectors: shared.vectors + start * m, rows: rows, atoms: shared.atoms, atomCount: n, dimension: m,
-                    sparsity: s, corr: corr, scratch: .init(gramRows: gramRows, chosen: chosen, best: best),
+                    vectors: shared.vectors + start * m, rows: rows, atoms: shared.atoms, columns: columns, atomCount: n,
+                    dimension: m, sparsity: s, corr: corr, scratch: .init(gramRows: gramRows, chosen: chosen, best: best),
                     indices: shared.indices + start * s, coefficients: shared.coefficients + start * s)
                 continue
             }
-            if shared.gram == nil {
-                PursuitKernels.correlate(atoms: shared.atoms, atomCount: n, dimension: m, rows: shared.vectors + start * m,
+            if let columns = shared.columns {
+                PursuitKernels.correlate(columns: columns, atomCount: n, dimension: m, rows: shared.vectors + start * m,
                                          rowCount: rows, into: corr)
             } else {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(n), Int32(m),
@@ -317,14 +322,15 @@ public struct MatchingPursuitEncoder: Sendable {
                     PursuitKernels.orthogonalMatchingPursuit(corr: row, gram: gram, atomCount: n, sparsity: s,
                                                              indices: idx, coefficients: coef, scratch: scratch,
                                                              observer: observe?(b, row))
-                } else if let scratch, let gramRows, let best {
-                    PursuitKernels.orthogonalMatchingPursuit(corr: row, atoms: shared.atoms, dimension: m, rows: gramRows,
-                                                             rowAtoms: best, atomCount: n, sparsity: s, indices: idx,
-                                                             coefficients: coef, scratch: scratch, observer: observe?(b, row))
-                } else if let gramRow = gramRows {
-                    PursuitKernels.matchingPursuit(corr: row, atoms: shared.atoms, dimension: m, gramRow: gramRow,
-                                                   atomCount: n, sparsity: s, indices: idx, coefficients: coef,
-                                                   observer: observe?(b, row))
+                } else if let scratch, let gramRows, let best, let columns = shared.columns {
+                    PursuitKernels.orthogonalMatchingPursuit(corr: row, atoms: shared.atoms, columns: columns, dimension: m,
+                                                             rows: gramRows, rowAtoms: best, atomCount: n, sparsity: s,
+                                                             indices: idx, coefficients: coef, scratch: scratch,
+                                                             observer: observe?(b, row))
+                } else if let gramRow = gramRows, let columns = shared.columns {
+                    PursuitKernels.matchingPursuit(corr: row, atoms: shared.atoms, columns: columns, dimension: m,
+                                                   gramRow: gramRow, atomCount: n, sparsity: s, indices: idx,
+                                                   coefficients: coef, observer: observe?(b, row))
                 } else if let gram = shared.gram {
                     PursuitKernels.matchingPursuit(corr: row, gram: gram, atomCount: n, sparsity: s,
                                                    indices: idx, coefficients: coef, observer: observe?(b, row))

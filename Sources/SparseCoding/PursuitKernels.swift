@@ -37,13 +37,13 @@ enum PursuitKernels {
     /// D d_j, is computed into `gramRow` (N floats) when the step needs it, with the
     /// same arithmetic as ``matchingPursuitLockstep``.
     @inline(__always)
-    static func matchingPursuit(corr: UnsafeMutablePointer<Float>, atoms: UnsafePointer<Float>, dimension m: Int,
-                                gramRow: UnsafeMutablePointer<Float>, atomCount n: Int, sparsity s: Int,
+    static func matchingPursuit(corr: UnsafeMutablePointer<Float>, atoms: UnsafePointer<Float>, columns: UnsafePointer<Float>,
+                                dimension m: Int, gramRow: UnsafeMutablePointer<Float>, atomCount n: Int, sparsity s: Int,
                                 indices: UnsafeMutablePointer<UInt16>, coefficients: UnsafeMutablePointer<Float>,
                                 observer: Observer?) {
         matchingPursuit(corr: corr, atomCount: n, sparsity: s, indices: indices, coefficients: coefficients,
                         observer: observer) { best in
-            correlate(atoms: atoms, atomCount: n, dimension: m, rows: atoms + best * m, rowCount: 1, into: gramRow)
+            correlate(columns: columns, atomCount: n, dimension: m, rows: atoms + best * m, rowCount: 1, into: gramRow)
             return UnsafePointer(gramRow)
         }
     }
@@ -123,8 +123,8 @@ enum PursuitKernels {
     /// - Parameters:
     ///   - rows: (``OMPScratch/onDemandRows(sparsity:)``, N) work space.
     ///   - rowAtoms: (``OMPScratch/onDemandRows(sparsity:)``) work space.
-    static func orthogonalMatchingPursuit(corr: UnsafeMutablePointer<Float>, atoms: UnsafePointer<Float>, dimension m: Int,
-                                          rows: UnsafeMutablePointer<Float>, rowAtoms: UnsafeMutablePointer<Int>,
+    static func orthogonalMatchingPursuit(corr: UnsafeMutablePointer<Float>, atoms: UnsafePointer<Float>,
+                                          columns: UnsafePointer<Float>, dimension m: Int, rows: UnsafeMutablePointer<Float>, rowAtoms: UnsafeMutablePointer<Int>,
                                           atomCount n: Int, sparsity s: Int, indices: UnsafeMutablePointer<UInt16>,
                                           coefficients: UnsafeMutablePointer<Float>, scratch: OMPScratch,
                                           observer: Observer?) {
@@ -134,14 +134,14 @@ enum PursuitKernels {
             for i in 0..<held where rowAtoms[i] == a { return UnsafePointer(rows + i * n) }
             precondition(held < OMPScratch.onDemandRows(sparsity: s), "OMP looked at more atoms than it can choose")
             let row = rows + held * n
-            correlate(atoms: atoms, atomCount: n, dimension: m, rows: atoms + a * m, rowCount: 1, into: row)
+            correlate(columns: columns, atomCount: n, dimension: m, rows: atoms + a * m, rowCount: 1, into: row)
             rowAtoms[held] = a
             held += 1
             return UnsafePointer(row)
         }, squaredNorm: { a in
             // The entry `correlate` would put in a's Gram row (a product does not depend on
             // its lane), without the pass over every atom.
-            dots8(atoms + a * m, rows: atoms + a * m, stride: m, count: 1, dim: m)[0]
+            columnDot(atoms + a * m, columns + a, stride: n, m)
         })
     }
 

@@ -4,8 +4,9 @@ import Foundation
 /// A dictionary of N unit-norm atoms of dimension m, the basis that sparse codes refer to.
 ///
 /// Atoms are immutable once made, so the Gram matrix (the atoms' pairwise inner products,
-/// which Matching Pursuit uses to update correlations instead of recomputing them) is
-/// computed on first use and shared by every copy of the value.
+/// which Matching Pursuit uses to update correlations instead of recomputing them) and
+/// the atoms column by column (the Gram-free pursuit's layout) are computed on first use
+/// and shared by every copy of the value.
 public struct SparseDictionary: Sendable {
     /// Largest number of atoms: codes store indices in 16 bits, as in the CSR paper.
     public static let maxAtomCount = 1 << 16
@@ -20,7 +21,8 @@ public struct SparseDictionary: Sendable {
     /// (N, m) row-major; every row has unit Euclidean norm.
     public let atoms: [Float]
 
-    private let gramCache: GramCache
+    private let gramCache = ComputedOnce<[Float]>()
+    private let columnCache = ComputedOnce<[Float]>()
 
     // MARK: - Making a dictionary
 
@@ -50,7 +52,6 @@ public struct SparseDictionary: Sendable {
         self.atomCount = atomCount
         self.dimension = dimension
         self.atoms = normalized
-        self.gramCache = GramCache()
     }
 
     /// Makes a dictionary of `atomCount` random directions (Gaussian entries, then
@@ -116,6 +117,20 @@ public struct SparseDictionary: Sendable {
             throw SparseCodingError.gramTooLarge(atomCount: atomCount, bytes: gramByteCount, limit: Self.maxGramBytes)
         }
         return Self.computeGram(atoms, atomCount, dimension)
+    }
+
+    /// The atoms column by column, (m, N) row-major: entry (i, n) is value i of atom n.
+    /// The layout of the Gram-free pursuit's correlation kernel (``PursuitKernels``),
+    /// computed on first use and kept (N m floats, as much as the atoms).
+    public func columns() -> [Float] {
+        columnCache.value {
+            let n = atomCount, m = dimension
+            var t = [Float](repeating: 0, count: n * m)
+            for a in 0..<n {
+                for i in 0..<m { t[i * n + a] = atoms[a * m + i] }
+            }
+            return t
+        }
     }
 
     private static func computeGram(_ atoms: [Float], _ n: Int, _ m: Int) -> [Float] {

@@ -36,3 +36,39 @@ import Testing
     #expect(together.indices == oneByOne.indices)
     #expect(together.coefficients == oneByOne.coefficients)
 }
+
+/// The column kernel gives every atom the same arithmetic wherever it falls (a block of
+/// 64 or 16, of 8, or the scalar tail) and however many rows share the call (one, or
+/// groups of four, the last padded): bit for bit the reference chain of fused
+/// multiply-adds, and within round-off of the dot products.
+@Test(arguments: [(75, 64), (1030, 20), (8, 32), (5, 7)]) func columnKernelMatchesItsReference(atomCount n: Int, dimension m: Int) throws {
+    let d = try SparseDictionary(randomAtomCount: n, dimension: m, seed: 31)
+    var sig = Signals(seed: 32)
+    let x = sig.gaussian(count: 6, dimension: m)
+    let columns = d.columns()
+    #expect(columns.count == n * m)
+    for a in 0..<n { for i in 0..<m { #expect(columns[i * n + a] == d.atoms[a * m + i]) } }
+    var out = [Float](repeating: .nan, count: 6 * n)
+    // Five rows in one call (a group of four and one padded), the sixth alone.
+    x.withUnsafeBufferPointer { xp in
+        out.withUnsafeMutableBufferPointer { op in
+            PursuitKernels.correlate(columns: columns, atomCount: n, dimension: m, rows: xp.baseAddress!, rowCount: 5,
+                                     into: op.baseAddress!)
+            PursuitKernels.correlate(columns: columns, atomCount: n, dimension: m, rows: xp.baseAddress! + 5 * m, rowCount: 1,
+                                     into: op.baseAddress! + 5 * n)
+        }
+    }
+    #expect(out.allSatisfy { !$0.isNaN })
+    for r in 0..<6 {
+        for a in 0..<n {
+            var chain: Float = 0
+            var exact = 0.0
+            for i in 0..<m {
+                chain.addProduct(d.atoms[a * m + i], x[r * m + i])
+                exact += Double(d.atoms[a * m + i]) * Double(x[r * m + i])
+            }
+            #expect(out[r * n + a] == chain, "row \(r), atom \(a)")
+            #expect(abs(Double(out[r * n + a]) - exact) < 1e-5, "row \(r), atom \(a)")
+        }
+    }
+}

@@ -276,36 +276,57 @@ public struct MatchingPursuitEncoder: Sendable {
                       observe: ((Int, UnsafePointer<Float>) -> PursuitKernels.Observer)?) {
         let n = dictionary.atomCount, m = dictionary.dimension, s = options.sparsity
         let corr = shared.corr + w * chunk * n  // (chunk, N)
-        var scratch: PursuitKernels.OMPScratch?
-        var floats: UnsafeMutablePointer<Float>?, ints: UnsafeMutablePointer<Int>?
-        if options.algorithm == .orthogonal {
-            let f = UnsafeMutablePointer<Float>.allocate(capacity: PursuitKernels.OMPScratch.floatCount(atomCount: n, sparsity: s))
-            let i = UnsafeMutablePointer<Int>.allocate(capacity: PursuitKernels.OMPScratch.intCount(sparsity: s))
-            floats = f
-            ints = i
-            scratch = PursuitKernels.OMPScratch(floats: f, ints: i, atomCount: n, sparsity: s)
-        }
+        let omp = options.algorithm == .orthogonal, gramFree = shared.gram == nil
         // Without a Gram matrix the batch is small (fewer than N / s rows): no BLAS. MP's
         // rows step together, (chunk, N) Gram rows, (chunk, m) chosen atoms, (chunk) next
-        // atoms; OMP takes each row's Gram rows on demand, (onDemandRows, N) and their atoms.
-        let omp = options.algorithm == .orthogonal, rowCount = omp ? PursuitKernels.OMPScratch.onDemandRows(sparsity: s) : chunk
-        let gramRows: UnsafeMutablePointer<Float>? = shared.gram == nil ? .allocate(capacity: rowCount * n) : nil
-        let chosen: UnsafeMutablePointer<Float>? = shared.gram == nil && !omp ? .allocate(capacity: chunk * m) : nil
-        let best: UnsafeMutablePointer<Int>? = shared.gram == nil ? .allocate(capacity: rowCount) : nil
+        // atoms; OMP's step four at a time, each with its own scratch and (s, N) Gram rows,
+        // plus (4, N) rows of one step and (4, m) their atoms; traced, OMP takes one row's
+        // Gram rows on demand, (s, N) and their atoms.
+        let lanes = omp && gramFree && observe == nil ? PursuitKernels.ompLockstepRows : 1
+        let floatCount = PursuitKernels.OMPScratch.floatCount(atomCount: n, sparsity: s)
+        let intCount = PursuitKernels.OMPScratch.intCount(sparsity: s)
+        let floats: UnsafeMutablePointer<Float>? = omp ? .allocate(capacity: lanes * floatCount) : nil
+        let ints: UnsafeMutablePointer<Int>? = omp ? .allocate(capacity: lanes * intCount) : nil
+        var scratches: [PursuitKernels.OMPScratch] = []
+        if let floats, let ints {
+            scratches = (0..<lanes).map {
+                PursuitKernels.OMPScratch(floats: floats + $0 * floatCount, ints: ints + $0 * intCount, atomCount: n, sparsity: s)
+            }
+        }
+        let onDemand = PursuitKernels.OMPScratch.onDemandRows(sparsity: s)
+        let gramRows: UnsafeMutablePointer<Float>? = gramFree ? .allocate(capacity: (omp ? lanes * onDemand : chunk) * n) : nil
+        let chosen: UnsafeMutablePointer<Float>? = gramFree ? .allocate(capacity: (omp ? lanes : chunk) * m) : nil
+        let best: UnsafeMutablePointer<Int>? = gramFree ? .allocate(capacity: omp ? onDemand : chunk) : nil
+        let fresh: UnsafeMutablePointer<Float>? = lanes > 1 ? .allocate(capacity: lanes * n) : nil
         defer {
             floats?.deallocate()
             ints?.deallocate()
             gramRows?.deallocate()
             chosen?.deallocate()
             best?.deallocate()
+            fresh?.deallocate()
         }
+        let scratch = scratches.first
         while let c = shared.queue.take() {
             let start = c * chunk, rows = min(chunk, count - start)
             if let columns = shared.columns, let gramRows, let chosen, let best, observe == nil {
-                PursuitKernels.matchingPursuitLockstep(
-                    vectors: shared.vectors + start * m, rows: rows, atoms: shared.atoms, columns: columns, atomCount: n,
-                    dimension: m, sparsity: s, corr: corr, scratch: .init(gramRows: gramRows, chosen: chosen, best: best),
-                    indices: shared.indices + start * s, coefficients: shared.coefficients + start * s)
+                if let fresh {
+                    var r0 = 0
+                    while r0 < rows {
+                        let b = start + r0, group = min(lanes, rows - r0)
+                        PursuitKernels.orthogonalMatchingPursuitLockstep(
+                            vectors: shared.vectors + b * m, rows: group, atoms: shared.atoms, columns: columns, atomCount: n,
+                            dimension: m, sparsity: s, corr: corr,
+                            scratch: .init(vectors: scratches, gramRows: gramRows, fresh: fresh, chosen: chosen),
+                            indices: shared.indices + b * s, coefficients: shared.coefficients + b * s)
+                        r0 += group
+                    }
+                } else {
+                    PursuitKernels.matchingPursuitLockstep(
+                        vectors: shared.vectors + start * m, rows: rows, atoms: shared.atoms, columns: columns, atomCount: n,
+                        dimension: m, sparsity: s, corr: corr, scratch: .init(gramRows: gramRows, chosen: chosen, best: best),
+                        indices: shared.indices + start * s, coefficients: shared.coefficients + start * s)
+                }
                 continue
             }
             if let columns = shared.columns {

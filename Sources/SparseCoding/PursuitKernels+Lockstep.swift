@@ -46,3 +46,77 @@ extension PursuitKernels {
         }
     }
 }
+
+extension PursuitKernels {
+    /// Vectors OMP steps together: the correlation kernel's group (its reads shared by four rows).
+    static let ompLockstepRows = 4
+
+    /// Scratch of one ``orthogonalMatchingPursuitLockstep`` call, for up to
+    /// ``ompLockstepRows`` vectors.
+    struct OMPLockstepScratch {
+        /// One OMP scratch per vector.
+        let vectors: [OMPScratch]
+        /// (rows, s, N) each vector's Gram rows, in the order its atoms were chosen
+        let gramRows: UnsafeMutablePointer<Float>
+        /// (rows, N) the Gram rows of one step, as the kernel writes them
+        let fresh: UnsafeMutablePointer<Float>
+        /// (rows, m) copies of the atoms whose rows a step computes
+        let chosen: UnsafeMutablePointer<Float>
+    }
+
+    /// Codes `rows` vectors (at most ``ompLockstepRows``) with OMP without a Gram matrix,
+    /// in lockstep: each round, every vector still going chooses its next atom
+    /// (``OMPVector/select``), then one call of the correlation kernel gives all of those
+    /// atoms' Gram rows and every vector updates its correlations. The arithmetic of each
+    /// vector is that of ``orthogonalMatchingPursuit(corr:atoms:columns:dimension:rows:rowAtoms:atomCount:sparsity:indices:coefficients:scratch:observer:)``,
+    /// so the pairs are the same bit for bit; the dictionary is read once per round
+    /// instead of once per vector.
+    ///
+    /// - Parameters:
+    ///   - vectors: (rows, m) the inputs.
+    ///   - corr: (rows, N) work space; overwritten.
+    ///   - indices, coefficients: (rows, s) outputs.
+    static func orthogonalMatchingPursuitLockstep(vectors: UnsafePointer<Float>, rows: Int, atoms: UnsafePointer<Float>,
+                                                  columns: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
+                                                  sparsity s: Int, corr: UnsafeMutablePointer<Float>, scratch: OMPLockstepScratch,
+                                                  indices: UnsafeMutablePointer<UInt16>, coefficients: UnsafeMutablePointer<Float>) {
+        precondition(rows <= ompLockstepRows && rows <= scratch.vectors.count, "\(rows) vectors in one OMP lockstep")
+        correlate(columns: columns, atomCount: n, dimension: m, rows: vectors, rowCount: rows, into: corr)
+        var state = (0..<rows).map { OMPVector(corr: corr + $0 * n, atomCount: n, scratch: scratch.vectors[$0]) }
+        // Vector r's j-th Gram row is that of its j-th chosen atom.
+        @inline(__always) func gramRow(_ r: Int) -> (Int) -> UnsafePointer<Float> {
+            let sel = scratch.vectors[r].selected, held = state[r].k, base = scratch.gramRows + r * s * n
+            return { a in
+                for j in 0..<held where sel[j] == a { return UnsafePointer(base + j * n) }
+                preconditionFailure("OMP asked for the Gram row of atom \(a), not chosen")
+            }
+        }
+        @inline(__always) func squaredNorm(_ a: Int) -> Float { columnDot(atoms + a * m, columns + a, stride: n, m) }
+        var going = Array(0..<rows), stepping: [Int] = []
+        stepping.reserveCapacity(rows)
+        while !going.isEmpty {
+            stepping.removeAll(keepingCapacity: true)
+            for r in going {
+                // Before the choice: the rows of the atoms chosen in earlier rounds, all select reads.
+                let rowOf = gramRow(r)
+                let more = state[r].select(sparsity: s, indices: indices + r * s, coefficients: coefficients + r * s,
+                                           lastUpdate: false, gramRow: rowOf, squaredNorm: squaredNorm)
+                if more {
+                    stepping.append(r)
+                } else {
+                    state[r].fill(sparsity: s, indices: indices + r * s, coefficients: coefficients + r * s)
+                }
+            }
+            guard !stepping.isEmpty else { break }
+            for (i, r) in stepping.enumerated() { (scratch.chosen + i * m).update(from: atoms + state[r].newest * m, count: m) }
+            correlate(columns: columns, atomCount: n, dimension: m, rows: scratch.chosen, rowCount: stepping.count,
+                      into: scratch.fresh)
+            for (i, r) in stepping.enumerated() {
+                (scratch.gramRows + (r * s + state[r].k - 1) * n).update(from: scratch.fresh + i * n, count: n)
+                let rowOf = gramRow(r)
+                state[r].update(gramRow: rowOf)
+            }
+            going = stepping
+        }
+    }
+}

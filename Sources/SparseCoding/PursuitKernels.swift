@@ -152,54 +152,103 @@ enum PursuitKernels {
                                                   coefficients: UnsafeMutablePointer<Float>, scratch: OMPScratch,
                                                   observer: Observer?, gramRow: (Int) -> UnsafePointer<Float>,
                                                   squaredNorm: (Int) -> Float) {
-        let corr0 = scratch.corr0, chol = scratch.chol, sel = scratch.selected, w = scratch.work
-        corr0.update(from: corr, count: n)
-        var k = 0, excludedCount = 0
-        var best = argmaxAbs(corr, n)
-        while k < s {
-            let peak = corr[best]
-            guard peak != 0, peak.isFinite else { break }
-            // Grow the Cholesky factor: L w = G[S, best], d^2 = G[best, best] - |w|^2.
-            for j in 0..<k { w[j] = gramRow(sel[j])[best] }
-            forwardSolve(chol, s, k, w)
-            var d2 = squaredNorm(best)
-            for j in 0..<k { d2 -= w[j] * w[j] }
-            if !(d2 > minNewDirection) {
-                guard excludedCount < scratch.excludedCapacity else { break }
-                scratch.excluded[excludedCount] = best
-                excludedCount += 1
-                corr[best] = 0
-                best = argmaxAbs(corr, n)
-                continue
+        var v = OMPVector(corr: corr, atomCount: n, scratch: scratch)
+        while v.select(sparsity: s, indices: indices, coefficients: coefficients, lastUpdate: observer != nil,
+                       gramRow: gramRow, squaredNorm: squaredNorm) {
+            v.update(gramRow: gramRow)
+            observer?(v.k - 1)
+        }
+        v.fill(sparsity: s, indices: indices, coefficients: coefficients)
+    }
+
+    /// One vector's OMP in progress: the steps of ``orthogonalMatchingPursuit`` cut where
+    /// a step first needs the Gram row of the atom it chose, so that several vectors can
+    /// step together (``orthogonalMatchingPursuitLockstep``) with the same arithmetic.
+    struct OMPVector {
+        let corr: UnsafeMutablePointer<Float>
+        let n: Int
+        let scratch: OMPScratch
+        /// Atoms chosen so far (`scratch.selected[0 ..< k]`).
+        private(set) var k = 0
+        private var excludedCount = 0
+        private var best: Int
+
+        /// Starts from `corr`, the vector's correlations with every atom.
+        init(corr: UnsafeMutablePointer<Float>, atomCount n: Int, scratch: OMPScratch) {
+            self.corr = corr
+            self.n = n
+            self.scratch = scratch
+            scratch.corr0.update(from: corr, count: n)
+            best = argmaxAbs(corr, n)
+        }
+
+        /// Chooses the next atom (MP's rule, skipping atoms in the span of the chosen ones)
+        /// and re-fits the coefficients of all chosen atoms by least squares (Cholesky of
+        /// G[S, S], grown one row per step), writing the first k pairs. Returns whether the
+        /// correlations are to be updated: false once the vector is done (s atoms, after
+        /// the last update only with `lastUpdate`; the residual vanished; or every
+        /// candidate lies in the span). `gramRow` is asked only for atoms chosen before.
+        @inline(__always)
+        mutating func select(sparsity s: Int, indices: UnsafeMutablePointer<UInt16>, coefficients: UnsafeMutablePointer<Float>,
+                             lastUpdate: Bool, gramRow: (Int) -> UnsafePointer<Float>, squaredNorm: (Int) -> Float) -> Bool {
+            let chol = scratch.chol, sel = scratch.selected, w = scratch.work
+            while k < s {
+                let peak = corr[best]
+                guard peak != 0, peak.isFinite else { return false }
+                // Grow the Cholesky factor: L w = G[S, best], d^2 = G[best, best] - |w|^2.
+                for j in 0..<k { w[j] = gramRow(sel[j])[best] }
+                forwardSolve(chol, s, k, w)
+                var d2 = squaredNorm(best)
+                for j in 0..<k { d2 -= w[j] * w[j] }
+                if !(d2 > minNewDirection) {
+                    guard excludedCount < scratch.excludedCapacity else { return false }
+                    scratch.excluded[excludedCount] = best
+                    excludedCount += 1
+                    corr[best] = 0
+                    best = argmaxAbs(corr, n)
+                    continue
+                }
+                for j in 0..<k { chol[k * s + j] = w[j] }
+                chol[k * s + k] = d2.squareRoot()
+                sel[k] = best
+                k += 1
+                // Least squares on the selection: L L^T c = D_S^T x.
+                for j in 0..<k { w[j] = scratch.corr0[sel[j]] }
+                forwardSolve(chol, s, k, w)
+                backwardSolve(chol, s, k, w)
+                for j in 0..<k {
+                    indices[j] = UInt16(truncatingIfNeeded: sel[j])
+                    coefficients[j] = w[j]
+                }
+                return k < s || lastUpdate
             }
-            for j in 0..<k { chol[k * s + j] = w[j] }
-            chol[k * s + k] = d2.squareRoot()
-            sel[k] = best
-            k += 1
-            // Least squares on the selection: L L^T c = D_S^T x.
-            for j in 0..<k { w[j] = corr0[sel[j]] }
-            forwardSolve(chol, s, k, w)
-            backwardSolve(chol, s, k, w)
-            for j in 0..<k {
-                indices[j] = UInt16(truncatingIfNeeded: sel[j])
-                coefficients[j] = w[j]
-            }
-            if k == s && observer == nil { break }
-            // corr = D^T (x - D_S c) = corr0 - sum_j c_j G[S_j, :]; the chosen atoms and the
-            // skipped ones are zeroed so that round-off cannot pick them again.
-            withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: k) { rows in
-                for j in 0..<k { rows[j] = gramRow(sel[j]) }
-                subtractCombination(corr0, weights: w, rows: rows.baseAddress!, count: k, n, into: corr)
+            return false
+        }
+
+        /// The atom chosen last, whose Gram row ``update(gramRow:)`` reads first.
+        var newest: Int { scratch.selected[k - 1] }
+
+        /// corr = D^T (x - D_S c) = corr0 - sum_j c_j G[S_j, :]; the chosen atoms and the
+        /// skipped ones are zeroed so that round-off cannot pick them again.
+        @inline(__always)
+        mutating func update(gramRow: (Int) -> UnsafePointer<Float>) {
+            let sel = scratch.selected, count = k
+            withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: count) { rows in
+                for j in 0..<count { rows[j] = gramRow(sel[j]) }
+                subtractCombination(scratch.corr0, weights: scratch.work, rows: rows.baseAddress!, count: count, n, into: corr)
             }
             for j in 0..<k { corr[sel[j]] = 0 }
             for j in 0..<excludedCount { corr[scratch.excluded[j]] = 0 }
             best = argmaxAbs(corr, n)
-            observer?(k - 1)
         }
-        let filler: UInt16 = k > 0 ? indices[0] : 0
-        for j in k..<s {
-            indices[j] = filler
-            coefficients[j] = 0
+
+        /// Pairs that could not be filled get coefficient 0 and repeat the first index.
+        func fill(sparsity s: Int, indices: UnsafeMutablePointer<UInt16>, coefficients: UnsafeMutablePointer<Float>) {
+            let filler: UInt16 = k > 0 ? indices[0] : 0
+            for j in k..<s {
+                indices[j] = filler
+                coefficients[j] = 0
+            }
         }
     }
 

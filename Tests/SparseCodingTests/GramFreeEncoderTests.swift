@@ -24,17 +24,22 @@ import Testing
 }
 
 
-/// Small batches step their rows together; the tracer codes the same rows one by one with
-/// the same Gram-row arithmetic, so the pairs are bit for bit the same.
-@Test func lockstepRowsCodeAsRowsOneByOne() throws {
+/// Small batches step their rows together (MP all of a chunk's, OMP four at a time); the
+/// tracer codes the same rows one by one with the same Gram-row arithmetic, so the pairs
+/// are bit for bit the same. Seven rows: OMP's groups of four and three; one and two
+/// threads: chunks of seven, of four and three.
+@Test(arguments: PursuitAlgorithm.allCases) func lockstepRowsCodeAsRowsOneByOne(algorithm: PursuitAlgorithm) throws {
     let d = try SparseDictionary(randomAtomCount: 256, dimension: 64, seed: 23)
     var sig = Signals(seed: 24)
     let x = sig.gaussian(count: 7, dimension: 64)
-    let encoder = try MatchingPursuitEncoder(dictionary: d, options: .init(sparsity: 8, keepsGram: false))
-    let together = try encoder.encode(x, count: 7)
-    let oneByOne = try encoder.trace(x, count: 7).codes
-    #expect(together.indices == oneByOne.indices)
-    #expect(together.coefficients == oneByOne.coefficients)
+    for threads in [1, 2] {
+        let encoder = try MatchingPursuitEncoder(
+            dictionary: d, options: .init(sparsity: 8, algorithm: algorithm, threads: threads, keepsGram: false))
+        let together = try encoder.encode(x, count: 7)
+        let oneByOne = try encoder.trace(x, count: 7).codes
+        #expect(together.indices == oneByOne.indices, "\(algorithm), \(threads) threads")
+        #expect(together.coefficients == oneByOne.coefficients, "\(algorithm), \(threads) threads")
+    }
 }
 
 /// The column kernel gives every atom the same arithmetic wherever it falls (a block of

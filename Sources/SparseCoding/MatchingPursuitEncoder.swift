@@ -9,6 +9,13 @@ import Foundation
 /// correlations of every row with every atom, (rows, m) x (m, N) -> (rows, N); each MP step
 /// then updates a row's correlations with one Gram row instead of recomputing them from
 /// the residual. Chunks are shared out among worker threads.
+///
+/// A serving encoder keeps no Gram matrix (``Options/keepsGram``). A batch too small to
+/// repay one (a decoded token's few vectors) takes no BLAS call: its correlations and the
+/// Gram rows of the atoms it chooses come from the column kernel
+/// (``PursuitKernels/correlate(columns:atomCount:dimension:rows:rowCount:into:)``), with
+/// rows stepping together so that they share the dictionary's reads (MP a chunk's rows,
+/// OMP four at a time).
 public struct MatchingPursuitEncoder: Sendable {
     /// Settings of an encoder.
     public struct Options: Sendable, Equatable {

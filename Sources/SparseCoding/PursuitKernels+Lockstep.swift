@@ -83,13 +83,11 @@ extension PursuitKernels {
         precondition(rows <= ompLockstepRows && rows <= scratch.vectors.count, "\(rows) vectors in one OMP lockstep")
         correlate(columns: columns, atomCount: n, dimension: m, rows: vectors, rowCount: rows, into: corr)
         var state = (0..<rows).map { OMPVector(corr: corr + $0 * n, atomCount: n, scratch: scratch.vectors[$0]) }
-        // Vector r's j-th Gram row is that of its j-th chosen atom.
-        @inline(__always) func gramRow(_ r: Int) -> (Int) -> UnsafePointer<Float> {
-            let sel = scratch.vectors[r].selected, held = state[r].k, base = scratch.gramRows + r * s * n
-            return { a in
-                for j in 0..<held where sel[j] == a { return UnsafePointer(base + j * n) }
-                preconditionFailure("OMP asked for the Gram row of atom \(a), not chosen")
-            }
+        // Vector r's j-th Gram row is that of its j-th chosen atom; `held` of them are computed.
+        @inline(__always) func heldRow(_ r: Int, _ held: Int, _ a: Int) -> UnsafePointer<Float> {
+            let sel = scratch.vectors[r].selected, base = scratch.gramRows + r * s * n
+            for j in 0..<held where sel[j] == a { return UnsafePointer(base + j * n) }
+            preconditionFailure("OMP asked for the Gram row of atom \(a), not chosen")
         }
         @inline(__always) func squaredNorm(_ a: Int) -> Float { columnDot(atoms + a * m, columns + a, stride: n, m) }
         var going = Array(0..<rows), stepping: [Int] = []
@@ -97,10 +95,10 @@ extension PursuitKernels {
         while !going.isEmpty {
             stepping.removeAll(keepingCapacity: true)
             for r in going {
-                // Before the choice: the rows of the atoms chosen in earlier rounds, all select reads.
-                let rowOf = gramRow(r)
+                // The rows of the atoms chosen in earlier rounds: all that select reads.
+                let held = state[r].k
                 let more = state[r].select(sparsity: s, indices: indices + r * s, coefficients: coefficients + r * s,
-                                           lastUpdate: false, gramRow: rowOf, squaredNorm: squaredNorm)
+                                           lastUpdate: false, gramRow: { heldRow(r, held, $0) }, squaredNorm: squaredNorm)
                 if more {
                     stepping.append(r)
                 } else {
@@ -113,8 +111,8 @@ extension PursuitKernels {
                       into: scratch.fresh)
             for (i, r) in stepping.enumerated() {
                 (scratch.gramRows + (r * s + state[r].k - 1) * n).update(from: scratch.fresh + i * n, count: n)
-                let rowOf = gramRow(r)
-                state[r].update(gramRow: rowOf)
+                let held = state[r].k
+                state[r].update(gramRow: { heldRow(r, held, $0) })
             }
             going = stepping
         }

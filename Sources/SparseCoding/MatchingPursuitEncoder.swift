@@ -288,7 +288,7 @@ public struct MatchingPursuitEncoder: Sendable {
         // rows step together, (chunk, N) Gram rows, (chunk, m) chosen atoms, (chunk) next
         // atoms; OMP's step four at a time, each with its own scratch and (s, N) Gram rows,
         // plus (4, N) rows of one step and (4, m) their atoms; traced, OMP takes one row's
-        // Gram rows on demand, (s, N) and their atoms.
+        // Gram rows on demand, (s, N).
         let lanes = omp && gramFree && observe == nil ? PursuitKernels.ompLockstepRows : 1
         let floatCount = PursuitKernels.OMPScratch.floatCount(atomCount: n, sparsity: s)
         let intCount = PursuitKernels.OMPScratch.intCount(sparsity: s)
@@ -303,7 +303,7 @@ public struct MatchingPursuitEncoder: Sendable {
         let onDemand = PursuitKernels.OMPScratch.onDemandRows(sparsity: s)
         let gramRows: UnsafeMutablePointer<Float>? = gramFree ? .allocate(capacity: (omp ? lanes * onDemand : chunk) * n) : nil
         let chosen: UnsafeMutablePointer<Float>? = gramFree ? .allocate(capacity: (omp ? lanes : chunk) * m) : nil
-        let best: UnsafeMutablePointer<Int>? = gramFree ? .allocate(capacity: omp ? onDemand : chunk) : nil
+        let best: UnsafeMutablePointer<Int>? = gramFree && !omp ? .allocate(capacity: chunk) : nil
         let fresh: UnsafeMutablePointer<Float>? = lanes > 1 ? .allocate(capacity: lanes * n) : nil
         defer {
             floats?.deallocate()
@@ -316,7 +316,7 @@ public struct MatchingPursuitEncoder: Sendable {
         let scratch = scratches.first
         while let c = shared.queue.take() {
             let start = c * chunk, rows = min(chunk, count - start)
-            if let columns = shared.columns, let gramRows, let chosen, let best, observe == nil {
+            if let columns = shared.columns, let gramRows, let chosen, observe == nil {
                 if let fresh {
                     var r0 = 0
                     while r0 < rows {
@@ -328,7 +328,7 @@ public struct MatchingPursuitEncoder: Sendable {
                             indices: shared.indices + b * s, coefficients: shared.coefficients + b * s)
                         r0 += group
                     }
-                } else {
+                } else if let best {
                     PursuitKernels.matchingPursuitLockstep(
                         vectors: shared.vectors + start * m, rows: rows, atoms: shared.atoms, columns: columns, atomCount: n,
                         dimension: m, sparsity: s, corr: corr, scratch: .init(gramRows: gramRows, chosen: chosen, best: best),
@@ -350,11 +350,10 @@ public struct MatchingPursuitEncoder: Sendable {
                     PursuitKernels.orthogonalMatchingPursuit(corr: row, gram: gram, atomCount: n, sparsity: s,
                                                              indices: idx, coefficients: coef, scratch: scratch,
                                                              observer: observe?(b, row))
-                } else if let scratch, let gramRows, let best, let columns = shared.columns {
+                } else if let scratch, let gramRows, let columns = shared.columns {
                     PursuitKernels.orthogonalMatchingPursuit(corr: row, atoms: shared.atoms, columns: columns, dimension: m,
-                                                             rows: gramRows, rowAtoms: best, atomCount: n, sparsity: s,
-                                                             indices: idx, coefficients: coef, scratch: scratch,
-                                                             observer: observe?(b, row))
+                                                             rows: gramRows, atomCount: n, sparsity: s, indices: idx,
+                                                             coefficients: coef, scratch: scratch, observer: observe?(b, row))
                 } else if let gramRow = gramRows, let columns = shared.columns {
                     PursuitKernels.matchingPursuit(corr: row, atoms: shared.atoms, columns: columns, dimension: m,
                                                    gramRow: gramRow, atomCount: n, sparsity: s, indices: idx,

@@ -22,7 +22,7 @@ extension PursuitKernels {
     static func correlate(columns: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
                           rows: UnsafePointer<Float>, rowCount: Int, into out: UnsafeMutablePointer<Float>) {
         if rowCount == 1 {
-            correlateRow(columns: columns, atomCount: n, dimension: m, row: rows, into: out)
+            correlateRow(columns: columns, atomCount: n, stride: n, dimension: m, row: rows, into: out)
             return
         }
         var r0 = 0
@@ -84,9 +84,8 @@ extension PursuitKernels {
     /// One row: atoms 0 ..< n of columns whose rows are `stride` floats apart (N, or more
     /// for the last atoms of a call).
     @inline(__always)
-    private static func correlateRow(columns: UnsafePointer<Float>, atomCount n: Int, stride: Int? = nil, dimension m: Int,
+    private static func correlateRow(columns: UnsafePointer<Float>, atomCount n: Int, stride ld: Int, dimension m: Int,
                                      row x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
-        let ld = stride ?? n
         let d = UnsafeRawPointer(columns), o = UnsafeMutableRawPointer(out)
         var a0 = 0
         // 64 atoms at a time: eight independent chains keep both FMA ports busy.

@@ -68,7 +68,7 @@ extension PursuitKernels {
     /// in lockstep: each round, every vector still going chooses its next atom
     /// (``OMPVector/select``), then one call of the correlation kernel gives all of those
     /// atoms' Gram rows and every vector updates its correlations. The arithmetic of each
-    /// vector is that of ``orthogonalMatchingPursuit(corr:atoms:columns:dimension:rows:rowAtoms:atomCount:sparsity:indices:coefficients:scratch:observer:)``,
+    /// vector is that of ``orthogonalMatchingPursuit(corr:atoms:columns:dimension:rows:atomCount:sparsity:indices:coefficients:scratch:observer:)``,
     /// so the pairs are the same bit for bit; the dictionary is read once per round
     /// instead of once per vector.
     ///
@@ -83,13 +83,14 @@ extension PursuitKernels {
         precondition(rows <= ompLockstepRows && rows <= scratch.vectors.count, "\(rows) vectors in one OMP lockstep")
         correlate(columns: columns, atomCount: n, dimension: m, rows: vectors, rowCount: rows, into: corr)
         var state = (0..<rows).map { OMPVector(corr: corr + $0 * n, atomCount: n, scratch: scratch.vectors[$0]) }
-        // Vector r's j-th Gram row is that of its j-th chosen atom; `held` of them are computed.
+        // Vector r's Gram rows, in the order it chose the atoms; `held` of them computed.
         @inline(__always) func heldRow(_ r: Int, _ held: Int, _ a: Int) -> UnsafePointer<Float> {
-            let sel = scratch.vectors[r].selected, base = scratch.gramRows + r * s * n
-            for j in 0..<held where sel[j] == a { return UnsafePointer(base + j * n) }
-            preconditionFailure("OMP asked for the Gram row of atom \(a), not chosen")
+            guard let row = heldGramRow(a, scratch: scratch.vectors[r], held: held, rows: scratch.gramRows + r * s * n, n) else {
+                preconditionFailure("OMP asked for the Gram row of atom \(a), not chosen")
+            }
+            return row
         }
-        @inline(__always) func squaredNorm(_ a: Int) -> Float { columnDot(atoms + a * m, columns + a, stride: n, m) }
+        @inline(__always) func squaredNorm(_ a: Int) -> Float { gramDiagonal(a, atoms: atoms, columns: columns, n, m) }
         var going = Array(0..<rows), stepping: [Int] = []
         stepping.reserveCapacity(rows)
         while !going.isEmpty {

@@ -114,35 +114,48 @@ enum PursuitKernels {
                                   squaredNorm: { gram[$0 * n + $0] })
     }
 
-    /// `orthogonalMatchingPursuit` without a Gram matrix, for a few vectors (a decoded
-    /// token's): the Gram row of each chosen atom is computed once per vector into `rows`
-    /// when a step first needs it, with the arithmetic of ``correlate`` (a candidate's own
-    /// squared norm is one dot product). Costs one pass over the dictionary per chosen
-    /// atom but the last, as MP does, instead of the N x N Gram matrix.
+    /// `orthogonalMatchingPursuit` without a Gram matrix, one vector at a time (the
+    /// tracer's; untraced, the encoder steps four together,
+    /// ``orthogonalMatchingPursuitLockstep``): the Gram row of each chosen atom is computed
+    /// once into `rows` when a step first needs it, with the arithmetic of ``correlate``
+    /// (a candidate's own squared norm is one dot product). Costs one pass over the
+    /// dictionary per chosen atom but the last, as MP does, instead of the N x N Gram matrix.
     ///
-    /// - Parameters:
-    ///   - rows: (``OMPScratch/onDemandRows(sparsity:)``, N) work space.
-    ///   - rowAtoms: (``OMPScratch/onDemandRows(sparsity:)``) work space.
+    /// - Parameter rows: (``OMPScratch/onDemandRows(sparsity:)``, N) work space.
     static func orthogonalMatchingPursuit(corr: UnsafeMutablePointer<Float>, atoms: UnsafePointer<Float>,
-                                          columns: UnsafePointer<Float>, dimension m: Int, rows: UnsafeMutablePointer<Float>, rowAtoms: UnsafeMutablePointer<Int>,
+                                          columns: UnsafePointer<Float>, dimension m: Int, rows: UnsafeMutablePointer<Float>,
                                           atomCount n: Int, sparsity s: Int, indices: UnsafeMutablePointer<UInt16>,
                                           coefficients: UnsafeMutablePointer<Float>, scratch: OMPScratch,
                                           observer: Observer?) {
         var held = 0
         orthogonalMatchingPursuit(corr: corr, atomCount: n, sparsity: s, indices: indices, coefficients: coefficients,
                                   scratch: scratch, observer: observer, gramRow: { a in
-            for i in 0..<held where rowAtoms[i] == a { return UnsafePointer(rows + i * n) }
-            precondition(held < OMPScratch.onDemandRows(sparsity: s), "OMP looked at more atoms than it can choose")
+            if let row = heldGramRow(a, scratch: scratch, held: held, rows: rows, n) { return row }
+            // A chosen atom's row is first asked for by the update after choosing it, so
+            // the rows come in the order the atoms were chosen.
+            precondition(held < OMPScratch.onDemandRows(sparsity: s) && scratch.selected[held] == a,
+                         "OMP asked for the Gram row of atom \(a) out of turn")
             let row = rows + held * n
             correlate(columns: columns, atomCount: n, dimension: m, rows: atoms + a * m, rowCount: 1, into: row)
-            rowAtoms[held] = a
             held += 1
             return UnsafePointer(row)
-        }, squaredNorm: { a in
-            // The entry `correlate` would put in a's Gram row (a product does not depend on
-            // its lane), without the pass over every atom.
-            columnDot(atoms + a * m, columns + a, stride: n, m)
-        })
+        }, squaredNorm: { gramDiagonal($0, atoms: atoms, columns: columns, n, m) })
+    }
+
+    /// The Gram row of chosen atom `a` among the first `held` of `rows`, (held, N), which
+    /// hold the rows of the vector's chosen atoms in the order it chose them; nil when not held.
+    @inline(__always)
+    static func heldGramRow(_ a: Int, scratch: OMPScratch, held: Int, rows: UnsafeMutablePointer<Float>,
+                            _ n: Int) -> UnsafePointer<Float>? {
+        for j in 0..<held where scratch.selected[j] == a { return UnsafePointer(rows + j * n) }
+        return nil
+    }
+
+    /// G[a, a] as ``correlate`` would put it in a's Gram row (a product does not depend on
+    /// its lane), without the pass over every atom.
+    @inline(__always)
+    static func gramDiagonal(_ a: Int, atoms: UnsafePointer<Float>, columns: UnsafePointer<Float>, _ n: Int, _ m: Int) -> Float {
+        columnDot(atoms + a * m, columns + a, stride: n, m)
     }
 
     /// The OMP steps, with `gramRow(j)` giving atom j's Gram row (N floats).

@@ -177,9 +177,8 @@ public enum WireProtocol {
     public static let maxEndpointLength = 256
     /// Longest hex hash or fingerprint (SHA-256 is 64).
     public static let maxHashLength = 128
-    /// Longest KV cache spec, e.g. "csr:4,coef=i8" (a sparsity per layer, `k@L=S`, can run
-    /// to a few hundred characters).
-    public static let maxSpecLength = 1024
+    /// Longest KV cache spec, e.g. "csr:4,coef=i8": CSR's are the longest.
+    public static let maxSpecLength = CSRSettings.maxDescriptionLength
     /// Longest KV encoding name, e.g. "csr", "fp16".
     public static let maxEncodingLength = 32
     /// Longest peer label in a stats reply.

@@ -113,7 +113,7 @@ extension CSRCache {
         guard hash == codec.dictionary.contentHash else {
             throw CSRError.dictionaryHashMismatch(payload: hash, local: codec.dictionary.contentHash)
         }
-        let settings = try r.readString("settings", maxLength: 1024)
+        let settings = try r.readString("settings", maxLength: CSRSettings.maxDescriptionLength)
         guard settings == codec.settings.description else {
             throw KVCacheError.incompatiblePayload("payload coded with \(settings), this process uses \(codec.settings)")
         }

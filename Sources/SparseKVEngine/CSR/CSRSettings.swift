@@ -24,6 +24,9 @@ import SparseCoding
 ///   `csr:err=0.1,coef=i8`, `csr:24,err=0.05`, `csr:16,coef=i8,ec=rans`, `csr:8,coef=i8,recent=32,sink=4`,
 ///   `csr:8,k@0-1=16,k@20-29=6`.
 public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
+    /// Longest spelling a payload or a peer may carry: a sparsity per layer (`k@L=S`) can
+    /// run to a few hundred characters.
+    public static let maxDescriptionLength = 1024
     /// Pairs per key vector chunk.
     public var keySparsity: Int
     /// Pairs per value vector chunk.

@@ -12,8 +12,8 @@ import Foundation
 ///
 /// A serving encoder keeps no Gram matrix (``Options/keepsGram``). A batch too small to
 /// repay one (a decoded token's few vectors) takes no BLAS call: its correlations and the
-/// Gram rows of the atoms it chooses come from the column kernel
-/// (``PursuitKernels/correlate(columns:atomCount:dimension:rows:rowCount:into:)``), with
+/// Gram rows of the atoms it chooses come from the panel kernel
+/// (``PursuitKernels/correlate(panels:atomCount:dimension:rows:rowCount:into:)``), with
 /// rows stepping together so that they share the dictionary's reads (MP a chunk's rows,
 /// OMP four at a time).
 public struct MatchingPursuitEncoder: Sendable {
@@ -206,8 +206,8 @@ public struct MatchingPursuitEncoder: Sendable {
         let corr: UnsafeMutablePointer<Float>
         /// (N, m)
         let atoms: UnsafePointer<Float>
-        /// (m, N): the atoms column by column, for the kernels without a Gram matrix (nil with one)
-        let columns: UnsafePointer<Float>?
+        /// the atoms in panels (``SparseDictionary/panels()``), for the kernels without a Gram matrix (nil with one)
+        let panels: UnsafePointer<Float>?
         /// (N, N), or nil: each step computes the Gram row it needs
         let gram: UnsafePointer<Float>?
         /// (count, m)
@@ -259,12 +259,12 @@ public struct MatchingPursuitEncoder: Sendable {
         // rows on demand.
         let transient: [Float]? = gram == nil && count * s >= n
             ? (try? dictionary.uncachedGram()) : nil
-        // Without a Gram matrix, the kernels read the atoms column by column.
-        let columns = gram == nil && transient == nil ? dictionary.columns() : []
+        // Without a Gram matrix, the kernels read the atoms in panels.
+        let panels = gram == nil && transient == nil ? dictionary.panels() : []
         dictionary.atoms.withUnsafeBufferPointer { d in
-            (gram ?? transient ?? []).withUnsafeBufferPointer { g in columns.withUnsafeBufferPointer { t in
+            (gram ?? transient ?? []).withUnsafeBufferPointer { g in panels.withUnsafeBufferPointer { t in
                 guard let dp = d.baseAddress else { return }
-                let shared = Shared(corr: corr, atoms: dp, columns: t.isEmpty ? nil : t.baseAddress,
+                let shared = Shared(corr: corr, atoms: dp, panels: t.isEmpty ? nil : t.baseAddress,
                                     gram: g.isEmpty ? nil : g.baseAddress, vectors: vectors,
                                     indices: indices, coefficients: coefficients, queue: ChunkQueue(count: chunks))
                 if workers == 1 {
@@ -316,13 +316,13 @@ public struct MatchingPursuitEncoder: Sendable {
         let scratch = scratches.first
         while let c = shared.queue.take() {
             let start = c * chunk, rows = min(chunk, count - start)
-            if let columns = shared.columns, let gramRows, let chosen, observe == nil {
+            if let panels = shared.panels, let gramRows, let chosen, observe == nil {
                 if let fresh {
                     var r0 = 0
                     while r0 < rows {
                         let b = start + r0, group = min(lanes, rows - r0)
                         PursuitKernels.orthogonalMatchingPursuitLockstep(
-                            vectors: shared.vectors + b * m, rows: group, atoms: shared.atoms, columns: columns, atomCount: n,
+                            vectors: shared.vectors + b * m, rows: group, atoms: shared.atoms, panels: panels, atomCount: n,
                             dimension: m, sparsity: s, corr: corr,
                             scratch: .init(vectors: scratches, gramRows: gramRows, fresh: fresh, chosen: chosen),
                             indices: shared.indices + b * s, coefficients: shared.coefficients + b * s)
@@ -330,14 +330,14 @@ public struct MatchingPursuitEncoder: Sendable {
                     }
                 } else if let best {
                     PursuitKernels.matchingPursuitLockstep(
-                        vectors: shared.vectors + start * m, rows: rows, atoms: shared.atoms, columns: columns, atomCount: n,
+                        vectors: shared.vectors + start * m, rows: rows, atoms: shared.atoms, panels: panels, atomCount: n,
                         dimension: m, sparsity: s, corr: corr, scratch: .init(gramRows: gramRows, chosen: chosen, best: best),
                         indices: shared.indices + start * s, coefficients: shared.coefficients + start * s)
                 }
                 continue
             }
-            if let columns = shared.columns {
-                PursuitKernels.correlate(columns: columns, atomCount: n, dimension: m, rows: shared.vectors + start * m,
+            if let panels = shared.panels {
+                PursuitKernels.correlate(panels: panels, atomCount: n, dimension: m, rows: shared.vectors + start * m,
                                          rowCount: rows, into: corr)
             } else {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(n), Int32(m),
@@ -350,12 +350,12 @@ public struct MatchingPursuitEncoder: Sendable {
                     PursuitKernels.orthogonalMatchingPursuit(corr: row, gram: gram, atomCount: n, sparsity: s,
                                                              indices: idx, coefficients: coef, scratch: scratch,
                                                              observer: observe?(b, row))
-                } else if let scratch, let gramRows, let columns = shared.columns {
-                    PursuitKernels.orthogonalMatchingPursuit(corr: row, atoms: shared.atoms, columns: columns, dimension: m,
+                } else if let scratch, let gramRows, let panels = shared.panels {
+                    PursuitKernels.orthogonalMatchingPursuit(corr: row, atoms: shared.atoms, panels: panels, dimension: m,
                                                              rows: gramRows, atomCount: n, sparsity: s, indices: idx,
                                                              coefficients: coef, scratch: scratch, observer: observe?(b, row))
-                } else if let gramRow = gramRows, let columns = shared.columns {
-                    PursuitKernels.matchingPursuit(corr: row, atoms: shared.atoms, columns: columns, dimension: m,
+                } else if let gramRow = gramRows, let panels = shared.panels {
+                    PursuitKernels.matchingPursuit(corr: row, atoms: shared.atoms, panels: panels, dimension: m,
                                                    gramRow: gramRow, atomCount: n, sparsity: s, indices: idx,
                                                    coefficients: coef, observer: observe?(b, row))
                 } else if let gram = shared.gram {

@@ -1,59 +1,207 @@
 /// The correlation kernel of the Gram-free pursuit: a vector's correlations with every
-/// atom, or a chosen atom's Gram row, read from the atoms column by column.
+/// atom, or a chosen atom's Gram row, read from the atoms in panels.
 ///
-/// With the atoms stored (m, N), the correlations of x are sum_i x[i] D^T[i, :], a
-/// broadcast and a multiply-add per 8 atoms and channel: no horizontal sums, and each
-/// channel's row of D^T streams once. Measured on one core (`SPARSEKV_BENCH=1`,
-/// EncoderBenchmarks.correlateLayouts) against the row-major kernel before it (eight dot
-/// products at a time, then their horizontal sums): N = 1024, m = 64 from 9.3 to 3.6-4.6
-/// µs per row, 2.9 with four rows sharing the reads; N = 512, m = 32 from 3.1 to 0.7-1.2,
-/// 0.8 four at once.
+/// The atoms are stored in panels of ``panelWidth`` (16) atoms, each panel channel by
+/// channel: (ceil(N / 16), m, 16), the last panel padded with zero atoms
+/// (``SparseDictionary/panels()``). The correlations of x with a panel are
+/// sum_i x[i] P[i, :], a broadcast and two multiply-adds per channel: no horizontal sums,
+/// and a panel is 4 KB (m = 64) read front to back.
+///
+/// The layout before it was plain columns, (m, N): a block of atoms then read one 64-byte
+/// line from each of m rows N * 4 bytes apart, m streams that the prefetchers do not follow
+/// and that share one L1 set when N * 4 is a multiple of 4 KB. Measured on one core
+/// (`SPARSEKV_BENCH=1`, EncoderBenchmarks.correlateLayouts, same machine and session), µs per
+/// row with 1 / 4 rows per call: N = 1024, m = 64 from 3.39 / 3.46 to 2.34 / 1.20 (2 rows
+/// 1.28, 3 rows 1.46); N = 512, m = 32 from 0.82 / 0.56 to 0.60 / 0.31. A decoded token's
+/// coding (`decodeTokenCoding`, 30 layers, one thread, three rows per call) went from 9.56
+/// to 3.35 ms with MP (keys s = 16, values s = 8) and from 12.27 to 5.65 ms with OMP; the
+/// pairs are the same bit for bit.
 extension PursuitKernels {
+    /// Atoms per panel of ``SparseDictionary/panels()``.
+    static let panelWidth = 16
+
+    /// Floats of the panel layout of N atoms of dimension m.
+    static func panelFloats(atomCount n: Int, dimension m: Int) -> Int { (n + panelWidth - 1) / panelWidth * panelWidth * m }
+
+    /// Offset of atom a's channel 0 in the panel layout; its channel i is `i * panelWidth` further.
+    @inline(__always)
+    static func panelOffset(atom a: Int, dimension m: Int) -> Int { a / panelWidth * panelWidth * m + a % panelWidth }
+
     /// out[r * n + a] = <atom a, rows[r]> for every row r < `rowCount` and atom a < n.
     ///
     /// Every entry is the same chain of fused multiply-adds over the channels in order,
-    /// from zero, whichever block or lane its atom falls in (``columnDot``), so a row's
-    /// result depends neither on the other rows nor on N.
+    /// from zero, whichever panel, lane or group of rows it falls in (``panelDot``), so a
+    /// row's result depends neither on the other rows nor on N.
     ///
     /// - Parameters:
-    ///   - columns: (m, N) row-major, ``SparseDictionary/columns()``.
+    ///   - panels: ``SparseDictionary/panels()``.
     ///   - rows: (rowCount, m) row-major.
     ///   - out: (rowCount, N) row-major.
-    static func correlate(columns: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
+    static func correlate(panels: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
                           rows: UnsafePointer<Float>, rowCount: Int, into out: UnsafeMutablePointer<Float>) {
-        if rowCount == 1 {
-            correlateRow(columns: columns, atomCount: n, stride: n, dimension: m, row: rows, into: out)
-            return
-        }
         var r0 = 0
         while r0 < rowCount {
-            correlateFourRows(columns: columns, atomCount: n, dimension: m, rows: rows + r0 * m,
-                              rowCount: min(4, rowCount - r0), into: out + r0 * n)
-            r0 += 4
+            let x = rows + r0 * m, o = out + r0 * n
+            switch rowCount - r0 {
+            case 1:
+                correlateOne(panels: panels, atomCount: n, dimension: m, row: x, into: o)
+                r0 += 1
+            case 2:
+                correlateTwo(panels: panels, atomCount: n, dimension: m, rows: x, into: o)
+                r0 += 2
+            case 3:
+                correlateThree(panels: panels, atomCount: n, dimension: m, rows: x, into: o)
+                r0 += 3
+            default:
+                correlateFour(panels: panels, atomCount: n, dimension: m, rows: x, into: o)
+                r0 += 4
+            }
         }
     }
 
-    /// Up to four rows at once (a lockstep's chosen atoms): each 16 atoms' columns are read
-    /// once for all of them, so the rows share the dictionary's reads from L2. Missing rows
-    /// repeat the last one and are not stored.
+    /// Stores a panel's 16 results for atoms a0 ..< a0 + 16 of a row, only those below n.
     @inline(__always)
-    private static func correlateFourRows(columns: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
-                                          rows: UnsafePointer<Float>, rowCount: Int, into out: UnsafeMutablePointer<Float>) {
-        let d = UnsafeRawPointer(columns)
-        let x0 = rows, x1 = rows + min(1, rowCount - 1) * m, x2 = rows + min(2, rowCount - 1) * m
-        let x3 = rows + min(3, rowCount - 1) * m
-        @inline(__always) func store(_ r: Int, _ a0: Int, _ lo: SIMD8<Float>, _ hi: SIMD8<Float>) {
-            guard r < rowCount else { return }
-            let o = UnsafeMutableRawPointer(out + r * n + a0)
+    private static func store(_ lo: SIMD8<Float>, _ hi: SIMD8<Float>, _ out: UnsafeMutablePointer<Float>, _ a0: Int, _ n: Int) {
+        if a0 + panelWidth <= n {
+            let o = UnsafeMutableRawPointer(out + a0)
             o.storeBytes(of: lo, as: SIMD8<Float>.self)
             o.storeBytes(of: hi, toByteOffset: 32, as: SIMD8<Float>.self)
+        } else {
+            for j in 0..<min(8, n - a0) { out[a0 + j] = lo[j] }
+            for j in 8..<max(8, n - a0) { out[a0 + j] = hi[j - 8] }
         }
-        var a0 = 0
-        while a0 + 16 <= n {
+    }
+
+    /// One row, four panels at a time (eight independent chains keep both FMA ports busy),
+    /// then the last panels one by one.
+    private static func correlateOne(panels: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
+                                     row x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        let d = UnsafeRawPointer(panels), panelBytes = panelWidth * m * 4, count = (n + panelWidth - 1) / panelWidth
+        var p = 0
+        while p + 4 <= count {
+            let b0 = p * panelBytes, b1 = b0 + panelBytes, b2 = b1 + panelBytes, b3 = b2 + panelBytes
+            var c0 = SIMD8<Float>(), c1 = SIMD8<Float>(), c2 = SIMD8<Float>(), c3 = SIMD8<Float>()
+            var c4 = SIMD8<Float>(), c5 = SIMD8<Float>(), c6 = SIMD8<Float>(), c7 = SIMD8<Float>()
+            for i in 0..<m {
+                let v = SIMD8<Float>(repeating: x[i]), b = i * 64
+                c0.addProduct(d.loadUnaligned(fromByteOffset: b0 + b, as: SIMD8<Float>.self), v)
+                c1.addProduct(d.loadUnaligned(fromByteOffset: b0 + b + 32, as: SIMD8<Float>.self), v)
+                c2.addProduct(d.loadUnaligned(fromByteOffset: b1 + b, as: SIMD8<Float>.self), v)
+                c3.addProduct(d.loadUnaligned(fromByteOffset: b1 + b + 32, as: SIMD8<Float>.self), v)
+                c4.addProduct(d.loadUnaligned(fromByteOffset: b2 + b, as: SIMD8<Float>.self), v)
+                c5.addProduct(d.loadUnaligned(fromByteOffset: b2 + b + 32, as: SIMD8<Float>.self), v)
+                c6.addProduct(d.loadUnaligned(fromByteOffset: b3 + b, as: SIMD8<Float>.self), v)
+                c7.addProduct(d.loadUnaligned(fromByteOffset: b3 + b + 32, as: SIMD8<Float>.self), v)
+            }
+            let a0 = p * panelWidth
+            store(c0, c1, out, a0, n)
+            store(c2, c3, out, a0 + 16, n)
+            store(c4, c5, out, a0 + 32, n)
+            store(c6, c7, out, a0 + 48, n)
+            p += 4
+        }
+        while p < count {
+            let b0 = p * panelBytes
+            var c0 = SIMD8<Float>(), c1 = SIMD8<Float>()
+            for i in 0..<m {
+                let v = SIMD8<Float>(repeating: x[i]), b = b0 + i * 64
+                c0.addProduct(d.loadUnaligned(fromByteOffset: b, as: SIMD8<Float>.self), v)
+                c1.addProduct(d.loadUnaligned(fromByteOffset: b + 32, as: SIMD8<Float>.self), v)
+            }
+            store(c0, c1, out, p * panelWidth, n)
+            p += 1
+        }
+    }
+
+    /// Two rows, two panels at a time, then the last panel: each panel's reads serve both rows.
+    private static func correlateTwo(panels: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
+                                     rows: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        let d = UnsafeRawPointer(panels), panelBytes = panelWidth * m * 4, count = (n + panelWidth - 1) / panelWidth
+        let x0 = rows, x1 = rows + m
+        var p = 0
+        while p + 2 <= count {
+            let b0 = p * panelBytes, b1 = b0 + panelBytes
+            var c00 = SIMD8<Float>(), c01 = SIMD8<Float>(), c10 = SIMD8<Float>(), c11 = SIMD8<Float>()
+            var c02 = SIMD8<Float>(), c03 = SIMD8<Float>(), c12 = SIMD8<Float>(), c13 = SIMD8<Float>()
+            for i in 0..<m {
+                let v0 = SIMD8<Float>(repeating: x0[i]), v1 = SIMD8<Float>(repeating: x1[i]), b = i * 64
+                let p0 = d.loadUnaligned(fromByteOffset: b0 + b, as: SIMD8<Float>.self)
+                let p1 = d.loadUnaligned(fromByteOffset: b0 + b + 32, as: SIMD8<Float>.self)
+                let p2 = d.loadUnaligned(fromByteOffset: b1 + b, as: SIMD8<Float>.self)
+                let p3 = d.loadUnaligned(fromByteOffset: b1 + b + 32, as: SIMD8<Float>.self)
+                c00.addProduct(p0, v0)
+                c01.addProduct(p1, v0)
+                c02.addProduct(p2, v0)
+                c03.addProduct(p3, v0)
+                c10.addProduct(p0, v1)
+                c11.addProduct(p1, v1)
+                c12.addProduct(p2, v1)
+                c13.addProduct(p3, v1)
+            }
+            let a0 = p * panelWidth
+            store(c00, c01, out, a0, n)
+            store(c02, c03, out, a0 + 16, n)
+            store(c10, c11, out + n, a0, n)
+            store(c12, c13, out + n, a0 + 16, n)
+            p += 2
+        }
+        if p < count {
+            let b0 = p * panelBytes
+            var c00 = SIMD8<Float>(), c01 = SIMD8<Float>(), c10 = SIMD8<Float>(), c11 = SIMD8<Float>()
+            for i in 0..<m {
+                let v0 = SIMD8<Float>(repeating: x0[i]), v1 = SIMD8<Float>(repeating: x1[i]), b = b0 + i * 64
+                let p0 = d.loadUnaligned(fromByteOffset: b, as: SIMD8<Float>.self)
+                let p1 = d.loadUnaligned(fromByteOffset: b + 32, as: SIMD8<Float>.self)
+                c00.addProduct(p0, v0)
+                c01.addProduct(p1, v0)
+                c10.addProduct(p0, v1)
+                c11.addProduct(p1, v1)
+            }
+            store(c00, c01, out, p * panelWidth, n)
+            store(c10, c11, out + n, p * panelWidth, n)
+        }
+    }
+
+    /// Three rows, a panel at a time (six chains).
+    private static func correlateThree(panels: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
+                                       rows: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        let d = UnsafeRawPointer(panels), panelBytes = panelWidth * m * 4, count = (n + panelWidth - 1) / panelWidth
+        let x0 = rows, x1 = rows + m, x2 = rows + 2 * m
+        for p in 0..<count {
+            let b0 = p * panelBytes
+            var c00 = SIMD8<Float>(), c01 = SIMD8<Float>(), c10 = SIMD8<Float>(), c11 = SIMD8<Float>()
+            var c20 = SIMD8<Float>(), c21 = SIMD8<Float>()
+            for i in 0..<m {
+                let b = b0 + i * 64
+                let lo = d.loadUnaligned(fromByteOffset: b, as: SIMD8<Float>.self)
+                let hi = d.loadUnaligned(fromByteOffset: b + 32, as: SIMD8<Float>.self)
+                let v0 = SIMD8<Float>(repeating: x0[i]), v1 = SIMD8<Float>(repeating: x1[i])
+                let v2 = SIMD8<Float>(repeating: x2[i])
+                c00.addProduct(lo, v0)
+                c01.addProduct(hi, v0)
+                c10.addProduct(lo, v1)
+                c11.addProduct(hi, v1)
+                c20.addProduct(lo, v2)
+                c21.addProduct(hi, v2)
+            }
+            let a0 = p * panelWidth
+            store(c00, c01, out, a0, n)
+            store(c10, c11, out + n, a0, n)
+            store(c20, c21, out + 2 * n, a0, n)
+        }
+    }
+
+    /// Four rows, a panel at a time (eight chains).
+    private static func correlateFour(panels: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
+                                      rows: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        let d = UnsafeRawPointer(panels), panelBytes = panelWidth * m * 4, count = (n + panelWidth - 1) / panelWidth
+        let x0 = rows, x1 = rows + m, x2 = rows + 2 * m, x3 = rows + 3 * m
+        for p in 0..<count {
+            let b0 = p * panelBytes
             var c00 = SIMD8<Float>(), c01 = SIMD8<Float>(), c10 = SIMD8<Float>(), c11 = SIMD8<Float>()
             var c20 = SIMD8<Float>(), c21 = SIMD8<Float>(), c30 = SIMD8<Float>(), c31 = SIMD8<Float>()
             for i in 0..<m {
-                let b = (i * n + a0) * 4
+                let b = b0 + i * 64
                 let lo = d.loadUnaligned(fromByteOffset: b, as: SIMD8<Float>.self)
                 let hi = d.loadUnaligned(fromByteOffset: b + 32, as: SIMD8<Float>.self)
                 let v0 = SIMD8<Float>(repeating: x0[i]), v1 = SIMD8<Float>(repeating: x1[i])
@@ -67,73 +215,21 @@ extension PursuitKernels {
                 c30.addProduct(lo, v3)
                 c31.addProduct(hi, v3)
             }
-            store(0, a0, c00, c01)
-            store(1, a0, c10, c11)
-            store(2, a0, c20, c21)
-            store(3, a0, c30, c31)
-            a0 += 16
-        }
-        // The last atoms (fewer than 16) row by row.
-        guard a0 < n else { return }
-        for r in 0..<rowCount {
-            correlateRow(columns: columns + a0, atomCount: n - a0, stride: n, dimension: m, row: rows + r * m,
-                         into: out + r * n + a0)
+            let a0 = p * panelWidth
+            store(c00, c01, out, a0, n)
+            store(c10, c11, out + n, a0, n)
+            store(c20, c21, out + 2 * n, a0, n)
+            store(c30, c31, out + 3 * n, a0, n)
         }
     }
 
-    /// One row: atoms 0 ..< n of columns whose rows are `stride` floats apart (N, or more
-    /// for the last atoms of a call).
+    /// <x, atom a> as ``correlate(panels:atomCount:dimension:rows:rowCount:into:)`` computes
+    /// it: fused multiply-adds over the channels in order, from zero.
     @inline(__always)
-    private static func correlateRow(columns: UnsafePointer<Float>, atomCount n: Int, stride ld: Int, dimension m: Int,
-                                     row x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
-        let d = UnsafeRawPointer(columns), o = UnsafeMutableRawPointer(out)
-        var a0 = 0
-        // 64 atoms at a time: eight independent chains keep both FMA ports busy.
-        while a0 + 64 <= n {
-            var c0 = SIMD8<Float>(), c1 = SIMD8<Float>(), c2 = SIMD8<Float>(), c3 = SIMD8<Float>()
-            var c4 = SIMD8<Float>(), c5 = SIMD8<Float>(), c6 = SIMD8<Float>(), c7 = SIMD8<Float>()
-            for i in 0..<m {
-                let v = SIMD8<Float>(repeating: x[i]), b = (i * ld + a0) * 4
-                c0.addProduct(d.loadUnaligned(fromByteOffset: b, as: SIMD8<Float>.self), v)
-                c1.addProduct(d.loadUnaligned(fromByteOffset: b + 32, as: SIMD8<Float>.self), v)
-                c2.addProduct(d.loadUnaligned(fromByteOffset: b + 64, as: SIMD8<Float>.self), v)
-                c3.addProduct(d.loadUnaligned(fromByteOffset: b + 96, as: SIMD8<Float>.self), v)
-                c4.addProduct(d.loadUnaligned(fromByteOffset: b + 128, as: SIMD8<Float>.self), v)
-                c5.addProduct(d.loadUnaligned(fromByteOffset: b + 160, as: SIMD8<Float>.self), v)
-                c6.addProduct(d.loadUnaligned(fromByteOffset: b + 192, as: SIMD8<Float>.self), v)
-                c7.addProduct(d.loadUnaligned(fromByteOffset: b + 224, as: SIMD8<Float>.self), v)
-            }
-            let b = a0 * 4
-            o.storeBytes(of: c0, toByteOffset: b, as: SIMD8<Float>.self)
-            o.storeBytes(of: c1, toByteOffset: b + 32, as: SIMD8<Float>.self)
-            o.storeBytes(of: c2, toByteOffset: b + 64, as: SIMD8<Float>.self)
-            o.storeBytes(of: c3, toByteOffset: b + 96, as: SIMD8<Float>.self)
-            o.storeBytes(of: c4, toByteOffset: b + 128, as: SIMD8<Float>.self)
-            o.storeBytes(of: c5, toByteOffset: b + 160, as: SIMD8<Float>.self)
-            o.storeBytes(of: c6, toByteOffset: b + 192, as: SIMD8<Float>.self)
-            o.storeBytes(of: c7, toByteOffset: b + 224, as: SIMD8<Float>.self)
-            a0 += 64
-        }
-        while a0 + 8 <= n {
-            var c = SIMD8<Float>()
-            for i in 0..<m {
-                c.addProduct(d.loadUnaligned(fromByteOffset: (i * ld + a0) * 4, as: SIMD8<Float>.self), SIMD8(repeating: x[i]))
-            }
-            o.storeBytes(of: c, toByteOffset: a0 * 4, as: SIMD8<Float>.self)
-            a0 += 8
-        }
-        while a0 < n {
-            out[a0] = columnDot(x, columns + a0, stride: ld, m)
-            a0 += 1
-        }
-    }
-
-    /// <x, y> for y read with `stride`, as one lane of ``correlate(columns:atomCount:dimension:rows:rowCount:into:)``
-    /// computes it: fused multiply-adds over the channels in order, from zero.
-    @inline(__always)
-    static func columnDot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, stride: Int, _ m: Int) -> Float {
+    static func panelDot(_ x: UnsafePointer<Float>, panels: UnsafePointer<Float>, atom a: Int, _ m: Int) -> Float {
+        let y = panels + panelOffset(atom: a, dimension: m)
         var acc: Float = 0
-        for i in 0..<m { acc.addProduct(y[i * stride], x[i]) }
+        for i in 0..<m { acc.addProduct(y[i * panelWidth], x[i]) }
         return acc
     }
 }

@@ -26,10 +26,10 @@ extension PursuitKernels {
     ///   - corr: (rows, N) work space; overwritten.
     ///   - indices, coefficients: (rows, s) outputs.
     static func matchingPursuitLockstep(vectors: UnsafePointer<Float>, rows: Int, atoms: UnsafePointer<Float>,
-                                        columns: UnsafePointer<Float>, atomCount n: Int, dimension m: Int, sparsity s: Int,
+                                        panels: UnsafePointer<Float>, atomCount n: Int, dimension m: Int, sparsity s: Int,
                                         corr: UnsafeMutablePointer<Float>, scratch: LockstepScratch,
                                         indices: UnsafeMutablePointer<UInt16>, coefficients: UnsafeMutablePointer<Float>) {
-        correlate(columns: columns, atomCount: n, dimension: m, rows: vectors, rowCount: rows, into: corr)
+        correlate(panels: panels, atomCount: n, dimension: m, rows: vectors, rowCount: rows, into: corr)
         for r in 0..<rows { scratch.best[r] = argmaxAbs(corr + r * n, n) }
         for k in 0..<s {
             for r in 0..<rows {
@@ -39,7 +39,7 @@ extension PursuitKernels {
                 (scratch.chosen + r * m).update(from: atoms + b * m, count: m)
             }
             if k == s - 1 { break }
-            correlate(columns: columns, atomCount: n, dimension: m, rows: scratch.chosen, rowCount: rows, into: scratch.gramRows)
+            correlate(panels: panels, atomCount: n, dimension: m, rows: scratch.chosen, rowCount: rows, into: scratch.gramRows)
             for r in 0..<rows {
                 scratch.best[r] = axpyArgmaxAbs(corr + r * n, -coefficients[r * s + k], scratch.gramRows + r * n, n)
             }
@@ -68,7 +68,7 @@ extension PursuitKernels {
     /// in lockstep: each round, every vector still going chooses its next atom
     /// (``OMPVector/select``), then one call of the correlation kernel gives all of those
     /// atoms' Gram rows and every vector updates its correlations. The arithmetic of each
-    /// vector is that of ``orthogonalMatchingPursuit(corr:atoms:columns:dimension:rows:atomCount:sparsity:indices:coefficients:scratch:observer:)``,
+    /// vector is that of ``orthogonalMatchingPursuit(corr:atoms:panels:dimension:rows:atomCount:sparsity:indices:coefficients:scratch:observer:)``,
     /// so the pairs are the same bit for bit; the dictionary is read once per round
     /// instead of once per vector.
     ///
@@ -77,11 +77,11 @@ extension PursuitKernels {
     ///   - corr: (rows, N) work space; overwritten.
     ///   - indices, coefficients: (rows, s) outputs.
     static func orthogonalMatchingPursuitLockstep(vectors: UnsafePointer<Float>, rows: Int, atoms: UnsafePointer<Float>,
-                                                  columns: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
+                                                  panels: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
                                                   sparsity s: Int, corr: UnsafeMutablePointer<Float>, scratch: OMPLockstepScratch,
                                                   indices: UnsafeMutablePointer<UInt16>, coefficients: UnsafeMutablePointer<Float>) {
         precondition(rows <= ompLockstepRows && rows <= scratch.vectors.count, "\(rows) vectors in one OMP lockstep")
-        correlate(columns: columns, atomCount: n, dimension: m, rows: vectors, rowCount: rows, into: corr)
+        correlate(panels: panels, atomCount: n, dimension: m, rows: vectors, rowCount: rows, into: corr)
         var state = (0..<rows).map { OMPVector(corr: corr + $0 * n, atomCount: n, scratch: scratch.vectors[$0]) }
         // Vector r's Gram rows, in the order it chose the atoms; `held` of them computed.
         @inline(__always) func heldRow(_ r: Int, _ held: Int, _ a: Int) -> UnsafePointer<Float> {
@@ -90,7 +90,7 @@ extension PursuitKernels {
             }
             return row
         }
-        @inline(__always) func squaredNorm(_ a: Int) -> Float { gramDiagonal(a, atoms: atoms, columns: columns, n, m) }
+        @inline(__always) func squaredNorm(_ a: Int) -> Float { gramDiagonal(a, atoms: atoms, panels: panels, n, m) }
         var going = Array(0..<rows), stepping: [Int] = []
         stepping.reserveCapacity(rows)
         while !going.isEmpty {
@@ -108,7 +108,7 @@ extension PursuitKernels {
             }
             guard !stepping.isEmpty else { break }
             for (i, r) in stepping.enumerated() { (scratch.chosen + i * m).update(from: atoms + state[r].newest * m, count: m) }
-            correlate(columns: columns, atomCount: n, dimension: m, rows: scratch.chosen, rowCount: stepping.count,
+            correlate(panels: panels, atomCount: n, dimension: m, rows: scratch.chosen, rowCount: stepping.count,
                       into: scratch.fresh)
             for (i, r) in stepping.enumerated() {
                 (scratch.gramRows + (r * s + state[r].k - 1) * n).update(from: scratch.fresh + i * n, count: n)

@@ -37,13 +37,13 @@ enum PursuitKernels {
     /// D d_j, is computed into `gramRow` (N floats) when the step needs it, with the
     /// same arithmetic as ``matchingPursuitLockstep``.
     @inline(__always)
-    static func matchingPursuit(corr: UnsafeMutablePointer<Float>, atoms: UnsafePointer<Float>, columns: UnsafePointer<Float>,
+    static func matchingPursuit(corr: UnsafeMutablePointer<Float>, atoms: UnsafePointer<Float>, panels: UnsafePointer<Float>,
                                 dimension m: Int, gramRow: UnsafeMutablePointer<Float>, atomCount n: Int, sparsity s: Int,
                                 indices: UnsafeMutablePointer<UInt16>, coefficients: UnsafeMutablePointer<Float>,
                                 observer: Observer?) {
         matchingPursuit(corr: corr, atomCount: n, sparsity: s, indices: indices, coefficients: coefficients,
                         observer: observer) { best in
-            correlate(columns: columns, atomCount: n, dimension: m, rows: atoms + best * m, rowCount: 1, into: gramRow)
+            correlate(panels: panels, atomCount: n, dimension: m, rows: atoms + best * m, rowCount: 1, into: gramRow)
             return UnsafePointer(gramRow)
         }
     }
@@ -123,7 +123,7 @@ enum PursuitKernels {
     ///
     /// - Parameter rows: (``OMPScratch/onDemandRows(sparsity:)``, N) work space.
     static func orthogonalMatchingPursuit(corr: UnsafeMutablePointer<Float>, atoms: UnsafePointer<Float>,
-                                          columns: UnsafePointer<Float>, dimension m: Int, rows: UnsafeMutablePointer<Float>,
+                                          panels: UnsafePointer<Float>, dimension m: Int, rows: UnsafeMutablePointer<Float>,
                                           atomCount n: Int, sparsity s: Int, indices: UnsafeMutablePointer<UInt16>,
                                           coefficients: UnsafeMutablePointer<Float>, scratch: OMPScratch,
                                           observer: Observer?) {
@@ -136,10 +136,10 @@ enum PursuitKernels {
             precondition(held < OMPScratch.onDemandRows(sparsity: s) && scratch.selected[held] == a,
                          "OMP asked for the Gram row of atom \(a) out of turn")
             let row = rows + held * n
-            correlate(columns: columns, atomCount: n, dimension: m, rows: atoms + a * m, rowCount: 1, into: row)
+            correlate(panels: panels, atomCount: n, dimension: m, rows: atoms + a * m, rowCount: 1, into: row)
             held += 1
             return UnsafePointer(row)
-        }, squaredNorm: { gramDiagonal($0, atoms: atoms, columns: columns, n, m) })
+        }, squaredNorm: { gramDiagonal($0, atoms: atoms, panels: panels, n, m) })
     }
 
     /// The Gram row of chosen atom `a` among the first `held` of `rows`, (held, N), which
@@ -154,8 +154,8 @@ enum PursuitKernels {
     /// G[a, a] as ``correlate`` would put it in a's Gram row (a product does not depend on
     /// its lane), without the pass over every atom.
     @inline(__always)
-    static func gramDiagonal(_ a: Int, atoms: UnsafePointer<Float>, columns: UnsafePointer<Float>, _ n: Int, _ m: Int) -> Float {
-        columnDot(atoms + a * m, columns + a, stride: n, m)
+    static func gramDiagonal(_ a: Int, atoms: UnsafePointer<Float>, panels: UnsafePointer<Float>, _ n: Int, _ m: Int) -> Float {
+        panelDot(atoms + a * m, panels: panels, atom: a, m)
     }
 
     /// The OMP steps, with `gramRow(j)` giving atom j's Gram row (N floats).

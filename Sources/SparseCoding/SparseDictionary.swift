@@ -5,7 +5,7 @@ import Foundation
 ///
 /// Atoms are immutable once made, so the Gram matrix (the atoms' pairwise inner products,
 /// which Matching Pursuit uses to update correlations instead of recomputing them) and
-/// the atoms column by column (the Gram-free pursuit's layout) are computed on first use
+/// the atoms in panels (the Gram-free pursuit's layout) are computed on first use
 /// and shared by every copy of the value.
 public struct SparseDictionary: Sendable {
     /// Largest number of atoms: codes store indices in 16 bits, as in the CSR paper.
@@ -22,7 +22,7 @@ public struct SparseDictionary: Sendable {
     public let atoms: [Float]
 
     private let gramCache = ComputedOnce<[Float]>()
-    private let columnCache = ComputedOnce<[Float]>()
+    private let panelCache = ComputedOnce<[Float]>()
 
     // MARK: - Making a dictionary
 
@@ -119,15 +119,18 @@ public struct SparseDictionary: Sendable {
         return Self.computeGram(atoms, atomCount, dimension)
     }
 
-    /// The atoms column by column, (m, N) row-major: entry (i, n) is value i of atom n.
-    /// The layout of the Gram-free pursuit's correlation kernel (``PursuitKernels``),
-    /// computed on first use and kept (N m floats, as much as the atoms).
-    public func columns() -> [Float] {
-        columnCache.value {
-            let n = atomCount, m = dimension
-            var t = [Float](repeating: 0, count: n * m)
+    /// The atoms in panels of 16, each panel channel by channel: (ceil(N / 16), m, 16), the
+    /// last panel padded with zero atoms; value i of atom n is at
+    /// `PursuitKernels.panelOffset(atom: n, dimension: m) + 16 * i`. The layout of the
+    /// Gram-free pursuit's correlation kernel (``PursuitKernels``), computed on first use
+    /// and kept (about N m floats, as much as the atoms).
+    public func panels() -> [Float] {
+        panelCache.value {
+            let n = atomCount, m = dimension, w = PursuitKernels.panelWidth
+            var t = [Float](repeating: 0, count: PursuitKernels.panelFloats(atomCount: n, dimension: m))
             for a in 0..<n {
-                for i in 0..<m { t[i * n + a] = atoms[a * m + i] }
+                let base = PursuitKernels.panelOffset(atom: a, dimension: m)
+                for i in 0..<m { t[base + i * w] = atoms[a * m + i] }
             }
             return t
         }

@@ -124,27 +124,27 @@ func decodeTokenCoding() throws {
     }
 }
 
-/// The Gram-free pursuit's correlation kernel (the atoms column by column,
-/// ``PursuitKernels/correlate(columns:atomCount:dimension:rows:rowCount:into:)``): one
-/// row per call (a chosen atom's Gram row in OMP) against four rows sharing the reads (a
-/// lockstep's), microseconds per row, one thread. The row-major kernel it replaced
+/// The Gram-free pursuit's correlation kernel (the atoms in panels,
+/// ``PursuitKernels/correlate(panels:atomCount:dimension:rows:rowCount:into:)``): one to
+/// four rows per call (one: a chosen atom's Gram row in OMP; more: a lockstep's rows
+/// sharing the reads), microseconds per row, one thread. The row-major kernel it replaced
 /// (``dots8`` per 8 atoms, then horizontal sums) measured 0.92, 9.26 and 3.13 µs per row
 /// for these three shapes on the same machine.
 @Test
 func correlateLayouts() throws {
     for (n, m) in [(128, 64), (1024, 64), (512, 32)] {
         let d = try SparseDictionary(randomAtomCount: n, dimension: m, seed: 7)
-        let columns = d.columns()
+        let panels = d.panels()
         let reps = 2000
         // Seconds per row, `rows` rows per call.
         func perRow(_ rows: Int) -> Double {
             var out = [Float](repeating: 0, count: rows * n)
             let t = d.atoms.withUnsafeBufferPointer { a in
-                columns.withUnsafeBufferPointer { c in
+                panels.withUnsafeBufferPointer { c in
                     out.withUnsafeMutableBufferPointer { o in
                         medianSeconds(runs: 9) {
                             for r in 0..<reps {
-                                PursuitKernels.correlate(columns: c.baseAddress!, atomCount: n, dimension: m,
+                                PursuitKernels.correlate(panels: c.baseAddress!, atomCount: n, dimension: m,
                                                          rows: a.baseAddress! + (r % (n - rows + 1)) * m, rowCount: rows,
                                                          into: o.baseAddress!)
                             }
@@ -154,9 +154,9 @@ func correlateLayouts() throws {
             }
             return t / Double(rows * reps)
         }
-        let one = perRow(1), four = perRow(4)
-        print(String(format: "[bench] correlate N=%d m=%d: %.2f us per row one at a time, %.2f us per row four at once (medians of 9)",
-                     n, m, one * 1e6, four * 1e6))
+        let t = (1...4).map { perRow($0) * 1e6 }
+        print(String(format: "[bench] correlate N=%d m=%d: %.2f / %.2f / %.2f / %.2f us per row with 1 / 2 / 3 / 4 rows per call (medians of 9)",
+                     n, m, t[0], t[1], t[2], t[3]))
     }
 }
 }

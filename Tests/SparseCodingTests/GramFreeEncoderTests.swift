@@ -42,29 +42,32 @@ import Testing
     }
 }
 
-/// The column kernel gives every atom the same arithmetic wherever it falls (a block of
-/// 64 or 16, of 8, or the scalar tail) and however many rows share the call (one, or
-/// groups of four, the last padded): bit for bit the reference chain of fused
-/// multiply-adds, and within round-off of the dot products.
-@Test(arguments: [(75, 64), (1030, 20), (8, 32), (5, 7)]) func columnKernelMatchesItsReference(atomCount n: Int, dimension m: Int) throws {
+/// The panel kernel gives every atom the same arithmetic wherever it falls (a group of
+/// four panels, two or one, a padded last panel) and however many rows share the call
+/// (one to four, in groups of four then the rest): bit for bit the reference chain of
+/// fused multiply-adds, and within round-off of the dot products.
+@Test(arguments: [(75, 64), (1030, 20), (8, 32), (5, 7), (64, 16)]) func panelKernelMatchesItsReference(atomCount n: Int, dimension m: Int) throws {
     let d = try SparseDictionary(randomAtomCount: n, dimension: m, seed: 31)
     var sig = Signals(seed: 32)
-    let x = sig.gaussian(count: 6, dimension: m)
-    let columns = d.columns()
-    #expect(columns.count == n * m)
-    for a in 0..<n { for i in 0..<m { #expect(columns[i * n + a] == d.atoms[a * m + i]) } }
-    var out = [Float](repeating: .nan, count: 6 * n)
-    // Five rows in one call (a group of four and one padded), the sixth alone.
+    let x = sig.gaussian(count: 10, dimension: m)
+    let panels = d.panels()
+    #expect(panels.count == (n + 15) / 16 * 16 * m)
+    for a in 0..<n { for i in 0..<m { #expect(panels[PursuitKernels.panelOffset(atom: a, dimension: m) + 16 * i] == d.atoms[a * m + i]) } }
+    #expect(panels.filter { $0 != 0 }.count == d.atoms.filter { $0 != 0 }.count, "padding is zero")
+    var out = [Float](repeating: .nan, count: 10 * n)
+    // Calls of 1, 2, 3 and 4 rows: every kernel.
     x.withUnsafeBufferPointer { xp in
         out.withUnsafeMutableBufferPointer { op in
-            PursuitKernels.correlate(columns: columns, atomCount: n, dimension: m, rows: xp.baseAddress!, rowCount: 5,
-                                     into: op.baseAddress!)
-            PursuitKernels.correlate(columns: columns, atomCount: n, dimension: m, rows: xp.baseAddress! + 5 * m, rowCount: 1,
-                                     into: op.baseAddress! + 5 * n)
+            var r0 = 0
+            for rows in [1, 2, 3, 4] {
+                PursuitKernels.correlate(panels: panels, atomCount: n, dimension: m, rows: xp.baseAddress! + r0 * m,
+                                         rowCount: rows, into: op.baseAddress! + r0 * n)
+                r0 += rows
+            }
         }
     }
     #expect(out.allSatisfy { !$0.isNaN })
-    for r in 0..<6 {
+    for r in 0..<10 {
         for a in 0..<n {
             var chain: Float = 0
             var exact = 0.0
@@ -74,6 +77,10 @@ import Testing
             }
             #expect(out[r * n + a] == chain, "row \(r), atom \(a)")
             #expect(abs(Double(out[r * n + a]) - exact) < 1e-5, "row \(r), atom \(a)")
+            let dot = x.withUnsafeBufferPointer { xp in
+                panels.withUnsafeBufferPointer { PursuitKernels.panelDot(xp.baseAddress! + r * m, panels: $0.baseAddress!, atom: a, m) }
+            }
+            #expect(dot == chain, "row \(r), atom \(a)")
         }
     }
 }

@@ -162,15 +162,18 @@ extension PursuitKernels {
         }
     }
 
-    /// Three rows, a panel at a time (six chains).
-    private static func correlateThree(panels: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
-                                       rows: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+    /// Three or four rows (`rowCount`, a constant at each call, so the fourth row's work is
+    /// compiled out for three), a panel at a time: six or eight chains.
+    @inline(__always)
+    private static func correlatePanels(rowCount: Int, panels: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
+                                        rows x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
         let d = UnsafeRawPointer(panels), panelBytes = panelWidth * m * 4, count = (n + panelWidth - 1) / panelWidth
-        let x0 = rows, x1 = rows + m, x2 = rows + 2 * m
+        let four = rowCount == 4
+        let x0 = x, x1 = x + m, x2 = x + 2 * m, x3 = x + (four ? 3 : 2) * m
         for p in 0..<count {
             let b0 = p * panelBytes
             var c00 = SIMD8<Float>(), c01 = SIMD8<Float>(), c10 = SIMD8<Float>(), c11 = SIMD8<Float>()
-            var c20 = SIMD8<Float>(), c21 = SIMD8<Float>()
+            var c20 = SIMD8<Float>(), c21 = SIMD8<Float>(), c30 = SIMD8<Float>(), c31 = SIMD8<Float>()
             for i in 0..<m {
                 let b = b0 + i * 64
                 let lo = d.loadUnaligned(fromByteOffset: b, as: SIMD8<Float>.self)
@@ -183,44 +186,28 @@ extension PursuitKernels {
                 c11.addProduct(hi, v1)
                 c20.addProduct(lo, v2)
                 c21.addProduct(hi, v2)
+                if four {
+                    let v3 = SIMD8<Float>(repeating: x3[i])
+                    c30.addProduct(lo, v3)
+                    c31.addProduct(hi, v3)
+                }
             }
             let a0 = p * panelWidth
             store(c00, c01, out, a0, n)
             store(c10, c11, out + n, a0, n)
             store(c20, c21, out + 2 * n, a0, n)
+            if four { store(c30, c31, out + 3 * n, a0, n) }
         }
     }
 
-    /// Four rows, a panel at a time (eight chains).
+    private static func correlateThree(panels: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
+                                       rows: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        correlatePanels(rowCount: 3, panels: panels, atomCount: n, dimension: m, rows: rows, into: out)
+    }
+
     private static func correlateFour(panels: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
                                       rows: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
-        let d = UnsafeRawPointer(panels), panelBytes = panelWidth * m * 4, count = (n + panelWidth - 1) / panelWidth
-        let x0 = rows, x1 = rows + m, x2 = rows + 2 * m, x3 = rows + 3 * m
-        for p in 0..<count {
-            let b0 = p * panelBytes
-            var c00 = SIMD8<Float>(), c01 = SIMD8<Float>(), c10 = SIMD8<Float>(), c11 = SIMD8<Float>()
-            var c20 = SIMD8<Float>(), c21 = SIMD8<Float>(), c30 = SIMD8<Float>(), c31 = SIMD8<Float>()
-            for i in 0..<m {
-                let b = b0 + i * 64
-                let lo = d.loadUnaligned(fromByteOffset: b, as: SIMD8<Float>.self)
-                let hi = d.loadUnaligned(fromByteOffset: b + 32, as: SIMD8<Float>.self)
-                let v0 = SIMD8<Float>(repeating: x0[i]), v1 = SIMD8<Float>(repeating: x1[i])
-                let v2 = SIMD8<Float>(repeating: x2[i]), v3 = SIMD8<Float>(repeating: x3[i])
-                c00.addProduct(lo, v0)
-                c01.addProduct(hi, v0)
-                c10.addProduct(lo, v1)
-                c11.addProduct(hi, v1)
-                c20.addProduct(lo, v2)
-                c21.addProduct(hi, v2)
-                c30.addProduct(lo, v3)
-                c31.addProduct(hi, v3)
-            }
-            let a0 = p * panelWidth
-            store(c00, c01, out, a0, n)
-            store(c10, c11, out + n, a0, n)
-            store(c20, c21, out + 2 * n, a0, n)
-            store(c30, c31, out + 3 * n, a0, n)
-        }
+        correlatePanels(rowCount: 4, panels: panels, atomCount: n, dimension: m, rows: rows, into: out)
     }
 
     /// <x, atom a> as ``correlate(panels:atomCount:dimension:rows:rowCount:into:)`` computes

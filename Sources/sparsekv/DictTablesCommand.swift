@@ -43,7 +43,7 @@ struct DictTablesCommand: ParsableCommand {
         let started = Date()
         let (tokenizer, model, dictionary) = try CalibrationWindows.load(dictionary: path, options: common)
         let settings = try CSRSettings(parsing: kv, valueChunks: dictionary.values.chunks)
-        guard !settings.entropyCoded else { throw ValidationError("--kv counts the usage of plain codes: drop ec=") }
+        guard !settings.entropyCoded, !settings.gapCoded else { throw ValidationError("--kv counts the usage of plain codes: drop ec=") }
         let codec = try CSRCodec(dictionary: dictionary, settings: settings)
 
         let calibration = try CalibrationWindows(corpus: corpus, tokenizer: tokenizer, window: window, maxTokens: maxTokens)

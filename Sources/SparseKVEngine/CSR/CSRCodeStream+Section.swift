@@ -4,20 +4,23 @@ import SparseCoding
 /// transfer (`CSRCache.serialize`) and the append payload:
 ///
 /// 1. with error-targeted pursuit, each row's pair count, packed to ``countWidth`` bits;
-/// 2. the indices of the pairs used, row after row: packed to `width` bits, or with
+/// 2. the indices of the pairs used, row after row: packed to `width` bits; or with
 ///    entropy coding a u32 byte count, the rANS stream of symbols (an offline atom's
 ///    index, or the escape symbol N for an online atom) and the online atoms' offsets
-///    after N packed to ``escapeWidth`` bits;
+///    after N packed to ``escapeWidth`` bits; or with gap coding (rows in ascending atom
+///    order) a u32 byte count, the u8 Rice parameter and the Rice-coded gaps (`GapCoding`);
 /// 3. the coefficients of the pairs used: fp16, or int8 (with `coef=iN`, N < 8, offset by
 ///    2^(N-1) - 1 and packed to N bits) then the fp16 scale of every row that uses a pair;
 /// 4. the guard bank among the rows: u32 count, u32 rows relative to the first, fp16 values.
 ///
 /// With fixed sparsity and no entropy coding this is the memory layout as is.
 extension CSRCodeStream {
-    /// The rANS-coded indices of some rows: the stream and the packed escape offsets.
+    /// The coded indices of some rows: the rANS stream and the packed escape offsets, or
+    /// the gap-coded stream and its Rice parameter.
     struct CodedIndices {
         let bytes: [UInt8]
         let escapes: [UInt8]
+        var parameter = 0
     }
 
     /// Bits of a stored pair count (0 ... sparsity).
@@ -35,6 +38,8 @@ extension CSRCodeStream {
         if entropyTable != nil {
             let coded = codedIndices()
             bytes += 4 + coded.bytes.count + coded.escapes.count
+        } else if gapCoded {
+            bytes += 5 + codedIndices().bytes.count
         } else {
             bytes += BitPacking.byteCount(count: used, width: width)
         }
@@ -84,15 +89,21 @@ extension CSRCodeStream {
         return out
     }
 
-    /// All rows' indices rANS-coded (cached until the stream changes).
+    /// All rows' indices rANS- or gap-coded (cached until the stream changes).
     func codedIndices() -> CodedIndices {
         if let c = codedIndexCache { return c }
-        let c = code(usedIndices(0..<rows))
+        let c = code(0..<rows)
         codedIndexCache = c
         return c
     }
 
-    private func code(_ indices: [UInt16]) -> CodedIndices {
+    private func code(_ rows: Range<Int>) -> CodedIndices {
+        let indices = usedIndices(rows)
+        if gapCoded {
+            let gaps = GapCoding.gaps(indices, rowCounts: rows.map(pairCount))
+            let k = GapCoding.bestParameter(gaps).parameter
+            return CodedIndices(bytes: GapCoding.encode(gaps, parameter: k), escapes: [], parameter: k)
+        }
         guard let table = entropyTable else { return CodedIndices(bytes: [], escapes: []) }
         let n = offline.atomCount
         let symbols = indices.map { min(Int($0), n) }
@@ -135,9 +146,10 @@ extension CSRCodeStream {
     func writeRows(_ rows: Range<Int>, to w: inout BinaryWriter) {
         let p = sparsity
         if errorBudget != nil { w.write(array: Self.packed(rows.map { UInt16(pairCounts[$0]) }, width: countWidth)) }
-        if entropyTable != nil {
-            let coded = rows == 0..<self.rows ? codedIndices() : code(usedIndices(rows))
+        if entropyTable != nil || gapCoded {
+            let coded = rows == 0..<self.rows ? codedIndices() : code(rows)
             w.write(UInt32(coded.bytes.count))
+            if gapCoded { w.write(UInt8(coded.parameter)) }
             w.write(array: coded.bytes)
             w.write(array: coded.escapes)
         } else {
@@ -182,6 +194,14 @@ extension CSRCodeStream {
             let raw = try r.readArray(UInt8.self, count: BitPacking.byteCount(count: escapes, width: escapeWidth), "online offsets")
             var offsets = try Self.unpacked(raw, count: escapes, width: escapeWidth, what: "online offset").makeIterator()
             indices = symbols.map { $0 < n0 ? UInt16($0) : UInt16(n0) + (offsets.next() ?? 0) }
+        } else if gapCoded {
+            let length = Int(try r.read(UInt32.self, "gap-coded index length"))
+            let k = Int(try r.read(UInt8.self, "Rice parameter"))
+            guard length <= r.remaining else { throw KVCacheError.malformedPayload("gap-coded indices of \(length) bytes, \(r.remaining) left") }
+            let bytes = try r.readRaw(length, "gap-coded indices")
+            do { indices = try GapCoding.decode(bytes, rowCounts: counts, parameter: k, limit: atomLimit) } catch let e as EntropyCodingError {
+                throw KVCacheError.malformedPayload(e.localizedDescription)
+            }
         } else {
             let bytes = try r.readArray(UInt8.self, count: BitPacking.byteCount(count: used, width: width), "indices")
             indices = try Self.unpacked(bytes, count: used, width: width, what: "index")

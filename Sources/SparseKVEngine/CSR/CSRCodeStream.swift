@@ -12,9 +12,10 @@ import SparseCoding
 ///
 /// In memory every row has `sparsity` slots, as the fused attention reads them. With
 /// error-targeted pursuit a row uses only its first `pairCounts[row]` slots (the rest are
-/// index 0, coefficient 0), and with entropy coding the indices are rANS-coded: both only
-/// in the stored and transferred form (``writeRows(_:to:)``), whose size ``byteCount``
-/// reports; ``residentByteCount`` is the size in memory.
+/// index 0, coefficient 0), and with entropy coding the indices are rANS-coded, or with
+/// gap coding (rows in ascending atom order) Rice-coded gaps: all only in the stored and
+/// transferred form (``writeRows(_:to:)``), whose size ``byteCount`` reports;
+/// ``residentByteCount`` is the size in memory.
 final class CSRCodeStream {
     let m: Int
     let sparsity: Int
@@ -35,6 +36,9 @@ final class CSRCodeStream {
     /// The group's static index table (N + 1 symbols: the offline atoms, then one escape
     /// for any online atom), when indices are entropy-coded.
     let entropyTable: FrequencyTable?
+    /// Rows hold their pairs in ascending atom order and the stored form codes the indices
+    /// as gaps (`ec=gaps`, ``CSRSettings/gapCoded``).
+    let gapCoded: Bool
     /// The shared encoder over the offline atoms (built by the codec on first use).
     private let offlineEncoderProvider: () throws -> MatchingPursuitEncoder
 
@@ -88,6 +92,7 @@ final class CSRCodeStream {
         algorithm = settings.algorithm
         errorBudget = settings.errorBudget
         self.entropyTable = settings.entropyCoded ? entropyTable : nil
+        gapCoded = settings.gapCoded
         offlineEncoderProvider = encoder
         offlineBits = atomBits ?? offline.atoms.map { HalfPrecision.bits($0) }
         self.atomBits = offlineBits
@@ -156,6 +161,7 @@ final class CSRCodeStream {
             try appendTargeted(x, count: count, budget: budget, indices: &idx, coefficients: &coef)
             return
         }
+        if gapCoded { Self.sortPairs(&idx, &coef, sparsity: s, used: repeatElement(s, count: count)) }
         for r in 0..<count { storeRow(&coef, row: r, pairs: s) }
         appendIndices(idx)
         if guardFraction > 0 || rows < sinkRows {
@@ -211,11 +217,28 @@ final class CSRCodeStream {
                 idx[r * s + k] = 0
                 coef[r * s + k] = 0
             }
+        }
+        if gapCoded { Self.sortPairs(&idx, &coef, sparsity: s, used: used) }
+        for r in 0..<count {
             storeRow(&coef, row: r, pairs: used[r])
             pairCounts.append(UInt8(used[r]))
         }
         appendIndices(idx)
         rows += count
+    }
+
+    /// Puts the first `used[r]` pairs of each row r in ascending index order (a stable
+    /// sort: an atom taken twice keeps its pursuit order), coefficients alongside. The sum
+    /// a row stands for is the same, added in another order.
+    static func sortPairs<C: Collection<Int>>(_ idx: inout [UInt16], _ coef: inout [Float], sparsity s: Int, used: C) {
+        var order: [Int] = []
+        for (r, n) in used.enumerated() where n > 1 {
+            let base = r * s
+            order = Array(0..<n)
+            order.sort { (idx[base + $0], $0) < (idx[base + $1], $1) }
+            let i = order.map { idx[base + $0] }, c = order.map { coef[base + $0] }
+            for k in 0..<n { (idx[base + k], coef[base + k]) = (i[k], c[k]) }
+        }
     }
 
     /// The first `pairs` coefficients of row `row` rounded as they would be stored

@@ -13,8 +13,10 @@ import SparseCoding
 ///   takes atoms until its relative squared error ||x - x̂||² / ||x||², with coefficients
 ///   as stored, is at most E; the sparsity becomes a cap, CSR-16 unless given; vectors
 ///   that miss E at the cap go to the guard bank, all of them unless `guard=F` says
-///   otherwise), `ec=rans` (atom indices entropy-coded with the dictionary's static
-///   tables in the stored and transferred form; see ``entropyCoded``), `recent=W` (the
+///   otherwise), `ec=gaps` (each vector's pairs in ascending atom order, the indices
+///   stored as Rice-coded gaps; see ``gapCoded``), `ec=rans` (atom indices entropy-coded
+///   with the dictionary's static tables in the stored and transferred form; see
+///   ``entropyCoded``), `recent=W` (the
 ///   latest W tokens also kept in fp16, as KIVI's and the CSR paper's full-precision
 ///   buffer; attention reads them instead of their codes; counted), `sink=N` (the first
 ///   N tokens' vectors always in the guard bank, outside its budget: the attention sink),
@@ -55,6 +57,11 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
     /// the stored and transferred form, whose size ``CSRCache/byteCount`` reports. In
     /// memory the indices stay fixed-width, as the fused attention reads them.
     public var entropyCoded = false
+    /// Each row's pairs held in ascending atom order, and its indices stored as Rice-coded
+    /// gaps (`GapCoding`) in the stored and transferred form: a row says which atoms it
+    /// uses, not in which order the pursuit found them (log2(s!) bits less). In memory the
+    /// indices stay fixed-width, as with ``entropyCoded``.
+    public var gapCoded = false
     /// The latest tokens whose keys and values are also kept in fp16 (stored, counted and
     /// transferred); attention reads those rows instead of their codes. A token is coded
     /// when it leaves the buffer, from its fp16 row, so buffered tokens cost their rows alone.
@@ -150,9 +157,10 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
                 s.errorBudget = Float(e)
             case "ec":
                 switch kv[1].lowercased() {
-                case "rans": s.entropyCoded = true
-                case "none": s.entropyCoded = false
-                default: throw CSRError.badSettings("ec=\(kv[1]): use rans or none")
+                case "rans": (s.entropyCoded, s.gapCoded) = (true, false)
+                case "gaps": (s.entropyCoded, s.gapCoded) = (false, true)
+                case "none": (s.entropyCoded, s.gapCoded) = (false, false)
+                default: throw CSRError.badSettings("ec=\(kv[1]): use gaps, rans or none")
                 }
             case "recent":
                 s.recentTokens = try int()
@@ -218,6 +226,7 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
         if guardError != Self.defaultGuardError { parts.append("guard-error=\(guardError)") }
         if let errorBudget { parts.append("err=\(errorBudget)") }
         if entropyCoded { parts.append("ec=rans") }
+        if gapCoded { parts.append("ec=gaps") }
         if recentTokens > 0 { parts.append("recent=\(recentTokens)") }
         if sinkTokens > 0 { parts.append("sink=\(sinkTokens)") }
         return "csr:" + parts.joined(separator: ",")

@@ -48,6 +48,8 @@ TEXT = os.path.join(HOME, "texts", "cfi-ch4.txt")
 # The CSR points of reports/frontier.md at about 4.9, 2.8 and 1.9 bits/ch; the first two with the key
 # pairs allocated per layer by scripts/layer_sensitivity.py (reports/layer-sensitivity.md).
 ALLOC16 = "k@0-3=12,k@5=24,k@7=24,k@9=24,k@10-12=12,k@14=24,k@16=12,k@17=24,k@19=12,k@20=24,k@25=12,k@27=12,k@29=12"
+# The same ranking at 20 key pairs on average (16 / 28 / 20), for the gap-coded CSR point under 5 bits.
+ALLOC20 = "k@0-3=16,k@5=28,k@7=28,k@9=28,k@10-12=16,k@14=28,k@16=16,k@17=28,k@19=16,k@20=28,k@25=16,k@27=16,k@29=16"
 ALLOC8 = "k@0-3=4,k@5=16,k@7=16,k@9=16,k@10-12=4,k@14=16,k@16=4,k@17=16,k@19=4,k@20=16,k@25=4,k@27=4,k@29=4"
 SETTINGS = [
     ("fp16", "fp16"),

@@ -41,7 +41,7 @@ import sys
 import time
 
 from bench_bandwidth import machine  # CPU model and core count, as the other reports name it
-from bench_bandwidth import ALLOC8 as KEYS8, ALLOC16 as KEYS16  # the per-layer key pairs, one copy
+from bench_bandwidth import ALLOC8 as KEYS8, ALLOC16 as KEYS16, ALLOC20 as KEYS20  # the per-layer key pairs, one copy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOME = os.environ.get("SPARSEKV_HOME", os.path.expanduser("~/.cache/sparsekv"))
@@ -57,17 +57,24 @@ TEXTS = ["cfi-ch4", "alice29", "lcet10"]
 # ranking carried over to CSR-16 (the six layers raised to 24 pairs, the twelve lowered to 12).
 ALLOC8 = "csr:8,coef=i6,alg=omp,recent=32,sink=4," + KEYS8
 ALLOC16 = "csr:16,coef=i6,alg=omp,recent=48,sink=4," + KEYS16
+# Indices stored as Rice-coded gaps of sorted rows (ec=gaps: 0.5 bits/ch less at 16 pairs),
+# alone, and with the bits it frees spent on 4 more key pairs per layer on average.
+GAPS16 = "csr:16,coef=i6,alg=omp,recent=56,sink=4,ec=gaps"
+GAPS20 = "csr:k=20,v=8,coef=i6,alg=omp,recent=56,sink=4,ec=gaps," + KEYS20
+GAPS10 = "csr:k=10,v=4,coef=i6,alg=omp,recent=40,sink=4,ec=gaps"
 CACHES = ["fp16", "kivi8", "kivi4", "kivi2",
           "csr:16,coef=i8", "csr:8,coef=i8",
           "csr:16,coef=i6,alg=omp,recent=32,sink=4", "csr:8,coef=i6,alg=omp,recent=32,sink=4",
           "csr:4,coef=i6,alg=omp,recent=32,sink=4",
           "csr:16,coef=i6,alg=omp,recent=48,sink=4", "csr:8,coef=i6,alg=omp,recent=40,sink=4",
           ALLOC16, ALLOC8,
-          "csr:err=0.04,coef=i8,guard=0"]
+          "csr:err=0.04,coef=i8,guard=0",
+          "csr:16,coef=i6,alg=omp,recent=56,sink=4", "csr:16,coef=i6,alg=omp,recent=56,sink=4," + KEYS16,
+          GAPS16, GAPS20, GAPS10]
 LONG_TEXT, LONG_CTX = "cfi-ch4", 4096
 LONG_CACHES = ["fp16", "kivi4", "kivi2", "csr:8,coef=i8",
                "csr:16,coef=i6,alg=omp,recent=32,sink=4", "csr:8,coef=i6,alg=omp,recent=32,sink=4",
-               "csr:16,coef=i6,alg=omp,recent=48,sink=4", ALLOC16, ALLOC8]
+               "csr:16,coef=i6,alg=omp,recent=48,sink=4", ALLOC16, ALLOC8, GAPS20]
 THREADS = 1
 PROTOCOL_CTX, PROTOCOL_WINDOWS = 1024, 6
 # The issue's targets: at most this many bits/channel, at most this perplexity increase.
@@ -199,7 +206,7 @@ def run_unit(args, info, text, ctx, windows, caches):
         run.update({"file": result["file"], "tokens": result["tokens"], "windows": rows[0]["windows"],
                     "tokensScored": rows[0]["tokensScored"]})
         seconds = time.time() - t0
-        run["processes"].append({"command": shown(cmd), "caches": g, "seconds": round(seconds, 1),
+        run["processes"].append({"command": shown(cmd), "caches": g, "seconds": round(seconds, 1), "machine": machine(),
                                  "script": shown(["scripts/bench_frontier.py"] + sys.argv[1:]),
                                  "loadavgBefore": [round(x, 2) for x in load],
                                  "loadavgAfter": [round(x, 2) for x in os.getloadavg()],
@@ -263,11 +270,23 @@ def summary(runs, csr):
     return out + [""]
 
 
+def measured_on(report):
+    """The machines the eval processes recorded (processes from before they did so count as the report's)."""
+    seen = {}
+    for run in report["runs"]:
+        for p in run["processes"]:
+            m = p.get("machine", report.get("previousMachine") or report["machine"])
+            seen[m] = seen.get(m, 0) + 1
+    if len(seen) == 1:
+        return next(iter(seen))
+    return " and ".join(f"{m} ({n} eval processes)" for m, n in sorted(seen.items()))
+
+
 def markdown(report):
     runs, caches = report["runs"], report["caches"]
     info = report["dictionary"]
     lines = ["# CSR on the quality frontier (issue 11): perplexity against bits per channel", "",
-             f"Measured on {report['machine']}, eval processes of `--threads {THREADS}` (at most one per core), with "
+             f"Measured on {measured_on(report)}, eval processes of `--threads {THREADS}` (at most one per core), with "
              f"`scripts/bench_frontier.py` ({report['measuredUTC']}). Model SmolLM2-135M-Instruct Q4_1; dictionary "
              f"`{info['path']}`, content hash `{info['contentHash']}`, key metric {info['keyMetric']}, calibrated on "
              f"**{report['calibration']}**: no evaluation text overlaps it.", "",
@@ -459,7 +478,14 @@ def write_reports(args, info, units):
     if not runs:
         log("nothing measured yet: no report written")
         return
-    report = {"machine": machine(), "threads": THREADS, "bin": args.bin, "dictionary": info,
+    # Processes written before they recorded their machine ran on the one the last report names.
+    previous = None
+    old_report = os.path.join(args.out, "frontier.json")
+    if os.path.exists(old_report):
+        with open(old_report) as f:
+            old = json.load(f)
+        previous = old.get("previousMachine") or old.get("machine")
+    report = {"machine": machine(), "previousMachine": previous, "threads": THREADS, "bin": args.bin, "dictionary": info,
               "dictionaryBytes": os.path.getsize(args.dict), "calibration": calibration(info), "caches": args.kv,
               "targets": [{"maxBitsPerChannel": b, "maxRelativeChange": t} for b, t in TARGETS],
               "measuredUTC": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": runs}

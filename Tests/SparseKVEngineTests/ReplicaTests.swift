@@ -148,6 +148,25 @@ import Testing
         #expect(throws: KVCacheError.self) { try original.appendPayload(layers: 0..<2, tokens: t - 2..<t - 1) }
     }
 
+    /// The stored forms that differ from memory travel in append payloads too: pair counts
+    /// (`err=`), rANS- or gap-coded indices; and with a buffer, gap-coded codes of the tokens
+    /// leaving it.
+    @Test(arguments: ["csr:k=3,v=2,coef=i8,ec=gaps,online=2,guard=0.2,guard-error=0.1", "csr:k=6,v=3,err=0.2,coef=i8",
+                      "csr:k=3,v=2,coef=i6,alg=omp,ec=gaps,recent=4,sink=2"])
+    func csrStoredFormsReplica(spec: String) throws {
+        let codec = try F.randomCodec(atoms: 40, seed: 24) { $0 = try! CSRSettings(parsing: spec, valueChunks: 2) }
+        try Self.checkReplica(codec.makeCache(geometry: F.geometry, rope: F.rope)) {
+            try CSRCache.deserialize($0, capacity: F.geometry.capacity, rope: F.rope, codec: codec)
+        }
+    }
+
+    @Test func csrEntropyCodedReplica() throws {
+        let codec = try CSRErrorTargetedTests.codecWithTables("csr:k=6,v=3,err=0.1,coef=i8,online=3,ec=rans")
+        try Self.checkReplica(codec.makeCache(geometry: F.geometry, rope: F.rope)) {
+            try CSRCache.deserialize($0, capacity: F.geometry.capacity, rope: F.rope, codec: codec)
+        }
+    }
+
     @Test func csrFloat16CoefficientsReplica() throws {
         let codec = try F.randomCodec(atoms: 40, seed: 22) { $0.onlineAtoms = 2; $0.guardFraction = 0.1; $0.guardError = 0.05 }
         try Self.checkReplica(codec.makeCache(geometry: F.geometry, rope: F.rope)) {

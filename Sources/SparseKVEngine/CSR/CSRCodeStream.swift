@@ -39,6 +39,8 @@ final class CSRCodeStream {
     /// Rows hold their pairs in ascending atom order and the stored form codes the indices
     /// as gaps (`ec=gaps`, ``CSRSettings/gapCoded``).
     let gapCoded: Bool
+    /// The settings the stream was made with (``scratch()`` makes another alike).
+    private let settings: CSRSettings
     /// The shared encoder over the offline atoms (built by the codec on first use).
     private let offlineEncoderProvider: () throws -> MatchingPursuitEncoder
 
@@ -93,9 +95,39 @@ final class CSRCodeStream {
         errorBudget = settings.errorBudget
         self.entropyTable = settings.entropyCoded ? entropyTable : nil
         gapCoded = settings.gapCoded
+        self.settings = settings
         offlineEncoderProvider = encoder
         offlineBits = atomBits ?? offline.atoms.map { HalfPrecision.bits($0) }
         self.atomBits = offlineBits
+    }
+
+    /// An empty stream of this one's shape, settings and offline atoms, to parse a section
+    /// into (``readRows(count:from:atomLimit:)``) without touching this one.
+    func scratch() -> CSRCodeStream {
+        CSRCodeStream(offline: offline, atomBits: offlineBits, encoder: { throw CSRError.badSettings("a scratch stream does not encode") },
+                      settings: settings, sparsity: sparsity, entropyTable: entropyTable)
+    }
+
+    /// Appends rows k ..< x.rows of `x`, a ``scratch()`` of this stream that parsed a
+    /// section, exactly as stored there (the replica path: the original's codes, byte for byte).
+    func appendRows(of x: CSRCodeStream, droppingFirst k: Int) {
+        let p = sparsity, first = rows, n = x.rows - k
+        guard n > 0 else { return }
+        var idx = [UInt16](repeating: 0, count: n * p)
+        x.indexBytes.withUnsafeBufferPointer { b in
+            guard let base = b.baseAddress else { return }
+            for i in 0..<n * p { idx[i] = UInt16(Self.readIndex(base, k * p + i, width: width)) }
+        }
+        appendIndices(idx)
+        coefficients16 += x.coefficients16.dropFirst(k * p)
+        coefficients8 += x.coefficients8.dropFirst(k * p)
+        scales += x.scales.dropFirst(k)
+        pairCounts += x.pairCounts.dropFirst(k)
+        let g = x.guardRows.firstIndex { Int($0) >= k } ?? x.guardRows.count
+        guardRows += x.guardRows[g...].map { $0 - UInt32(k) + UInt32(first) }
+        guardValues += x.guardValues.dropFirst(g * m)
+        rows = first + n
+        codedIndexCache = nil
     }
 
     private func encoder() throws -> MatchingPursuitEncoder {

@@ -39,7 +39,7 @@ extension CSRCodeStream {
             let coded = codedIndices()
             bytes += 4 + coded.bytes.count + coded.escapes.count
         } else if gapCoded {
-            bytes += 5 + codedIndices().bytes.count
+            bytes += 5 + GapCoding.byteCount(bits: gapCodedBits())
         } else {
             bytes += BitPacking.byteCount(count: used, width: width)
         }
@@ -87,6 +87,18 @@ extension CSRCodeStream {
             }
         }
         return out
+    }
+
+    /// Bits of all rows' gap codes at the best parameter (what ``codedIndices()`` codes),
+    /// counting only the rows added since the last call.
+    func gapCodedBits() -> Int {
+        if gapBitRows < rows {
+            let added = gapBitRows..<rows
+            let gaps = GapCoding.gaps(usedIndices(added), rowCounts: added.map(pairCount))
+            for k in gapBits.indices { gapBits[k] += GapCoding.bitCount(gaps, parameter: k) }
+            gapBitRows = rows
+        }
+        return gapBits.min() ?? 0
     }
 
     /// All rows' indices rANS- or gap-coded (cached until the stream changes).

@@ -66,6 +66,12 @@ final class CSRCodeStream {
     var rows = 0
     /// The rANS-coded indices of all rows, made when first asked for and dropped on change.
     var codedIndexCache: CodedIndices?
+    /// With gap coding: the Rice-code bits of the gaps of rows 0 ..< gapBitRows at each
+    /// parameter, kept up as rows are added (rows never change once added; a truncation
+    /// starts the count again), so ``byteCount`` need not code the stream, as a worker asks
+    /// for it every step.
+    var gapBits = [Int](repeating: 0, count: GapCoding.maxParameter + 1)
+    var gapBitRows = 0
 
     /// The atoms rows are rebuilt from, (N + online, m) fp16 bits: the offline atoms as the
     /// dictionary file stores them, then the online atoms. Pursuit picks codes against the
@@ -478,6 +484,7 @@ final class CSRCodeStream {
         }
         if !pairCounts.isEmpty { pairCounts.removeLast(pairCounts.count - keep) }
         codedIndexCache = nil
+        (gapBits, gapBitRows) = ([Int](repeating: 0, count: GapCoding.maxParameter + 1), 0)
         let g = guardRows.firstIndex { Int($0) >= keep } ?? guardRows.count
         guardRows.removeLast(guardRows.count - g)
         guardValues.removeLast(guardValues.count - g * m)

@@ -58,28 +58,31 @@ public enum GapCoding {
     public static func encode(_ gaps: [UInt32], parameter k: Int) -> [UInt8] {
         precondition((0...maxParameter).contains(k), "Rice parameter \(k) outside 0...\(maxParameter)")
         var out = [UInt8](repeating: 0, count: (bitCount(gaps, parameter: k) + 7) / 8)
-        var bit = 0
         out.withUnsafeMutableBufferPointer { o in
-            @inline(__always) func put(_ value: UInt32, _ n: Int) {
-                var value = value, left = n
-                while left > 0 {
-                    let take = min(8 - bit % 8, left)
-                    o[bit / 8] |= UInt8(truncatingIfNeeded: (value & ((1 << UInt32(take)) - 1)) << UInt32(bit % 8))
-                    value >>= UInt32(take)
-                    bit += take
-                    left -= take
+            // Bits gather in a 64-bit accumulator and leave it a byte at a time.
+            var acc: UInt64 = 0, filled = 0, at = 0
+            @inline(__always) func put(_ value: UInt64, _ n: Int) {
+                acc |= value << UInt64(filled)
+                filled += n
+                while filled >= 8 {
+                    o[at] = UInt8(truncatingIfNeeded: acc)
+                    acc >>= 8
+                    filled -= 8
+                    at += 1
                 }
             }
+            let mask = (UInt64(1) << UInt64(k)) - 1
             for g in gaps {
                 var q = Int(g >> UInt32(k))
                 while q > 0 {
-                    let run = min(q, 24)
-                    put((1 << UInt32(run)) - 1, run)
+                    let run = min(q, 32)
+                    put((UInt64(1) << UInt64(run)) - 1, run)
                     q -= run
                 }
                 put(0, 1)
-                put(g & ((1 << UInt32(k)) - 1), k)
+                put(UInt64(g) & mask, k)
             }
+            if filled > 0 { o[at] = UInt8(truncatingIfNeeded: acc) }
         }
         let crc = out.withUnsafeBytes { CRC32.update(0, $0) }
         for i in 0..<4 { out.append(UInt8(truncatingIfNeeded: crc >> (8 * i))) }
@@ -102,26 +105,44 @@ public enum GapCoding {
         let bytes = UnsafeRawBufferPointer(rebasing: stream[..<(stream.count - 4)])
         let stored = (0..<4).reduce(UInt32(0)) { $0 | UInt32(stream[stream.count - 4 + $1]) << (8 * $1) }
         guard CRC32.update(0, bytes) == stored else { throw EntropyCodingError.corruptStream("checksum mismatch") }
-        let total = rowCounts.reduce(0, +), bitLength = bytes.count * 8
+        let total = rowCounts.reduce(0, +), bitLength = bytes.count * 8, n = bytes.count
         var out = [UInt16](), bit = 0
         out.reserveCapacity(total)
-        @inline(__always) func get() -> Int { Int(bytes[bit >> 3] >> UInt8(bit & 7)) & 1 }
+        /// At least 57 stream bits from `bit` on, least significant first (zeros past the end).
+        @inline(__always) func window(_ bit: Int) -> UInt64 {
+            let byte = bit >> 3
+            var w: UInt64 = 0
+            if byte + 8 <= n {
+                w = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: byte, as: UInt64.self))
+            } else if byte < n {
+                for i in 0..<(n - byte) { w |= UInt64(bytes[byte + i]) << UInt64(8 * i) }
+            }
+            return w &>> UInt64(bit & 7)
+        }
+        let quotientLimit = limit >> k, mask = (UInt64(1) << UInt64(k)) - 1
         for (r, count) in rowCounts.enumerated() {
             var previous = 0
             for _ in 0..<count {
+                // The unary quotient: a run of one-bits, up to 56 of them per window.
                 var q = 0
                 while true {
+                    let ones = (~window(bit)).trailingZeroBitCount
+                    if ones < 57 {
+                        q += ones
+                        bit += ones + 1
+                        break
+                    }
+                    q += 57
+                    bit += 57
                     guard bit < bitLength else { throw EntropyCodingError.corruptStream("gap codes end early in row \(r)") }
-                    let b = get()
-                    bit += 1
-                    if b == 0 { break }
-                    q += 1
-                    // No gap reaches the limit: a longer run is damage, not a code.
-                    guard q <= limit >> k else { throw EntropyCodingError.corruptStream("a gap past \(limit) atoms in row \(r)") }
                 }
+                // The terminating zero must lie inside the stream (past it the window reads zeros).
+                guard bit <= bitLength else { throw EntropyCodingError.corruptStream("gap codes end early in row \(r)") }
+                // No gap reaches the limit: a longer run is damage, not a code.
+                guard q <= quotientLimit else { throw EntropyCodingError.corruptStream("a gap past \(limit) atoms in row \(r)") }
                 guard bit + k <= bitLength else { throw EntropyCodingError.corruptStream("gap codes end early in row \(r)") }
-                var low = 0
-                for i in 0..<k { low |= get() << i; bit += 1 }
+                let low = k == 0 ? 0 : Int(window(bit) & mask)
+                bit += k
                 let value = previous + (q << k | low)
                 guard value < limit else { throw EntropyCodingError.corruptStream("index \(value) in row \(r) names no atom (\(limit) atoms)") }
                 out.append(UInt16(value))

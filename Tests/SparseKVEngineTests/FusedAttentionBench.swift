@@ -85,3 +85,39 @@ struct FusedAttentionBench {
         }
     }
 }
+
+/// Serializing and reading back one layer's CSR cache of 4,096 positions (random rows,
+/// committed dictionary), fixed-width indices against gap-coded ones: ms, median of 5.
+/// Benchmark, not a test: SPARSEKV_BENCH=1 ... --filter CSRTransferBench
+@Suite(.serialized, .enabled(if: ProcessInfo.processInfo.environment["SPARSEKV_BENCH"] != nil && RealAssets.available))
+struct CSRTransferBench {
+    @Test func serializeAndRead() throws {
+        let positions = 4096, kvHeads = 3, d = 64, width = kvHeads * d
+        let rope = RoPE(headDim: d, ropeDimension: d, base: 100_000)
+        let g = KVCacheGeometry(layers: 0..<1, kvHeads: kvHeads, headDim: d, capacity: positions)
+        let k = FusedAttentionTests.rows(positions, width: width, seed: 1).map { $0 * 0.5 }
+        let v = FusedAttentionTests.rows(positions, width: width, seed: 2).map { $0 * 0.5 }
+        let dictionary = try CSRDictionary.load(path: FusedAttentionBench.dictionary)
+        print("one layer of \(positions) positions: first serialize, serialize / read back (median of 5), ms; bytes")
+        for spec in ["csr:16,coef=i6", "csr:16,coef=i6,ec=gaps"] {
+            let codec = try CSRCodec(dictionary: dictionary, settings: try CSRSettings(parsing: spec))
+            let c = codec.makeCache(geometry: g, rope: rope)
+            try k.withUnsafeBufferPointer { kp in
+                try v.withUnsafeBufferPointer { vp in try c.append(layer: 0, keys: kp.baseAddress!, values: vp.baseAddress!, count: positions) }
+            }
+            var write: [Double] = [], read: [Double] = [], bytes = 0
+            for _ in 0..<5 {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                let payload = try c.serialize(layers: 0..<1)
+                let t1 = DispatchTime.now().uptimeNanoseconds
+                _ = try CSRCache.deserialize(payload, capacity: positions, rope: rope, codec: codec)
+                let t2 = DispatchTime.now().uptimeNanoseconds
+                write.append(Double(t1 - t0) / 1e6)
+                read.append(Double(t2 - t1) / 1e6)
+                bytes = payload.count
+            }
+            print(String(format: "%@  %8.1f, %8.1f / %8.1f ms  %d bytes", spec.padding(toLength: 24, withPad: " ", startingAt: 0),
+                         write[0], write.sorted()[2], read.sorted()[2], bytes))
+        }
+    }
+}

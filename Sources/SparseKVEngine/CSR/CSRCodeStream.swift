@@ -323,18 +323,27 @@ final class CSRCodeStream {
         }
     }
 
+    /// Packs `idx` after the indices of the `rows` rows held, `width` bits each, through a
+    /// 64-bit accumulator (the reading side of a transfer appends whole streams this way).
     func appendIndices(_ idx: [UInt16]) {
-        var bit = rows * sparsity * width
-        indexBytes.append(contentsOf: repeatElement(0, count: (bit + idx.count * width + 7) / 8 - indexBytes.count))
-        for v in idx {
-            var value = UInt32(v), left = width
-            while left > 0 {
-                let byte = bit / 8, off = bit % 8, take = min(8 - off, left)
-                indexBytes[byte] |= UInt8(truncatingIfNeeded: (value & ((1 << take) - 1)) << off)
-                value >>= UInt32(take)
-                bit += take
-                left -= take
+        let start = rows * sparsity * width
+        indexBytes.append(contentsOf: repeatElement(0, count: (start + idx.count * width + 7) / 8 - indexBytes.count))
+        guard width > 0, !idx.isEmpty else { return }
+        let mask = (UInt64(1) << UInt64(width)) - 1
+        indexBytes.withUnsafeMutableBufferPointer { o in
+            var at = start >> 3, filled = start & 7
+            var acc = UInt64(o[at]) & ((UInt64(1) << UInt64(filled)) - 1)  // the bits already in a shared byte
+            for v in idx {
+                acc |= (UInt64(v) & mask) << UInt64(filled)
+                filled += width
+                while filled >= 8 {
+                    o[at] = UInt8(truncatingIfNeeded: acc)
+                    acc >>= 8
+                    filled -= 8
+                    at += 1
+                }
             }
+            if filled > 0 { o[at] = UInt8(truncatingIfNeeded: acc) }
         }
     }
 

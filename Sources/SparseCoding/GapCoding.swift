@@ -59,30 +59,19 @@ public enum GapCoding {
         precondition((0...maxParameter).contains(k), "Rice parameter \(k) outside 0...\(maxParameter)")
         var out = [UInt8](repeating: 0, count: (bitCount(gaps, parameter: k) + 7) / 8)
         out.withUnsafeMutableBufferPointer { o in
-            // Bits gather in a 64-bit accumulator and leave it a byte at a time.
-            var acc: UInt64 = 0, filled = 0, at = 0
-            @inline(__always) func put(_ value: UInt64, _ n: Int) {
-                acc |= value << UInt64(filled)
-                filled += n
-                while filled >= 8 {
-                    o[at] = UInt8(truncatingIfNeeded: acc)
-                    acc >>= 8
-                    filled -= 8
-                    at += 1
-                }
-            }
-            let mask = (UInt64(1) << UInt64(k)) - 1
+            guard let base = o.baseAddress else { return }
+            var w = BitWriter(base)
             for g in gaps {
                 var q = Int(g >> UInt32(k))
                 while q > 0 {
                     let run = min(q, 32)
-                    put((UInt64(1) << UInt64(run)) - 1, run)
+                    w.put(UInt64.max, bits: run)
                     q -= run
                 }
-                put(0, 1)
-                put(UInt64(g) & mask, k)
+                w.put(0, bits: 1)
+                w.put(UInt64(g), bits: k)
             }
-            if filled > 0 { o[at] = UInt8(truncatingIfNeeded: acc) }
+            w.finish()
         }
         let crc = out.withUnsafeBytes { CRC32.update(0, $0) }
         for i in 0..<4 { out.append(UInt8(truncatingIfNeeded: crc >> (8 * i))) }

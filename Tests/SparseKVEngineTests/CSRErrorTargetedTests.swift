@@ -138,23 +138,30 @@ import Testing
         }
     }
 
-    @Test func damagedCodedIndicesAreRefused() throws {
-        let codec = try Self.codecWithTables("csr:k=6,v=3,err=0.1,ec=rans")
-        let a = codec.makeCache(geometry: F.geometry, rope: F.rope)
-        try F.fill(a, F.rows(20, seed: 80), F.rows(20, seed: 81), batch: 20)
-        let stream = a.keyStreams[0]
+    /// Writes all of `stream`'s rows as a section, reads it back, then flips `flip` in each
+    /// byte of the coded indices, and the `header` bytes after their u32 length before
+    /// them: every damaged section is refused.
+    static func expectFlipsRefused(_ stream: CSRCodeStream, settings: CSRSettings, header: Int, flip: UInt8) throws {
         var w = BinaryWriter(capacity: 0)
         stream.writeRows(0..<stream.rows, to: &w)
         let countBytes = BitPacking.byteCount(count: stream.rows, width: stream.countWidth)
         let coded = stream.codedIndices().bytes.count
         #expect(coded > 4)
-        func read(_ bytes: [UInt8]) throws { try Self.readSection(bytes, like: stream, settings: codec.settings) }
-        try read(w.bytes)
-        for i in countBytes + 4..<countBytes + 4 + coded {
+        try readSection(w.bytes, like: stream, settings: settings)
+        for i in countBytes + 4..<countBytes + 4 + header + coded {
             var bad = w.bytes
-            bad[i] ^= 0x10
-            #expect(throws: KVCacheError.self, "flip in coded byte \(i - countBytes - 4) of \(coded)") { try read(bad) }
+            bad[i] ^= flip
+            #expect(throws: KVCacheError.self, "flip in byte \(i - countBytes - 4) of \(header) header and \(coded) coded") {
+                try readSection(bad, like: stream, settings: settings)
+            }
         }
+    }
+
+    @Test func damagedCodedIndicesAreRefused() throws {
+        let codec = try Self.codecWithTables("csr:k=6,v=3,err=0.1,ec=rans")
+        let a = codec.makeCache(geometry: F.geometry, rope: F.rope)
+        try F.fill(a, F.rows(20, seed: 80), F.rows(20, seed: 81), batch: 20)
+        try Self.expectFlipsRefused(a.keyStreams[0], settings: codec.settings, header: 0, flip: 0x10)
         // Another process without ec, or with other tables, refuses the payload.
         let bytes = try a.serialize(layers: 0..<2)
         let plain = try CSRCodec(dictionary: codec.dictionary, settings: try CSRSettings(parsing: "csr:k=6,v=3,err=0.1", valueChunks: 2))

@@ -269,13 +269,18 @@ final class CSRCodeStream {
     /// sort: an atom taken twice keeps its pursuit order), coefficients alongside. The sum
     /// a row stands for is the same, added in another order.
     static func sortPairs<C: Collection<Int>>(_ idx: inout [UInt16], _ coef: inout [Float], sparsity s: Int, used: C) {
-        var order: [Int] = []
-        for (r, n) in used.enumerated() where n > 1 {
+        for (r, n) in used.enumerated() {
             let base = r * s
-            order = Array(0..<n)
-            order.sort { (idx[base + $0], $0) < (idx[base + $1], $1) }
-            let i = order.map { idx[base + $0] }, c = order.map { coef[base + $0] }
-            for k in 0..<n { (idx[base + k], coef[base + k]) = (i[k], c[k]) }
+            // Insertion sort: a few pairs per row, no allocation, stable.
+            for j in 1..<max(1, n) {
+                let (i, c) = (idx[base + j], coef[base + j])
+                var k = j
+                while k > 0 && idx[base + k - 1] > i {
+                    (idx[base + k], coef[base + k]) = (idx[base + k - 1], coef[base + k - 1])
+                    k -= 1
+                }
+                (idx[base + k], coef[base + k]) = (i, c)
+            }
         }
     }
 
@@ -323,27 +328,15 @@ final class CSRCodeStream {
         }
     }
 
-    /// Packs `idx` after the indices of the `rows` rows held, `width` bits each, through a
-    /// 64-bit accumulator (the reading side of a transfer appends whole streams this way).
+    /// Packs `idx` after the indices of the `rows` rows held, `width` bits each.
     func appendIndices(_ idx: [UInt16]) {
         let start = rows * sparsity * width
         indexBytes.append(contentsOf: repeatElement(0, count: (start + idx.count * width + 7) / 8 - indexBytes.count))
         guard width > 0, !idx.isEmpty else { return }
-        let mask = (UInt64(1) << UInt64(width)) - 1
         indexBytes.withUnsafeMutableBufferPointer { o in
-            var at = start >> 3, filled = start & 7
-            var acc = UInt64(o[at]) & ((UInt64(1) << UInt64(filled)) - 1)  // the bits already in a shared byte
-            for v in idx {
-                acc |= (UInt64(v) & mask) << UInt64(filled)
-                filled += width
-                while filled >= 8 {
-                    o[at] = UInt8(truncatingIfNeeded: acc)
-                    acc >>= 8
-                    filled -= 8
-                    at += 1
-                }
-            }
-            if filled > 0 { o[at] = UInt8(truncatingIfNeeded: acc) }
+            var w = BitWriter(o.baseAddress!, atBit: start)
+            for v in idx { w.put(UInt64(v), bits: width) }
+            w.finish()
         }
     }
 

@@ -14,9 +14,9 @@ import SparseCoding
 ///   as stored, is at most E; the sparsity becomes a cap, CSR-16 unless given; vectors
 ///   that miss E at the cap go to the guard bank, all of them unless `guard=F` says
 ///   otherwise), `ec=gaps` (each vector's pairs in ascending atom order, the indices
-///   stored as Rice-coded gaps; see ``gapCoded``), `ec=rans` (atom indices entropy-coded
+///   stored as Rice-coded gaps; see ``IndexCoding``), `ec=rans` (atom indices entropy-coded
 ///   with the dictionary's static tables in the stored and transferred form; see
-///   ``entropyCoded``), `recent=W` (the
+///   ``IndexCoding``), `recent=W` (the
 ///   latest W tokens also kept in fp16, as KIVI's and the CSR paper's full-precision
 ///   buffer; attention reads them instead of their codes; counted), `sink=N` (the first
 ///   N tokens' vectors always in the guard bank, outside its budget: the attention sink),
@@ -53,15 +53,27 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
     /// vector stores as many pairs as it needs (at most the sparsity, which becomes a
     /// cap) and its pair count; nil: every vector takes exactly the sparsity.
     public var errorBudget: Float?
-    /// Atom indices entropy-coded (rANS over the dictionary's static per-group tables) in
-    /// the stored and transferred form, whose size ``CSRCache/byteCount`` reports. In
-    /// memory the indices stay fixed-width, as the fused attention reads them.
-    public var entropyCoded = false
-    /// Each row's pairs held in ascending atom order, and its indices stored as Rice-coded
-    /// gaps (`GapCoding`) in the stored and transferred form: a row says which atoms it
-    /// uses, not in which order the pursuit found them (log2(s!) bits less). In memory the
-    /// indices stay fixed-width, as with ``entropyCoded``.
-    public var gapCoded = false
+    /// How the stored and transferred form (whose size ``CSRCache/byteCount`` reports)
+    /// writes atom indices (`ec=`). In memory they stay fixed-width, as the fused attention
+    /// reads them.
+    public enum IndexCoding: Sendable, Equatable {
+        /// Packed to a fixed width (`ec=none`).
+        case fixed
+        /// rANS over the dictionary's static per-group tables (`ec=rans`).
+        case rans
+        /// Each row's pairs held in ascending atom order, its indices stored as Rice-coded
+        /// gaps (`GapCoding`): a row says which atoms it uses, not in which order the
+        /// pursuit found them, log2(s!) bits less (`ec=gaps`).
+        case gaps
+    }
+    public var indexCoding = IndexCoding.fixed
+    /// Indices rANS-coded (``IndexCoding/rans``).
+    public var entropyCoded: Bool {
+        get { indexCoding == .rans }
+        set { indexCoding = newValue ? .rans : (indexCoding == .rans ? .fixed : indexCoding) }
+    }
+    /// Indices gap-coded (``IndexCoding/gaps``).
+    public var gapCoded: Bool { indexCoding == .gaps }
     /// The latest tokens whose keys and values are also kept in fp16 (stored, counted and
     /// transferred); attention reads those rows instead of their codes. A token is coded
     /// when it leaves the buffer, from its fp16 row, so buffered tokens cost their rows alone.
@@ -157,9 +169,9 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
                 s.errorBudget = Float(e)
             case "ec":
                 switch kv[1].lowercased() {
-                case "rans": (s.entropyCoded, s.gapCoded) = (true, false)
-                case "gaps": (s.entropyCoded, s.gapCoded) = (false, true)
-                case "none": (s.entropyCoded, s.gapCoded) = (false, false)
+                case "rans": s.indexCoding = .rans
+                case "gaps": s.indexCoding = .gaps
+                case "none": s.indexCoding = .fixed
                 default: throw CSRError.badSettings("ec=\(kv[1]): use gaps, rans or none")
                 }
             case "recent":
@@ -225,8 +237,11 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
         if guardFraction != Self.defaultGuardFraction { parts.append("guard=\(guardFraction)") }
         if guardError != Self.defaultGuardError { parts.append("guard-error=\(guardError)") }
         if let errorBudget { parts.append("err=\(errorBudget)") }
-        if entropyCoded { parts.append("ec=rans") }
-        if gapCoded { parts.append("ec=gaps") }
+        switch indexCoding {
+        case .fixed: break
+        case .rans: parts.append("ec=rans")
+        case .gaps: parts.append("ec=gaps")
+        }
         if recentTokens > 0 { parts.append("recent=\(recentTokens)") }
         if sinkTokens > 0 { parts.append("sink=\(sinkTokens)") }
         return "csr:" + parts.joined(separator: ",")

@@ -96,7 +96,7 @@ extension CSRCache {
                                              atomLimit: offline.atomCount + s.onlineAtoms)
                     }
                     if s.recentTokens > 0 {
-                        _ = try readRecentRows(&r, settings: s, width: h.kvHeads * h.headDim, tokens: h.tokenCount,
+                        _ = try readRecentRows(&r, settings: s, width: h.kvHeads * h.headDim, headDim: h.headDim, tokens: h.tokenCount,
                                                end: first + h.tokenCount, codedEnd: codes.upperBound)
                     }
                 }

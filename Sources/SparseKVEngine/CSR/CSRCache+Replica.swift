@@ -16,7 +16,7 @@ extension CSRCache {
             var r = BinaryReader(raw)
             let (h, first) = try readAppendHeader(&r, kind: kind, keysRotated: false)
             var parsed: [CSRCodeStream] = []
-            var recent: [(first: Int, count: Int, keys: [Float16], values: [Float16])] = []
+            var recent: [(first: Int, count: Int, keys: [Float], values: [Float])] = []
             let codes: Range<Int>
             do {
                 try Self.readStamp(&r, codec: codec)
@@ -31,7 +31,7 @@ extension CSRCache {
                         parsed.append(scratch)
                     }
                     if codec.settings.recentTokens > 0 {
-                        recent.append(try Self.readRecentRows(&r, settings: codec.settings, width: geometry.rowWidth,
+                        recent.append(try Self.readRecentRows(&r, settings: codec.settings, width: geometry.rowWidth, headDim: geometry.headDim,
                                                               tokens: h.tokenCount, end: first + h.tokenCount, codedEnd: codes.upperBound))
                     }
                 }

@@ -83,7 +83,7 @@ extension CSRCache {
                         try stream.readRows(count: rows, from: &r, atomLimit: stream.offline.atomCount + stream.onlineCount)
                     }
                     if codec.settings.recentTokens > 0 {
-                        let x = try readRecentRows(&r, settings: codec.settings, width: h.kvHeads * h.headDim, tokens: h.tokenCount,
+                        let x = try readRecentRows(&r, settings: codec.settings, width: h.kvHeads * h.headDim, headDim: h.headDim, tokens: h.tokenCount,
                                                    end: h.tokenCount, codedEnd: coded)
                         cache.takeRecentRows(layer: s, first: x.first, count: x.count, keys: x.keys, values: x.values)
                     }

@@ -10,9 +10,10 @@ import SparseCoding
 /// next append, so a prompt chunk (or the token being decoded) attends to its own keys and
 /// values uncompressed, as with the KIVI baseline and the CSR paper; those rows are working
 /// memory of the current forward pass, and are neither counted nor serialized. With
-/// `recent=W` the rows of the W latest tokens stay with them, rounded to fp16 once an append
-/// follows (KIVI's and the paper's full-precision buffer); those are stored, counted and
-/// transferred, and a token is coded only when it leaves the buffer (from its fp16 row), so
+/// `recent=W` the rows of the W latest tokens stay with them, rounded to fp16 (or, with
+/// `buffer=i8`, to int8 per head vector; ``CSRBufferForm``) once an append follows (KIVI's
+/// and the paper's full-precision buffer); those are stored, counted and transferred, and
+/// a token is coded only when it leaves the buffer (from its stored row), so
 /// the streams hold the codes of every token but the buffer's. Everything else the cache
 /// holds is counted by ``byteCount(layer:)``.
 public final class CSRCache: KVCache {
@@ -26,8 +27,9 @@ public final class CSRCache: KVCache {
     var valueStreams: [CSRCodeStream]
     var counts: [Int]
     /// [layer - first]: the rows attention reads exactly, pre-RoPE: the latest append's (exact)
-    /// and, with `recent=W`, those of the W latest tokens before it (fp16 values):
-    /// (start, n, keys (n, width), values (n, width), the leading rows already in fp16 form),
+    /// and, with `recent=W`, those of the W latest tokens before it (their stored values,
+    /// ``bufferForm``): (start, n, keys (n, width), values (n, width), the leading rows
+    /// already in stored form),
     /// positions start ..< start + n.
     var pending: [ExactRows?]
     typealias ExactRows = (start: Int, count: Int, keys: [Float], values: [Float], rounded: Int)
@@ -99,7 +101,7 @@ public final class CSRCache: KVCache {
                 guard let p = pending[s], p.start <= coded, p.start + p.count == start else {
                     preconditionFailure("layer \(layer): the recent= buffer does not hold tokens \(coded)..<\(start)")
                 }
-                let leaving = Self.rounded(p, coded..<min(start, end), width: width)
+                let leaving = Self.rounded(p, coded..<min(start, end), width: width, form: bufferForm)
                 (codeKeys, codeValues) = (leaving.keys, leaving.values)
             }
             let a = (max(coded, start) - start) * width, b = (end - start) * width
@@ -109,7 +111,8 @@ public final class CSRCache: KVCache {
             }
             try code(layer: s, keys: codeKeys, values: codeValues, tokens: end - coded)
         }
-        pending[s] = Self.exactRows(keeping: pending[s], from: end, width: width, appending: (start, n, keys, values, 0))
+        pending[s] = Self.exactRows(keeping: pending[s], from: end, width: width, form: bufferForm,
+                                    appending: (start, n, keys, values, 0))
         counts[s] = start + n
     }
 
@@ -134,69 +137,75 @@ public final class CSRCache: KVCache {
     /// `recent=`; with it, all but those only the buffer holds.
     func codedTokens(_ s: Int) -> Int { keyStreams[s].rows / (geometry.rowWidth / keyStreams[s].m) }
 
+    /// How the `recent=` buffer stores its rows.
+    var bufferForm: CSRBufferForm { CSRBufferForm(format: codec.settings.recentFormat, headDim: geometry.headDim) }
+
     /// The exact rows after appending `new`: its own, preceded by the rows of `old` (when
-    /// they end where `new` starts) from position `coded` on (those not coded, in fp16 form).
-    static func exactRows(keeping old: ExactRows?, from coded: Int, width: Int, appending new: ExactRows) -> ExactRows {
+    /// they end where `new` starts) from position `coded` on (those not coded, in stored form).
+    static func exactRows(keeping old: ExactRows?, from coded: Int, width: Int, form: CSRBufferForm,
+                          appending new: ExactRows) -> ExactRows {
         let start = new.start
         guard let old, old.start + old.count == start else { return new }
         let from = max(old.start, coded)
         guard from < start else { return new }
-        let kept = rounded(old, from..<start, width: width)
+        let kept = rounded(old, from..<start, width: width, form: form)
         return (kept.start, kept.count + new.count, kept.keys + new.keys, kept.values + new.values, kept.count + new.rounded)
     }
 
-    /// Rows `positions` of `p` (within it) in their stored fp16 form; rows already rounded
-    /// are copied.
-    static func rounded(_ p: ExactRows, _ positions: Range<Int>, width: Int) -> ExactRows {
+    /// Rows `positions` of `p` (within it) in their stored form; rows already rounded are
+    /// copied.
+    static func rounded(_ p: ExactRows, _ positions: Range<Int>, width: Int, form: CSRBufferForm) -> ExactRows {
         guard !positions.isEmpty else { return (positions.lowerBound, 0, [], [], 0) }
         let a = (positions.lowerBound - p.start) * width, b = (positions.upperBound - p.start) * width
         let done = min(b, max(a, p.rounded * width))
-        func form(_ x: [Float]) -> [Float] { Array(x[a..<done]) + x[done..<b].map { Float(Float16($0)) } }
-        return (positions.lowerBound, positions.count, form(p.keys), form(p.values), positions.count)
+        func stored(_ x: [Float]) -> [Float] { Array(x[a..<done]) + form.stored(x[done..<b]) }
+        return (positions.lowerBound, positions.count, stored(p.keys), stored(p.values), positions.count)
     }
 
     /// Rows of the `recent=` buffer that are stored (and counted): the tokens not coded yet,
     /// which the exact rows hold (they end at the layer's count).
     func storedRecentTokens(layer s: Int) -> Int { codec.settings.recentTokens > 0 ? counts[s] - codedTokens(s) : 0 }
 
-    /// Sets layer slot `s`'s exact rows to `n` fp16 rows from position `first`, after rows
+    /// Sets layer slot `s`'s exact rows to `n` stored rows from position `first`, after rows
     /// it holds from its first uncoded token on (as an append does); none when `n` is 0.
-    func takeRecentRows(layer s: Int, first: Int, count n: Int, keys: [Float16], values: [Float16]) {
+    func takeRecentRows(layer s: Int, first: Int, count n: Int, keys: [Float], values: [Float]) {
         guard n > 0 else { pending[s] = nil; return }
-        pending[s] = Self.exactRows(keeping: pending[s], from: codedTokens(s), width: geometry.rowWidth,
-                                    appending: (first, n, keys.map { Float($0) }, values.map { Float($0) }, n))
+        pending[s] = Self.exactRows(keeping: pending[s], from: codedTokens(s), width: geometry.rowWidth, form: bufferForm,
+                                    appending: (first, n, keys, values, n))
     }
 
     /// Writes layer slot `s`'s `recent=` rows among `tokens` (those not coded, which the
-    /// exact rows hold; `tokens` end at the layer's count): u32 count, fp16 keys, fp16 values.
+    /// exact rows hold; `tokens` end at the layer's count): u32 count, then keys and values
+    /// as ``CSRBufferForm/write(_:to:)`` writes them (the latest append's exact rows in the
+    /// form the next append will store them in).
     func writeRecentRows(layer s: Int, tokens: Range<Int>, to w: inout BinaryWriter) {
-        var keys: [UInt16] = [], values: [UInt16] = []
+        var keys: ArraySlice<Float> = [], values: ArraySlice<Float> = []
         let from = max(tokens.lowerBound, codedTokens(s))
         if from < tokens.upperBound {
             guard let p = pending[s], p.start <= from, p.start + p.count == tokens.upperBound else {
                 preconditionFailure("the recent= buffer does not hold tokens \(from)..<\(tokens.upperBound)")
             }
             let a = (from - p.start) * geometry.rowWidth, b = (tokens.upperBound - p.start) * geometry.rowWidth
-            keys = p.keys[a..<b].map { Float16($0).bitPattern }
-            values = p.values[a..<b].map { Float16($0).bitPattern }
+            (keys, values) = (p.keys[a..<b], p.values[a..<b])
         }
         w.write(UInt32(keys.count / geometry.rowWidth))
-        w.write(array: keys)
-        w.write(array: values)
+        bufferForm.write(keys, to: &w)
+        bufferForm.write(values, to: &w)
     }
 
     /// Reads what ``writeRecentRows(layer:tokens:to:)`` wrote for `tokens` tokens ending at
     /// `end`, of which those from `codedEnd` on are not coded (the rows it must hold):
-    /// (first position, rows, keys, values).
-    static func readRecentRows(_ r: inout BinaryReader, settings: CSRSettings, width: Int, tokens: Int, end: Int, codedEnd: Int) throws
-        -> (first: Int, count: Int, keys: [Float16], values: [Float16]) {
+    /// (first position, rows, keys, values as stored).
+    static func readRecentRows(_ r: inout BinaryReader, settings: CSRSettings, width: Int, headDim: Int, tokens: Int, end: Int,
+                               codedEnd: Int) throws -> (first: Int, count: Int, keys: [Float], values: [Float]) {
         let expected = end - max(end - tokens, codedEnd)
         let n = Int(try r.read(UInt32.self, "recent row count"))
         guard n <= min(tokens, settings.recentTokens), n == expected else {
             throw KVCacheError.malformedPayload("\(n) recent rows for \(tokens) tokens with recent=\(settings.recentTokens), \(expected) expected")
         }
-        let k = try r.readArray(UInt16.self, count: n * width, "recent keys"), v = try r.readArray(UInt16.self, count: n * width, "recent values")
-        return (end - n, n, k.map { Float16(bitPattern: $0) }, v.map { Float16(bitPattern: $0) })
+        let form = CSRBufferForm(format: settings.recentFormat, headDim: headDim)
+        let k = try form.read(&r, count: n * width, "recent keys"), v = try form.read(&r, count: n * width, "recent values")
+        return (end - n, n, k, v)
     }
 
     /// A decode step's keys and values (`width` floats each) coded on the compute threads,
@@ -316,7 +325,7 @@ public final class CSRCache: KVCache {
     public func byteCount(layer: Int) -> Int {
         guard geometry.layers.contains(layer) else { return 0 }
         let s = layer - geometry.layers.lowerBound
-        return keyStreams[s].byteCount + valueStreams[s].byteCount + storedRecentTokens(layer: s) * geometry.rowWidth * 2 * 2
+        return keyStreams[s].byteCount + valueStreams[s].byteCount + storedRecentTokens(layer: s) * 2 * bufferForm.bytes(width: geometry.rowWidth)
     }
 
     /// Bytes the codes take in memory, where every row keeps `sparsity` fixed-width slots
@@ -338,13 +347,13 @@ public final class CSRCache: KVCache {
             let rowsPerToken = geometry.rowWidth, coded = min(codedTokens(s), count)
             keyStreams[s].truncate(rows: coded * rowsPerToken / keyStreams[s].m)
             valueStreams[s].truncate(rows: coded * rowsPerToken / valueStreams[s].m)
-            // The recent= buffer keeps its uncoded rows below `count`, in their stored (fp16)
+            // The recent= buffer keeps its uncoded rows below `count`, in their stored
             // form. Tokens that had left it stay coded: cut back by one token (a resumed
             // session), the next append codes nothing and leaves the cache what it would have been.
             pending[s] = pending[s].flatMap { p in
                 guard coded < count else { return nil }
                 precondition(p.start <= coded, "the recent= buffer does not hold tokens \(coded)..<\(count)")
-                return Self.rounded(p, coded..<count, width: rowsPerToken)
+                return Self.rounded(p, coded..<count, width: rowsPerToken, form: bufferForm)
             }
             counts[s] = count
         }

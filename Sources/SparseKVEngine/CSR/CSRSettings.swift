@@ -18,7 +18,9 @@ import SparseCoding
 ///   with the dictionary's static tables in the stored and transferred form; see
 ///   ``IndexCoding``), `recent=W` (the
 ///   latest W tokens also kept in fp16, as KIVI's and the CSR paper's full-precision
-///   buffer; attention reads them instead of their codes; counted), `sink=N` (the first
+///   buffer; attention reads them instead of their codes; counted), `buffer=i8` (the
+///   buffer's rows stored as int8 with an fp16 scale per head vector, 8.25 bits per channel
+///   instead of 16; see ``BufferFormat``), `sink=N` (the first
 ///   N tokens' vectors always in the guard bank, outside its budget: the attention sink),
 ///   `k@L=S` or `k@A-B=S` (and `v@...`: pairs per key vector, per value chunk, of layer L or
 ///   layers A through B; the others keep `k=`/`v=`: a sparsity allocated per layer).
@@ -78,6 +80,16 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
     /// transferred); attention reads those rows instead of their codes. A token is coded
     /// when it leaves the buffer, from its fp16 row, so buffered tokens cost their rows alone.
     public var recentTokens = 0
+    /// How the `recent=` buffer stores its rows (`buffer=`).
+    public enum BufferFormat: Sendable, Equatable {
+        /// fp16 values (`buffer=f16`, the default).
+        case float16
+        /// Each head vector (headDim channels) as int8 q in -127...127 times one fp16 scale,
+        /// peak / 127 (`buffer=i8`): 8 + 16 / headDim bits per channel, KIVI-8's precision
+        /// per token.
+        case int8
+    }
+    public var recentFormat = BufferFormat.float16
     /// The first tokens whose vectors the guard bank always keeps (fp16, counted), outside
     /// `guardFraction`: the tokens most of the attention of many heads rests on.
     public var sinkTokens = 0
@@ -177,10 +189,16 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
             case "recent":
                 s.recentTokens = try int()
                 guard s.recentTokens <= 4096 else { throw CSRError.badSettings("recent=\(kv[1]) is more than 4096 tokens") }
+            case "buffer":
+                switch kv[1].lowercased() {
+                case "f16", "fp16": s.recentFormat = .float16
+                case "i8", "int8": s.recentFormat = .int8
+                default: throw CSRError.badSettings("buffer=\(kv[1]): use f16 or i8")
+                }
             case "sink":
                 s.sinkTokens = try int()
                 guard s.sinkTokens <= 4096 else { throw CSRError.badSettings("sink=\(kv[1]) is more than 4096 tokens") }
-            default: throw CSRError.badSettings("unknown option '\(kv[0])' (known: k, v, k@L, v@L, coef, alg, online, guard, guard-error, err, ec, recent, sink)")
+            default: throw CSRError.badSettings("unknown option '\(kv[0])' (known: k, v, k@L, v@L, coef, alg, online, guard, guard-error, err, ec, recent, buffer, sink)")
             }
         }
         if s.errorBudget != nil {
@@ -202,6 +220,9 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
         // Overrides equal to the default say nothing: dropped, so equal settings print alike.
         s.keySparsityByLayer = s.keySparsityByLayer.filter { $0.value != s.keySparsity }
         s.valueSparsityByLayer = s.valueSparsityByLayer.filter { $0.value != s.valueSparsity }
+        guard s.recentFormat == .float16 || s.recentTokens > 0 else {
+            throw CSRError.badSettings("buffer=i8 sets how the recent= buffer stores its rows; give recent=W too")
+        }
         guard s.onlineAtoms <= 4096 else { throw CSRError.badSettings("online=\(s.onlineAtoms) is more than 4096 atoms") }
         self = s
     }
@@ -243,6 +264,7 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
         case .gaps: parts.append("ec=gaps")
         }
         if recentTokens > 0 { parts.append("recent=\(recentTokens)") }
+        if recentFormat == .int8 { parts.append("buffer=i8") }
         if sinkTokens > 0 { parts.append("sink=\(sinkTokens)") }
         return "csr:" + parts.joined(separator: ",")
     }

@@ -1,0 +1,109 @@
+/// How a CSR cache's `recent=` buffer stores, counts and transfers its rows
+/// (``CSRSettings/BufferFormat``).
+///
+/// - fp16: each value rounded to binary16.
+/// - int8: each head vector (`headDim` channels) as q in -127...127 and one fp16 scale,
+///   s = peak / 127 rounded to fp16; a value is q * s. A scale below fp16's smallest normal
+///   number stores the vector as zeros (its peak is under 0.008).
+///
+/// The cache holds the stored values as fp32 for the attention kernel and codes a token
+/// leaving the buffer from them. Storing them again gives the same values, bit for bit:
+/// with a normal scale the peak's q is exactly ±127 (s is within 2^-11 of peak / 127), so
+/// the stored peak is 127 s, its scale s again and every q again q. The wire form is
+/// therefore made from the held values whenever it is asked for, and a replica that reads
+/// it holds what the original holds.
+struct CSRBufferForm {
+    let format: CSRSettings.BufferFormat
+    /// Channels per int8 scale: one head vector.
+    let headDim: Int
+
+    /// Bytes one token's keys (or values) of `width` channels take when stored.
+    func bytes(width: Int) -> Int {
+        switch format {
+        case .float16: width * 2
+        case .int8: width + width / headDim * 2
+        }
+    }
+
+    /// `x` (whole head vectors) in its stored form.
+    func stored(_ x: ArraySlice<Float>) -> [Float] {
+        switch format {
+        case .float16:
+            return x.map { Float(Float16($0)) }
+        case .int8:
+            var out = [Float](repeating: 0, count: x.count)
+            var q = [Int8](repeating: 0, count: headDim)
+            x.withUnsafeBufferPointer { xp in
+                for row in 0..<x.count / headDim {
+                    let s = Float(Float16(bitPattern: Self.quantize(xp.baseAddress! + row * headDim, headDim, into: &q)))
+                    for i in 0..<headDim { out[row * headDim + i] = Float(q[i]) * s }
+                }
+            }
+            return out
+        }
+    }
+
+    /// Head vector x (d values) as int8 q, returning the fp16 bits of its scale.
+    static func quantize(_ x: UnsafePointer<Float>, _ d: Int, into q: inout [Int8]) -> UInt16 {
+        var peak: Float = 0
+        for i in 0..<d { peak = max(peak, abs(x[i])) }
+        var scale = Float16(peak / 127)
+        if !scale.isFinite { scale = .greatestFiniteMagnitude }
+        guard scale >= .leastNormalMagnitude else {
+            for i in 0..<d { q[i] = 0 }
+            return Float16(0).bitPattern
+        }
+        let s = Float(scale)
+        for i in 0..<d { q[i] = Int8(max(-127, min(127, (x[i] / s).rounded()))) }
+        return scale.bitPattern
+    }
+
+    /// Writes `x` (rows of whole head vectors, already in stored form): fp16 bits, or the
+    /// fp16 scales of every head vector followed by their int8 values.
+    func write(_ x: ArraySlice<Float>, to w: inout BinaryWriter) {
+        switch format {
+        case .float16:
+            w.write(array: x.map { Float16($0).bitPattern })
+        case .int8:
+            let vectors = x.count / headDim
+            var scales = [UInt16](repeating: 0, count: vectors), values = [Int8](repeating: 0, count: x.count)
+            var q = [Int8](repeating: 0, count: headDim)
+            x.withUnsafeBufferPointer { xp in
+                for v in 0..<vectors {
+                    scales[v] = Self.quantize(xp.baseAddress! + v * headDim, headDim, into: &q)
+                    for i in 0..<headDim { values[v * headDim + i] = q[i] }
+                }
+            }
+            w.write(array: scales)
+            w.write(array: values)
+        }
+    }
+
+    /// Reads what ``write(_:to:)`` wrote for `count` values, as their stored values.
+    /// - Throws: `KVCacheError.malformedPayload` for a scale that is not a finite, non-negative
+    ///   fp16 number or an int8 value of -128, and when the bytes run out.
+    func read(_ r: inout BinaryReader, count: Int, _ what: String) throws -> [Float] {
+        switch format {
+        case .float16:
+            return try r.readArray(UInt16.self, count: count, what).map { Float(Float16(bitPattern: $0)) }
+        case .int8:
+            let vectors = count / headDim
+            let scales = try r.readArray(UInt16.self, count: vectors, "\(what) scales")
+            let q = try r.readArray(Int8.self, count: count, what)
+            var out = [Float](repeating: 0, count: count)
+            for v in 0..<vectors {
+                let scale = Float16(bitPattern: scales[v])
+                guard scale.isFinite, scale >= 0, scale == 0 || scale >= .leastNormalMagnitude else {
+                    throw KVCacheError.malformedPayload("\(what): a buffer scale of \(scale)")
+                }
+                let s = Float(scale)
+                for i in 0..<headDim {
+                    let x = q[v * headDim + i]
+                    guard x != -128 else { throw KVCacheError.malformedPayload("\(what): an int8 value of -128") }
+                    out[v * headDim + i] = Float(x) * s
+                }
+            }
+            return out
+        }
+    }
+}

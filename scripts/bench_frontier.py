@@ -300,7 +300,7 @@ def markdown(report):
              "**Protocol (the issue's):** llama-perplexity windows, each from an empty cache; the first half of each "
              "window prefilled at once, the scored half fed **token by token** (`--decode-batch 1`). Perplexity change and "
              "mean KL are against the fp32 cache on the same windows. Bits per channel count every byte the cache holds "
-             "after the window (codes, pair counts, scales, online atoms, guard, the fp16 rows of `recent=` and `sink=`), "
+             "after the window (codes, pair counts, scales, online atoms, guard, the rows of `recent=` (fp16, or int8 with `buffer=i8`) and `sink=` (fp16)), "
              "averaged over windows; the shared "
              "dictionary is not in them (it is "
              f"{report.get('dictionaryBytes', 0) / 1e6:.2f} MB per node, the file). With `err=`, bits are the stored/"

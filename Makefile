@@ -45,7 +45,7 @@ netns-e2e: build  ## the cluster over emulated 100 Mbit/s links: a network names
 docker-e2e:       ## the cluster in Docker compose (root): generation + drain vs a local run; needs a built $(BIN)
 	bash cluster/docker-e2e.sh --bin $(BIN)
 
-bench-bandwidth: build ## KV bandwidth report over emulated links (root; reports/bandwidth.{json,md,svg}, ~25 min)
+bench-bandwidth: build ## KV bandwidth report over emulated links (root; reports/bandwidth.{json,md,svg}, ~35 min)
 	python3 scripts/bench_bandwidth.py
 
 clean:

@@ -29,7 +29,7 @@ Output: reports/bandwidth.json, reports/bandwidth.md, reports/bandwidth.svg.
 
   scripts/bench_bandwidth.py [--ctx 512 2048 4096 8192] [--rates 100mbit 1gbit]
                              [--kv fp16 kivi4 ...] [--decode 16] [--quality EVAL.json ...] [--bin PATH] [--out DIR]
-Needs root (network namespaces). `make bench-bandwidth` runs the defaults (about 25 min).
+Needs root (network namespaces). `make bench-bandwidth` runs the defaults (about 35 min).
 """
 import argparse
 import json

@@ -263,12 +263,21 @@ for _ in $(seq 600); do
 done
 [[ -n "$listening" ]] || die "the coordinator did not start (see $logs)"
 
+# One worker at a time, each once the coordinator has registered the one before: the plan
+# follows the order of registration, so w1, w2, ... get the layers in that order on every run
+# (started together, a worker that loads faster could register first and change the plan).
 for i in $(seq "$workers"); do
     setsid ip netns exec "$(worker_ns "$i")" "$bin" worker "${model_args[@]}" --coordinator "$endpoint" \
         --listen "tcp://$(worker_ip "$i"):6000" --id "w$i" --memory "$memory" -t "$threads" --insecure \
         >"$logs/w$i.out" 2>"$logs/w$i.log" &
     pids+=($!)
     echo "${pids[-1]}" >>"$logs/pids"
+    [[ "$i" -lt "$workers" ]] || break
+    for _ in $(seq 1200); do
+        grep -q "registered w$i at" "$logs/coordinator.log" 2>/dev/null && break
+        kill -0 "${pids[-1]}" 2>/dev/null || break   # reported by the readiness loop below
+        sleep 0.1
+    done
 done
 
 ready=""

@@ -87,13 +87,9 @@ import SparseCoding
     @Test func int8BufferIsReadCountedAndCarried() throws {
         let half = try F.randomCodec(atoms: 8, seed: 5) { $0.recentTokens = 5 }
         let codec = try F.randomCodec(atoms: 8, seed: 5) { $0.recentTokens = 5; $0.recentFormat = .int8 }
-        let k = F.rows(15, seed: 6), v = F.rows(15, seed: 7), w = F.geometry.rowWidth, d = F.d
         let csr = codec.makeCache(geometry: F.geometry, rope: F.rope), fp16 = half.makeCache(geometry: F.geometry, rope: F.rope)
         let dense = DenseKVCache<Float>(geometry: F.geometry, rope: F.rope)
-        for c in [csr, fp16, dense] as [any KVCache] {
-            try F.fill(c, Array(k[0..<12 * w]), Array(v[0..<12 * w]), batch: 12)
-            try F.fill(c, Array(k[12 * w..<15 * w]), Array(v[12 * w..<15 * w]), batch: 1)
-        }
+        let (k, v) = try F.promptThenThreeTokens([csr, fp16, dense]), w = F.geometry.rowWidth, d = F.d
         // Values of at most 2: half a step is at most 2 / 254 (keys rotated: at most sqrt(2) times that).
         let (ck, cv) = F.read(csr, layer: 1, head: 0), (dk, dv) = F.read(dense, layer: 1, head: 0)
         #expect(maxAbsDiff(Array(cv[10 * d..<14 * d]), Array(dv[10 * d..<14 * d])) <= 2 / 254 * 1.001)

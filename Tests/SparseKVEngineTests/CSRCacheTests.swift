@@ -73,6 +73,17 @@ enum CSRFixture {
         }
     }
 
+    /// The `recent=` tests' tokens: 15 random ones (seeds 6 and 7), a prompt of 12 then 3
+    /// tokens one at a time, appended to every cache of `caches`; returns their rows.
+    static func promptThenThreeTokens(_ caches: [any KVCache]) throws -> (k: [Float], v: [Float]) {
+        let k = rows(15, seed: 6), v = rows(15, seed: 7), w = geometry.rowWidth
+        for c in caches {
+            try fill(c, Array(k[0..<12 * w]), Array(v[0..<12 * w]), batch: 12)
+            try fill(c, Array(k[12 * w..<15 * w]), Array(v[12 * w..<15 * w]), batch: 1)
+        }
+        return (k, v)
+    }
+
     /// What a `recent=` cache's codes should be: a cache of `codec` (no buffer) that codes
     /// tokens 0..<n of `k`/`v`, those in `fp16` from their fp16 rows (as tokens leaving a
     /// buffer are coded), and its byte count then. One more token follows, so that all n
@@ -234,13 +245,9 @@ enum CSRFixture {
     @Test func recentBufferReadsTheLatestTokensInFP16() throws {
         let plain = try F.randomCodec(atoms: 8, seed: 5)  // a poor fit: s = 2 of 8 random atoms
         let codec = try F.randomCodec(atoms: 8, seed: 5) { $0.recentTokens = 5 }
-        let k = F.rows(15, seed: 6), v = F.rows(15, seed: 7), w = F.geometry.rowWidth
         let csr = codec.makeCache(geometry: F.geometry, rope: F.rope), lossy = plain.makeCache(geometry: F.geometry, rope: F.rope)
         let dense = DenseKVCache<Float>(geometry: F.geometry, rope: F.rope)
-        for c in [csr, lossy, dense] as [any KVCache] {
-            try F.fill(c, Array(k[0..<12 * w]), Array(v[0..<12 * w]), batch: 12)
-            try F.fill(c, Array(k[12 * w..<15 * w]), Array(v[12 * w..<15 * w]), batch: 1)
-        }
+        let (k, v) = try F.promptThenThreeTokens([csr, lossy, dense]), w = F.geometry.rowWidth
         // Rows of the 4 buffered tokens before the latest are fp16 (relative error 2^-11 of
         // values up to 2, rotated); the latest is exact; older tokens are their codes.
         let (ck, cv) = F.read(csr, layer: 1, head: 0), (dk, dv) = F.read(dense, layer: 1, head: 0)
@@ -272,8 +279,7 @@ enum CSRFixture {
         // Cut back by a token (a resumed session), the buffer keeps its rows below the cut, and
         // after the next token holds what a cache that never went further holds.
         let fresh = codec.makeCache(geometry: F.geometry, rope: F.rope)
-        try F.fill(fresh, Array(k[0..<12 * w]), Array(v[0..<12 * w]), batch: 12)
-        try F.fill(fresh, Array(k[12 * w..<15 * w]), Array(v[12 * w..<15 * w]), batch: 1)
+        _ = try F.promptThenThreeTokens([fresh])
         try F.fill(fresh, Array(more[0..<w]), Array(more[0..<w]), batch: 1)
         csr.truncate(to: 16)
         let next = F.rows(1, seed: 9)

@@ -28,34 +28,9 @@ struct CSRBufferForm {
     /// `x` (whole head vectors) in its stored form.
     func stored(_ x: ArraySlice<Float>) -> [Float] {
         switch format {
-        case .float16:
-            return x.map { Float(Float16($0)) }
-        case .int8:
-            var out = [Float](repeating: 0, count: x.count)
-            var q = [Int8](repeating: 0, count: headDim)
-            x.withUnsafeBufferPointer { xp in
-                for row in 0..<x.count / headDim {
-                    let s = Float(Float16(bitPattern: Self.quantize(xp.baseAddress! + row * headDim, headDim, into: &q)))
-                    for i in 0..<headDim { out[row * headDim + i] = Float(q[i]) * s }
-                }
-            }
-            return out
+        case .float16: x.map { Float(Float16($0)) }
+        case .int8: values(quantized(x))
         }
-    }
-
-    /// Head vector x (d values) as int8 q, returning the fp16 bits of its scale.
-    static func quantize(_ x: UnsafePointer<Float>, _ d: Int, into q: inout [Int8]) -> UInt16 {
-        var peak: Float = 0
-        for i in 0..<d { peak = max(peak, abs(x[i])) }
-        var scale = Float16(peak / 127)
-        if !scale.isFinite { scale = .greatestFiniteMagnitude }
-        guard scale >= .leastNormalMagnitude else {
-            for i in 0..<d { q[i] = 0 }
-            return Float16(0).bitPattern
-        }
-        let s = Float(scale)
-        for i in 0..<d { q[i] = Int8(max(-127, min(127, (x[i] / s).rounded()))) }
-        return scale.bitPattern
     }
 
     /// Writes `x` (rows of whole head vectors, already in stored form): fp16 bits, or the
@@ -65,18 +40,34 @@ struct CSRBufferForm {
         case .float16:
             w.write(array: x.map { Float16($0).bitPattern })
         case .int8:
-            let vectors = x.count / headDim
-            var scales = [UInt16](repeating: 0, count: vectors), values = [Int8](repeating: 0, count: x.count)
-            var q = [Int8](repeating: 0, count: headDim)
-            x.withUnsafeBufferPointer { xp in
-                for v in 0..<vectors {
-                    scales[v] = Self.quantize(xp.baseAddress! + v * headDim, headDim, into: &q)
-                    for i in 0..<headDim { values[v * headDim + i] = q[i] }
-                }
-            }
+            let (scales, q) = quantized(x)
             w.write(array: scales)
-            w.write(array: values)
+            w.write(array: q)
         }
+    }
+
+    /// `x`'s head vectors as int8: the fp16 bits of each one's scale, and its q values.
+    private func quantized(_ x: ArraySlice<Float>) -> (scales: [UInt16], q: [Int8]) {
+        let d = headDim
+        var scales = [UInt16](repeating: 0, count: x.count / d), q = [Int8](repeating: 0, count: x.count)
+        x.withUnsafeBufferPointer { xp in
+            for v in scales.indices {
+                var peak: Float = 0
+                for i in 0..<d { peak = max(peak, abs(xp[v * d + i])) }
+                var scale = Float16(peak / 127)
+                if !scale.isFinite { scale = .greatestFiniteMagnitude }
+                guard scale >= .leastNormalMagnitude else { continue }  // stored as zeros
+                let s = Float(scale)
+                scales[v] = scale.bitPattern
+                for i in 0..<d { q[v * d + i] = Int8(max(-127, min(127, (xp[v * d + i] / s).rounded()))) }
+            }
+        }
+        return (scales, q)
+    }
+
+    /// The values of head vectors stored as (scales, q): q times its vector's scale.
+    private func values(_ x: (scales: [UInt16], q: [Int8])) -> [Float] {
+        x.q.indices.map { Float(x.q[$0]) * Float(Float16(bitPattern: x.scales[$0 / headDim])) }
     }
 
     /// Reads what ``write(_:to:)`` wrote for `count` values, as their stored values.
@@ -87,23 +78,13 @@ struct CSRBufferForm {
         case .float16:
             return try r.readArray(UInt16.self, count: count, what).map { Float(Float16(bitPattern: $0)) }
         case .int8:
-            let vectors = count / headDim
-            let scales = try r.readArray(UInt16.self, count: vectors, "\(what) scales")
+            let scales = try r.readArray(UInt16.self, count: count / headDim, "\(what) scales")
             let q = try r.readArray(Int8.self, count: count, what)
-            var out = [Float](repeating: 0, count: count)
-            for v in 0..<vectors {
-                let scale = Float16(bitPattern: scales[v])
-                guard scale.isFinite, scale >= 0, scale == 0 || scale >= .leastNormalMagnitude else {
-                    throw KVCacheError.malformedPayload("\(what): a buffer scale of \(scale)")
-                }
-                let s = Float(scale)
-                for i in 0..<headDim {
-                    let x = q[v * headDim + i]
-                    guard x != -128 else { throw KVCacheError.malformedPayload("\(what): an int8 value of -128") }
-                    out[v * headDim + i] = Float(x) * s
-                }
+            if let bad = scales.map({ Float16(bitPattern: $0) }).first(where: { !$0.isFinite || $0 < 0 || ($0 != 0 && $0 < .leastNormalMagnitude) }) {
+                throw KVCacheError.malformedPayload("\(what): a buffer scale of \(bad)")
             }
-            return out
+            guard !q.contains(-128) else { throw KVCacheError.malformedPayload("\(what): an int8 value of -128") }
+            return values((scales, q))
         }
     }
 }

@@ -85,8 +85,7 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
         /// fp16 values (`buffer=f16`, the default).
         case float16
         /// Each head vector (headDim channels) as int8 q in -127...127 times one fp16 scale,
-        /// peak / 127 (`buffer=i8`): 8 + 16 / headDim bits per channel, KIVI-8's precision
-        /// per token.
+        /// peak / 127 (`buffer=i8`): 8 + 16 / headDim bits per channel.
         case int8
     }
     public var recentFormat = BufferFormat.float16

@@ -13,7 +13,9 @@
 #      installs the replica, the session resumes without recomputing, and its tokens are checked;
 #      the replica bytes the holder counted (w3's full copies and per-token stream) are checked
 #      against the link counters of the holder's and w3's interfaces, and the replica's bytes
-#      per decoded token are printed next to the fp16 dense K+V of the same layers,
+#      per decoded token are printed next to the fp16 dense K+V of the same layers
+#      (measured from a quiet cluster: no kv crossing between workers for a second), and
+#      once every session has ended no live worker may hold any KV,
 #   6. checks that nothing is left: no process, namespace or link.
 # Then it stops a cluster with SIGTERM while it is loading and once while it serves a
 # command, and checks the same. Needs root. Exit status 0 only if every step passed.
@@ -32,7 +34,7 @@ while [[ $# -gt 0 ]]; do
         --rate) rate="$2"; shift 2 ;;
         --kv) kvs+=("$2"); shift 2 ;;
         --keep-logs) keep=1; shift ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "netns-e2e: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -141,8 +143,37 @@ counters() {
         ip -n "$ns" -s -j link show "$ns" >"$out/link-$w-$tag.json"
     done
 }
+# The sum of the kv bytes the live workers received (one stats request each).
+kv_received() {
+    local ns
+    for ns in $(ip netns list | awk '{print $1}' | grep -E "^$PREFIX-w[0-9]+\$"); do
+        [[ -n "$(ip netns pids "$ns")" ]] || continue
+        "$BIN" cluster stats --cluster "tcp://$(ip -n "$ns" -4 -o addr show dev "$ns" | awk '{print $4}' | cut -d/ -f1):6000"
+    done | python3 -c 'import json, sys
+d = json.JSONDecoder(); s = sys.stdin.read().strip(); n = i = 0
+while i < len(s):
+    o, i = d.raw_decode(s, i); i = len(s) - len(s[i:].lstrip())
+    n += sum(c.get("kv", {}).get("receivedBytes", 0) for c in o["byPeer"].values())
+print(n)'
+}
+# Waits until no kv crosses between workers for a second: a replica asked for near the end
+# of the last generation may still be on its way over a slow link, and its bytes must not
+# land in the window measured next.
+quiet() {
+    local a b
+    a=$(kv_received) || return 1
+    for _ in $(seq 60); do
+        sleep 1
+        b=$(kv_received) || return 1
+        [[ "$a" == "$b" ]] && return 0
+        a=$b
+    done
+    echo "client: kv kept crossing between the workers for a minute" >&2
+    return 1
+}
 log="$out/logs/coordinator.log"
 replicas_before=$(grep -c "keeps the replica of w3's" "$log" || true)
+quiet || exit 17
 counters before || exit 17
 "$BIN" generate --cluster "$SPARSEKV_CLUSTER" --prompt-file "$PROMPT" -n $((TOKENS * 4)) --ignore-eos --json >"$out/after-kill.json" &
 gen=$!
@@ -159,6 +190,13 @@ victim=$(ip netns pids "$PREFIX-w3" | head -1)
 kill -KILL "$victim"
 wait "$gen" || { echo "client: the generation during the failover failed" >&2; exit 16; }
 counters after || exit 17
+# Every session has ended: once the workers' dropSession is in, none may hold any KV (a copy
+# that landed after its session ended is dropped too).
+for _ in $(seq 100); do
+    counters end || exit 17
+    python3 -c 'import json, sys; sys.exit(any(json.load(open(f))["kvCacheBytes"] for f in sys.argv[1:]))' "$out"/stats-w*-end.json && break
+    sleep 0.1
+done
 CLIENT
 chmod +x "$work/client.sh"
 export BIN="$bin" PROMPT="$prompt" TOKENS="$tokens" DRAIN_WORKER="$drain_worker"

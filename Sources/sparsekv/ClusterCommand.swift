@@ -34,13 +34,28 @@ struct ClusterCommand: ParsableCommand {
 
     struct Stats: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print the coordinator's byte counters (by peer and category) as JSON.")
+            abstract: "Print the coordinator's byte counters (by peer and category) as JSON.",
+            discussion: """
+                The JSON has byPeer (peer -> category -> bytes and messages each way), rejected \
+                (messages refused by the decoder), kvCacheBytes (the KV the node holds) and \
+                sessionCount (the sessions it holds KV or state for). Given a worker's endpoint \
+                instead of the coordinator's, the same for that worker.
+                """)
 
         @OptionGroup var endpoint: Endpoint
 
+        /// The stats reply as printed: the traffic's fields, then what the node holds.
+        struct Printed: Encodable {
+            let byPeer: [String: TrafficByCategory]
+            let rejected: TrafficCount
+            let kvCacheBytes: UInt64
+            let sessionCount: Int
+        }
+
         func run() throws {
             let stats = try endpoint.client().stats()
-            print(try jsonString(stats.traffic))
+            print(try jsonString(Printed(byPeer: stats.traffic.byPeer, rejected: stats.traffic.rejected,
+                                         kvCacheBytes: stats.kvCacheBytes, sessionCount: stats.sessionCount)))
         }
     }
 

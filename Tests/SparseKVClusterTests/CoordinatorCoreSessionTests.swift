@@ -121,10 +121,19 @@ extension CoordinatorCoreTests {
                                     KVTransferAckBody(layers: 0..<10, tokenCount: 9, mode: .replica), now: at(2))
         #expect(wrong.count == 1 && c.sessions[1]?.replicas.map(\.source) == ["w2", "w3"])
 
-        // Once the session ended, its transfers are forgotten: their acks are stale.
+        // Once the session ended, its transfers are forgotten. A copy that still lands (it
+        // left before the session's dropSession and arrived after it) is dropped again on
+        // the worker that kept it.
         c.sessionEnded(1)
         #expect(c.sessions.transfers.isEmpty && c.sessions[1] == nil)
-        #expect(ack(&c, requests[1], tokens: 9, at: 3) == [.log(.debug, "ack for request \(requests[1].id) from w3, not a pending transfer")])
+        #expect(ack(&c, requests[1], tokens: 9, at: 3) == [
+            .log(.info, "session 1 has ended; w3 drops the copy of layers 10..<20 that reached it late"),
+            .send(worker: "w3", WireMessage(.dropSession, sessionID: 1))])
+        // A measured transfer keeps nothing; an ack from no worker of the cluster changes nothing.
+        let measured = c.transferAcked(requestID: 77, sessionID: 1, from: "w3", KVTransferAckBody(layers: 0..<10, tokenCount: 9, mode: .measure), now: at(4))
+        #expect(measured == [.log(.debug, "ack for request 77 from w3, not a pending transfer")])
+        let stranger = c.transferAcked(requestID: 78, sessionID: 1, from: "w9", KVTransferAckBody(layers: 0..<10, tokenCount: 9, mode: .replica), now: at(4))
+        #expect(stranger == [.log(.debug, "ack for request 78 from w9, not a pending transfer")])
     }
 
     @Test func aSecondDeathForgetsTheInstallsButKeepsTheReplicasForTheNextPlan() {

@@ -89,6 +89,56 @@ struct FailoverProcessTests {
         }
     }
 
+    /// A drain that gives a worker a second segment (the last worker's layers go to the one
+    /// before it), then that worker killed mid-decode: each segment has its own replica on
+    /// the holder, both are installed, and the session resumes from them. Once every
+    /// session has ended, no live worker holds any KV: a replica still crossing when its
+    /// session ended is dropped where it lands.
+    @Test func aWorkerGivenASecondSegmentByADrainIsRestoredFromBothReplicas() throws {
+        let kv = "csr:8,coef=i8"
+        let cluster = try LocalCluster(workers: 3, kv: kv)
+        let control = try ClusterClient(coordinator: cluster.endpoint)
+        let expected = try ClusterProcessTests.localTokens(kv: kv, maxTokens: Self.request.maxTokens, ctx: 512)
+        // "assigned layers 10..<20 to w2": registration order decides who serves which layers.
+        let plan = Self.logLines(cluster, "assigned layers ").compactMap { line -> (first: Int, id: String)? in
+            let words = line.split(separator: " ")
+            guard let range = words.last(where: { $0.contains("..<") }), let first = Int(range.split(separator: ".")[0]) else { return nil }
+            return (first, String(words.last!))
+        }.sorted { $0.first < $1.first }.map(\.id)
+        try #require(plan.count == 3)
+        let drained = try control.drain(DrainRequestBody(workerID: plan[2]))
+        #expect(drained.layers == 20..<30 && drained.sessionCount == 0)
+        #expect(!Self.logLines(cluster, "pipeline now \(plan[0]) 0..<10, \(plan[1]) 10..<30").isEmpty)
+        // Sessions that end at their first decode step, the one that asks for their replicas:
+        // over a slow link a copy can land after its session ended (cluster/netns-e2e.sh meets that).
+        let short = GenerateRequestBody(prompt: ClusterProcessTests.prompt, maxTokens: 2, ignoreEOS: true)
+        for _ in 0..<6 { #expect(try control.generate(short).generatedTokens == Array(expected.prefix(2))) }
+        try Self.expectNoKV(cluster, on: [plan[0], plan[1]])
+
+        try Self.killRound(cluster, control, victim: plan[1], round: 0, replicas: true, expected: expected)
+        let kept = Self.logLines(cluster, "keeps the replica of \(plan[1])'s layers")
+        #expect(kept.contains { $0.contains("10..<20") } && kept.contains { $0.contains("20..<30") }, "one replica per segment: \(kept)")
+        #expect(!Self.logLines(cluster, "installing replicas: \(plan[0]) -> \(plan[0]) 10..<20, \(plan[0]) -> \(plan[0]) 20..<30").isEmpty)
+
+        try Self.expectNoKV(cluster, on: [plan[0]])
+        #expect(cluster.stop())
+    }
+
+    /// Every session has ended: within a few seconds (the dropSession messages, a late
+    /// copy's ack and the drop that answers it), none of `workers` holds any KV.
+    static func expectNoKV(_ cluster: LocalCluster, on workers: [String]) throws {
+        for w in workers {
+            let client = try ClusterClient(coordinator: cluster.workerEndpoints[try #require(cluster.workers.firstIndex { $0.name == w })])
+            let deadline = ContinuousClock.now + .seconds(10)
+            var held = try client.stats().kvCacheBytes
+            while held > 0, ContinuousClock.now < deadline {
+                Thread.sleep(forTimeInterval: 0.1)
+                held = try client.stats().kvCacheBytes
+            }
+            #expect(held == 0, "\(w) still holds \(held) bytes of KV after every session ended")
+        }
+    }
+
     /// The case: the first, a middle and the last worker killed in turn, each time
     /// a standby takes the dead worker's place and receives its replica from the holder;
     /// the session continues from the replica, with the single-process tokens. KIVI's

@@ -123,10 +123,17 @@ extension CoordinatorCore {
 
     /// A worker acked a kvRequest: it holds the KV. An ack that matches no transfer still
     /// out (unknown, already failed, or of an earlier plan) is ignored; one that names
-    /// other layers, mode, session or receiver than asked fails the transfer.
+    /// other layers, mode, session or receiver than asked fails the transfer. A copy that
+    /// lands after its session ended (a replica still crossing a slow link when the last
+    /// token came back) came after the session's dropSession: the worker is told to drop
+    /// it again, or it would hold that KV for the rest of its life.
     public mutating func transferAcked(requestID: UInt64, sessionID: UInt64, from peer: String, _ ack: KVTransferAckBody,
                                        now: ContinuousClock.Instant) -> [CoordinatorAction] {
         guard let t = sessions.transfers[requestID] else {
+            if sessions.entries[sessionID] == nil, ack.mode == .replica || ack.mode == .install, index(ofWorker: peer) != nil {
+                return [.log(.info, "session \(sessionID) has ended; \(peer) drops the copy of layers \(ack.layers.lowerBound)..<\(ack.layers.upperBound) that reached it late"),
+                        .send(worker: peer, WireMessage(.dropSession, sessionID: sessionID))]
+            }
             return [.log(.debug, "ack for request \(requestID) from \(peer), not a pending transfer")]
         }
         guard peer == t.destination, ack.layers == t.layers, ack.mode == t.mode, sessionID == t.sessionID else {

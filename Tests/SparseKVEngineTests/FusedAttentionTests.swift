@@ -116,7 +116,8 @@ import Testing
     @Test(arguments: FusedAttentionTests.kinds)
     func prefillMatchesReference(kind: String) throws {
         for (kvHeads, group) in [(1, 2), (3, 3)] {
-            for (prompt, n) in [(0, 5), (0, 300), (200, 17), (600, 700)] {
+            // Several key blocks (512 positions) and query blocks (256 tokens), partly visible blocks.
+            for (prompt, n) in [(0, 5), (0, 300), (200, 17), (600, 700), (0, 1100), (1030, 9)] {
                 try check(kind, kvHeads: kvHeads, group: group, prompt: prompt, n: n, batch: 64)
             }
         }

@@ -10,9 +10,10 @@ import SparseCoding
 ///   decoded a block at a time, exponentiates against its own maximum and accumulates
 ///   values in the source's space (channels, or dictionary atoms for CSR); the units of a
 ///   head are then merged with the usual log-sum-exp rescaling.
-/// - **Prefill** (a batch): per query head and block of query tokens, scores for each
-///   block of decoded keys come from one sgemm, the softmax is exact over the row, and the
-///   output is accumulated by sgemm over decoded value blocks. OpenBLAS threads the sgemms.
+/// - **Prefill** (a batch): per KV head, each block of keys and values is decoded once;
+///   for every query head of the group and block of query tokens that sees it, scores come
+///   from one sgemm, the softmax runs online (running maximum and sum per query row) and
+///   the output is accumulated by sgemm. OpenBLAS threads the sgemms.
 ///
 /// Query token i (position start + i) sees positions 0 ... start + i.
 enum FusedAttention {
@@ -137,43 +138,69 @@ enum FusedAttention {
 
     // MARK: - Prefill
 
+    /// Each block of keys and values of a KV head is decoded once and serves every query
+    /// head of its group and every query token that sees it. The softmax runs online, as in
+    /// FlashAttention: each query row keeps its running maximum and sum, and its output is
+    /// rescaled by e^(old max - new max) when a block raises the maximum; the rows are
+    /// divided by their sums at the end. (Decoding a layer's keys once per query head and
+    /// block of 256 query tokens, as before, cost 3 x n / 256 decodes of every position.)
     private static func prefill<S: AttentionSource>(_ src: S, queries q: UnsafePointer<Float>, count n: Int, start: Int,
                                                     heads: Int, kvHeads: Int, scale: Float,
                                                     into out: UnsafeMutablePointer<Float>) {
-        let d = src.headDim, group = heads / kvHeads, qDim = heads * d, total = start + n
+        let d = src.headDim, group = heads / kvHeads, qDim = heads * d
         let tq = min(n, prefillQueryBlock), kb = prefillKeyBlock
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: tq * total)
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: kb * d)
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: tq * kb)
+        let kScratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * kb * d), vScratch = kScratch + kb * d
+        // Per query row of the block (head h of the group, token r at h * tq + r): running maximum and sum.
+        let maxes = UnsafeMutablePointer<Float>.allocate(capacity: 2 * group * tq), sums = maxes + group * tq
         defer {
             scores.deallocate()
-            scratch.deallocate()
+            kScratch.deallocate()
+            maxes.deallocate()
         }
-        for h in 0..<heads {
-            let g = h / group
+        for i in 0..<n { (out + i * qDim).update(repeating: 0, count: qDim) }
+        for g in 0..<kvHeads {
             var i0 = 0
             while i0 < n {
-                let i1 = min(n, i0 + tq), rq = i1 - i0, visible = start + i1
+                let i1 = min(n, i0 + tq), rq = i1 - i0
+                maxes.update(repeating: -.infinity, count: group * tq)
+                sums.update(repeating: 0, count: group * tq)
                 var lo = 0
-                while lo < visible {
-                    let hi = min(visible, lo + kb)
-                    let k = src.keys(head: g, lo, hi, scratch: scratch)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rq), Int32(hi - lo), Int32(d), scale,
-                                q + i0 * qDim + h * d, Int32(qDim), k, Int32(d), 0, scores + lo, Int32(visible))
+                // Query token i sees positions up to start + i.
+                while lo < start + i1 {
+                    let hi = min(start + i1, lo + kb), width = hi - lo
+                    let k = src.keys(head: g, lo, hi, scratch: kScratch)
+                    let v = src.values(head: g, lo, hi, scratch: vScratch)
+                    let first = max(0, lo - start - i0)  // rows before it see none of the block
+                    for h in 0..<group {
+                        let column = (g * group + h) * d, m = maxes + h * tq, l = sums + h * tq
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rq - first), Int32(width), Int32(d), scale,
+                                    q + (i0 + first) * qDim + column, Int32(qDim), k, Int32(d), 0, scores, Int32(kb))
+                        for r in first..<rq {
+                            let i = i0 + r, row = scores + (r - first) * kb, o = out + i * qDim + column
+                            let visible = min(hi, start + i + 1) - lo
+                            let old = m[r], new = max(old, Kernels.maximum(row, count: visible))
+                            let sum = Kernels.expSubtract(row, count: visible, max: new)
+                            if visible < width { (row + visible).update(repeating: 0, count: width - visible) }
+                            if old == -.infinity {
+                                l[r] = sum
+                            } else {
+                                let rescale = Kernels.exp(old - new)
+                                l[r] = l[r] * rescale + sum
+                                if rescale != 1 { Kernels.scale(o, count: d, by: rescale) }
+                            }
+                            m[r] = new
+                        }
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rq - first), Int32(d), Int32(width), 1,
+                                    scores, Int32(kb), v, Int32(d), 1, out + (i0 + first) * qDim + column, Int32(qDim))
+                    }
                     lo = hi
                 }
-                for i in 0..<rq {
-                    let row = scores + i * visible, limit = start + i0 + i + 1
-                    Kernels.softmax(row, count: limit)
-                    if limit < visible { (row + limit).update(repeating: 0, count: visible - limit) }
-                }
-                lo = 0
-                while lo < visible {
-                    let hi = min(visible, lo + kb)
-                    let v = src.values(head: g, lo, hi, scratch: scratch)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rq), Int32(d), Int32(hi - lo), 1,
-                                scores + lo, Int32(visible), v, Int32(d), lo == 0 ? 0 : 1,
-                                out + i0 * qDim + h * d, Int32(qDim))
-                    lo = hi
+                for h in 0..<group {
+                    for r in 0..<rq {
+                        let total = sums[h * tq + r]
+                        Kernels.scale(out + (i0 + r) * qDim + (g * group + h) * d, count: d, by: total > 0 ? 1 / total : 0)
+                    }
                 }
                 i0 = i1
             }

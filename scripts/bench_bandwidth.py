@@ -53,6 +53,13 @@ ALLOC16 = "k@0-3=12,k@5=24,k@7=24,k@9=24,k@10-12=12,k@14=24,k@16=12,k@17=24,k@19
 # The same ranking at 20 key pairs on average (16 / 28 / 20), for the gap-coded CSR point under 5 bits.
 ALLOC20 = "k@0-3=16,k@5=28,k@7=28,k@9=28,k@10-12=16,k@14=28,k@16=16,k@17=28,k@19=16,k@20=28,k@25=16,k@27=16,k@29=16"
 ALLOC8 = "k@0-3=4,k@5=16,k@7=16,k@9=16,k@10-12=4,k@14=16,k@16=4,k@17=16,k@19=4,k@20=16,k@25=4,k@27=4,k@29=4"
+# At 9 key pairs on average (the 3-bit point with 5 value pairs): the six layers of most gain at
+# 17, layers 18 and 23 (the most harm at 4 pairs among the rest) at 13, the twelve of least harm at
+# 4-5; and a steeper one (21 for layers 9, 14, 20, 3-4 for the twelve). 270 pairs either way.
+ALLOC9 = ("k@0-3=4,k@5=17,k@7=17,k@9=17,k@10-12=4,k@14=17,k@16=4,k@17=17,k@18=13,k@19=5,k@20=17,k@23=13,"
+          "k@25=5,k@27=5,k@29=5")
+ALLOC9S = ("k@0-3=3,k@5=17,k@7=17,k@9=21,k@10-12=3,k@14=21,k@16=3,k@17=17,k@18=13,k@19=4,k@20=21,k@23=13,"
+           "k@25=4,k@27=4,k@29=4")
 SETTINGS = [
     ("fp16", "fp16"),
     ("kivi4", "kivi4"),

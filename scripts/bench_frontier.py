@@ -41,7 +41,7 @@ import sys
 import time
 
 from bench_bandwidth import machine  # CPU model and core count, as the other reports name it
-from bench_bandwidth import ALLOC8 as KEYS8, ALLOC16 as KEYS16, ALLOC20 as KEYS20  # the per-layer key pairs, one copy
+from bench_bandwidth import ALLOC8 as KEYS8, ALLOC16 as KEYS16, ALLOC20 as KEYS20, ALLOC9 as KEYS9, ALLOC9S as KEYS9S  # the per-layer key pairs, one copy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOME = os.environ.get("SPARSEKV_HOME", os.path.expanduser("~/.cache/sparsekv"))
@@ -69,6 +69,13 @@ GAPS20I8 = GAPS20 + ",buffer=i8"
 GAPS10I8 = "csr:k=10,v=4,coef=i6,alg=omp,recent=96,buffer=i8,sink=4,ec=gaps"
 GAPS9I8 = "csr:k=9,v=5,coef=i6,alg=omp,recent=80,buffer=i8,sink=4,ec=gaps"
 GAPS6I8 = "csr:k=6,v=2,coef=i6,alg=omp,recent=48,buffer=i8,sink=4,ec=gaps"
+# GAPS9I8 with its key pairs allocated per layer (the same total), gently and steeply; the steep
+# one with 2 sink tokens instead of 4 and the bits that frees and the rest up to 3 bits spent on
+# the buffer (91 and 93 tokens).
+GAPS9I8K = GAPS9I8 + "," + KEYS9
+GAPS9I8KS = GAPS9I8 + "," + KEYS9S
+GAPS9I8KS91 = "csr:k=9,v=5,coef=i6,alg=omp,recent=91,buffer=i8,sink=2,ec=gaps," + KEYS9S
+GAPS9I8KS93 = "csr:k=9,v=5,coef=i6,alg=omp,recent=93,buffer=i8,sink=2,ec=gaps," + KEYS9S
 CACHES = ["fp16", "kivi8", "kivi4", "kivi2",
           "csr:16,coef=i8", "csr:8,coef=i8",
           "csr:16,coef=i6,alg=omp,recent=32,sink=4", "csr:8,coef=i6,alg=omp,recent=32,sink=4",
@@ -77,7 +84,7 @@ CACHES = ["fp16", "kivi8", "kivi4", "kivi2",
           ALLOC16, ALLOC8,
           "csr:err=0.04,coef=i8,guard=0",
           "csr:16,coef=i6,alg=omp,recent=56,sink=4", "csr:16,coef=i6,alg=omp,recent=56,sink=4," + KEYS16,
-          GAPS16, GAPS20, GAPS10, GAPS20I8, GAPS10I8, GAPS9I8, GAPS6I8]
+          GAPS16, GAPS20, GAPS10, GAPS20I8, GAPS10I8, GAPS9I8, GAPS6I8, GAPS9I8K, GAPS9I8KS, GAPS9I8KS91, GAPS9I8KS93]
 LONG_TEXT, LONG_CTX = "cfi-ch4", 4096
 LONG_CACHES = ["fp16", "kivi4", "kivi2", "csr:8,coef=i8",
                "csr:16,coef=i6,alg=omp,recent=32,sink=4", "csr:8,coef=i6,alg=omp,recent=32,sink=4",

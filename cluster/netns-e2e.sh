@@ -192,11 +192,13 @@ wait "$gen" || { echo "client: the generation during the failover failed" >&2; e
 counters after || exit 17
 # Every session has ended: once the workers' dropSession is in, none may hold any KV (a copy
 # that landed after its session ended is dropped too).
+none_held() { python3 -c 'import json, sys; sys.exit(any(json.load(open(f))["kvCacheBytes"] for f in sys.argv[1:]))' "$out"/stats-w*-end.json; }
 for _ in $(seq 100); do
     counters end || exit 17
-    python3 -c 'import json, sys; sys.exit(any(json.load(open(f))["kvCacheBytes"] for f in sys.argv[1:]))' "$out"/stats-w*-end.json && break
+    none_held && break
     sleep 0.1
 done
+none_held || { echo "client: a worker still holds KV after every session ended ($(grep -h -o '"kvCacheBytes": *[0-9]*' "$out"/stats-w*-end.json | tr '\n' ' '))" >&2; exit 18; }
 CLIENT
 chmod +x "$work/client.sh"
 export BIN="$bin" PROMPT="$prompt" TOKENS="$tokens" DRAIN_WORKER="$drain_worker"
@@ -230,6 +232,7 @@ run_setting() {
         14) step="$kv: drain hook"; fail "generate after the drain failed (logs in $dir/logs)" ;;
         15|16) step="$kv: failover hook"; fail "the generation during the kill of w3 failed (logs in $dir/logs)" ;;
         17) step="$kv: failover hook"; fail "a worker link's or a worker's byte counters could not be read (logs in $dir/logs)" ;;
+        18) step="$kv: KV left behind"; fail "a worker still holds KV once every session ended (logs in $dir/logs)" ;;
         *) fail "netns-launch.sh exited with $status (see the lines above; logs in $dir/logs)" ;;
     esac
 

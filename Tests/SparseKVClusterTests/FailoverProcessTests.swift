@@ -110,7 +110,7 @@ struct FailoverProcessTests {
         #expect(drained.layers == 20..<30 && drained.sessionCount == 0)
         #expect(!Self.logLines(cluster, "pipeline now \(plan[0]) 0..<10, \(plan[1]) 10..<30").isEmpty)
         // Sessions that end at their first decode step, the one that asks for their replicas:
-        // over a slow link a copy can land after its session ended (cluster/netns-e2e.sh meets that).
+        // over a slow link a copy can land after its session ended (cluster/netns-e2e.sh met one at 100 Mbit/s).
         let short = GenerateRequestBody(prompt: ClusterProcessTests.prompt, maxTokens: 2, ignoreEOS: true)
         for _ in 0..<6 { #expect(try control.generate(short).generatedTokens == Array(expected.prefix(2))) }
         try Self.expectNoKV(cluster, on: [plan[0], plan[1]])

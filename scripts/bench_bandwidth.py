@@ -47,7 +47,8 @@ TEXT = os.path.join(HOME, "texts", "cfi-ch4.txt")
 # (--kv spec, the name the eval table uses for it)
 # The CSR points of reports/frontier.md at about 4.8 and 4.9 (within 1% of fp32 on every text with
 # indices stored as gaps, ec=gaps; without), 4.4 (the first with its buffer in int8, buffer=i8), 2.95
-# and 2.97 (ec=gaps; the second with an 80-token int8 buffer), 2.8 and 1.9 bits/ch; with the key pairs
+# and 2.97 (ec=gaps; the second with an 80-token int8 buffer), 2.99 (that one with its key pairs per layer,
+# 2 sink tokens and a 91-token buffer), 2.8 and 1.9 bits/ch; with the key pairs
 # allocated per layer by scripts/layer_sensitivity.py (reports/layer-sensitivity.md) where named.
 ALLOC16 = "k@0-3=12,k@5=24,k@7=24,k@9=24,k@10-12=12,k@14=24,k@16=12,k@17=24,k@19=12,k@20=24,k@25=12,k@27=12,k@29=12"
 # The same ranking at 20 key pairs on average (16 / 28 / 20), for the gap-coded CSR point under 5 bits.
@@ -71,6 +72,8 @@ SETTINGS = [
     ("csr:16,coef=i6,alg=omp,recent=48,sink=4," + ALLOC16, f"csr:k=16,v=8,{ALLOC16},coef=i6,alg=omp,recent=48,sink=4"),
     ("csr:k=10,v=4,coef=i6,alg=omp,recent=40,sink=4,ec=gaps", "csr:k=10,v=4,coef=i6,alg=omp,ec=gaps,recent=40,sink=4"),
     ("csr:k=9,v=5,coef=i6,alg=omp,recent=80,buffer=i8,sink=4,ec=gaps", "csr:k=9,v=5,coef=i6,alg=omp,ec=gaps,recent=80,buffer=i8,sink=4"),
+    ("csr:k=9,v=5,coef=i6,alg=omp,recent=91,buffer=i8,sink=2,ec=gaps," + ALLOC9S,
+     f"csr:k=9,v=5,{ALLOC9S},coef=i6,alg=omp,ec=gaps,recent=91,buffer=i8,sink=2"),
     ("csr:8,coef=i6,alg=omp,recent=32,sink=4," + ALLOC8, f"csr:k=8,v=4,{ALLOC8},coef=i6,alg=omp,recent=32,sink=4"),
     ("csr:4,coef=i6,alg=omp,recent=32,sink=4", "csr:k=4,v=2,coef=i6,alg=omp,recent=32,sink=4"),
 ]

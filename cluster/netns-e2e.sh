@@ -143,18 +143,13 @@ counters() {
         ip -n "$ns" -s -j link show "$ns" >"$out/link-$w-$tag.json"
     done
 }
-# The sum of the kv bytes the live workers received (one stats request each).
+# The kv bytes the live workers received, summed (their stats, as `counters quiet` writes them).
 kv_received() {
-    local ns
-    for ns in $(ip netns list | awk '{print $1}' | grep -E "^$PREFIX-w[0-9]+\$"); do
-        [[ -n "$(ip netns pids "$ns")" ]] || continue
-        "$BIN" cluster stats --cluster "tcp://$(ip -n "$ns" -4 -o addr show dev "$ns" | awk '{print $4}' | cut -d/ -f1):6000"
-    done | python3 -c 'import json, sys
-d = json.JSONDecoder(); s = sys.stdin.read().strip(); n = i = 0
-while i < len(s):
-    o, i = d.raw_decode(s, i); i = len(s) - len(s[i:].lstrip())
-    n += sum(c.get("kv", {}).get("receivedBytes", 0) for c in o["byPeer"].values())
-print(n)'
+    rm -f "$out"/stats-w*-quiet.json
+    counters quiet || return 1
+    python3 -c 'import json, sys
+print(sum(c.get("kv", {}).get("receivedBytes", 0) for f in sys.argv[1:] for c in json.load(open(f))["byPeer"].values()))' \
+        "$out"/stats-w*-quiet.json
 }
 # Waits until no kv crosses between workers for a second: a replica asked for near the end
 # of the last generation may still be on its way over a slow link, and its bytes must not

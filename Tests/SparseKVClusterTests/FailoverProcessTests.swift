@@ -29,6 +29,18 @@ struct FailoverProcessTests {
         cluster.coordinator.stderr.split(separator: "\n").filter { $0.contains(text) }
     }
 
+    /// The coordinator's lines containing `text`, waiting up to `timeout` for the first:
+    /// a reply can reach the client before the log line it follows reaches the pipe.
+    static func logLines(_ cluster: LocalCluster, _ text: String, within timeout: Duration) -> [Substring] {
+        let deadline = ContinuousClock.now + timeout
+        var lines = logLines(cluster, text)
+        while lines.isEmpty, ContinuousClock.now < deadline {
+            Thread.sleep(forTimeInterval: 0.02)
+            lines = logLines(cluster, text)
+        }
+        return lines
+    }
+
     /// Waits until `victim`'s KV has a kept replica for the running session (the
     /// coordinator logged more acks of it than `before`).
     static func waitForReplica(_ cluster: LocalCluster, of victim: String, before: Int) throws {
@@ -108,7 +120,7 @@ struct FailoverProcessTests {
         try #require(plan.count == 3)
         let drained = try control.drain(DrainRequestBody(workerID: plan[2]))
         #expect(drained.layers == 20..<30 && drained.sessionCount == 0)
-        #expect(!Self.logLines(cluster, "pipeline now \(plan[0]) 0..<10, \(plan[1]) 10..<30").isEmpty)
+        #expect(!Self.logLines(cluster, "pipeline now \(plan[0]) 0..<10, \(plan[1]) 10..<30", within: .seconds(5)).isEmpty)
         // Sessions that end at their first decode step, the one that asks for their replicas:
         // over a slow link a copy can land after its session ended (cluster/netns-e2e.sh met one at 100 Mbit/s).
         let short = GenerateRequestBody(prompt: ClusterProcessTests.prompt, maxTokens: 2, ignoreEOS: true)
@@ -118,7 +130,7 @@ struct FailoverProcessTests {
         try Self.killRound(cluster, control, victim: plan[1], round: 0, replicas: true, expected: expected)
         let kept = Self.logLines(cluster, "keeps the replica of \(plan[1])'s layers")
         #expect(kept.contains { $0.contains("10..<20") } && kept.contains { $0.contains("20..<30") }, "one replica per segment: \(kept)")
-        #expect(!Self.logLines(cluster, "installing replicas: \(plan[0]) -> \(plan[0]) 10..<20, \(plan[0]) -> \(plan[0]) 20..<30").isEmpty)
+        #expect(!Self.logLines(cluster, "installing replicas: \(plan[0]) -> \(plan[0]) 10..<20, \(plan[0]) -> \(plan[0]) 20..<30", within: .seconds(5)).isEmpty)
 
         try Self.expectNoKV(cluster, on: [plan[0]])
         #expect(cluster.stop())

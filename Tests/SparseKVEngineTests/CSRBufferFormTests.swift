@@ -117,13 +117,66 @@ import SparseCoding
         #expect(F.read(copy, layer: 1, head: 1) == F.read(csr, layer: 1, head: 1))
     }
 
+    /// A `buffer=i8g8` cache (head vectors of 16: two scales each): counted with its scales,
+    /// carried by a transfer, and refused by a cache with one scale per head vector.
+    @Test func groupedBufferIsCountedAndCarried() throws {
+        let perVector = try F.randomCodec(atoms: 8, seed: 5) { $0.recentTokens = 5; $0.recentFormat = .int8 }
+        let codec = try F.randomCodec(atoms: 8, seed: 5) { $0.recentTokens = 5; $0.recentFormat = .int8; $0.bufferGroup = 8 }
+        let csr = codec.makeCache(geometry: F.geometry, rope: F.rope), one = perVector.makeCache(geometry: F.geometry, rope: F.rope)
+        _ = try F.promptThenThreeTokens([csr, one])
+        // 5 buffered tokens per layer, keys and values, 2 heads: one more 2-byte scale per head.
+        #expect(csr.byteCount == one.byteCount + 2 * 2 * 5 * 2 * 2)
+        let copy = try CSRCache.deserialize(try csr.serialize(layers: 0..<2), capacity: 256, rope: F.rope, codec: codec)
+        #expect(copy.byteCount == csr.byteCount)
+        #expect(throws: KVCacheError.self) { try CSRCache.deserialize(try csr.serialize(layers: 0..<2), capacity: 256, rope: F.rope, codec: perVector) }
+        let more = F.rows(3, seed: 8)
+        for c in [csr, copy] { try F.fill(c, more, more, batch: 1) }
+        #expect(try copy.serialize(layers: 0..<2) == csr.serialize(layers: 0..<2))
+    }
+
     @Test func settingsParse() throws {
         let s = try CSRSettings(parsing: "csr:8,coef=i6,recent=32,buffer=i8,sink=4")
         #expect(s.recentFormat == .int8 && s.description == "csr:k=8,v=4,coef=i6,recent=32,buffer=i8,sink=4")
         #expect(try CSRSettings(parsing: s.description) == s)
         #expect(try CSRSettings(parsing: "8,recent=32,buffer=f16") == CSRSettings(parsing: "8,recent=32"))
-        for bad in ["8,buffer=i8", "8,recent=4,buffer=i4", "8,recent=4,buffer="] {
+        for bad in ["8,buffer=i8", "8,recent=4,buffer=i4", "8,recent=4,buffer=", "8,recent=4,buffer=i8g12",
+                    "8,recent=4,buffer=i8g", "8,recent=4,buffer=i8g64", "8,buffer=i8g16"] {
             #expect(throws: CSRError.self, "\(bad)") { try CSRSettings(parsing: bad) }
         }
+        let g = try CSRSettings(parsing: "csr:8,recent=32,buffer=i8g16")
+        #expect(g.recentFormat == .int8 && g.bufferGroup == 16 && g.description == "csr:k=8,v=4,recent=32,buffer=i8g16")
+        #expect(try CSRSettings(parsing: g.description) == g)
+        #expect(try g != CSRSettings(parsing: "csr:8,recent=32,buffer=i8"))
+    }
+
+    /// `buffer=i8gN`: a scale per N channels. A vector with one large channel keeps the rest
+    /// of its groups at their own step (half a step of the group's peak), and each group is
+    /// counted with its own scale.
+    @Test func groupScalesKeepSmallChannelsFine() throws {
+        let settings = try CSRSettings(parsing: "csr:8,recent=4,buffer=i8g8")
+        let grouped = CSRBufferForm(settings, headDim: 16)
+        #expect(grouped.headDim == 8)
+        #expect(CSRBufferForm(try CSRSettings(parsing: "csr:8,recent=4,buffer=i8"), headDim: 16).headDim == 16)
+        // Two heads of 16: 32 int8 values and 4 scales.
+        #expect(grouped.bytes(width: 32) == 32 + 4 * 2)
+        let x = Self.vectors(), y = grouped.stored(x[...]), whole = Self.form.stored(x[...])
+        for v in 0..<x.count / 8 {
+            let group = Array(x[v * 8..<(v + 1) * 8]), peak = group.map(abs).max()!
+            guard peak >= 127 * Float(Float16.leastNormalMagnitude) else { continue }
+            #expect(maxAbsDiff(group, Array(y[v * 8..<(v + 1) * 8])) <= peak / 254 * (1 + 1e-3), "group \(v)")
+        }
+        // The outlier vector (channel 5 at -40): its second group is 40 / 0.1 finer than with one scale.
+        let outlier = 5 * 16
+        #expect(maxAbsDiff(Array(x[outlier + 8..<outlier + 16]), Array(y[outlier + 8..<outlier + 16])) < 1e-3)
+        #expect(maxAbsDiff(Array(x[outlier + 8..<outlier + 16]), Array(whole[outlier + 8..<outlier + 16])) > 1e-2)
+        #expect(grouped.stored(y[...]).map(\.bitPattern) == y.map(\.bitPattern))
+        var w = BinaryWriter()
+        grouped.write(y[...], to: &w)
+        #expect(w.bytes.count == x.count / 32 * grouped.bytes(width: 32))
+        let back = try w.bytes.withUnsafeBytes { raw in
+            var r = BinaryReader(raw)
+            return try grouped.read(&r, count: x.count, "rows")
+        }
+        #expect(back == y)
     }
 }

@@ -2,8 +2,9 @@
 /// (``CSRSettings/BufferFormat``).
 ///
 /// - fp16: each value rounded to binary16.
-/// - int8: each head vector (`headDim` channels) as q in -127...127 and one fp16 scale,
-///   s = peak / 127 rounded to fp16; a value is q * s. A scale below fp16's smallest normal
+/// - int8: each head vector (`headDim` channels), or each group of its channels with
+///   `buffer=i8gN`, as q in -127...127 and one fp16 scale, s = peak / 127 rounded to fp16;
+///   a value is q * s. A scale below fp16's smallest normal
 ///   number stores the vector as zeros (its peak is under 0.008).
 ///
 /// The cache holds the stored values as fp32 for the attention kernel and codes a token
@@ -14,8 +15,18 @@
 /// it holds what the original holds.
 struct CSRBufferForm {
     let format: CSRSettings.BufferFormat
-    /// Channels per int8 scale: one head vector.
+    /// Channels per int8 scale: a head vector, or a group of its channels (`buffer=i8gN`).
     let headDim: Int
+
+    init(format: CSRSettings.BufferFormat, headDim: Int) {
+        self.format = format
+        self.headDim = headDim
+    }
+
+    /// The form `settings` give rows of `headDim`-channel head vectors.
+    init(_ settings: CSRSettings, headDim: Int) {
+        self.init(format: settings.recentFormat, headDim: settings.bufferGroup == 0 ? headDim : settings.bufferGroup)
+    }
 
     /// Bytes one token's keys (or values) of `width` channels take when stored.
     func bytes(width: Int) -> Int {

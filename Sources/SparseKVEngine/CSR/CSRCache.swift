@@ -138,7 +138,7 @@ public final class CSRCache: KVCache {
     func codedTokens(_ s: Int) -> Int { keyStreams[s].rows / (geometry.rowWidth / keyStreams[s].m) }
 
     /// How the `recent=` buffer stores its rows.
-    var bufferForm: CSRBufferForm { CSRBufferForm(format: codec.settings.recentFormat, headDim: geometry.headDim) }
+    var bufferForm: CSRBufferForm { CSRBufferForm(codec.settings, headDim: geometry.headDim) }
 
     /// The exact rows after appending `new`: its own, preceded by the rows of `old` (when
     /// they end where `new` starts) from position `coded` on (those not coded, in stored form).
@@ -203,7 +203,7 @@ public final class CSRCache: KVCache {
         guard n <= min(tokens, settings.recentTokens), n == expected else {
             throw KVCacheError.malformedPayload("\(n) recent rows for \(tokens) tokens with recent=\(settings.recentTokens), \(expected) expected")
         }
-        let form = CSRBufferForm(format: settings.recentFormat, headDim: headDim)
+        let form = CSRBufferForm(settings, headDim: headDim)
         let k = try form.read(&r, count: n * width, "recent keys"), v = try form.read(&r, count: n * width, "recent values")
         return (end - n, n, k, v)
     }

@@ -89,6 +89,13 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
         case int8
     }
     public var recentFormat = BufferFormat.float16
+    /// With `buffer=i8`, channels per int8 scale: 0 for the whole head vector (`buffer=i8`),
+    /// or 8, 16 or 32 (`buffer=i8g16`: 8 + 16 / 16 = 9 bits per channel). Keys have a few
+    /// large channels; a scale per group keeps them from coarsening the rest of the vector.
+    public var bufferGroup = 0
+    /// The channel groups `buffer=i8gN` accepts (each divides any head size that is a
+    /// multiple of 32).
+    public static let bufferGroups = [8, 16, 32]
     /// The first tokens whose vectors the guard bank always keeps (fp16, counted), outside
     /// `guardFraction`: the tokens most of the attention of many heads rests on.
     public var sinkTokens = 0
@@ -192,7 +199,13 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
                 switch kv[1].lowercased() {
                 case "f16", "fp16": s.recentFormat = .float16
                 case "i8", "int8": s.recentFormat = .int8
-                default: throw CSRError.badSettings("buffer=\(kv[1]): use f16 or i8")
+                case let f where f.hasPrefix("i8g"):
+                    guard let g = Int(f.dropFirst(3)), Self.bufferGroups.contains(g) else {
+                        throw CSRError.badSettings("buffer=\(kv[1]): a scale per 8, 16 or 32 channels (i8g8, i8g16, i8g32)")
+                    }
+                    s.recentFormat = .int8
+                    s.bufferGroup = g
+                default: throw CSRError.badSettings("buffer=\(kv[1]): use f16, i8 (a scale per head vector) or i8gN (a scale per N = 8, 16 or 32 channels)")
                 }
             case "sink":
                 s.sinkTokens = try int()
@@ -263,7 +276,7 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
         case .gaps: parts.append("ec=gaps")
         }
         if recentTokens > 0 { parts.append("recent=\(recentTokens)") }
-        if recentFormat == .int8 { parts.append("buffer=i8") }
+        if recentFormat == .int8 { parts.append(bufferGroup == 0 ? "buffer=i8" : "buffer=i8g\(bufferGroup)") }
         if sinkTokens > 0 { parts.append("sink=\(sinkTokens)") }
         return "csr:" + parts.joined(separator: ",")
     }

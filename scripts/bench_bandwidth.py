@@ -61,6 +61,10 @@ ALLOC9 = ("k@0-3=4,k@5=17,k@7=17,k@9=17,k@10-12=4,k@14=17,k@16=4,k@17=17,k@18=13
           "k@25=5,k@27=5,k@29=5")
 ALLOC9S = ("k@0-3=3,k@5=17,k@7=17,k@9=21,k@10-12=3,k@14=21,k@16=3,k@17=17,k@18=13,k@19=4,k@20=21,k@23=13,"
            "k@25=4,k@27=4,k@29=4")
+# ALLOC9S scaled to 6 key pairs on average (the 2-bit point): 180 pairs, 2 for the twelve layers of
+# least harm, 11-14 for the six of most gain, 9 for layers 18 and 23.
+ALLOC6S = ("k@0-3=2,k@5=11,k@7=11,k@9=14,k@10-12=2,k@14=14,k@16=2,k@17=11,k@18=9,k@19=3,k@20=13,k@23=9,"
+           "k@25=3,k@27=3,k@29=3")
 SETTINGS = [
     ("fp16", "fp16"),
     ("kivi4", "kivi4"),

@@ -65,6 +65,11 @@ ALLOC9S = ("k@0-3=3,k@5=17,k@7=17,k@9=21,k@10-12=3,k@14=21,k@16=3,k@17=17,k@18=1
 # least harm, 11-14 for the six of most gain, 9 for layers 18 and 23.
 ALLOC6S = ("k@0-3=2,k@5=11,k@7=11,k@9=14,k@10-12=2,k@14=14,k@16=2,k@17=11,k@18=9,k@19=3,k@20=13,k@23=9,"
            "k@25=3,k@27=3,k@29=3")
+# The same at 7 and 5 pairs on average (210 and 150 pairs), to trade key pairs for buffer tokens.
+ALLOC7S = ("k@0-3=2,k@5=13,k@7=13,k@9=17,k@10-12=2,k@14=17,k@16=2,k@17=13,k@18=11,k@19=3,k@20=17,k@23=11,"
+           "k@25=3,k@27=3,k@29=3")
+ALLOC5S = ("k@0-3=2,k@5=9,k@7=9,k@9=12,k@10-12=2,k@14=12,k@16=2,k@17=9,k@18=7,k@19=2,k@20=11,k@23=7,"
+           "k@25=2,k@27=2,k@29=2")
 SETTINGS = [
     ("fp16", "fp16"),
     ("kivi4", "kivi4"),

@@ -41,7 +41,7 @@ import sys
 import time
 
 from bench_bandwidth import machine  # CPU model and core count, as the other reports name it
-from bench_bandwidth import ALLOC8 as KEYS8, ALLOC16 as KEYS16, ALLOC20 as KEYS20, ALLOC9 as KEYS9, ALLOC9S as KEYS9S, ALLOC6S as KEYS6S  # the per-layer key pairs, one copy
+from bench_bandwidth import ALLOC8 as KEYS8, ALLOC16 as KEYS16, ALLOC20 as KEYS20, ALLOC9 as KEYS9, ALLOC9S as KEYS9S, ALLOC6S as KEYS6S, ALLOC7S as KEYS7S, ALLOC5S as KEYS5S  # the per-layer key pairs, one copy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOME = os.environ.get("SPARSEKV_HOME", os.path.expanduser("~/.cache/sparsekv"))
@@ -80,6 +80,9 @@ GAPS9I8KS93 = "csr:k=9,v=5,coef=i6,alg=omp,recent=93,buffer=i8,sink=2,ec=gaps," 
 # and a 64-token buffer (1.97 bits).
 GAPS6I8KS = GAPS6I8 + "," + KEYS6S
 GAPS6I8KS64 = "csr:k=6,v=2,coef=i6,alg=omp,recent=64,buffer=i8,sink=2,ec=gaps," + KEYS6S
+# One key pair on average traded for about 13 buffer tokens, either way.
+GAPS7I8KS32 = "csr:k=7,v=2,coef=i6,alg=omp,recent=32,buffer=i8,sink=2,ec=gaps," + KEYS7S
+GAPS5I8KS77 = "csr:k=5,v=2,coef=i6,alg=omp,recent=77,buffer=i8,sink=2,ec=gaps," + KEYS5S
 CACHES = ["fp16", "kivi8", "kivi4", "kivi2",
           "csr:16,coef=i8", "csr:8,coef=i8",
           "csr:16,coef=i6,alg=omp,recent=32,sink=4", "csr:8,coef=i6,alg=omp,recent=32,sink=4",
@@ -89,7 +92,7 @@ CACHES = ["fp16", "kivi8", "kivi4", "kivi2",
           "csr:err=0.04,coef=i8,guard=0",
           "csr:16,coef=i6,alg=omp,recent=56,sink=4", "csr:16,coef=i6,alg=omp,recent=56,sink=4," + KEYS16,
           GAPS16, GAPS20, GAPS10, GAPS20I8, GAPS10I8, GAPS9I8, GAPS6I8, GAPS9I8K, GAPS9I8KS, GAPS9I8KS91, GAPS9I8KS93,
-          GAPS6I8KS, GAPS6I8KS64]
+          GAPS6I8KS, GAPS6I8KS64, GAPS7I8KS32, GAPS5I8KS77]
 LONG_TEXT, LONG_CTX = "cfi-ch4", 4096
 LONG_CACHES = ["fp16", "kivi4", "kivi2", "csr:8,coef=i8",
                "csr:16,coef=i6,alg=omp,recent=32,sink=4", "csr:8,coef=i6,alg=omp,recent=32,sink=4",

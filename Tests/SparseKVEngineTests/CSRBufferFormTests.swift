@@ -6,7 +6,7 @@ import SparseCoding
 @Suite struct CSRBufferFormTests {
     typealias F = CSRFixture
 
-    static let form = CSRBufferForm(format: .int8, headDim: 16)
+    static let form = CSRBufferForm(format: .int8, scaleChannels: 16)
 
     /// Head vectors of very different sizes: ordinary, large, one outlier, all zero, and one
     /// whose peak is below what a normal fp16 scale can carry.
@@ -43,7 +43,7 @@ import SparseCoding
 
     @Test func wireFormRoundTripsAndIsCounted() throws {
         let x = Self.vectors(), y = Self.form.stored(x[...])
-        for form in [Self.form, CSRBufferForm(format: .float16, headDim: 16)] {
+        for form in [Self.form, CSRBufferForm(format: .float16, scaleChannels: 16)] {
             var w = BinaryWriter()
             form.write(form.stored(x[...])[...], to: &w)
             // A token of 2 heads of 16: int8 32 + 2 scales * 2 = 36 bytes, fp16 64.
@@ -54,7 +54,7 @@ import SparseCoding
             }
             #expect(back == form.stored(x[...]))
         }
-        #expect(CSRBufferForm(format: .int8, headDim: 64).bytes(width: 192) == 198 && CSRBufferForm(format: .float16, headDim: 64).bytes(width: 192) == 384)
+        #expect(CSRBufferForm(format: .int8, scaleChannels: 64).bytes(width: 192) == 198 && CSRBufferForm(format: .float16, scaleChannels: 64).bytes(width: 192) == 384)
         var w = BinaryWriter()
         Self.form.write(y[...], to: &w)
         let written = w.bytes
@@ -147,6 +147,9 @@ import SparseCoding
         #expect(g.recentFormat == .int8 && g.bufferGroup == 16 && g.description == "csr:k=8,v=4,recent=32,buffer=i8g16")
         #expect(try CSRSettings(parsing: g.description) == g)
         #expect(try g != CSRSettings(parsing: "csr:8,recent=32,buffer=i8"))
+        // The last buffer= wins, group and all.
+        #expect(try CSRSettings(parsing: "csr:8,recent=32,buffer=i8g16,buffer=i8") == CSRSettings(parsing: "csr:8,recent=32,buffer=i8"))
+        #expect(try CSRSettings(parsing: "csr:8,recent=32,buffer=i8g16,buffer=f16") == CSRSettings(parsing: "csr:8,recent=32"))
     }
 
     /// `buffer=i8gN`: a scale per N channels. A vector with one large channel keeps the rest
@@ -155,8 +158,8 @@ import SparseCoding
     @Test func groupScalesKeepSmallChannelsFine() throws {
         let settings = try CSRSettings(parsing: "csr:8,recent=4,buffer=i8g8")
         let grouped = CSRBufferForm(settings, headDim: 16)
-        #expect(grouped.headDim == 8)
-        #expect(CSRBufferForm(try CSRSettings(parsing: "csr:8,recent=4,buffer=i8"), headDim: 16).headDim == 16)
+        #expect(grouped.scaleChannels == 8)
+        #expect(CSRBufferForm(try CSRSettings(parsing: "csr:8,recent=4,buffer=i8"), headDim: 16).scaleChannels == 16)
         // Two heads of 16: 32 int8 values and 4 scales.
         #expect(grouped.bytes(width: 32) == 32 + 4 * 2)
         let x = Self.vectors(), y = grouped.stored(x[...]), whole = Self.form.stored(x[...])

@@ -16,23 +16,23 @@
 struct CSRBufferForm {
     let format: CSRSettings.BufferFormat
     /// Channels per int8 scale: a head vector, or a group of its channels (`buffer=i8gN`).
-    let headDim: Int
+    let scaleChannels: Int
 
-    init(format: CSRSettings.BufferFormat, headDim: Int) {
+    init(format: CSRSettings.BufferFormat, scaleChannels: Int) {
         self.format = format
-        self.headDim = headDim
+        self.scaleChannels = scaleChannels
     }
 
     /// The form `settings` give rows of `headDim`-channel head vectors.
     init(_ settings: CSRSettings, headDim: Int) {
-        self.init(format: settings.recentFormat, headDim: settings.bufferGroup == 0 ? headDim : settings.bufferGroup)
+        self.init(format: settings.recentFormat, scaleChannels: settings.bufferGroup == 0 ? headDim : settings.bufferGroup)
     }
 
     /// Bytes one token's keys (or values) of `width` channels take when stored.
     func bytes(width: Int) -> Int {
         switch format {
         case .float16: width * 2
-        case .int8: width + width / headDim * 2
+        case .int8: width + width / scaleChannels * 2
         }
     }
 
@@ -59,7 +59,7 @@ struct CSRBufferForm {
 
     /// `x`'s head vectors as int8: the fp16 bits of each one's scale, and its q values.
     private func quantized(_ x: ArraySlice<Float>) -> (scales: [UInt16], q: [Int8]) {
-        let d = headDim
+        let d = scaleChannels
         var scales = [UInt16](repeating: 0, count: x.count / d), q = [Int8](repeating: 0, count: x.count)
         x.withUnsafeBufferPointer { xp in
             for v in scales.indices {
@@ -78,7 +78,7 @@ struct CSRBufferForm {
 
     /// The values of head vectors stored as (scales, q): q times its vector's scale.
     private func values(_ x: (scales: [UInt16], q: [Int8])) -> [Float] {
-        x.q.indices.map { Float(x.q[$0]) * Float(Float16(bitPattern: x.scales[$0 / headDim])) }
+        x.q.indices.map { Float(x.q[$0]) * Float(Float16(bitPattern: x.scales[$0 / scaleChannels])) }
     }
 
     /// Reads what ``write(_:to:)`` wrote for `count` values, as their stored values.
@@ -89,7 +89,7 @@ struct CSRBufferForm {
         case .float16:
             return try r.readArray(UInt16.self, count: count, what).map { Float(Float16(bitPattern: $0)) }
         case .int8:
-            let scales = try r.readArray(UInt16.self, count: count / headDim, "\(what) scales")
+            let scales = try r.readArray(UInt16.self, count: count / scaleChannels, "\(what) scales")
             let q = try r.readArray(Int8.self, count: count, what)
             if let bad = scales.map({ Float16(bitPattern: $0) }).first(where: { !$0.isFinite || $0 < 0 || ($0 != 0 && $0 < .leastNormalMagnitude) }) {
                 throw KVCacheError.malformedPayload("\(what): a buffer scale of \(bad)")

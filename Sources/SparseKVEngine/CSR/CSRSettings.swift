@@ -197,8 +197,8 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
                 guard s.recentTokens <= 4096 else { throw CSRError.badSettings("recent=\(kv[1]) is more than 4096 tokens") }
             case "buffer":
                 switch kv[1].lowercased() {
-                case "f16", "fp16": s.recentFormat = .float16
-                case "i8", "int8": s.recentFormat = .int8
+                case "f16", "fp16": (s.recentFormat, s.bufferGroup) = (.float16, 0)
+                case "i8", "int8": (s.recentFormat, s.bufferGroup) = (.int8, 0)
                 case let f where f.hasPrefix("i8g"):
                     guard let g = Int(f.dropFirst(3)), Self.bufferGroups.contains(g) else {
                         throw CSRError.badSettings("buffer=\(kv[1]): a scale per 8, 16 or 32 channels (i8g8, i8g16, i8g32)")

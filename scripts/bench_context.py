@@ -11,8 +11,8 @@ tok/s and decode tok/s (medians of R), the cache's bytes after L + G tokens, the
 profile, and the process's peak RSS (ru_maxrss from os.wait4, which covers the whole
 process: weights, cache, scratch). When llama-cpp-python is importable, llama.cpp runs the
 same lengths, each length in its own process (this script with --llama-cell), with f16 K and
-V, flash attention, 2 threads, the same tokens and the same repeats; ours/llama.cpp ratios
-are taken within the run.
+V, flash attention, 2 threads, the same tokens and the same repeats, right after our caches
+at that length; ours/llama.cpp ratios are taken within the run.
 
 Context cap: SmolLM2's context is 8192 tokens, and the cache must hold the prompt and the
 decoded tokens, so a length L runs with a prompt of min(L, 8192 - G) tokens (8192 - 32 =
@@ -178,7 +178,7 @@ def markdown(report):
              f"Measured on {report['machine']} with `scripts/bench_context.py` ({THREADS} threads; "
              f"{report['genTokens']} decoded tokens after the prompt; medians of {report['repeats']} runs after a warm-up; "
              f"load average before/after {report['loadavgBefore']} / {report['loadavgAfter']}). Each cell is its own process; "
-             "peak RSS is its ru_maxrss. KV bytes: the cache after prompt + decoded tokens"
+             "peak RSS is its ru_maxrss; llama.cpp runs right after our caches at each length. KV bytes: the cache after prompt + decoded tokens"
              + ("; llama.cpp's are its f16 K/V allocated for n_ctx = prompt + decoded tokens, and its peak RSS "
                 "includes the Python interpreter (llama-cpp-python)." if have_llama else
                 ". llama-cpp-python was not installed: no llama.cpp baseline in this run."), ""]
@@ -301,7 +301,9 @@ def main():
         log("llama.cpp: " + ("skipped (--no-llama)" if args.no_llama else "llama-cpp-python not installed; no baseline in this run"))
     t0, load_before = time.time(), os.getloadavg()
     rows = []
-    cells = [(L, kv) for L in args.lengths for kv in args.kv] + ([(L, None) for L in args.lengths] if with_llama else [])
+    # llama.cpp's cell right after ours at each length: this VM's speed drifts by 10-25% within
+    # the hour a run takes, and a ratio should compare cells measured minutes apart, not 40.
+    cells = [(L, kv) for L in args.lengths for kv in list(args.kv) + ([None] if with_llama else [])]
     for i, (length, kv) in enumerate(cells):
         name = kv or "llama.cpp"
         log(f"[{i + 1}/{len(cells)}] {length} tokens, {name} ...")

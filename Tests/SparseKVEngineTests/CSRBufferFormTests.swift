@@ -107,14 +107,21 @@ import SparseCoding
         #expect(Array(ck[0..<10 * d]) == Array(ak[0..<10 * d]) && Array(cv[0..<10 * d]) == Array(av[0..<10 * d]))
         // The same codes' bytes; 5 buffered tokens per layer at w + 2 scales of 2 bytes each, not 2w bytes.
         #expect(csr.byteCount == fp16.byteCount - 2 * 2 * 5 * (2 * w - (w + 2 * 2)))
-        let copy = try CSRCache.deserialize(try csr.serialize(layers: 0..<2), capacity: 256, rope: F.rope, codec: codec)
         // (The original still reads its latest token exactly; the copy has it as stored.)
+        let copy = try Self.expectCarried(csr, codec: codec, refusedBy: half)
+        #expect(F.read(copy, layer: 1, head: 1) == F.read(csr, layer: 1, head: 1))
+    }
+
+    /// `csr`'s full transfer: the copy counts the same bytes, a cache of `other` settings
+    /// refuses it, and after 3 more tokens each the two serialize alike. Returns the copy.
+    static func expectCarried(_ csr: CSRCache, codec: CSRCodec, refusedBy other: CSRCodec) throws -> CSRCache {
+        let copy = try CSRCache.deserialize(try csr.serialize(layers: 0..<2), capacity: 256, rope: F.rope, codec: codec)
         #expect(copy.byteCount == csr.byteCount)
-        #expect(throws: KVCacheError.self) { try CSRCache.deserialize(try csr.serialize(layers: 0..<2), capacity: 256, rope: F.rope, codec: half) }
+        #expect(throws: KVCacheError.self) { try CSRCache.deserialize(try csr.serialize(layers: 0..<2), capacity: 256, rope: F.rope, codec: other) }
         let more = F.rows(3, seed: 8)
         for c in [csr, copy] { try F.fill(c, more, more, batch: 1) }
         #expect(try copy.serialize(layers: 0..<2) == csr.serialize(layers: 0..<2))
-        #expect(F.read(copy, layer: 1, head: 1) == F.read(csr, layer: 1, head: 1))
+        return copy
     }
 
     /// A `buffer=i8g8` cache (head vectors of 16: two scales each): counted with its scales,
@@ -126,12 +133,7 @@ import SparseCoding
         _ = try F.promptThenThreeTokens([csr, one])
         // 5 buffered tokens per layer, keys and values, 2 heads: one more 2-byte scale per head.
         #expect(csr.byteCount == one.byteCount + 2 * 2 * 5 * 2 * 2)
-        let copy = try CSRCache.deserialize(try csr.serialize(layers: 0..<2), capacity: 256, rope: F.rope, codec: codec)
-        #expect(copy.byteCount == csr.byteCount)
-        #expect(throws: KVCacheError.self) { try CSRCache.deserialize(try csr.serialize(layers: 0..<2), capacity: 256, rope: F.rope, codec: perVector) }
-        let more = F.rows(3, seed: 8)
-        for c in [csr, copy] { try F.fill(c, more, more, batch: 1) }
-        #expect(try copy.serialize(layers: 0..<2) == csr.serialize(layers: 0..<2))
+        _ = try Self.expectCarried(csr, codec: codec, refusedBy: perVector)
     }
 
     @Test func settingsParse() throws {

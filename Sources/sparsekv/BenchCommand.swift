@@ -109,7 +109,7 @@ struct SpeedBench: ParsableCommand {
         for (part, s) in profile.seconds { shares[part.rawValue] = s / total }
 
         let report = Report(
-            threads: BLASRuntime.threads, blasCore: BLASRuntime.coreName, promptTokens: promptTokens,
+            threads: ComputeThreads.count, blasCore: BLASRuntime.coreName, promptTokens: promptTokens,
             genTokens: genTokens, repeats: repeats, prefillTokensPerSecond: median(prefillRates),
             decodeTokensPerSecond: median(decodeRates), prefillRuns: prefillRates, decodeRuns: decodeRates,
             decodeProfile: shares, decodeStepMilliseconds: total / Double(genTokens) * 1000,

@@ -30,13 +30,19 @@ struct ModelOptions: ParsableArguments {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
     }
 
-    /// Configures logging and BLAS, then opens the model file.
-    func setUp() throws -> (GGUFFile, Logger) {
+    /// Configures logging and threads, then opens the model file.
+    ///
+    /// - Parameter openBLASThreads: nil (inference) runs OpenBLAS on one thread and splits
+    ///   every batched product, attention unit and pursuit over the engine's own `--threads`
+    ///   threads: OpenBLAS's pool, left running, spins on the cores between its calls and
+    ///   leaves the engine's loops (softmax, dequantization, pursuit) on one thread.
+    ///   Training passes `threads` for its large sgemms.
+    func setUp(openBLASThreads: Int? = nil) throws -> (GGUFFile, Logger) {
         var logger = Logger(label: "sparsekv")
         logger.logLevel = verbose ? .debug : logLevelFromEnvironment()
-        BLASRuntime.setThreads(threads)
+        BLASRuntime.setThreads(openBLASThreads ?? 1)
         ComputeThreads.set(threads)
-        logger.debug("OpenBLAS kernels: \(BLASRuntime.coreName), threads: \(BLASRuntime.threads)")
+        logger.debug("OpenBLAS kernels: \(BLASRuntime.coreName), OpenBLAS threads: \(BLASRuntime.threads), engine threads: \(threads)")
         let path = modelPath
         if model == nil, !FileManager.default.fileExists(atPath: path) {
             throw CLIError.modelMissing(path)

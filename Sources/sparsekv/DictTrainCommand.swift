@@ -96,7 +96,7 @@ struct DictTrainCommand: ParsableCommand {
 
     func run() throws {
         let started = Date()
-        let (gguf, _) = try common.setUp()
+        let (gguf, _) = try common.setUp(openBLASThreads: common.threads)
         let tokenizer = try BPETokenizer(gguf: gguf)
         let model = try LlamaModel(gguf: gguf)
         let c = model.config

@@ -63,7 +63,11 @@ struct F64ReferenceTests {
     static let model = Result { try LlamaModel(path: RealAssets.model) }
     static let dictionary = Result { try CSRDictionary.load(path: ProjectDictionary.path) }
 
-    init() { BLASRuntime.setThreads(2) }
+    /// The CLI's threading: OpenBLAS on one thread, prefill split over two engine threads.
+    init() {
+        BLASRuntime.setThreads(1)
+        ComputeThreads.set(2)
+    }
 
     static func cacheType(_ kind: String) throws -> KVCacheType {
         kind.lowercased().hasPrefix("csr")

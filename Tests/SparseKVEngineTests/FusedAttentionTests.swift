@@ -87,10 +87,16 @@ import Testing
                 try c.referenceAttend(layer: 1, queries: qp.baseAddress!, count: n, heads: heads, scale: scale, into: $0.baseAddress!)
             }
         }
-        let before = ComputeThreads.count
-        defer { ComputeThreads.set(before) }
-        for threads in [1, 2, 3] {
+        let before = ComputeThreads.count, blas = BLASRuntime.threads
+        defer {
+            ComputeThreads.set(before)
+            BLASRuntime.setThreads(blas)
+        }
+        // Prefill splits its units over the compute threads only when OpenBLAS runs on one.
+        let settings = n > FusedAttention.decodeTokens ? [(1, 2), (1, 1), (2, 1), (3, 1)] : [(1, blas), (2, blas), (3, blas)]
+        for (threads, blasThreads) in settings {
             ComputeThreads.set(threads)
+            BLASRuntime.setThreads(blasThreads)
             var got = [Float](repeating: .nan, count: expected.count)
             try q.withUnsafeBufferPointer { qp in
                 try got.withUnsafeMutableBufferPointer {
@@ -98,7 +104,7 @@ import Testing
                 }
             }
             let worst = zip(got, expected).map { abs($0 - $1) }.max() ?? 0
-            #expect(worst < 2e-5, "\(kind) kvHeads \(kvHeads) group \(group) prompt \(prompt) n \(n) threads \(threads): \(worst)")
+            #expect(worst < 2e-5, "\(kind) kvHeads \(kvHeads) group \(group) prompt \(prompt) n \(n) threads \(threads), OpenBLAS \(blasThreads): \(worst)")
         }
     }
 

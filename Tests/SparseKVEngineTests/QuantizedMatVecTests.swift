@@ -137,6 +137,38 @@ private func quantized(_ type: GGMLType, rows: Int, cols: Int, seed: UInt64) thr
         #expect(!runs[0].contains(Float.nan.bitPattern))
     }
 
+    /// A batched product with OpenBLAS on one thread is split over the compute threads
+    /// (each thread dequantizes and multiplies its own rows of every tile); each output
+    /// element is still one sgemm dot product over the same tile, so the split changes no
+    /// bit of the result. 4,000 rows make three tiles.
+    @Test func batchSplitOverThreadsEqualsOneProduct() throws {
+        let m = try quantized(.q4_1, rows: 4000, cols: 576, seed: 31)
+        var rng = TestRandom(seed: 32)
+        let n = 37, x = rng.activations(n * 576)
+        let tile = UnsafeMutablePointer<Float>.allocate(capacity: m.tileRows * m.cols)
+        defer { tile.deallocate() }
+        // The whole tiles, as OpenBLAS computes them on any thread count.
+        var whole = [Float](repeating: .nan, count: n * m.rows)
+        x.withUnsafeBufferPointer { xp in
+            whole.withUnsafeMutableBufferPointer { m.applyBatch(xp.baseAddress!, count: n, into: $0.baseAddress!, tile: tile, threads: 1) }
+        }
+        #expect(!whole.contains { $0.isNaN })
+        for threads in [2, 3] {
+            var y = [Float](repeating: .nan, count: n * m.rows)
+            x.withUnsafeBufferPointer { xp in
+                y.withUnsafeMutableBufferPointer { yp in
+                    var r0 = 0
+                    while r0 < m.rows {
+                        let r1 = min(m.rows, r0 + m.tileRows)
+                        m.applyTileSplit(xp.baseAddress!, count: n, rows: r0..<r1, into: yp.baseAddress!, tile: tile, threads: threads)
+                        r0 = r1
+                    }
+                }
+            }
+            #expect(y.map(\.bitPattern) == whole.map(\.bitPattern), "threads \(threads)")
+        }
+    }
+
     /// A grouped product (q, k and v sharing one quantized input, rows split over threads
     /// across matrix boundaries) gives each matrix exactly its own product.
     @Test func groupedProductsEqualSingleOnes() throws {

@@ -43,7 +43,8 @@ struct ReferenceTests {
     init() throws {
         (tokenizer, model) = try Self.loaded.get()
         ref = try LlamaCppReference.shared.get()
-        BLASRuntime.setThreads(2)
+        BLASRuntime.setThreads(1)
+        ComputeThreads.set(2)
     }
 
     func textTokens(_ name: String) throws -> [Int32] {

@@ -1,5 +1,6 @@
 import CBLAS
 import Dispatch
+import Synchronization
 import SparseCoding
 
 /// Causal attention that reads a KV cache in its own format (an ``AttentionSource``),
@@ -13,7 +14,9 @@ import SparseCoding
 /// - **Prefill** (a batch): per KV head and block of query tokens, each block of keys and
 ///   values is decoded once for every query head of the group; scores come from one sgemm
 ///   per head, the softmax runs online (running maximum and sum per query row) and the
-///   output is accumulated by sgemm. OpenBLAS threads the sgemms.
+///   output is accumulated by sgemm. With OpenBLAS on one thread (the CLI's setting) the
+///   (KV head, query block) units are shared out over ``ComputeThreads``; otherwise they
+///   run in turn and OpenBLAS threads each sgemm.
 ///
 /// Query token i (position start + i) sees positions 0 ... start + i.
 enum FusedAttention {
@@ -39,7 +42,8 @@ enum FusedAttention {
             decode(src, queries: q, count: n, start: start, heads: heads, kvHeads: kvHeads, scale: scale, into: out,
                    threads: threads)
         } else {
-            prefill(src, queries: q, count: n, start: start, heads: heads, kvHeads: kvHeads, scale: scale, into: out)
+            prefill(src, queries: q, count: n, start: start, heads: heads, kvHeads: kvHeads, scale: scale, into: out,
+                    threads: threads)
         }
     }
 
@@ -147,63 +151,99 @@ enum FusedAttention {
     /// (each decoded only once in all) prefill measured 1-2% slower for fp16.
     private static func prefill<S: AttentionSource>(_ src: S, queries q: UnsafePointer<Float>, count n: Int, start: Int,
                                                     heads: Int, kvHeads: Int, scale: Float,
-                                                    into out: UnsafeMutablePointer<Float>) {
+                                                    into out: UnsafeMutablePointer<Float>, threads: Int) {
         let d = src.headDim, group = heads / kvHeads, qDim = heads * d
-        let tq = min(n, prefillQueryBlock), kb = prefillKeyBlock
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: tq * kb)
-        let kScratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * kb * d), vScratch = kScratch + kb * d
-        // Per query row of the block (head h of the group, token r at h * tq + r): running maximum and sum.
-        let maxes = UnsafeMutablePointer<Float>.allocate(capacity: 2 * group * tq), sums = maxes + group * tq
-        defer {
-            scores.deallocate()
-            kScratch.deallocate()
-            maxes.deallocate()
+        let tq = min(n, prefillQueryBlock), blocks = (n + tq - 1) / tq, units = kvHeads * blocks
+        let job = PrefillJob(src: src, q: q, n: n, start: start, group: group, qDim: qDim, d: d, tq: tq, scale: scale,
+                             out: out)
+        // With OpenBLAS on one thread the units run on the compute threads, each with its
+        // own buffers; otherwise on this thread, OpenBLAS threading each sgemm.
+        let workers = BLASRuntime.threads == 1 ? min(threads, units) : 1
+        if workers <= 1 {
+            job.withBuffers { b in for u in 0..<units { job.run(unit: u, blocks: blocks, buffers: b) } }
+            return
         }
-        for i in 0..<n { (out + i * qDim).update(repeating: 0, count: qDim) }
-        for g in 0..<kvHeads {
-            var i0 = 0
-            while i0 < n {
-                let i1 = min(n, i0 + tq), rq = i1 - i0
-                maxes.update(repeating: -.infinity, count: group * tq)
-                sums.update(repeating: 0, count: group * tq)
-                var lo = 0
-                // Query token i sees positions up to start + i.
-                while lo < start + i1 {
-                    let hi = min(start + i1, lo + kb), width = hi - lo
-                    let k = src.keys(head: g, lo, hi, scratch: kScratch)
-                    let v = src.values(head: g, lo, hi, scratch: vScratch)
-                    let first = max(0, lo - start - i0)  // rows before it see none of the block
-                    for h in 0..<group {
-                        let column = (g * group + h) * d, m = maxes + h * tq, l = sums + h * tq
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rq - first), Int32(width), Int32(d), scale,
-                                    q + (i0 + first) * qDim + column, Int32(qDim), k, Int32(d), 0, scores, Int32(kb))
-                        for r in first..<rq {
-                            let i = i0 + r, row = scores + (r - first) * kb, o = out + i * qDim + column
-                            let visible = min(hi, start + i + 1) - lo
-                            let old = m[r], new = max(old, Kernels.maximum(row, count: visible))
-                            let sum = Kernels.expSubtract(row, count: visible, max: new)
-                            if visible < width { (row + visible).update(repeating: 0, count: width - visible) }
-                            if old == -.infinity {
-                                l[r] = sum
-                            } else {
-                                let rescale = Kernels.exp(old - new)
-                                l[r] = l[r] * rescale + sum
-                                if rescale != 1 { Kernels.scale(o, count: d, by: rescale) }
-                            }
-                            m[r] = new
-                        }
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rq - first), Int32(d), Int32(width), 1,
-                                    scores, Int32(kb), v, Int32(d), 1, out + (i0 + first) * qDim + column, Int32(qDim))
-                    }
-                    lo = hi
+        let next = Atomic<Int>(0)
+        ComputePool.shared.perform(iterations: workers, threads: workers) { _ in
+            job.withBuffers { b in
+                while true {
+                    let u = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                    guard u < units else { return }
+                    job.run(unit: u, blocks: blocks, buffers: b)
                 }
+            }
+        }
+    }
+
+    /// What the units of one prefill share: unit u is KV head u % kvHeads and query block
+    /// u / kvHeads (the later blocks, which see more positions, are handed out last). Safe
+    /// to send: each unit writes only its own rows and heads of `out`.
+    private struct PrefillJob<S: AttentionSource>: @unchecked Sendable {
+        let src: S
+        let q: UnsafePointer<Float>
+        let n: Int, start: Int, group: Int, qDim: Int, d: Int, tq: Int, scale: Float
+        let out: UnsafeMutablePointer<Float>
+
+        /// One unit's scratch: scores (tq, kb), key and value blocks, running maxima and sums.
+        struct Buffers {
+            let scores, kScratch, vScratch, maxes, sums: UnsafeMutablePointer<Float>
+        }
+
+        func withBuffers(_ body: (Buffers) -> Void) {
+            let kb = FusedAttention.prefillKeyBlock
+            let total = tq * kb + 2 * kb * d + 2 * group * tq
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: total)
+            defer { p.deallocate() }
+            let k = p + tq * kb, m = k + 2 * kb * d
+            body(Buffers(scores: p, kScratch: k, vScratch: k + kb * d, maxes: m, sums: m + group * tq))
+        }
+
+        func run(unit u: Int, blocks: Int, buffers b: Buffers) {
+            let kvHeads = qDim / (group * d), g = u % kvHeads, block = u / kvHeads
+            let kb = FusedAttention.prefillKeyBlock
+            let i0 = block * tq, i1 = min(n, i0 + tq), rq = i1 - i0
+            let scores = b.scores, maxes = b.maxes, sums = b.sums
+            for i in i0..<i1 {
+                for h in 0..<group { (out + i * qDim + (g * group + h) * d).update(repeating: 0, count: d) }
+            }
+            maxes.update(repeating: -.infinity, count: group * tq)
+            sums.update(repeating: 0, count: group * tq)
+            var lo = 0
+            // Query token i sees positions up to start + i.
+            while lo < start + i1 {
+                let hi = min(start + i1, lo + kb), width = hi - lo
+                let k = src.keys(head: g, lo, hi, scratch: b.kScratch)
+                let v = src.values(head: g, lo, hi, scratch: b.vScratch)
+                let first = max(0, lo - start - i0)  // rows before it see none of the block
                 for h in 0..<group {
-                    for r in 0..<rq {
-                        let total = sums[h * tq + r]
-                        Kernels.scale(out + (i0 + r) * qDim + (g * group + h) * d, count: d, by: total > 0 ? 1 / total : 0)
+                    let column = (g * group + h) * d, m = maxes + h * tq, l = sums + h * tq
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rq - first), Int32(width), Int32(d), scale,
+                                q + (i0 + first) * qDim + column, Int32(qDim), k, Int32(d), 0, scores, Int32(kb))
+                    for r in first..<rq {
+                        let i = i0 + r, row = scores + (r - first) * kb, o = out + i * qDim + column
+                        let visible = min(hi, start + i + 1) - lo
+                        let old = m[r], new = max(old, Kernels.maximum(row, count: visible))
+                        let sum = Kernels.expSubtract(row, count: visible, max: new)
+                        if visible < width { (row + visible).update(repeating: 0, count: width - visible) }
+                        if old == -.infinity {
+                            l[r] = sum
+                        } else {
+                            let rescale = Kernels.exp(old - new)
+                            l[r] = l[r] * rescale + sum
+                            if rescale != 1 { Kernels.scale(o, count: d, by: rescale) }
+                        }
+                        m[r] = new
                     }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rq - first), Int32(d), Int32(width), 1,
+                                scores, Int32(kb), v, Int32(d), 1, out + (i0 + first) * qDim + column, Int32(qDim))
                 }
-                i0 = i1
+                lo = hi
+            }
+            for h in 0..<group {
+                for r in 0..<rq {
+                    let total = sums[h * tq + r]
+                    Kernels.scale(out + (i0 + r) * qDim + (g * group + h) * d, count: d, by: total > 0 ? 1 / total : 0)
+                }
             }
         }
     }

@@ -23,11 +23,44 @@ extension QuantizedMatrix {
         var r0 = 0
         while r0 < rows {
             let r1 = min(rows, r0 + t)
-            dequantize(rows: r0..<r1, into: tile, threads: threads)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(r1 - r0), Int32(cols), 1,
-                        x, Int32(cols), tile, Int32(cols), 0, y + r0, Int32(rows))
+            if threads > 1 && BLASRuntime.threads == 1 {
+                applyTileSplit(x, count: n, rows: r0..<r1, into: y, tile: tile, threads: threads)
+            } else {
+                dequantize(rows: r0..<r1, into: tile, threads: threads)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(r1 - r0), Int32(cols), 1,
+                            x, Int32(cols), tile, Int32(cols), 0, y + r0, Int32(rows))
+            }
             r0 = r1
         }
+    }
+
+    /// One tile's product with OpenBLAS single-threaded: each of `threads` threads
+    /// dequantizes its own slice of the tile's rows and runs the sgemm of those output
+    /// columns, so no thread waits on another and OpenBLAS's own pool never spins.
+    func applyTileSplit(_ x: UnsafePointer<Float>, count n: Int, rows range: Range<Int>,
+                                into y: UnsafeMutablePointer<Float>, tile: UnsafeMutablePointer<Float>, threads: Int) {
+        let nb = cols / 32, rowBytes = nb * type.blockBytes, count = range.count, cols = cols, rows = rows
+        let parts = min(threads, max(1, count / 16))
+        blocks.withUnsafeBytes { w in
+            guard let base = w.baseAddress else { return }
+            let job = TileJob(dequant: DequantJob(base: base + range.lowerBound * rowBytes, out: tile, type: type, blocks: nb),
+                              x: x, y: y + range.lowerBound, tile: tile)
+            ComputePool.shared.perform(iterations: parts, threads: parts) { p in
+                let a = count * p / parts, b = count * (p + 1) / parts
+                job.dequant.run(rows: a..<b)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(b - a), Int32(cols), 1,
+                            job.x, Int32(cols), job.tile + a * cols, Int32(cols), 0, job.y + a, Int32(rows))
+            }
+        }
+    }
+
+    /// What the threads of one split tile share; each writes its own rows of the tile and
+    /// its own columns of y.
+    private struct TileJob: @unchecked Sendable {
+        let dequant: DequantJob
+        let x: UnsafePointer<Float>
+        let y: UnsafeMutablePointer<Float>
+        let tile: UnsafeMutablePointer<Float>
     }
 
     /// Rows `range` as fp32, (range.count, cols) row-major, on up to `threads` threads.

@@ -2,8 +2,9 @@ import Foundation
 import Synchronization
 
 /// Persistent threads for the parallel loops of a decode step (matrix products and
-/// attention), in place of `DispatchQueue.concurrentPerform`. Prefill keeps GCD: its
-/// loops alternate with OpenBLAS calls, whose own threads need the cores.
+/// attention), in place of `DispatchQueue.concurrentPerform`; prefill's products and
+/// attention units run on them too when OpenBLAS runs on one thread (the CLI's setting),
+/// each thread making its own single-threaded OpenBLAS calls.
 ///
 /// A decode step of SmolLM2 runs about 120 products of 30-100 µs each. GCD parks its
 /// workers as soon as a loop ends, and waking one takes from a few µs to far longer on a

@@ -18,7 +18,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .shortAndLong, help: "GGUF model file (default: $SPARSEKV_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf).")
     var model: String?
 
-    @Option(name: .shortAndLong, help: "CPU threads for matrix products.")
+    @Option(name: .shortAndLong, help: "CPU threads (matrix products, attention, CSR coding).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
     @Flag(name: .shortAndLong, help: "Log loading details, OpenBLAS kernels and timings.")

@@ -154,13 +154,13 @@ enum FusedAttention {
                                                     into out: UnsafeMutablePointer<Float>, threads: Int) {
         let d = src.headDim, group = heads / kvHeads, qDim = heads * d
         let tq = min(n, prefillQueryBlock), blocks = (n + tq - 1) / tq, units = kvHeads * blocks
-        let job = PrefillJob(src: src, q: q, n: n, start: start, group: group, qDim: qDim, d: d, tq: tq, scale: scale,
-                             out: out)
+        let job = PrefillJob(src: src, q: q, n: n, start: start, kvHeads: kvHeads, group: group, qDim: qDim, d: d, tq: tq,
+                             scale: scale, out: out)
         // With OpenBLAS on one thread the units run on the compute threads, each with its
         // own buffers; otherwise on this thread, OpenBLAS threading each sgemm.
         let workers = BLASRuntime.threads == 1 ? min(threads, units) : 1
         if workers <= 1 {
-            job.withBuffers { b in for u in 0..<units { job.run(unit: u, blocks: blocks, buffers: b) } }
+            job.withBuffers { b in for u in 0..<units { job.run(unit: u, buffers: b) } }
             return
         }
         let next = Atomic<Int>(0)
@@ -169,7 +169,7 @@ enum FusedAttention {
                 while true {
                     let u = next.wrappingAdd(1, ordering: .relaxed).oldValue
                     guard u < units else { return }
-                    job.run(unit: u, blocks: blocks, buffers: b)
+                    job.run(unit: u, buffers: b)
                 }
             }
         }
@@ -181,7 +181,7 @@ enum FusedAttention {
     private struct PrefillJob<S: AttentionSource>: @unchecked Sendable {
         let src: S
         let q: UnsafePointer<Float>
-        let n: Int, start: Int, group: Int, qDim: Int, d: Int, tq: Int, scale: Float
+        let n: Int, start: Int, kvHeads: Int, group: Int, qDim: Int, d: Int, tq: Int, scale: Float
         let out: UnsafeMutablePointer<Float>
 
         /// One unit's scratch: scores (tq, kb), key and value blocks, running maxima and sums.
@@ -198,8 +198,8 @@ enum FusedAttention {
             body(Buffers(scores: p, kScratch: k, vScratch: k + kb * d, maxes: m, sums: m + group * tq))
         }
 
-        func run(unit u: Int, blocks: Int, buffers b: Buffers) {
-            let kvHeads = qDim / (group * d), g = u % kvHeads, block = u / kvHeads
+        func run(unit u: Int, buffers b: Buffers) {
+            let g = u % kvHeads, block = u / kvHeads
             let kb = FusedAttention.prefillKeyBlock
             let i0 = block * tq, i1 = min(n, i0 + tq), rq = i1 - i0
             let scores = b.scores, maxes = b.maxes, sums = b.sums

@@ -253,28 +253,33 @@ public struct MatchingPursuitEncoder: Sendable {
         // Every worker gets at least one chunk, however small the batch.
         let chunk = max(1, min(options.chunkRows, (count + workers - 1) / workers))
         let chunks = (count + chunk - 1) / chunk
-        let corr = UnsafeMutablePointer<Float>.allocate(capacity: workers * chunk * n)
-        defer { corr.deallocate() }
         // Without a kept Gram matrix: one for this call when the batch repays it, else Gram
-        // rows on demand.
-        let transient: [Float]? = gram == nil && count * s >= n
-            ? (try? dictionary.uncachedGram()) : nil
+        // rows on demand. The correlations and a call's Gram come from the scratch pool: a
+        // prefill codes every layer, and fresh blocks of 2-4 MB per layer were mapped and
+        // faulted in page by page each time.
+        let transient = gram == nil && count * s >= n && dictionary.gramByteCount <= SparseDictionary.maxGramBytes
         // Without a Gram matrix, the kernels read the atoms in panels.
-        let panels = gram == nil && transient == nil ? dictionary.panels() : []
-        dictionary.atoms.withUnsafeBufferPointer { d in
-            (gram ?? transient ?? []).withUnsafeBufferPointer { g in panels.withUnsafeBufferPointer { t in
-                guard let dp = d.baseAddress else { return }
-                let shared = Shared(corr: corr, atoms: dp, panels: t.isEmpty ? nil : t.baseAddress,
-                                    gram: g.isEmpty ? nil : g.baseAddress, vectors: vectors,
-                                    indices: indices, coefficients: coefficients, queue: ChunkQueue(count: chunks))
-                if workers == 1 {
-                    work(worker: 0, shared: shared, chunk: chunk, count: count, observe: observe)
-                } else {
-                    DispatchQueue.concurrentPerform(iterations: workers) { w in
-                        work(worker: w, shared: shared, chunk: chunk, count: count, observe: nil)
-                    }
+        let panels = gram == nil && !transient ? dictionary.panels() : []
+        ScratchPool.shared.withFloats(workers * chunk * n) { corr in
+            ScratchPool.shared.withFloats(transient ? n * n : 0) { scratchGram in
+                if transient { dictionary.computeGram(into: scratchGram) }
+                dictionary.atoms.withUnsafeBufferPointer { d in
+                    (gram ?? []).withUnsafeBufferPointer { g in panels.withUnsafeBufferPointer { t in
+                        guard let dp = d.baseAddress else { return }
+                        let shared = Shared(corr: corr, atoms: dp, panels: t.isEmpty ? nil : t.baseAddress,
+                                            gram: transient ? UnsafePointer(scratchGram) : g.isEmpty ? nil : g.baseAddress,
+                                            vectors: vectors,
+                                            indices: indices, coefficients: coefficients, queue: ChunkQueue(count: chunks))
+                        if workers == 1 {
+                            work(worker: 0, shared: shared, chunk: chunk, count: count, observe: observe)
+                        } else {
+                            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                                work(worker: w, shared: shared, chunk: chunk, count: count, observe: nil)
+                            }
+                        }
+                    } }
                 }
-            } }
+            }
         }
     }
 

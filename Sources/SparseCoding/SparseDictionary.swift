@@ -110,15 +110,6 @@ public struct SparseDictionary: Sendable {
         return gramCache.value { Self.computeGram(atoms, atomCount, dimension) }
     }
 
-    /// The Gram matrix computed afresh and not kept: for encoders that must not hold
-    /// N x N floats for the life of the process (a serving node with one dictionary per layer).
-    public func uncachedGram() throws -> [Float] {
-        guard gramByteCount <= Self.maxGramBytes else {
-            throw SparseCodingError.gramTooLarge(atomCount: atomCount, bytes: gramByteCount, limit: Self.maxGramBytes)
-        }
-        return Self.computeGram(atoms, atomCount, dimension)
-    }
-
     /// The atoms in panels of 16, each panel channel by channel: (ceil(N / 16), m, 16), the
     /// last panel padded with zero atoms; value i of atom n is at
     /// `PursuitKernels.panelOffset(atom: n, dimension: m) + 16 * i`. The layout of the
@@ -138,14 +129,20 @@ public struct SparseDictionary: Sendable {
 
     private static func computeGram(_ atoms: [Float], _ n: Int, _ m: Int) -> [Float] {
         var g = [Float](repeating: 0, count: n * n)  // (N, N)
-        atoms.withUnsafeBufferPointer { d in
-            g.withUnsafeMutableBufferPointer { out in
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(n), Int32(m),
-                            1, d.baseAddress, Int32(m), d.baseAddress, Int32(m), 0, out.baseAddress, Int32(n))
-            }
-        }
+        g.withUnsafeMutableBufferPointer { computeGram(atoms, n, m, into: $0.baseAddress!) }
         return g
     }
+
+    private static func computeGram(_ atoms: [Float], _ n: Int, _ m: Int, into out: UnsafeMutablePointer<Float>) {
+        atoms.withUnsafeBufferPointer { d in
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(n), Int32(m),
+                        1, d.baseAddress, Int32(m), d.baseAddress, Int32(m), 0, out, Int32(n))
+        }
+    }
+
+    /// The Gram matrix written into `out` (N x N floats), for a caller that holds the
+    /// buffer; the same sgemm as ``gram()``. The caller checks ``maxGramBytes``.
+    func computeGram(into out: UnsafeMutablePointer<Float>) { Self.computeGram(atoms, atomCount, dimension, into: out) }
 
     // MARK: - Decoding
 

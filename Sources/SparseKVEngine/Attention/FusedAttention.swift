@@ -189,13 +189,14 @@ enum FusedAttention {
             let scores, kScratch, vScratch, maxes, sums: UnsafeMutablePointer<Float>
         }
 
+        /// From the scratch pool: a fresh block of this size (0.8 MB) would be mapped, faulted
+        /// in and unmapped per layer and thread.
         func withBuffers(_ body: (Buffers) -> Void) {
             let kb = FusedAttention.prefillKeyBlock
-            let total = tq * kb + 2 * kb * d + 2 * group * tq
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: total)
-            defer { p.deallocate() }
-            let k = p + tq * kb, m = k + 2 * kb * d
-            body(Buffers(scores: p, kScratch: k, vScratch: k + kb * d, maxes: m, sums: m + group * tq))
+            ScratchPool.shared.withFloats(tq * kb + 2 * kb * d + 2 * group * tq) { p in
+                let k = p + tq * kb, m = k + 2 * kb * d
+                body(Buffers(scores: p, kScratch: k, vScratch: k + kb * d, maxes: m, sums: m + group * tq))
+            }
         }
 
         func run(unit u: Int, buffers b: Buffers) {

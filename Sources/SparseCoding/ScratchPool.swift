@@ -1,16 +1,17 @@
 import Foundation
 
-/// Float buffers the decode path takes and gives back, instead of allocating per call.
+/// Float buffers the decode path, prefill attention and the pursuit's correlation and Gram
+/// buffers take and give back, instead of allocating per call.
 ///
 /// A decode step needs a work buffer of a few hundred KiB per layer (scores, atom-space
 /// accumulators, key and value scratch). At that size glibc maps each block on its own
-/// (``MallocTuning/mmapThreshold``), so a fresh buffer per layer and step cost an mmap, a
+/// (`MallocTuning.mmapThreshold` in SparseKVEngine), so a fresh buffer per layer and step cost an mmap, a
 /// page fault per 4 KiB on first touch and a munmap that interrupts every core to flush
 /// its TLB: 30 of each per token (seen with `strace -c`: ~19,000 munmaps in one
 /// token-by-token eval window). The pool keeps a few buffers of at most ``largest`` bytes,
 /// so what it holds stays small next to the model.
-final class ScratchPool: @unchecked Sendable {
-    static let shared = ScratchPool(keep: 4, largest: 4 << 20)
+public final class ScratchPool: @unchecked Sendable {
+    public static let shared = ScratchPool(keep: 6, largest: 4 << 20)
 
     private let lock = NSLock()
     /// Free buffers and their capacities in floats.
@@ -26,7 +27,7 @@ final class ScratchPool: @unchecked Sendable {
 
     /// Runs `body` with a buffer of at least `count` floats (uninitialized contents), then
     /// takes the buffer back. Concurrent callers get distinct buffers.
-    func withFloats<R>(_ count: Int, _ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
+    public func withFloats<R>(_ count: Int, _ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
         let b = take(count)
         defer { give(b) }
         return try body(b.pointer)

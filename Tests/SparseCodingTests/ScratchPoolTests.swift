@@ -1,7 +1,7 @@
 import Dispatch
 import Foundation
 import Testing
-@testable import SparseKVEngine
+@testable import SparseCoding
 
 @Suite struct ScratchPoolTests {
     /// A buffer given back is handed out again for a request it can hold; a larger request

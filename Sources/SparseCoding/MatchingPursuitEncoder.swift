@@ -260,25 +260,33 @@ public struct MatchingPursuitEncoder: Sendable {
         let transient = gram == nil && count * s >= n && dictionary.gramByteCount <= SparseDictionary.maxGramBytes
         // Without a Gram matrix, the kernels read the atoms in panels.
         let panels = gram == nil && !transient ? dictionary.panels() : []
-        ScratchPool.shared.withFloats(workers * chunk * n) { corr in
-            ScratchPool.shared.withFloats(transient ? n * n : 0) { scratchGram in
-                if transient { dictionary.computeGram(into: scratchGram) }
-                dictionary.atoms.withUnsafeBufferPointer { d in
-                    (gram ?? []).withUnsafeBufferPointer { g in panels.withUnsafeBufferPointer { t in
-                        guard let dp = d.baseAddress else { return }
-                        let shared = Shared(corr: corr, atoms: dp, panels: t.isEmpty ? nil : t.baseAddress,
-                                            gram: transient ? UnsafePointer(scratchGram) : g.isEmpty ? nil : g.baseAddress,
-                                            vectors: vectors,
-                                            indices: indices, coefficients: coefficients, queue: ChunkQueue(count: chunks))
-                        if workers == 1 {
-                            work(worker: 0, shared: shared, chunk: chunk, count: count, observe: observe)
-                        } else {
-                            DispatchQueue.concurrentPerform(iterations: workers) { w in
-                                work(worker: w, shared: shared, chunk: chunk, count: count, observe: nil)
-                            }
+        func code(gram g: UnsafePointer<Float>?, corr: UnsafeMutablePointer<Float>) {
+            dictionary.atoms.withUnsafeBufferPointer { d in
+                panels.withUnsafeBufferPointer { t in
+                    guard let dp = d.baseAddress else { return }
+                    let shared = Shared(corr: corr, atoms: dp, panels: t.isEmpty ? nil : t.baseAddress, gram: g,
+                                        vectors: vectors, indices: indices, coefficients: coefficients,
+                                        queue: ChunkQueue(count: chunks))
+                    if workers == 1 {
+                        work(worker: 0, shared: shared, chunk: chunk, count: count, observe: observe)
+                    } else {
+                        DispatchQueue.concurrentPerform(iterations: workers) { w in
+                            work(worker: w, shared: shared, chunk: chunk, count: count, observe: nil)
                         }
-                    } }
+                    }
                 }
+            }
+        }
+        ScratchPool.shared.withFloats(workers * chunk * n) { corr in
+            if transient {
+                ScratchPool.shared.withFloats(n * n) { g in
+                    dictionary.computeGram(into: g)
+                    code(gram: g, corr: corr)
+                }
+            } else if let gram {
+                gram.withUnsafeBufferPointer { code(gram: $0.baseAddress, corr: corr) }
+            } else {
+                code(gram: nil, corr: corr)
             }
         }
     }

@@ -37,8 +37,9 @@ extension QuantizedMatrix {
     /// One tile's product with OpenBLAS single-threaded: each of `threads` threads
     /// dequantizes its own slice of the tile's rows and runs the sgemm of those output
     /// columns, so no thread waits on another and OpenBLAS's own pool never spins.
+    /// Internal for the test that holds it to the whole-tile product.
     func applyTileSplit(_ x: UnsafePointer<Float>, count n: Int, rows range: Range<Int>,
-                                into y: UnsafeMutablePointer<Float>, tile: UnsafeMutablePointer<Float>, threads: Int) {
+                        into y: UnsafeMutablePointer<Float>, tile: UnsafeMutablePointer<Float>, threads: Int) {
         let nb = cols / 32, rowBytes = nb * type.blockBytes, count = range.count, cols = cols, rows = rows
         let parts = min(threads, max(1, count / 16))
         blocks.withUnsafeBytes { w in

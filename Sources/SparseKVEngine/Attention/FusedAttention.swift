@@ -156,9 +156,8 @@ enum FusedAttention {
         let tq = min(n, prefillQueryBlock), blocks = (n + tq - 1) / tq, units = kvHeads * blocks
         let job = PrefillJob(src: src, q: q, n: n, start: start, kvHeads: kvHeads, group: group, qDim: qDim, d: d, tq: tq,
                              scale: scale, out: out)
-        // With OpenBLAS on one thread the units run on the compute threads, each with its
-        // own buffers; otherwise on this thread, OpenBLAS threading each sgemm.
-        let workers = BLASRuntime.threads == 1 ? min(threads, units) : 1
+        // Split: the units run on the compute threads, each with its own buffers.
+        let workers = BLASRuntime.engineSplitsBatches ? min(threads, units) : 1
         if workers <= 1 {
             job.withBuffers { b in for u in 0..<units { job.run(unit: u, buffers: b) } }
             return

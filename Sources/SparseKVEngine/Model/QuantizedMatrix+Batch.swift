@@ -23,7 +23,7 @@ extension QuantizedMatrix {
         var r0 = 0
         while r0 < rows {
             let r1 = min(rows, r0 + t)
-            if threads > 1 && BLASRuntime.threads == 1 {
+            if threads > 1 && BLASRuntime.engineSplitsBatches {
                 applyTileSplit(x, count: n, rows: r0..<r1, into: y, tile: tile, threads: threads)
             } else {
                 dequantize(rows: r0..<r1, into: tile, threads: threads)

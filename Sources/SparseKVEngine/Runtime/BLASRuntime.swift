@@ -25,6 +25,12 @@ public enum BLASRuntime {
 
     public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
 
+    /// Whether batched work (prefill's weight products and attention units) is split over
+    /// the engine's own threads, each calling OpenBLAS single-threaded: so when OpenBLAS
+    /// runs on one thread (the CLI's setting). Otherwise the work runs in turn and
+    /// OpenBLAS's pool threads each sgemm.
+    static var engineSplitsBatches: Bool { threads == 1 }
+
     /// Kernel families that leave AVX2/AVX-512 unused.
     static let genericCores: Set<String> = [
         "prescott", "katmai", "coppermine", "northwood", "banias", "core2", "penryn", "dunnington",

@@ -114,7 +114,7 @@ let kvHelp = ArgumentHelp(
     "KV cache: fp32, fp16, kivi2, kivi4, kivi8 or csr:S (CSR-S with --dict).",
     discussion: """
         csr: takes options after a comma: k=S, v=S (pairs per key vector / value chunk), coef=f16|i8|i6 (i4...i7: \
-        coefficient bits when stored), alg=mp|omp, online=M, guard=F, guard-error=E, err=E, ec=gaps|rans (indices stored as gaps of sorted rows, or rANS), recent=W (the W \
+        coefficient bits when stored), alg=mp|omp, online=M, guard=F, guard-error=E, err=E, ec=gaps|rans (indices stored as gaps of sorted rows, or rANS; ec=gaps+coef also Huffman-codes the int8 coefficients and scales), recent=W (the W \
         latest tokens also in fp16), buffer=i8 (those W tokens in int8, one fp16 scale per head vector; i8g16: one per 16 channels), sink=N (the first N tokens in fp16), k@L=S or k@A-B=S (layer L's or layers A to \
         B's own key pairs; v@ likewise), e.g. csr:8, csr:4,coef=i8, or, token by \
         token near fp32 at 4.2 bits per channel (1,024 tokens), csr:16,coef=i6,alg=omp,recent=32,sink=4,ec=gaps. \

@@ -67,6 +67,23 @@ enum CSRFixture {
         }
     }
 
+    /// Two caches of `codec` with the same final rows: one appended 30 tokens one at a
+    /// time, was cut to 12 and took 28 others in batches of 3; the other coded the 12 and
+    /// the 28 from scratch. A running tally (of gap bits, of coefficient symbols) must
+    /// follow the first to what the second counts.
+    static func truncatedAndFresh(_ codec: CSRCodec, seed: UInt64) throws -> (CSRCache, CSRCache) {
+        let k = rows(40, seed: seed), v = rows(40, seed: seed + 1), other = rows(40, seed: seed + 2), w = geometry.rowWidth
+        let a = codec.makeCache(geometry: geometry, rope: rope)
+        try fill(a, Array(k[0..<30 * w]), Array(v[0..<30 * w]), batch: 1)
+        _ = a.byteCount
+        a.truncate(to: 12)
+        try fill(a, Array(other[12 * w..<40 * w]), Array(other[12 * w..<40 * w]), batch: 3)
+        let b = codec.makeCache(geometry: geometry, rope: rope)
+        try fill(b, Array(k[0..<12 * w]), Array(v[0..<12 * w]), batch: 1)
+        try fill(b, Array(other[12 * w..<40 * w]), Array(other[12 * w..<40 * w]), batch: 3)
+        return (a, b)
+    }
+
     static func read(_ c: any KVCache, layer: Int, head: Int) -> ([Float], [Float]) {
         c.withKeysAndValues(layer: layer, kvHead: head) { k, v, n in
             (Array(UnsafeBufferPointer(start: k, count: n * d)), Array(UnsafeBufferPointer(start: v, count: n * d)))

@@ -68,15 +68,7 @@ import Testing
     /// the count of a cache that coded the final rows from scratch, and the stored form.
     @Test func byteCountFollowsAppendsAndTruncations() throws {
         let codec = try F.randomCodec(atoms: 256, seed: 101) { $0 = try! CSRSettings(parsing: "csr:k=8,v=4,coef=i8,ec=gaps", valueChunks: 2) }
-        let k = F.rows(40, seed: 102), v = F.rows(40, seed: 103), other = F.rows(40, seed: 104), w = F.geometry.rowWidth
-        let a = codec.makeCache(geometry: F.geometry, rope: F.rope)
-        try F.fill(a, Array(k[0..<30 * w]), Array(v[0..<30 * w]), batch: 1)
-        _ = a.byteCount
-        a.truncate(to: 12)
-        try F.fill(a, Array(other[12 * w..<40 * w]), Array(other[12 * w..<40 * w]), batch: 3)
-        let b = codec.makeCache(geometry: F.geometry, rope: F.rope)
-        try F.fill(b, Array(k[0..<12 * w]), Array(v[0..<12 * w]), batch: 1)
-        try F.fill(b, Array(other[12 * w..<40 * w]), Array(other[12 * w..<40 * w]), batch: 3)
+        let (a, b) = try F.truncatedAndFresh(codec, seed: 102)
         #expect(a.byteCount == b.byteCount)
         for s in 0..<2 {
             for stream in [a.keyStreams[s], a.valueStreams[s]] {

@@ -149,10 +149,11 @@ import Testing
     }
 
     /// The stored forms that differ from memory travel in append payloads too: pair counts
-    /// (`err=`), rANS- or gap-coded indices; and with a buffer, gap-coded codes of the tokens
-    /// leaving it; a buffer of int8 rows.
+    /// (`err=`), rANS- or gap-coded indices, Huffman-coded coefficients; and with a buffer,
+    /// gap-coded codes of the tokens leaving it; a buffer of int8 rows.
     @Test(arguments: ["csr:k=3,v=2,coef=i8,ec=gaps,online=2,guard=0.2,guard-error=0.1", "csr:k=6,v=3,err=0.2,coef=i8",
-                      "csr:k=3,v=2,coef=i6,alg=omp,ec=gaps,recent=4,sink=2", "csr:k=3,v=2,coef=i6,recent=4,buffer=i8"])
+                      "csr:k=3,v=2,coef=i6,alg=omp,ec=gaps,recent=4,sink=2", "csr:k=3,v=2,coef=i6,recent=4,buffer=i8",
+                      "csr:k=3,v=2,coef=i6,alg=omp,ec=gaps+coef,recent=4,sink=2", "csr:k=6,v=3,err=0.2,coef=i7,ec=coef"])
     func csrStoredFormsReplica(spec: String) throws {
         let codec = try F.randomCodec(atoms: 40, seed: 24) { $0 = try! CSRSettings(parsing: spec, valueChunks: 2) }
         try Self.checkReplica(codec.makeCache(geometry: F.geometry, rope: F.rope)) {

@@ -11,6 +11,8 @@ import SparseCoding
 ///    order) a u32 byte count, the u8 Rice parameter and the Rice-coded gaps (`GapCoding`);
 /// 3. the coefficients of the pairs used: fp16, or int8 (with `coef=iN`, N < 8, offset by
 ///    2^(N-1) - 1 and packed to N bits) then the fp16 scale of every row that uses a pair;
+///    with coefficient coding (`ec=...+coef`) a u8 mode first: 0, that fixed-width form; 1,
+///    a u32 byte count and a `CoefficientCoding` block of the same coefficients and scales;
 /// 4. the guard bank among the rows: u32 count, u32 rows relative to the first, fp16 values.
 ///
 /// With fixed sparsity and no entropy coding this is the memory layout as is.
@@ -45,9 +47,35 @@ extension CSRCodeStream {
         }
         switch format {
         case .float16: bytes += used * 2
-        case .int8: bytes += storedCoefficientBytes(used) + (0..<rows).reduce(0) { $0 + (pairCount($1) > 0 ? 2 : 0) }
+        case .int8:
+            let fixed = storedCoefficientBytes(used) + (0..<rows).reduce(0) { $0 + (pairCount($1) > 0 ? 2 : 0) }
+            bytes += coefficientCoded ? 1 + min(fixed, 4 + CoefficientCoding.byteCount(talliedCoefficients())) : fixed
         }
         return bytes
+    }
+
+    /// The int8 coefficients and scales of the pairs and rows `rows` use, as a section
+    /// stores them.
+    func usedCoefficients(_ rows: Range<Int>) -> (coefficients: [Int8], scales: [UInt16]) {
+        let p = sparsity
+        return (rows.flatMap { r in coefficients8[r * p..<r * p + pairCount(r)] }, rows.filter { pairCount($0) > 0 }.map { scales[$0] })
+    }
+
+    /// Symbol counts of all rows' coefficients and scales (what ``CoefficientCoding``'s
+    /// block size depends on), counting only the rows added since the last call, as
+    /// ``gapCodedBits()`` does.
+    func talliedCoefficients() -> CoefficientCoding.Counts {
+        let levels = Int(coefficientLevels)
+        if tallyRows > rows || coefficientTally.coefficients.count != 2 * levels + 1 {
+            (coefficientTally, tallyRows) = (CoefficientCoding.Counts(levels: levels), 0)
+        }
+        if tallyRows < rows {
+            let (q, sc) = usedCoefficients(tallyRows..<rows)
+            coefficientTally.add(coefficients: q)
+            for x in sc { coefficientTally.add(scale: x) }
+            tallyRows = rows
+        }
+        return coefficientTally
     }
 
     /// Stored bytes of `count` int8 coefficients: one each, or packed to `coefficientBits`.
@@ -171,8 +199,21 @@ extension CSRCodeStream {
         case .float16:
             for r in rows { w.write(array: Array(coefficients16[r * p..<r * p + pairCount(r)])) }
         case .int8:
-            w.write(array: storedCoefficients(rows.flatMap { r in coefficients8[r * p..<r * p + pairCount(r)] }))
-            w.write(array: rows.filter { pairCount($0) > 0 }.map { scales[$0] })
+            let (q, sc) = usedCoefficients(rows)
+            if coefficientCoded {
+                // Coded unless fixed width is smaller (a section of a few rows, whose code
+                // tables outweigh their codes): a mode byte says which.
+                let block = CoefficientCoding.encode(q, levels: Int(coefficientLevels), scales: sc)
+                if 4 + block.count < storedCoefficientBytes(q.count) + 2 * sc.count {
+                    w.write(UInt8(1))
+                    w.write(UInt32(block.count))
+                    w.write(array: block)
+                    break
+                }
+                w.write(UInt8(0))
+            }
+            w.write(array: storedCoefficients(q))
+            w.write(array: sc)
         }
         let guarded = guardRows.indices.filter { rows.contains(Int(guardRows[$0])) }
         w.write(UInt32(guarded.count))
@@ -223,8 +264,22 @@ extension CSRCodeStream {
         }
         let nonEmpty = counts.reduce(0) { $0 + ($1 > 0 ? 1 : 0) }
         let c16 = try r.readArray(UInt16.self, count: format == .float16 ? used : 0, "coefficients")
-        let c8 = try readCoefficients(count: format == .int8 ? used : 0, from: &r)
-        let sc = try r.readArray(UInt16.self, count: format == .int8 ? nonEmpty : 0, "scales")
+        var c8: [Int8], sc: [UInt16]
+        let mode = format == .int8 && coefficientCoded ? try r.read(UInt8.self, "coefficient mode") : 0
+        guard mode <= 1 else { throw KVCacheError.malformedPayload("coefficient mode \(mode)") }
+        if mode == 1 {
+            let length = Int(try r.read(UInt32.self, "coded coefficient length"))
+            guard length <= r.remaining else { throw KVCacheError.malformedPayload("coded coefficients of \(length) bytes, \(r.remaining) left") }
+            let block = try r.readRaw(length, "coded coefficients")
+            do {
+                (c8, sc) = try CoefficientCoding.decode(block, count: used, scaleCount: nonEmpty, levels: Int(coefficientLevels))
+            } catch let e as EntropyCodingError {
+                throw KVCacheError.malformedPayload(e.localizedDescription)
+            }
+        } else {
+            c8 = try readCoefficients(count: format == .int8 ? used : 0, from: &r)
+            sc = try r.readArray(UInt16.self, count: format == .int8 ? nonEmpty : 0, "scales")
+        }
         let guards = Int(try r.read(UInt32.self, "guard count"))
         guard guards <= n else { throw KVCacheError.malformedPayload("\(guards) guard rows for \(n) rows") }
         let gRows = try r.readArray(UInt32.self, count: guards, "guard rows")

@@ -72,6 +72,13 @@ final class CSRCodeStream {
     /// for it every step.
     var gapBits = [Int](repeating: 0, count: GapCoding.maxParameter + 1)
     var gapBitRows = 0
+    /// With coefficient coding: symbol counts of the coefficients and scales of rows
+    /// 0 ..< tallyRows, kept up the same way (``talliedCoefficients()``).
+    var coefficientTally = CoefficientCoding.Counts(levels: 0)
+    var tallyRows = 0
+    /// The stored form entropy-codes the int8 coefficients and scales (`ec=...+coef`,
+    /// ``CSRSettings/coefficientCoded``).
+    let coefficientCoded: Bool
 
     /// The atoms rows are rebuilt from, (N + online, m) fp16 bits: the offline atoms as the
     /// dictionary file stores them, then the online atoms. Pursuit picks codes against the
@@ -101,6 +108,7 @@ final class CSRCodeStream {
         errorBudget = settings.errorBudget
         self.entropyTable = settings.entropyCoded ? entropyTable : nil
         gapCoded = settings.gapCoded
+        coefficientCoded = settings.coefficientCoded && settings.coefficients == .int8
         self.settings = settings
         offlineEncoderProvider = encoder
         offlineBits = atomBits ?? offline.atoms.map { HalfPrecision.bits($0) }
@@ -487,6 +495,8 @@ final class CSRCodeStream {
         if !pairCounts.isEmpty { pairCounts.removeLast(pairCounts.count - keep) }
         codedIndexCache = nil
         (gapBits, gapBitRows) = ([Int](repeating: 0, count: GapCoding.maxParameter + 1), 0)
+        tallyRows = 0
+        coefficientTally = CoefficientCoding.Counts(levels: 0)
         let g = guardRows.firstIndex { Int($0) >= keep } ?? guardRows.count
         guardRows.removeLast(guardRows.count - g)
         guardValues.removeLast(guardValues.count - g * m)

@@ -16,7 +16,8 @@ import SparseCoding
 ///   otherwise), `ec=gaps` (each vector's pairs in ascending atom order, the indices
 ///   stored as Rice-coded gaps; see ``IndexCoding``), `ec=rans` (atom indices entropy-coded
 ///   with the dictionary's static tables in the stored and transferred form; see
-///   ``IndexCoding``), `recent=W` (the
+///   ``IndexCoding``), `ec=gaps+coef` (or `rans+coef`, or `coef` alone: the int8
+///   coefficients and their scales Huffman-coded too; see ``coefficientCoded``), `recent=W` (the
 ///   latest W tokens also kept in fp16, as KIVI's and the CSR paper's full-precision
 ///   buffer; attention reads them instead of their codes; counted), `buffer=i8` (the
 ///   buffer's rows stored as int8 with an fp16 scale per head vector, 8.25 bits per channel
@@ -74,6 +75,11 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
         get { indexCoding == .rans }
         set { indexCoding = newValue ? .rans : (indexCoding == .rans ? .fixed : indexCoding) }
     }
+    /// Whether the stored and transferred form entropy-codes the int8 coefficients and
+    /// their rows' scales (`ec=gaps+coef`, `ec=rans+coef`, `ec=coef`; see
+    /// `CoefficientCoding`): each section codes them with Huffman codes made for it, or
+    /// keeps them fixed-width where that is smaller (a few rows). Memory keeps them as int8.
+    public var coefficientCoded = false
     /// Indices gap-coded (``IndexCoding/gaps``).
     public var gapCoded: Bool { indexCoding == .gaps }
     /// The latest tokens whose keys and values are also kept in fp16 (stored, counted and
@@ -186,11 +192,18 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
                 guard e > 0, e < 1 else { throw CSRError.badSettings("err=\(kv[1]) is a relative squared error, in (0, 1)") }
                 s.errorBudget = Float(e)
             case "ec":
-                switch kv[1].lowercased() {
-                case "rans": s.indexCoding = .rans
-                case "gaps": s.indexCoding = .gaps
-                case "none": s.indexCoding = .fixed
-                default: throw CSRError.badSettings("ec=\(kv[1]): use gaps, rans or none")
+                // What is entropy-coded: the indices (one of gaps, rans, none) and, with
+                // `+coef` or `coef` alone, the coefficients.
+                let parts = kv[1].lowercased().split(separator: "+", omittingEmptySubsequences: false)
+                (s.indexCoding, s.coefficientCoded) = (.fixed, false)
+                for (i, part) in parts.enumerated() {
+                    switch part {
+                    case "rans" where i == 0: s.indexCoding = .rans
+                    case "gaps" where i == 0: s.indexCoding = .gaps
+                    case "none" where i == 0 && parts.count == 1: s.indexCoding = .fixed
+                    case "coef" where i == parts.count - 1: s.coefficientCoded = true
+                    default: throw CSRError.badSettings("ec=\(kv[1]): use gaps, rans or none for the indices, gaps+coef or rans+coef or coef to code the coefficients too")
+                    }
                 }
             case "recent":
                 s.recentTokens = try int()
@@ -235,6 +248,9 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
         guard s.recentFormat == .float16 || s.recentTokens > 0 else {
             throw CSRError.badSettings("buffer=i8 sets how the recent= buffer stores its rows; give recent=W too")
         }
+        guard !s.coefficientCoded || s.coefficients == .int8 else {
+            throw CSRError.badSettings("ec=...coef codes quantized coefficients; give coef=i4 ... coef=i8 too")
+        }
         guard s.onlineAtoms <= 4096 else { throw CSRError.badSettings("online=\(s.onlineAtoms) is more than 4096 atoms") }
         self = s
     }
@@ -270,11 +286,12 @@ public struct CSRSettings: Sendable, Equatable, CustomStringConvertible {
         if guardFraction != Self.defaultGuardFraction { parts.append("guard=\(guardFraction)") }
         if guardError != Self.defaultGuardError { parts.append("guard-error=\(guardError)") }
         if let errorBudget { parts.append("err=\(errorBudget)") }
-        switch indexCoding {
-        case .fixed: break
-        case .rans: parts.append("ec=rans")
-        case .gaps: parts.append("ec=gaps")
+        let coded: String? = switch indexCoding {
+        case .fixed: coefficientCoded ? "coef" : nil
+        case .rans: coefficientCoded ? "rans+coef" : "rans"
+        case .gaps: coefficientCoded ? "gaps+coef" : "gaps"
         }
+        if let coded { parts.append("ec=\(coded)") }
         if recentTokens > 0 { parts.append("recent=\(recentTokens)") }
         if recentFormat == .int8 { parts.append(bufferGroup == 0 ? "buffer=i8" : "buffer=i8g\(bufferGroup)") }
         if sinkTokens > 0 { parts.append("sink=\(sinkTokens)") }

@@ -45,11 +45,12 @@ DICT = os.path.join(ROOT, "dicts", "SmolLM2-135M-Instruct.Q4_1.csr.gguf")
 TEXT = os.path.join(HOME, "texts", "cfi-ch4.txt")
 
 # (--kv spec, the name the eval table uses for it)
-# The CSR points of reports/frontier.md at about 4.8 and 4.9 (within 1% of fp32 on every text with
-# indices stored as gaps, ec=gaps; without), 4.4 (the first with its buffer in int8, buffer=i8), 2.95
-# and 2.97 (ec=gaps; the second with an 80-token int8 buffer), 2.99 (that one with its key pairs per layer,
-# 2 sink tokens and a 91-token buffer), 2.8 and 1.9 bits/ch; with the key pairs
-# allocated per layer by scripts/layer_sensitivity.py (reports/layer-sensitivity.md) where named.
+# The CSR points of reports/frontier.md: at 4.4 bits/ch (within 1% of fp32 on every text, indices
+# stored as gaps, ec=gaps, buffer in int8) and the same with its coefficients Huffman-coded too
+# (ec=gaps+coef, about 4.0, the same perplexity); at 2.99 (ec=gaps) and the 3-bit and 2-bit points
+# with coded coefficients (ec=gaps+coef: 6 value pairs and a 110-token buffer; 5 key and 4 value
+# pairs); CSR-4 as the plain baseline; with the key pairs allocated per layer by
+# scripts/layer_sensitivity.py (reports/layer-sensitivity.md) where named.
 ALLOC16 = "k@0-3=12,k@5=24,k@7=24,k@9=24,k@10-12=12,k@14=24,k@16=12,k@17=24,k@19=12,k@20=24,k@25=12,k@27=12,k@29=12"
 # The same ranking at 20 key pairs on average (16 / 28 / 20), for the gap-coded CSR point under 5 bits.
 ALLOC20 = "k@0-3=16,k@5=28,k@7=28,k@9=28,k@10-12=16,k@14=28,k@16=16,k@17=28,k@19=16,k@20=28,k@25=16,k@27=16,k@29=16"
@@ -74,16 +75,16 @@ SETTINGS = [
     ("fp16", "fp16"),
     ("kivi4", "kivi4"),
     ("kivi2", "kivi2"),
-    ("csr:k=20,v=8,coef=i6,alg=omp,recent=56,sink=4,ec=gaps," + ALLOC20,
-     f"csr:k=20,v=8,{ALLOC20},coef=i6,alg=omp,ec=gaps,recent=56,sink=4"),
     ("csr:k=20,v=8,coef=i6,alg=omp,recent=56,sink=4,ec=gaps,buffer=i8," + ALLOC20,
      f"csr:k=20,v=8,{ALLOC20},coef=i6,alg=omp,ec=gaps,recent=56,buffer=i8,sink=4"),
-    ("csr:16,coef=i6,alg=omp,recent=48,sink=4," + ALLOC16, f"csr:k=16,v=8,{ALLOC16},coef=i6,alg=omp,recent=48,sink=4"),
-    ("csr:k=10,v=4,coef=i6,alg=omp,recent=40,sink=4,ec=gaps", "csr:k=10,v=4,coef=i6,alg=omp,ec=gaps,recent=40,sink=4"),
-    ("csr:k=9,v=5,coef=i6,alg=omp,recent=80,buffer=i8,sink=4,ec=gaps", "csr:k=9,v=5,coef=i6,alg=omp,ec=gaps,recent=80,buffer=i8,sink=4"),
+    ("csr:k=20,v=8,coef=i6,alg=omp,recent=56,sink=4,ec=gaps+coef,buffer=i8," + ALLOC20,
+     f"csr:k=20,v=8,{ALLOC20},coef=i6,alg=omp,ec=gaps+coef,recent=56,buffer=i8,sink=4"),
     ("csr:k=9,v=5,coef=i6,alg=omp,recent=91,buffer=i8,sink=2,ec=gaps," + ALLOC9S,
      f"csr:k=9,v=5,{ALLOC9S},coef=i6,alg=omp,ec=gaps,recent=91,buffer=i8,sink=2"),
-    ("csr:8,coef=i6,alg=omp,recent=32,sink=4," + ALLOC8, f"csr:k=8,v=4,{ALLOC8},coef=i6,alg=omp,recent=32,sink=4"),
+    ("csr:k=9,v=6,coef=i6,alg=omp,recent=110,buffer=i8,sink=2,ec=gaps+coef," + ALLOC9S,
+     f"csr:k=9,v=6,{ALLOC9S},coef=i6,alg=omp,ec=gaps+coef,recent=110,buffer=i8,sink=2"),
+    ("csr:k=5,v=4,coef=i6,alg=omp,recent=56,buffer=i8,sink=2,ec=gaps+coef," + ALLOC5S,
+     f"csr:k=5,v=4,{ALLOC5S},coef=i6,alg=omp,ec=gaps+coef,recent=56,buffer=i8,sink=2"),
     ("csr:4,coef=i6,alg=omp,recent=32,sink=4", "csr:k=4,v=2,coef=i6,alg=omp,recent=32,sink=4"),
 ]
 # Quality of each setting: token-by-token evals at ctx 1024, 6 windows (scripts/bench_frontier.py's run

@@ -49,9 +49,9 @@ public enum CoefficientCoding {
 
     /// Bytes of the block that codes symbols counted by `counts`.
     public static func byteCount(_ counts: Counts) -> Int {
-        let q = HuffmanCode(counts: counts.coefficients), h = HuffmanCode(counts: counts.scaleHighBytes)
-        let bits = q.bitCount(counts.coefficients) + h.bitCount(counts.scaleHighBytes)
-        return q.tableByteCount + h.tableByteCount + (bits + 7) / 8 + counts.scales + 4
+        let q = HuffmanCode.lengths(counts: counts.coefficients), h = HuffmanCode.lengths(counts: counts.scaleHighBytes)
+        let bits = HuffmanCode.bitCount(counts.coefficients, lengths: q) + HuffmanCode.bitCount(counts.scaleHighBytes, lengths: h)
+        return HuffmanCode.tableByteCount(lengths: q) + HuffmanCode.tableByteCount(lengths: h) + (bits + 7) / 8 + counts.scales + 4
     }
 
     /// The block for coefficients `q` (each in -levels ... levels) and `scales`.
@@ -108,8 +108,9 @@ public enum CoefficientCoding {
         let codes = UnsafeRawBufferPointer(rebasing: body[at..<(body.count - scaleCount)])
         var bit = 0
         var q = [Int8](repeating: 0, count: count), high = [UInt16](repeating: 0, count: scaleCount)
-        for i in 0..<count { q[i] = Int8(try qc.decode(codes, bit: &bit) - levels) }
-        for i in 0..<scaleCount { high[i] = UInt16(try hc.decode(codes, bit: &bit)) }
+        let qd = qc.decoder(), hd = hc.decoder()
+        for i in 0..<count { q[i] = Int8(try qd.decode(codes, bit: &bit) - levels) }
+        for i in 0..<scaleCount { high[i] = UInt16(try hd.decode(codes, bit: &bit)) }
         guard (bit + 7) / 8 == codes.count else {
             throw EntropyCodingError.corruptStream("\(codes.count - (bit + 7) / 8) bytes after the last code")
         }

@@ -23,27 +23,25 @@ public struct HuffmanCode: Sendable, Equatable {
     public let lengths: [UInt8]
     /// (symbols) each code with its bits reversed, as ``BitWriter`` puts them.
     private let reversedCodes: [UInt16]
-    /// Codes of each length 1 ... maxLength, and the used symbols in canonical order.
-    private let lengthCounts: [Int]
-    private let sortedSymbols: [Int]
 
     /// The optimal code for symbol counts `counts` (one per symbol, at most
     /// ``maxSymbols``) whose longest code is at most ``maxLength``: Huffman's, with the
     /// counts halved (none below 1) until it fits. A lone used symbol gets a 1-bit code;
     /// no used symbol, an empty code.
     public init(counts: [Int]) {
+        self.init(checked: Self.lengths(counts: counts))
+    }
+
+    /// The code lengths ``init(counts:)`` gives, without making the codes: enough to know
+    /// a coded stream's size (``bitCount(_:lengths:)``, ``tableByteCount(lengths:)``).
+    public static func lengths(counts: [Int]) -> [UInt8] {
         precondition(counts.count <= Self.maxSymbols, "\(counts.count) symbols, at most \(Self.maxSymbols)")
         var weights = counts.map { max(0, $0) }
-        var lengths = [UInt8](repeating: 0, count: counts.count)
         while true {
             let depth = Self.huffmanLengths(weights)
-            if depth.allSatisfy({ $0 <= Self.maxLength }) {
-                lengths = depth.map { UInt8($0) }
-                break
-            }
+            if depth.allSatisfy({ $0 <= Self.maxLength }) { return depth.map { UInt8($0) } }
             weights = weights.map { $0 == 0 ? 0 : max(1, $0 >> 1) }
         }
-        self.init(checked: lengths)
     }
 
     /// The code with these lengths.
@@ -80,8 +78,6 @@ public struct HuffmanCode: Sendable, Equatable {
         }
         self.lengths = lengths
         reversedCodes = reversed
-        lengthCounts = counts
-        sortedSymbols = lengths.indices.filter { lengths[$0] > 0 }.sorted { (lengths[$0], $0) < (lengths[$1], $1) }
     }
 
     /// Huffman code lengths for `weights` (0: unused), without a length limit.
@@ -119,25 +115,31 @@ public struct HuffmanCode: Sendable, Equatable {
     }
 
     /// Bits of the codes of symbols counted by `counts` (one per symbol of this alphabet).
-    public func bitCount(_ counts: [Int]) -> Int {
+    public func bitCount(_ counts: [Int]) -> Int { Self.bitCount(counts, lengths: lengths) }
+
+    /// Bits of the codes of symbols counted by `counts` under code lengths `lengths`.
+    public static func bitCount(_ counts: [Int], lengths: [UInt8]) -> Int {
         zip(counts, lengths).reduce(0) { $0 + $1.0 * Int($1.1) }
     }
 
     /// The used symbols' span: first and last symbol with a code (0, 0 for an empty code).
-    private var span: (first: Int, last: Int) {
+    private static func span(_ lengths: [UInt8]) -> (first: Int, last: Int) {
         guard let first = lengths.firstIndex(where: { $0 > 0 }), let last = lengths.lastIndex(where: { $0 > 0 }) else { return (0, 0) }
         return (first, last)
     }
 
     /// Bytes of the table as stored: 2, and half a byte per symbol of the span.
-    public var tableByteCount: Int {
-        let (first, last) = span
+    public var tableByteCount: Int { Self.tableByteCount(lengths: lengths) }
+
+    /// Bytes of the stored table of a code with `lengths`.
+    public static func tableByteCount(lengths: [UInt8]) -> Int {
+        let (first, last) = span(lengths)
         return 2 + (last - first + 2) / 2
     }
 
     /// Appends the table (see the type's documentation).
     public func writeTable(to out: inout [UInt8]) {
-        let (first, last) = span
+        let (first, last) = Self.span(lengths)
         out.append(UInt8(first))
         out.append(UInt8(last - first))
         for i in stride(from: first, through: last, by: 2) {
@@ -178,23 +180,49 @@ public struct HuffmanCode: Sendable, Equatable {
         w.put(UInt64(reversedCodes[symbol]), bits: Int(lengths[symbol]))
     }
 
-    /// Decodes one symbol from `bytes`, stream bit `bit` on (moved past the code).
-    ///
-    /// - Throws: `EntropyCodingError.corruptStream` when the code runs past the bytes or
-    ///   is a bit pattern this code does not use.
-    public func decode(_ bytes: UnsafeRawBufferPointer, bit: inout Int) throws -> Int {
-        let end = bytes.count * 8
-        var code = 0, first = 0, index = 0
-        for length in 1...Self.maxLength {
-            guard bit < end else { throw EntropyCodingError.corruptStream("codes end early") }
-            code |= Int(bytes[bit >> 3] >> UInt8(bit & 7) & 1)
-            bit += 1
-            let count = lengthCounts[length]
-            if code - first < count { return sortedSymbols[index + code - first] }
-            index += count
-            first = (first + count) << 1
-            code <<= 1
+    /// The table that decodes this code (``Decoder``).
+    public func decoder() -> Decoder { Decoder(self) }
+
+    /// Decodes a stream a window of bits at a time: for every pattern of the longest
+    /// code's length (first stream bit in bit 0), the symbol whose code starts it and that
+    /// code's length (0: no code does, a pattern an incomplete code leaves unused).
+    /// At most 2^15 entries of 2 bytes.
+    public struct Decoder: Sendable {
+        let bits: Int
+        let entries: [UInt16]
+
+        init(_ code: HuffmanCode) {
+            bits = max(1, Int(code.lengths.max() ?? 0))
+            var entries = [UInt16](repeating: 0, count: 1 << bits)
+            for (s, l) in code.lengths.enumerated() where l > 0 {
+                var i = Int(code.reversedCodes[s])
+                while i < entries.count {
+                    entries[i] = UInt16(s) << 4 | UInt16(l)
+                    i += 1 << Int(l)
+                }
+            }
+            self.entries = entries
         }
-        throw EntropyCodingError.corruptStream("a bit pattern that is no code")
+
+        /// Decodes one symbol from `bytes`, stream bit `bit` on (moved past its code).
+        ///
+        /// - Throws: `EntropyCodingError.corruptStream` when the code runs past the bytes
+        ///   or the bits there start no code.
+        @inline(__always)
+        public func decode(_ bytes: UnsafeRawBufferPointer, bit: inout Int) throws -> Int {
+            let byte = bit >> 3, n = bytes.count
+            var w: UInt64 = 0
+            if byte + 8 <= n {
+                w = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: byte, as: UInt64.self))
+            } else if byte < n {
+                for i in 0..<(n - byte) { w |= UInt64(bytes[byte + i]) << UInt64(8 * i) }
+            }
+            let entry = entries[Int(truncatingIfNeeded: (w >> UInt64(bit & 7)) & ((1 << UInt64(bits)) - 1))]
+            let length = Int(entry & 0x0F)
+            guard length > 0 else { throw EntropyCodingError.corruptStream("a bit pattern that is no code") }
+            guard bit + length <= n * 8 else { throw EntropyCodingError.corruptStream("codes end early") }
+            bit += length
+            return Int(entry >> 4)
+        }
     }
 }

@@ -6,9 +6,10 @@ import Testing
 @Suite struct CoefficientCodingTests {
     /// Decodes `count` symbols written with `code`.
     static func decodeAll(_ bytes: [UInt8], count: Int, code: HuffmanCode) throws -> [Int] {
-        try bytes.withUnsafeBytes { b in
+        let decoder = code.decoder()
+        return try bytes.withUnsafeBytes { b in
             var bit = 0
-            return try (0..<count).map { _ in try code.decode(b, bit: &bit) }
+            return try (0..<count).map { _ in try decoder.decode(b, bit: &bit) }
         }
     }
 

@@ -79,7 +79,8 @@ import Testing
 
     /// A codec whose dictionary has tables counted from a cache coded like `spec`.
     static func codecWithTables(_ spec: String, atoms: Int = 48) throws -> CSRCodec {
-        let settings = try CSRSettings(parsing: spec.replacingOccurrences(of: ",ec=rans", with: ""), valueChunks: 2)
+        let plainSpec = spec.replacingOccurrences(of: ",ec=rans+coef", with: "").replacingOccurrences(of: ",ec=rans", with: "")
+        let settings = try CSRSettings(parsing: plainSpec, valueChunks: 2)
         let plain = try F.randomCodec(atoms: atoms, seed: 40) { $0 = settings }
         let calib = plain.makeCache(geometry: F.geometry, rope: F.rope)
         try F.fill(calib, F.rows(60, seed: 41), F.rows(60, seed: 42), batch: 60)
@@ -93,7 +94,8 @@ import Testing
         for spec in ["csr:k=6,v=3,err=0.2", "csr:k=6,v=3,err=0.2,coef=i8,online=3", "csr:k=4,v=2,ec=rans",
                      "csr:k=6,v=3,err=0.1,coef=i8,online=3,ec=rans", "csr:k=3,v=2,coef=i8,guard=0.1,guard-error=0.3",
                      "csr:k=4,v=2,ec=gaps", "csr:k=6,v=3,err=0.1,coef=i8,online=3,ec=gaps",
-                     "csr:k=6,v=3,coef=i6,alg=omp,sink=1,ec=gaps"] {
+                     "csr:k=6,v=3,coef=i6,alg=omp,sink=1,ec=gaps", "csr:k=6,v=3,coef=i6,alg=omp,ec=gaps+coef",
+                     "csr:k=6,v=3,err=0.1,coef=i7,online=3,ec=rans+coef"] {
             let codec = try Self.codecWithTables(spec)
             var framing: Set<Int> = []
             for tokens in [12, 31] {
@@ -104,7 +106,9 @@ import Testing
                 let b = try CSRCache.deserialize(bytes, capacity: 256, rope: F.rope, codec: codec)
                 #expect(try b.serialize(layers: 0..<2) == bytes, "\(spec)")
                 #expect(b.byteCount == a.byteCount && b.residentByteCount == a.residentByteCount)
-                if !codec.settings.entropyCoded && !codec.settings.gapCoded && codec.settings.errorBudget == nil { #expect(a.byteCount == a.residentByteCount) }
+                if !codec.settings.entropyCoded && !codec.settings.gapCoded && !codec.settings.coefficientCoded && codec.settings.errorBudget == nil {
+                    #expect(a.byteCount == a.residentByteCount)
+                }
                 if codec.settings.errorBudget != nil { #expect(a.byteCount < a.residentByteCount) }
                 // The fixed-width memory is identical, so attention reads the same values
                 // (the pending exact rows of `a` aside: append one more token to both first).

@@ -65,17 +65,16 @@ extension CSRCodeStream {
     /// block size depends on), counting only the rows added since the last call, as
     /// ``gapCodedBits()`` does.
     func talliedCoefficients() -> CoefficientCoding.Counts {
-        let levels = Int(coefficientLevels)
-        if tallyRows > rows || coefficientTally.coefficients.count != 2 * levels + 1 {
-            (coefficientTally, tallyRows) = (CoefficientCoding.Counts(levels: levels), 0)
+        if tallyRows > rows { coefficientTally = nil }  // counted rows since cut: count again
+        var tally = coefficientTally ?? CoefficientCoding.Counts(levels: Int(coefficientLevels))
+        let from = coefficientTally == nil ? 0 : tallyRows
+        if from < rows {
+            let (q, sc) = usedCoefficients(from..<rows)
+            tally.add(coefficients: q)
+            for x in sc { tally.add(scale: x) }
         }
-        if tallyRows < rows {
-            let (q, sc) = usedCoefficients(tallyRows..<rows)
-            coefficientTally.add(coefficients: q)
-            for x in sc { coefficientTally.add(scale: x) }
-            tallyRows = rows
-        }
-        return coefficientTally
+        (coefficientTally, tallyRows) = (tally, rows)
+        return tally
     }
 
     /// Stored bytes of `count` int8 coefficients: one each, or packed to `coefficientBits`.

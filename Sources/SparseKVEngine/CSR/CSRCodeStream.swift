@@ -73,8 +73,8 @@ final class CSRCodeStream {
     var gapBits = [Int](repeating: 0, count: GapCoding.maxParameter + 1)
     var gapBitRows = 0
     /// With coefficient coding: symbol counts of the coefficients and scales of rows
-    /// 0 ..< tallyRows, kept up the same way (``talliedCoefficients()``).
-    var coefficientTally = CoefficientCoding.Counts(levels: 0)
+    /// 0 ..< tallyRows, kept up the same way (``talliedCoefficients()``; nil: none yet).
+    var coefficientTally: CoefficientCoding.Counts?
     var tallyRows = 0
     /// The stored form entropy-codes the int8 coefficients and scales (`ec=...+coef`,
     /// ``CSRSettings/coefficientCoded``).
@@ -495,8 +495,7 @@ final class CSRCodeStream {
         if !pairCounts.isEmpty { pairCounts.removeLast(pairCounts.count - keep) }
         codedIndexCache = nil
         (gapBits, gapBitRows) = ([Int](repeating: 0, count: GapCoding.maxParameter + 1), 0)
-        tallyRows = 0
-        coefficientTally = CoefficientCoding.Counts(levels: 0)
+        (coefficientTally, tallyRows) = (nil, 0)
         let g = guardRows.firstIndex { Int($0) >= keep } ?? guardRows.count
         guardRows.removeLast(guardRows.count - g)
         guardValues.removeLast(guardValues.count - g * m)

@@ -35,6 +35,13 @@ public enum CoefficientCoding {
             scales = 0
         }
 
+        /// The counts of coefficients `q` (each in -levels ... levels) and `scales`.
+        public init(levels: Int, coefficients q: [Int8], scales: [UInt16]) {
+            self.init(levels: levels)
+            add(coefficients: q)
+            for s in scales { add(scale: s) }
+        }
+
         /// Counts `q` (each in -L ... L).
         public mutating func add<C: Collection<Int8>>(coefficients q: C) {
             let levels = (coefficients.count - 1) / 2
@@ -56,12 +63,9 @@ public enum CoefficientCoding {
 
     /// The block for coefficients `q` (each in -levels ... levels) and `scales`.
     public static func encode(_ q: [Int8], levels: Int, scales: [UInt16]) -> [UInt8] {
-        var counts = Counts(levels: levels)
-        counts.add(coefficients: q)
-        for s in scales { counts.add(scale: s) }
+        let counts = Counts(levels: levels, coefficients: q, scales: scales)
         let qc = HuffmanCode(counts: counts.coefficients), hc = HuffmanCode(counts: counts.scaleHighBytes)
         var out: [UInt8] = []
-        out.reserveCapacity(byteCount(counts))
         qc.writeTable(to: &out)
         hc.writeTable(to: &out)
         let bits = qc.bitCount(counts.coefficients) + hc.bitCount(counts.scaleHighBytes)

@@ -4,8 +4,8 @@
 /// A code is fixed by its code lengths alone (0 for an unused symbol, at most
 /// ``maxLength``): codes are handed out in order of (length, symbol), each the previous
 /// plus one, shifted left when the length grows. Codes go into a ``BitPacking``-order
-/// stream most significant bit first, so a decoder reading one bit at a time walks the
-/// code from its root.
+/// stream most significant bit first; a ``Decoder`` looks the next window of bits up in
+/// a table.
 ///
 /// The table travels as the first used symbol (u8), the span of symbols after it up to
 /// the last used one (u8, span - 1), then the span's lengths, 4 bits each, low nibble
@@ -53,10 +53,8 @@ public struct HuffmanCode: Sendable, Equatable {
     public init(lengths: [UInt8]) throws {
         guard lengths.count <= Self.maxSymbols else { throw EntropyCodingError.badTable("\(lengths.count) symbols, at most \(Self.maxSymbols)") }
         guard lengths.allSatisfy({ Int($0) <= Self.maxLength }) else { throw EntropyCodingError.badTable("a code longer than \(Self.maxLength) bits") }
-        var counts = [Int](repeating: 0, count: Self.maxLength + 1)
-        for l in lengths where l > 0 { counts[Int(l)] += 1 }
         // Kraft: sum of 2^-l at most 1, in units of 2^-maxLength.
-        let kraft = (1...Self.maxLength).reduce(0) { $0 + counts[$1] << (Self.maxLength - $1) }
+        let kraft = lengths.reduce(0) { $0 + ($1 > 0 ? 1 << (Self.maxLength - Int($1)) : 0) }
         guard kraft <= 1 << Self.maxLength else { throw EntropyCodingError.badTable("code lengths no prefix code has") }
         self.init(checked: lengths)
     }

@@ -48,10 +48,21 @@ extension CSRCodeStream {
         switch format {
         case .float16: bytes += used * 2
         case .int8:
-            let fixed = storedCoefficientBytes(used) + (0..<rows).reduce(0) { $0 + (pairCount($1) > 0 ? 2 : 0) }
-            bytes += coefficientCoded ? 1 + min(fixed, 4 + CoefficientCoding.byteCount(talliedCoefficients())) : fixed
+            let nonEmpty = (0..<rows).reduce(0) { $0 + (pairCount($1) > 0 ? 1 : 0) }
+            bytes += coefficientSection(used: used, scales: nonEmpty, counts: coefficientCoded ? talliedCoefficients() : nil).bytes
         }
         return bytes
+    }
+
+    /// Stored bytes of a section's int8 coefficients (`used` of them) and scales: fixed
+    /// width; or with coefficient coding (`counts` given) a mode byte and, where it is
+    /// smaller, the coded block and its u32 length (`coded`) instead. A section of a few
+    /// rows, whose code tables outweigh their codes, stays fixed-width.
+    func coefficientSection(used: Int, scales: Int, counts: CoefficientCoding.Counts?) -> (bytes: Int, coded: Bool) {
+        let fixed = storedCoefficientBytes(used) + 2 * scales
+        guard let counts else { return (fixed, false) }
+        let coded = 4 + CoefficientCoding.byteCount(counts)
+        return (1 + min(fixed, coded), coded < fixed)
     }
 
     /// The int8 coefficients and scales of the pairs and rows `rows` use, as a section
@@ -200,16 +211,16 @@ extension CSRCodeStream {
         case .int8:
             let (q, sc) = usedCoefficients(rows)
             if coefficientCoded {
-                // Coded unless fixed width is smaller (a section of a few rows, whose code
-                // tables outweigh their codes): a mode byte says which.
-                let block = CoefficientCoding.encode(q, levels: Int(coefficientLevels), scales: sc)
-                if 4 + block.count < storedCoefficientBytes(q.count) + 2 * sc.count {
-                    w.write(UInt8(1))
+                let levels = Int(coefficientLevels)
+                let counts = rows == 0..<self.rows ? talliedCoefficients() : CoefficientCoding.Counts(levels: levels, coefficients: q, scales: sc)
+                let coded = coefficientSection(used: q.count, scales: sc.count, counts: counts).coded
+                w.write(UInt8(coded ? 1 : 0))
+                if coded {
+                    let block = CoefficientCoding.encode(q, levels: levels, scales: sc)
                     w.write(UInt32(block.count))
                     w.write(array: block)
                     break
                 }
-                w.write(UInt8(0))
             }
             w.write(array: storedCoefficients(q))
             w.write(array: sc)

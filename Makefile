@@ -15,7 +15,7 @@ demo: build       ## the main job
 	bash scripts/demo.sh
 
 test: setup       ## the test suite (optimized build; the real model runs in it), the HTTP API with the openai client, then the emulated-link and docker compose end-to-end tests (root)
-	eval "$$(python3 scripts/blas_env.py)"; $(SWIFT) test $(RELEASE) -Xswiftc -enable-testing
+	SWIFT=$(SWIFT) bash scripts/run_tests.sh
 	bash scripts/test_serve.sh --bin $(BIN)
 	bash cluster/netns-e2e.sh --bin $(BIN)
 	bash cluster/docker-e2e.sh --bin $(BIN)

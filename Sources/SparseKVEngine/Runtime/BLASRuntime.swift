@@ -1,5 +1,6 @@
 import CBLAS
 import Foundation
+import Synchronization
 
 /// OpenBLAS at run time: which kernels it picked, how many threads it uses, and the
 /// fix for CPUs that Debian's OpenBLAS 0.3.21 does not recognise.
@@ -23,13 +24,29 @@ public enum BLASRuntime {
 
     public static var threads: Int { Int(openblas_get_num_threads()) }
 
-    public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
+    /// Sets OpenBLAS's threads (left alone when already `n`). Not while another thread is
+    /// inside OpenBLAS: its pool is not made to change under a running call.
+    public static func setThreads(_ n: Int) {
+        let n = max(1, n)
+        if n != threads { openblas_set_num_threads(Int32(n)) }
+    }
 
     /// Whether batched work (prefill's weight products and attention units) is split over
     /// the engine's own threads, each calling OpenBLAS single-threaded: so when OpenBLAS
     /// runs on one thread (the CLI's setting). Otherwise the work runs in turn and
     /// OpenBLAS's pool threads each sgemm.
-    static var engineSplitsBatches: Bool { threads == 1 }
+    static var engineSplitsBatches: Bool {
+        switch splitOverride.load(ordering: .relaxed) {
+        case 1: true
+        case 2: false
+        default: threads == 1
+        }
+    }
+
+    /// 0: ``engineSplitsBatches`` follows OpenBLAS's threads; 1: always split; 2: never.
+    /// For tests, which take both paths without changing OpenBLAS's threads while other
+    /// tests of the same process are inside it (OpenBLAS does not allow that).
+    static let splitOverride = Atomic<Int>(0)
 
     /// Kernel families that leave AVX2/AVX-512 unused.
     static let genericCores: Set<String> = [

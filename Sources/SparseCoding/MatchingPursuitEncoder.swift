@@ -280,7 +280,7 @@ public struct MatchingPursuitEncoder: Sendable {
         ScratchPool.shared.withFloats(workers * chunk * n) { corr in
             if transient {
                 ScratchPool.shared.withFloats(n * n) { g in
-                    dictionary.computeGram(into: g)
+                    dictionary.computeGram(into: g, threads: workers)
                     code(gram: g, corr: corr)
                 }
             } else if let gram {
@@ -356,7 +356,17 @@ public struct MatchingPursuitEncoder: Sendable {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(n), Int32(m),
                             1, shared.vectors + start * m, Int32(m), shared.atoms, Int32(m), 0, corr, Int32(n))
             }
-            for r in 0..<rows {
+            var first = 0
+            if let gram = shared.gram, !omp, observe == nil {
+                // MP with a Gram matrix: rows two at a time (``PursuitKernels/matchingPursuitPair``).
+                while first + 2 <= rows {
+                    let b = start + first
+                    PursuitKernels.matchingPursuitPair(corr: corr + first * n, gram: gram, atomCount: n, sparsity: s,
+                                                       indices: shared.indices + b * s, coefficients: shared.coefficients + b * s)
+                    first += 2
+                }
+            }
+            for r in first..<rows {
                 let b = start + r, row = corr + r * n
                 let idx = shared.indices + b * s, coef = shared.coefficients + b * s
                 if let scratch, let gram = shared.gram {

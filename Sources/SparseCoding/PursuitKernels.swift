@@ -33,6 +33,28 @@ enum PursuitKernels {
                         observer: observer) { gram + $0 * n }
     }
 
+    /// ``matchingPursuit(corr:gram:atomCount:sparsity:indices:coefficients:observer:)``
+    /// on two rows at once (corr and indices/coefficients of row b follow row a's by
+    /// `n` and `s`): each step updates both rows in one pass, so two Gram rows stream in
+    /// together. A step's Gram row mostly comes from beyond the core's own caches (N = 1024:
+    /// a 4 MB matrix), and one row at a time left the loop waiting on it. Each row's
+    /// arithmetic is the one-row kernel's, so the pairs are the same bit for bit.
+    static func matchingPursuitPair(corr: UnsafeMutablePointer<Float>, gram: UnsafePointer<Float>, atomCount n: Int,
+                                    sparsity s: Int, indices: UnsafeMutablePointer<UInt16>,
+                                    coefficients: UnsafeMutablePointer<Float>) {
+        let corrB = corr + n, indicesB = indices + s, coefficientsB = coefficients + s
+        var bestA = argmaxAbs(corr, n), bestB = argmaxAbs(corrB, n)
+        for k in 0..<s {
+            let ca = corr[bestA], cb = corrB[bestB]
+            indices[k] = UInt16(truncatingIfNeeded: bestA)
+            coefficients[k] = ca
+            indicesB[k] = UInt16(truncatingIfNeeded: bestB)
+            coefficientsB[k] = cb
+            if k == s - 1 { break }
+            (bestA, bestB) = axpyArgmaxAbsPair(corr, -ca, gram + bestA * n, corrB, -cb, gram + bestB * n, n)
+        }
+    }
+
     /// `matchingPursuit` without a Gram matrix: the Gram row of each chosen atom,
     /// D d_j, is computed into `gramRow` (N floats) when the step needs it, with the
     /// same arithmetic as ``matchingPursuitLockstep``.
@@ -356,6 +378,40 @@ enum PursuitKernels {
         }
         for j in i..<n { y[j] += a * x[j] }
         return finish(bestValue, bestIndex, UnsafePointer(y), from: i, n)
+    }
+
+    /// ``axpyArgmaxAbs(_:_:_:_:)`` on two rows in one pass: y += a x and z += b w.
+    @inline(__always)
+    static func axpyArgmaxAbsPair(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>,
+                                  _ z: UnsafeMutablePointer<Float>, _ b: Float, _ w: UnsafePointer<Float>, _ n: Int) -> (Int, Int) {
+        var bestY = SIMD8<Float>(repeating: -1), bestZ = bestY
+        var indexY = SIMD8<Int32>(repeating: 0), indexZ = indexY
+        var lane = SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7)
+        let av = SIMD8<Float>(repeating: a), bv = SIMD8<Float>(repeating: b)
+        let yRaw = UnsafeMutableRawPointer(y), xRaw = UnsafeRawPointer(x)
+        let zRaw = UnsafeMutableRawPointer(z), wRaw = UnsafeRawPointer(w)
+        var i = 0
+        while i + 8 <= n {
+            let r = yRaw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                + av * xRaw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            let q = zRaw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                + bv * wRaw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            yRaw.storeBytes(of: r, toByteOffset: i * 4, as: SIMD8<Float>.self)
+            zRaw.storeBytes(of: q, toByteOffset: i * 4, as: SIMD8<Float>.self)
+            let vr = abs8(r), vq = abs8(q)
+            let betterR = vr .> bestY, betterQ = vq .> bestZ
+            bestY.replace(with: vr, where: betterR)
+            indexY.replace(with: lane, where: betterR)
+            bestZ.replace(with: vq, where: betterQ)
+            indexZ.replace(with: lane, where: betterQ)
+            lane &+= 8
+            i += 8
+        }
+        for j in i..<n {
+            y[j] += a * x[j]
+            z[j] += b * w[j]
+        }
+        return (finish(bestY, indexY, UnsafePointer(y), from: i, n), finish(bestZ, indexZ, UnsafePointer(z), from: i, n))
     }
 
     @inline(__always)

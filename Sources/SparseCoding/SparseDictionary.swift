@@ -133,16 +133,44 @@ public struct SparseDictionary: Sendable {
         return g
     }
 
-    private static func computeGram(_ atoms: [Float], _ n: Int, _ m: Int, into out: UnsafeMutablePointer<Float>) {
+    static func computeGram(_ atoms: [Float], _ n: Int, _ m: Int, into out: UnsafeMutablePointer<Float>,
+                                    threads: Int = 1) {
         atoms.withUnsafeBufferPointer { d in
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(n), Int32(m),
-                        1, d.baseAddress, Int32(m), d.baseAddress, Int32(m), 0, out, Int32(n))
+            guard let dp = d.baseAddress else { return }
+            let job = GramRows(atoms: dp, out: out, n: n, m: m)
+            // Row blocks start at multiples of 16 (OpenBLAS's row tiles), one per thread.
+            let parts = max(1, min(threads, n / 64))
+            guard parts > 1 else { return job.rows(0, n) }
+            let step = (n / parts + 15) / 16 * 16
+            DispatchQueue.concurrentPerform(iterations: parts) { p in
+                let r0 = min(n, p * step), r1 = p == parts - 1 ? n : min(n, (p + 1) * step)
+                if r0 < r1 { job.rows(r0, r1) }
+            }
+        }
+    }
+
+    /// Rows of a Gram matrix. Safe to send: the atoms are only read, and each call writes
+    /// its own rows of `out`.
+    private struct GramRows: @unchecked Sendable {
+        let atoms: UnsafePointer<Float>
+        let out: UnsafeMutablePointer<Float>
+        let n: Int, m: Int
+
+        /// Rows r0 ..< r1 of G: D[r0 ..< r1] D^T.
+        func rows(_ r0: Int, _ r1: Int) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(r1 - r0), Int32(n), Int32(m),
+                        1, atoms + r0 * m, Int32(m), atoms, Int32(m), 0, out + r0 * n, Int32(n))
         }
     }
 
     /// The Gram matrix written into `out` (N x N floats), for a caller that holds the
-    /// buffer; the same sgemm as ``gram()``. The caller checks ``maxGramBytes``.
-    func computeGram(into out: UnsafeMutablePointer<Float>) { Self.computeGram(atoms, atomCount, dimension, into: out) }
+    /// buffer; the same products as ``gram()``. With `threads` > 1 and OpenBLAS on one
+    /// thread, blocks of rows are computed on that many threads at once, each its own
+    /// sgemm; the entries are the same bit for bit (every entry is one dot product over
+    /// the m channels, whichever block it falls in). The caller checks ``maxGramBytes``.
+    func computeGram(into out: UnsafeMutablePointer<Float>, threads: Int = 1) {
+        Self.computeGram(atoms, atomCount, dimension, into: out, threads: openblas_get_num_threads() == 1 ? threads : 1)
+    }
 
     // MARK: - Decoding
 

@@ -76,6 +76,22 @@ import Testing
     g.withUnsafeBufferPointer { p in g2.withUnsafeBufferPointer { q in #expect(p.baseAddress == q.baseAddress) } }
 }
 
+/// A Gram matrix computed in blocks of rows on several threads (a prefill's transient
+/// Gram) is the one-sgemm matrix bit for bit, for the project's key and value dictionary
+/// shapes and for sizes that leave uneven blocks.
+@Test(arguments: [(1024, 64), (512, 32), (200, 20), (70, 8), (63, 5)])
+func gramInBlocksOfRowsIsTheWholeGram(atomCount: Int, dimension: Int) throws {
+    let d = try SparseDictionary(randomAtomCount: atomCount, dimension: dimension, seed: 6)
+    let whole = try d.gram()
+    for threads in [2, 3, 4] {
+        var blocks = [Float](repeating: .nan, count: atomCount * atomCount)
+        blocks.withUnsafeMutableBufferPointer {
+            SparseDictionary.computeGram(d.atoms, atomCount, dimension, into: $0.baseAddress!, threads: threads)
+        }
+        #expect(blocks.map(\.bitPattern) == whole.map(\.bitPattern), "\(atomCount) atoms of \(dimension), \(threads) threads")
+    }
+}
+
 // MARK: - Decoding
 
 @Test func decodeSumsScaledAtoms() throws {

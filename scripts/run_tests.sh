@@ -2,7 +2,7 @@
 # The Swift test suite as `make test` runs it: an optimized build with @testable imports,
 # then the tests under a watchdog.
 #
-# The suite takes about 3 minutes on 2 cores. A test that hangs (a deadlock, a cluster
+# The suite takes 4-5 minutes on 2 cores. A test that hangs (a deadlock, a cluster
 # process that never answers) would otherwise hold CI until its own limit and leave no
 # trace of where it stood. Past SPARSEKV_TEST_LIMIT seconds (default 1500) the watchdog
 # prints the tests that started and never ended, every thread's stack of the test

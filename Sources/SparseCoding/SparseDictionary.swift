@@ -133,8 +133,11 @@ public struct SparseDictionary: Sendable {
         return g
     }
 
+    /// G = D D^T for `atoms` (n, m) into `out` (n, n): one sgemm, or with `threads` > 1
+    /// one per block of rows on that many threads (internal for the test that the blocks
+    /// give the one-sgemm matrix bit for bit).
     static func computeGram(_ atoms: [Float], _ n: Int, _ m: Int, into out: UnsafeMutablePointer<Float>,
-                                    threads: Int = 1) {
+                            threads: Int = 1) {
         atoms.withUnsafeBufferPointer { d in
             guard let dp = d.baseAddress else { return }
             let job = GramRows(atoms: dp, out: out, n: n, m: m)

@@ -366,18 +366,25 @@ enum PursuitKernels {
         let yRaw = UnsafeMutableRawPointer(y), xRaw = UnsafeRawPointer(x)
         var i = 0
         while i + 8 <= n {
-            let r = yRaw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-                + av * xRaw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-            yRaw.storeBytes(of: r, toByteOffset: i * 4, as: SIMD8<Float>.self)
-            let v = abs8(r)
-            let better = v .> bestValue
-            bestValue.replace(with: v, where: better)
-            bestIndex.replace(with: lane, where: better)
+            axpyBlock(yRaw, av, xRaw, at: i * 4, lane: lane, best: &bestValue, index: &bestIndex)
             lane &+= 8
             i += 8
         }
         for j in i..<n { y[j] += a * x[j] }
         return finish(bestValue, bestIndex, UnsafePointer(y), from: i, n)
+    }
+
+    /// One block of eight floats at byte `offset`: y += a x, then each lane's running
+    /// maximum of |y| and its index (`lane`), the first on ties.
+    @inline(__always)
+    private static func axpyBlock(_ y: UnsafeMutableRawPointer, _ a: SIMD8<Float>, _ x: UnsafeRawPointer, at offset: Int,
+                                  lane: SIMD8<Int32>, best: inout SIMD8<Float>, index: inout SIMD8<Int32>) {
+        let r = y.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self)
+            + a * x.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self)
+        y.storeBytes(of: r, toByteOffset: offset, as: SIMD8<Float>.self)
+        let v = abs8(r), better = v .> best
+        best.replace(with: v, where: better)
+        index.replace(with: lane, where: better)
     }
 
     /// ``axpyArgmaxAbs(_:_:_:_:)`` on two rows in one pass: y += a x and z += b w.
@@ -392,18 +399,8 @@ enum PursuitKernels {
         let zRaw = UnsafeMutableRawPointer(z), wRaw = UnsafeRawPointer(w)
         var i = 0
         while i + 8 <= n {
-            let r = yRaw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-                + av * xRaw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-            let q = zRaw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-                + bv * wRaw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-            yRaw.storeBytes(of: r, toByteOffset: i * 4, as: SIMD8<Float>.self)
-            zRaw.storeBytes(of: q, toByteOffset: i * 4, as: SIMD8<Float>.self)
-            let vr = abs8(r), vq = abs8(q)
-            let betterR = vr .> bestY, betterQ = vq .> bestZ
-            bestY.replace(with: vr, where: betterR)
-            indexY.replace(with: lane, where: betterR)
-            bestZ.replace(with: vq, where: betterQ)
-            indexZ.replace(with: lane, where: betterQ)
+            axpyBlock(yRaw, av, xRaw, at: i * 4, lane: lane, best: &bestY, index: &indexY)
+            axpyBlock(zRaw, bv, wRaw, at: i * 4, lane: lane, best: &bestZ, index: &indexZ)
             lane &+= 8
             i += 8
         }

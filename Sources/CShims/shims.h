@@ -1,3 +1,11 @@
 // Small C pieces Swift does not expose. Header only: nothing to link.
 #pragma once
 #include <malloc.h>  // mallopt (MallocTuning.swift)
+
+// The spin-wait hint (x86 `pause`; nothing elsewhere) for ComputePool's polling loops.
+// Swift does not import the intrinsic headers' _mm_pause, which only exists inline.
+static inline void sparsekv_spin_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}

@@ -170,13 +170,13 @@ public struct QuantizedMatrix: Sendable {
         }
     }
 
-    /// Weights each extra thread must get before it is worth waking: a parked worker
-    /// takes from a few µs (idle machine) to far longer (busy one) to start (the
-    /// ``ComputePool`` workers stay awake between the products of a step), and the
-    /// kernels get through 256k Q4_1 weights in about 20 µs on one core. So a 576x576
-    /// product alone stays on one thread; q, k and v together, the FFN matrices and
-    /// the LM head split.
-    static let weightsPerThread = 256 * 1024
+    /// Weights each extra thread must get before it is worth waking. The ``ComputePool``
+    /// workers stay awake between the products of a step and take a µs or so to start
+    /// one, and the kernels get through 128k Q4_1 weights in about 10 µs on one core, so
+    /// every product of SmolLM2's decode step splits, the 576x576 output projection
+    /// included. Keeping that one on one thread (at 256k) left the second core idle for
+    /// about 0.8 ms of a 10-12 ms step at 512 tokens.
+    static let weightsPerThread = 128 * 1024
 
     private func rowRange(_ range: Range<Int>, _ x: Input, _ y: UnsafeMutablePointer<Float>) {
         let nb = cols / 32

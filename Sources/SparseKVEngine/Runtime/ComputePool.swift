@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import CShims
 
 /// Persistent threads for the parallel loops of a decode step (matrix products and
 /// attention), in place of `DispatchQueue.concurrentPerform`; prefill's products and
@@ -9,7 +10,7 @@ import Synchronization
 /// A decode step of SmolLM2 runs about 120 products of 30-100 µs each. GCD parks its
 /// workers as soon as a loop ends, and waking one takes from a few µs to far longer on a
 /// busy machine, so a second thread gained little on products that small. These workers
-/// spin for a while after each loop (``spinBudget``) and only then sleep, so the next
+/// spin for a while after each loop (``spinNanoseconds``) and only then sleep, so the next
 /// loop of the same step finds them awake.
 ///
 /// A loop's iterations are handed out one at a time from a single atomic word that holds
@@ -25,8 +26,15 @@ final class ComputePool: @unchecked Sendable {
     /// machine so oversubscribed that spinning workers cost more than they save).
     static let enabled = ProcessInfo.processInfo.environment["SPARSEKV_COMPUTE_POOL"] != "0"
 
-    /// Polls of the generation word before a worker sleeps (roughly 100-200 µs).
-    static let spinBudget = 20_000
+    /// How long a worker keeps polling for the next loop before it sleeps. A decode step's
+    /// loops are separated by the caller's serial work (norms, a product too small to
+    /// split, the sampler), 10-100 µs; waking a sleeping worker takes tens of µs more.
+    /// Measured by the clock: a count of polls (20,000 here once) lasted anywhere from
+    /// 20 to 200 µs depending on the CPU, and at 20 µs the worker slept through most
+    /// gaps of a step and started its share of the next loop 16 µs late on average.
+    static let spinNanoseconds: UInt64 = 300_000
+    /// Polls between two reads of the clock.
+    private static let pollsPerClockRead = 64
 
     private static let indexBits = 32
     private static let indexMask = (1 << indexBits) - 1
@@ -77,7 +85,8 @@ final class ComputePool: @unchecked Sendable {
         var polls = 0
         while finished.load(ordering: .acquiring) < n {
             polls += 1
-            if polls > 1_000 { sched_yield() }
+            // After some 50 µs of polling, let a worker preempted on this core run.
+            if polls > 1_000 { sched_yield() } else { Self.pause() }
         }
         jobLock.lock()
         job = nil
@@ -103,6 +112,22 @@ final class ComputePool: @unchecked Sendable {
         }
     }
 
+    /// Whether a spin that started at `since` (0: not yet started, which starts it now)
+    /// is still within ``spinNanoseconds``.
+    @inline(__always)
+    private static func spinning(since: inout UInt64) -> Bool {
+        let now = DispatchTime.now().uptimeNanoseconds
+        if since == 0 { since = now }
+        return now - since < spinNanoseconds
+    }
+
+    /// A spin-wait hint (x86 `pause`): the polling core yields its pipeline and, under a
+    /// hypervisor, may let the host schedule another vCPU.
+    @inline(__always)
+    private static func pause() {
+        sparsekv_spin_pause()
+    }
+
     private func startWorkers(_ wanted: Int) {
         condition.lock()
         defer { condition.unlock() }
@@ -118,10 +143,12 @@ final class ComputePool: @unchecked Sendable {
         var seen = word.load(ordering: .acquiring) >> Self.indexBits
         while true {
             var polls = 0
+            var since: UInt64 = 0
             var g = word.load(ordering: .acquiring) >> Self.indexBits
             while g == seen {
                 polls += 1
-                if polls < Self.spinBudget {
+                if polls % Self.pollsPerClockRead != 0 || Self.spinning(since: &since) {
+                    Self.pause()
                     g = word.load(ordering: .acquiring) >> Self.indexBits
                     continue
                 }

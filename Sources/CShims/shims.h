@@ -2,7 +2,8 @@
 #pragma once
 #include <malloc.h>  // mallopt (MallocTuning.swift)
 
-// The spin-wait hint (x86 `pause`; nothing elsewhere) for ComputePool's polling loops.
+// The spin-wait hint (x86 `pause`; nothing elsewhere) for ComputePool's polling loops: the
+// polling core frees its pipeline and, under a hypervisor, may let the host run another vCPU.
 // Swift does not import the intrinsic headers' _mm_pause, which only exists inline.
 static inline void sparsekv_spin_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -34,6 +34,9 @@ final class ComputePool: @unchecked Sendable {
     /// gaps of a step and had to be woken for the next loop (fp16 decode at 512 tokens
     /// went from 68 to 86 tok/s with this and ``QuantizedMatrix/weightsPerThread``).
     static let spinNanoseconds: UInt64 = 300_000
+    /// How long the caller polls for the workers to finish a loop before it yields its
+    /// core at every poll (an oversubscribed machine may have preempted a worker there).
+    static let yieldAfterNanoseconds: UInt64 = 50_000
     /// Polls between two reads of the clock.
     private static let pollsPerClockRead = 64
 
@@ -83,11 +86,17 @@ final class ComputePool: @unchecked Sendable {
             condition.unlock()
         }
         work(generation: g)
-        var polls = 0
+        var polls = 0, since: UInt64 = 0, yielding = false
         while finished.load(ordering: .acquiring) < n {
             polls += 1
-            // After some 50 µs of polling, let a worker preempted on this core run.
-            if polls > 1_000 { sched_yield() } else { Self.pause() }
+            if yielding {
+                sched_yield()
+            } else {
+                sparsekv_spin_pause()
+                // After ``yieldAfterNanoseconds``, let a worker preempted on this core run.
+                yielding = polls % Self.pollsPerClockRead == 0
+                    && !Self.spinning(since: &since, budget: Self.yieldAfterNanoseconds)
+            }
         }
         jobLock.lock()
         job = nil
@@ -114,19 +123,12 @@ final class ComputePool: @unchecked Sendable {
     }
 
     /// Whether a spin that started at `since` (0: not yet started, which starts it now)
-    /// is still within ``spinNanoseconds``.
+    /// is still within `budget` nanoseconds.
     @inline(__always)
-    private static func spinning(since: inout UInt64) -> Bool {
+    private static func spinning(since: inout UInt64, budget: UInt64 = spinNanoseconds) -> Bool {
         let now = DispatchTime.now().uptimeNanoseconds
         if since == 0 { since = now }
-        return now - since < spinNanoseconds
-    }
-
-    /// A spin-wait hint (x86 `pause`): the polling core yields its pipeline and, under a
-    /// hypervisor, may let the host schedule another vCPU.
-    @inline(__always)
-    private static func pause() {
-        sparsekv_spin_pause()
+        return now - since < budget
     }
 
     private func startWorkers(_ wanted: Int) {
@@ -149,7 +151,7 @@ final class ComputePool: @unchecked Sendable {
             while g == seen {
                 polls += 1
                 if polls % Self.pollsPerClockRead != 0 || Self.spinning(since: &since) {
-                    Self.pause()
+                    sparsekv_spin_pause()
                     g = word.load(ordering: .acquiring) >> Self.indexBits
                     continue
                 }

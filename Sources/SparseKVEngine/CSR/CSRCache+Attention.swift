@@ -173,6 +173,8 @@ struct CSRStreamView {
         }
     }
 
+    /// `unpack` as a call, for `unpackFast`'s rare cases: inlined there, its general loops
+    /// kept `unpackFast` from inlining into the per-position loops.
     @inline(never)
     private func unpackOutOfLine(rows row0: Int, count n: Int, indices o: UnsafeMutablePointer<Int32>,
                                  weights w: UnsafeMutablePointer<Float>) {

@@ -58,8 +58,6 @@ struct CSRStreamView {
     let scales: UnsafePointer<UInt16>
     let guardRows: UnsafePointer<UInt32>, guardCount: Int
     let guardValues: UnsafePointer<UInt16>
-    /// Whether `unpackFast` may take its fast path (given the read stays inside the bytes).
-    let fastUnpack: Bool
 
     init(_ s: CSRCodeStream) {
         m = s.m
@@ -76,7 +74,6 @@ struct CSRStreamView {
         guardRows = storageBase(s.guardRows)
         guardCount = s.guardRows.count
         guardValues = storageBase(s.guardValues)
-        fastUnpack = width <= 14 && int8 && sparsity & 3 == 0
     }
 
     /// binary16 bits to Float: one `vcvtph2ps` with F16C (the shared `HalfPrecision.float`
@@ -124,16 +121,17 @@ struct CSRStreamView {
     /// Four consecutive indices starting at bit `bit`, from one 8-byte read: after a shift of
     /// at most 7 bits, 57 bits hold four indices of up to 14 bits. The caller checks the
     /// width and that the read stays inside the index bytes. Masking shifts (`&>>`): every
-    /// amount is below 64, and Swift's checked shifts cost a compare and a select each.
+    /// amount is below 64, and Swift's smart shifts cost a compare and a select each (the
+    /// -Ounchecked build drops overflow checks, not those).
     @inline(__always)
     private func readFour(atBit bit: Int, into o: UnsafeMutablePointer<Int32>) {
-        let w = UInt64(truncatingIfNeeded: width), mask = (UInt64(1) &<< w) &- 1
+        let w = UInt64(width), mask = (1 &<< w) - 1
         let word = UInt64(littleEndian: UnsafeRawPointer(indexBytes + (bit &>> 3)).loadUnaligned(as: UInt64.self))
-            &>> UInt64(truncatingIfNeeded: bit & 7)
+            &>> UInt64(bit & 7)
         o[0] = Int32(truncatingIfNeeded: word & mask)
         o[1] = Int32(truncatingIfNeeded: (word &>> w) & mask)
-        o[2] = Int32(truncatingIfNeeded: (word &>> (2 &* w)) & mask)
-        o[3] = Int32(truncatingIfNeeded: (word &>> (3 &* w)) & mask)
+        o[2] = Int32(truncatingIfNeeded: (word &>> (2 * w)) & mask)
+        o[3] = Int32(truncatingIfNeeded: (word &>> (3 * w)) & mask)
     }
 
     /// `unpack` for the decode loops' common case, small enough to inline into them: a whole
@@ -144,31 +142,31 @@ struct CSRStreamView {
     @inline(__always)
     func unpackFast(rows row0: Int, count n: Int, indices o: UnsafeMutablePointer<Int32>,
                     weights w: UnsafeMutablePointer<Float>) {
-        let s = sparsity, first = row0 &* s, total = n &* s
-        guard fastUnpack, ((first &+ total &- 4) &* width) &>> 3 &+ 8 <= indexByteCount else {
+        let s = sparsity, first = row0 * s, total = n * s
+        let lastBit = (first + total - 4) * width
+        guard width <= 14, int8, s & 3 == 0, (lastBit &>> 3) + 8 <= indexByteCount else {
             return unpackOutOfLine(rows: row0, count: n, indices: o, weights: w)
         }
-        var bit = first &* width, k = 0
-        let step = 4 &* width
+        var bit = first * width, k = 0
         repeat {
             readFour(atBit: bit, into: o + k)
-            k &+= 4
-            bit &+= step
+            k += 4
+            bit += 4 * width
         } while k < total
         let raw = UnsafeMutableRawPointer(w)
         for r in 0..<n {
-            let scale = Self.half(scales[row0 &+ r]), q = UnsafeRawPointer(coefficients8 + (first &+ r &* s))
+            let scale = Self.half(scales[row0 + r]), q = UnsafeRawPointer(coefficients8 + first + r * s)
             var j = 0
-            while j &+ 8 <= s {
+            while j + 8 <= s {
                 let c = q.loadUnaligned(fromByteOffset: j, as: SIMD8<Int8>.self)
                 raw.storeBytes(of: SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: c)) * scale,
-                               toByteOffset: (r &* s &+ j) &* 4, as: SIMD8<Float>.self)
-                j &+= 8
+                               toByteOffset: (r * s + j) * 4, as: SIMD8<Float>.self)
+                j += 8
             }
             if j < s {
                 let c = q.loadUnaligned(fromByteOffset: j, as: SIMD4<Int8>.self)
                 raw.storeBytes(of: SIMD4<Float>(SIMD4<Int32>(truncatingIfNeeded: c)) * scale,
-                               toByteOffset: (r &* s &+ j) &* 4, as: SIMD4<Float>.self)
+                               toByteOffset: (r * s + j) * 4, as: SIMD4<Float>.self)
             }
         }
     }

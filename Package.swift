@@ -46,13 +46,13 @@ let package = Package(
         .systemLibrary(
             name: "CZMQ", path: "Sources/CZMQ", pkgConfig: "libzmq",
             providers: [.apt(["libzmq3-dev"])]),
-        // Header only: mallopt from malloc.h (no library).
+        // Header only: mallopt from malloc.h, the spin hint, the AVX-512F correlation kernel (no library).
         .systemLibrary(name: "CShims", path: "Sources/CShims"),
 
         // MARK: - Sparse coding: dictionaries, Matching Pursuit, packed codes (no model, no network)
         .target(
             name: "SparseCoding",
-            dependencies: ["CBLAS"],
+            dependencies: ["CBLAS", "CShims"],
             path: "Sources/SparseCoding",
             swiftSettings: optimize),
 

@@ -259,12 +259,13 @@ public struct MatchingPursuitEncoder: Sendable {
         // faulted in page by page each time.
         let transient = gram == nil && count * s >= n && dictionary.gramByteCount <= SparseDictionary.maxGramBytes
         // Without a Gram matrix, the kernels read the atoms in panels.
-        let panels = gram == nil && !transient ? dictionary.panels() : []
+        let panels = gram == nil && !transient ? dictionary.panels() : nil
         func code(gram g: UnsafePointer<Float>?, corr: UnsafeMutablePointer<Float>) {
             dictionary.atoms.withUnsafeBufferPointer { d in
-                panels.withUnsafeBufferPointer { t in
+                withExtendedLifetime(panels) {
                     guard let dp = d.baseAddress else { return }
-                    let shared = Shared(corr: corr, atoms: dp, panels: t.isEmpty ? nil : t.baseAddress, gram: g,
+                    let t = panels?.withUnsafeBufferPointer { $0.baseAddress }
+                    let shared = Shared(corr: corr, atoms: dp, panels: t, gram: g,
                                         vectors: vectors, indices: indices, coefficients: coefficients,
                                         queue: ChunkQueue(count: chunks))
                     if workers == 1 {

@@ -1,3 +1,6 @@
+import CShims
+import Foundation
+
 /// The correlation kernel of the Gram-free pursuit: a vector's correlations with every
 /// atom, or a chosen atom's Gram row, read from the atoms in panels.
 ///
@@ -39,6 +42,32 @@ extension PursuitKernels {
     ///   - out: (rowCount, N) row-major.
     static func correlate(panels: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
                           rows: UnsafePointer<Float>, rowCount: Int, into out: UnsafeMutablePointer<Float>) {
+        #if arch(x86_64)
+        if usesAVX512 {
+            sparsekv_correlate_avx512(panels, n, m, rows, rowCount, out)
+            return
+        }
+        #endif
+        correlatePortable(panels: panels, atomCount: n, dimension: m, rows: rows, rowCount: rowCount, into: out)
+    }
+
+    /// Whether ``correlate(panels:atomCount:dimension:rows:rowCount:into:)`` runs the
+    /// AVX-512F kernel (CShims/correlate_avx512.h): when the CPU has it, unless
+    /// `SPARSEKV_AVX512=0`. Both kernels give the same bits; measured with
+    /// `EncoderBenchmarks` (README, "CSR coding on AVX-512").
+    static let usesAVX512: Bool = {
+        #if arch(x86_64)
+        return sparsekv_cpu_has_avx512f() != 0 && ProcessInfo.processInfo.environment["SPARSEKV_AVX512"] != "0"
+        #else
+        return false
+        #endif
+    }()
+
+    /// ``correlate(panels:atomCount:dimension:rows:rowCount:into:)`` in Swift SIMD (AVX2
+    /// in the default build): every CPU's kernel, and the reference the AVX-512 one is
+    /// tested against.
+    static func correlatePortable(panels: UnsafePointer<Float>, atomCount n: Int, dimension m: Int,
+                                  rows: UnsafePointer<Float>, rowCount: Int, into out: UnsafeMutablePointer<Float>) {
         var r0 = 0
         while r0 < rowCount {
             let x = rows + r0 * m, o = out + r0 * n

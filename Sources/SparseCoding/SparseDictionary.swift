@@ -22,7 +22,7 @@ public struct SparseDictionary: Sendable {
     public let atoms: [Float]
 
     private let gramCache = ComputedOnce<[Float]>()
-    private let panelCache = ComputedOnce<[Float]>()
+    private let panelCache = ComputedOnce<AlignedFloats>()
 
     // MARK: - Making a dictionary
 
@@ -114,16 +114,17 @@ public struct SparseDictionary: Sendable {
     /// last panel padded with zero atoms; value i of atom n is at
     /// `PursuitKernels.panelOffset(atom: n, dimension: m) + 16 * i`. The layout of the
     /// Gram-free pursuit's correlation kernel (``PursuitKernels``), computed on first use
-    /// and kept (about N m floats, as much as the atoms).
-    public func panels() -> [Float] {
+    /// and kept (about N m floats, as much as the atoms), from a 64-byte boundary so that a
+    /// panel channel is one cache line.
+    public func panels() -> AlignedFloats {
         panelCache.value {
             let n = atomCount, m = dimension, w = PursuitKernels.panelWidth
-            var t = [Float](repeating: 0, count: PursuitKernels.panelFloats(atomCount: n, dimension: m))
-            for a in 0..<n {
-                let base = PursuitKernels.panelOffset(atom: a, dimension: m)
-                for i in 0..<m { t[base + i * w] = atoms[a * m + i] }
+            return AlignedFloats(count: PursuitKernels.panelFloats(atomCount: n, dimension: m)) { t in
+                for a in 0..<n {
+                    let base = PursuitKernels.panelOffset(atom: a, dimension: m)
+                    for i in 0..<m { t[base + i * w] = atoms[a * m + i] }
+                }
             }
-            return t
         }
     }
 

@@ -8,6 +8,24 @@ import Testing
 
 private let benchEnabled = ProcessInfo.processInfo.environment["SPARSEKV_BENCH"] != nil
 
+/// Median CPU seconds of the calling thread over `runs` calls of `body`, after one warm-up
+/// call: for one-thread benchmarks, where it varies less than wall time on a shared machine.
+private func medianCPUSeconds(runs: Int, _ body: () throws -> Void) rethrows -> Double {
+    func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+    try body()
+    var times: [Double] = []
+    for _ in 0..<runs {
+        let start = now()
+        try body()
+        times.append(now() - start)
+    }
+    return times.sorted()[times.count / 2]
+}
+
 /// Median seconds of `runs` calls of `body`, after one warm-up call.
 private func medianSeconds(runs: Int, _ body: () throws -> Void) rethrows -> Double {
     try body()
@@ -86,8 +104,11 @@ func ompAgainstMP() throws {
 }
 
 /// A decoded token's coding as a decode step does it: per layer, three 64-float key rows
-/// (OMP, s = 16, N = 1024) and six 32-float value chunks (s = 8, N = 512), each layer with
-/// its own dictionaries, on one thread. Microseconds per token, 30 layers.
+/// (s = 16, N = 1024) and six 32-float value chunks (s = 8, N = 512), each layer with
+/// its own dictionaries, on one thread. Microseconds of CPU per token, 30 layers. The
+/// calls take 1 row, 3 rows, or the decode step's units (`CSRCache.appendCodedTogether`
+/// with two threads: keys 2 + 1 rows, values 3 + 3). `SPARSEKV_AVX512=0` measures the
+/// portable correlation kernel on a CPU with AVX-512F.
 @Test
 func decodeTokenCoding() throws {
     let layers = 30
@@ -103,23 +124,30 @@ func decodeTokenCoding() throws {
         let ve = try valueDicts.map { try MatchingPursuitEncoder(dictionary: $0, options: .init(sparsity: 8, algorithm: algorithm, threads: 1, keepsGram: false)) }
         var ki = [UInt16](repeating: 0, count: 3 * 16), kc = [Float](repeating: 0, count: 3 * 16)
         var vi = [UInt16](repeating: 0, count: 6 * 8), vc = [Float](repeating: 0, count: 6 * 8)
-        for rowsPerCall in [1, 3] {
-            let t = medianSeconds(runs: 21) {
+        // Rows per call, keys and values.
+        for (label, keyCalls, valueCalls) in [("1 row per call", [1, 1, 1], [1, 1, 1, 1, 1, 1]),
+                                              ("3 rows per call", [3], [3, 3]),
+                                              ("decode units (keys 2 + 1, values 3 + 3)", [2, 1], [3, 3])] {
+            let t = medianCPUSeconds(runs: 21) {
                 for l in 0..<layers {
                     keys.withUnsafeBufferPointer { k in
-                        for r in stride(from: 0, to: 3, by: rowsPerCall) {
-                            ke[l].encode(count: rowsPerCall, vectors: k.baseAddress! + (l * 3 + r) * 64, indices: &ki, coefficients: &kc)
+                        var r = 0
+                        for rows in keyCalls {
+                            ke[l].encode(count: rows, vectors: k.baseAddress! + (l * 3 + r) * 64, indices: &ki, coefficients: &kc)
+                            r += rows
                         }
                     }
                     values.withUnsafeBufferPointer { v in
-                        for r in stride(from: 0, to: 6, by: rowsPerCall) {
-                            ve[l].encode(count: rowsPerCall, vectors: v.baseAddress! + (l * 6 + r) * 32, indices: &vi, coefficients: &vc)
+                        var r = 0
+                        for rows in valueCalls {
+                            ve[l].encode(count: rows, vectors: v.baseAddress! + (l * 6 + r) * 32, indices: &vi, coefficients: &vc)
+                            r += rows
                         }
                     }
                 }
             }
-            print(String(format: "[bench] decode-token coding %@, %d rows per call: %.0f us per token (30 layers, 1 thread, median of 21)",
-                         algorithm.rawValue, rowsPerCall, t * 1e6))
+            print(String(format: "[bench] decode-token coding %@, %@: %.0f us CPU per token (30 layers, 1 thread, median of 21, %@)",
+                         algorithm.rawValue, label, t * 1e6, PursuitKernels.usesAVX512 ? "AVX-512F" : "portable"))
         }
     }
 }
@@ -127,7 +155,7 @@ func decodeTokenCoding() throws {
 /// The Gram-free pursuit's correlation kernel (the atoms in panels,
 /// ``PursuitKernels/correlate(panels:atomCount:dimension:rows:rowCount:into:)``): one to
 /// four rows per call (one: a chosen atom's Gram row in OMP; more: a lockstep's rows
-/// sharing the reads), microseconds per row, one thread. The row-major kernel it replaced
+/// sharing the reads), microseconds of CPU per row, one thread (wall time before the AVX-512F kernel). The row-major kernel it replaced
 /// (``dots8`` per 8 atoms, then horizontal sums) measured 0.92, 9.26 and 3.13 µs per row
 /// for these three shapes on the same machine.
 @Test
@@ -142,7 +170,7 @@ func correlateLayouts() throws {
             let t = d.atoms.withUnsafeBufferPointer { a in
                 panels.withUnsafeBufferPointer { c in
                     out.withUnsafeMutableBufferPointer { o in
-                        medianSeconds(runs: 9) {
+                        medianCPUSeconds(runs: 9) {
                             for r in 0..<reps {
                                 PursuitKernels.correlate(panels: c.baseAddress!, atomCount: n, dimension: m,
                                                          rows: a.baseAddress! + (r % (n - rows + 1)) * m, rowCount: rows,
@@ -155,8 +183,8 @@ func correlateLayouts() throws {
             return t / Double(rows * reps)
         }
         let t = (1...4).map { perRow($0) * 1e6 }
-        print(String(format: "[bench] correlate N=%d m=%d: %.2f / %.2f / %.2f / %.2f us per row with 1 / 2 / 3 / 4 rows per call (medians of 9)",
-                     n, m, t[0], t[1], t[2], t[3]))
+        print(String(format: "[bench] correlate N=%d m=%d: %.2f / %.2f / %.2f / %.2f us CPU per row with 1 / 2 / 3 / 4 rows per call (medians of 9, %@)",
+                     n, m, t[0], t[1], t[2], t[3], PursuitKernels.usesAVX512 ? "AVX-512F" : "portable"))
     }
 }
 }

@@ -32,6 +32,10 @@ public final class AlignedFloats: @unchecked Sendable {
         try withExtendedLifetime(self) { try body(UnsafeBufferPointer(start: base, count: count)) }
     }
 
+    /// The first float's address, valid while this buffer lives (the caller keeps it alive,
+    /// e.g. with `withExtendedLifetime`).
+    public var baseAddress: UnsafePointer<Float> { UnsafePointer(base) }
+
     /// A copy as an array (tests, diagnostics).
     public var array: [Float] { withUnsafeBufferPointer { Array($0) } }
 }

@@ -264,8 +264,7 @@ public struct MatchingPursuitEncoder: Sendable {
             dictionary.atoms.withUnsafeBufferPointer { d in
                 withExtendedLifetime(panels) {
                     guard let dp = d.baseAddress else { return }
-                    let t = panels?.withUnsafeBufferPointer { $0.baseAddress }
-                    let shared = Shared(corr: corr, atoms: dp, panels: t, gram: g,
+                    let shared = Shared(corr: corr, atoms: dp, panels: panels?.baseAddress, gram: g,
                                         vectors: vectors, indices: indices, coefficients: coefficients,
                                         queue: ChunkQueue(count: chunks))
                     if workers == 1 {

@@ -88,7 +88,7 @@ import Testing
                     exact += Double(d.atoms[a * m + i]) * Double(x[r * m + i])
                 }
                 #expect(out[r * n + a] == chain, "\(name): row \(r), atom \(a)")
-                #expect(abs(Double(out[r * n + a]) - exact) < 1e-4, "\(name): row \(r), atom \(a)")
+                #expect(abs(Double(out[r * n + a]) - exact) < 1e-5, "\(name): row \(r), atom \(a)")
                 let dot = x.withUnsafeBufferPointer { xp in
                     panels.withUnsafeBufferPointer { PursuitKernels.panelDot(xp.baseAddress! + r * m, panels: $0.baseAddress!, atom: a, m) }
                 }

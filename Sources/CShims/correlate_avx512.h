@@ -74,34 +74,29 @@ static inline void sparsekv_correlate_block(const float *panels, long p0, int P,
 #undef SPARSEKV_STORE
 }
 
+// Rows R (1 ... 4, a constant once inlined) against every panel: four panels per pass
+// (R * 4 accumulators and 4 lines, at most 20 of the 32 registers), then the rest one by one.
+__attribute__((target("avx512f"), always_inline))
+static inline void sparsekv_correlate_rows(const float *panels, long n, long m, const float *x, int R, float *out) {
+    long count = (n + 15) / 16, p = 0;
+    for (; p + 4 <= count; p += 4) sparsekv_correlate_block(panels, p, 4, n, m, x, R, out);
+    for (; p < count; p++) sparsekv_correlate_block(panels, p, 1, n, m, x, R, out);
+}
+
 // out[r * n + a] = <atom a, rows[r]> for r < rowCount and a < n; panels as
 // SparseDictionary.panels() lays them out, (ceil(n / 16), m, 16).
 __attribute__((target("avx512f")))
 static inline void sparsekv_correlate_avx512(const float *panels, long n, long m, const float *rows,
                                              long rowCount, float *out) {
-    long count = (n + 15) / 16;
     for (long r0 = 0; r0 < rowCount; r0 += 4) {
         const float *x = rows + r0 * m;
         float *o = out + r0 * n;
-        long p = 0;
-        // Four panels per pass: R * 4 accumulators and 4 lines, at most 20 of the 32 registers.
+        // A constant row count per call, so each inlined copy keeps only its own rows' work.
         switch (rowCount - r0) {
-        case 1:
-            for (; p + 4 <= count; p += 4) sparsekv_correlate_block(panels, p, 4, n, m, x, 1, o);
-            for (; p < count; p++) sparsekv_correlate_block(panels, p, 1, n, m, x, 1, o);
-            break;
-        case 2:
-            for (; p + 4 <= count; p += 4) sparsekv_correlate_block(panels, p, 4, n, m, x, 2, o);
-            for (; p < count; p++) sparsekv_correlate_block(panels, p, 1, n, m, x, 2, o);
-            break;
-        case 3:
-            for (; p + 4 <= count; p += 4) sparsekv_correlate_block(panels, p, 4, n, m, x, 3, o);
-            for (; p < count; p++) sparsekv_correlate_block(panels, p, 1, n, m, x, 3, o);
-            break;
-        default:
-            for (; p + 4 <= count; p += 4) sparsekv_correlate_block(panels, p, 4, n, m, x, 4, o);
-            for (; p < count; p++) sparsekv_correlate_block(panels, p, 1, n, m, x, 4, o);
-            break;
+        case 1: sparsekv_correlate_rows(panels, n, m, x, 1, o); break;
+        case 2: sparsekv_correlate_rows(panels, n, m, x, 2, o); break;
+        case 3: sparsekv_correlate_rows(panels, n, m, x, 3, o); break;
+        default: sparsekv_correlate_rows(panels, n, m, x, 4, o); break;
         }
     }
 }

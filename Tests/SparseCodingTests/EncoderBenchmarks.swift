@@ -8,32 +8,31 @@ import Testing
 
 private let benchEnabled = ProcessInfo.processInfo.environment["SPARSEKV_BENCH"] != nil
 
-/// Median CPU seconds of the calling thread over `runs` calls of `body`, after one warm-up
-/// call: for one-thread benchmarks, where it varies less than wall time on a shared machine.
-private func medianCPUSeconds(runs: Int, _ body: () throws -> Void) rethrows -> Double {
-    func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+/// Seconds since some start: wall time, or the calling thread's CPU time (for one-thread
+/// benchmarks, where it varies less than wall time on a shared machine).
+private enum BenchClock {
+    case wall, threadCPU
+
+    var now: Double {
+        switch self {
+        case .wall:
+            return Double(DispatchTime.now().uptimeNanoseconds) * 1e-9
+        case .threadCPU:
+            var ts = timespec()
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+            return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+        }
     }
-    try body()
-    var times: [Double] = []
-    for _ in 0..<runs {
-        let start = now()
-        try body()
-        times.append(now() - start)
-    }
-    return times.sorted()[times.count / 2]
 }
 
-/// Median seconds of `runs` calls of `body`, after one warm-up call.
-private func medianSeconds(runs: Int, _ body: () throws -> Void) rethrows -> Double {
+/// Median seconds of `runs` calls of `body` by `clock`, after one warm-up call.
+private func medianSeconds(runs: Int, clock: BenchClock = .wall, _ body: () throws -> Void) rethrows -> Double {
     try body()
     var times: [Double] = []
     for _ in 0..<runs {
-        let start = DispatchTime.now().uptimeNanoseconds
+        let start = clock.now
         try body()
-        times.append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)
+        times.append(clock.now - start)
     }
     return times.sorted()[times.count / 2]
 }
@@ -128,7 +127,7 @@ func decodeTokenCoding() throws {
         for (label, keyCalls, valueCalls) in [("1 row per call", [1, 1, 1], [1, 1, 1, 1, 1, 1]),
                                               ("3 rows per call", [3], [3, 3]),
                                               ("decode units (keys 2 + 1, values 3 + 3)", [2, 1], [3, 3])] {
-            let t = medianCPUSeconds(runs: 21) {
+            let t = medianSeconds(runs: 21, clock: .threadCPU) {
                 for l in 0..<layers {
                     keys.withUnsafeBufferPointer { k in
                         var r = 0
@@ -170,7 +169,7 @@ func correlateLayouts() throws {
             let t = d.atoms.withUnsafeBufferPointer { a in
                 panels.withUnsafeBufferPointer { c in
                     out.withUnsafeMutableBufferPointer { o in
-                        medianCPUSeconds(runs: 9) {
+                        medianSeconds(runs: 9, clock: .threadCPU) {
                             for r in 0..<reps {
                                 PursuitKernels.correlate(panels: c.baseAddress!, atomCount: n, dimension: m,
                                                          rows: a.baseAddress! + (r % (n - rows + 1)) * m, rowCount: rows,

@@ -46,7 +46,8 @@ let package = Package(
         .systemLibrary(
             name: "CZMQ", path: "Sources/CZMQ", pkgConfig: "libzmq",
             providers: [.apt(["libzmq3-dev"])]),
-        // Header only: mallopt from malloc.h, the spin hint, the AVX-512F correlation kernel (no library).
+        // Header only: mallopt from malloc.h, the spin hint, the AVX-512F correlation kernel, the CSR
+        // key kernels on fixed-point atoms (no library).
         .systemLibrary(name: "CShims", path: "Sources/CShims"),
 
         // MARK: - Sparse coding: dictionaries, Matching Pursuit, packed codes (no model, no network)

@@ -1,3 +1,4 @@
+import CShims
 import SparseCoding
 
 /// Fused attention on CSR codes.
@@ -58,6 +59,9 @@ struct CSRStreamView {
     let scales: UnsafePointer<UInt16>
     let guardRows: UnsafePointer<UInt32>, guardCount: Int
     let guardValues: UnsafePointer<UInt16>
+    /// The fixed-point atoms (``FixedPointAtoms``) when the stream's rows come from them, and 2^-shift.
+    let fixed: UnsafePointer<Int16>?
+    let unit: Float
 
     init(_ s: CSRCodeStream) {
         m = s.m
@@ -74,6 +78,27 @@ struct CSRStreamView {
         guardRows = storageBase(s.guardRows)
         guardCount = s.guardRows.count
         guardValues = storageBase(s.guardValues)
+        fixed = s.fixedAtoms.map { storageBase($0.atoms) }
+        unit = s.fixedAtoms?.unit ?? 0
+    }
+
+    /// The atom indices of rows row0 ..< row0 + n, `sparsity` per row (``unpack`` without
+    /// the coefficients).
+    @inline(__always)
+    func unpackIndices(rows row0: Int, count n: Int, into o: UnsafeMutablePointer<Int32>) {
+        let first = row0 * sparsity, total = n * sparsity
+        var k = 0, bit = first * width
+        if width <= 14 {
+            while k + 4 <= total && (bit &>> 3) + 8 <= indexByteCount {
+                readFour(atBit: bit, into: o + k)
+                k += 4
+                bit += 4 * width
+            }
+        }
+        while k < total {
+            o[k] = Int32(truncatingIfNeeded: CSRCodeStream.readIndex(indexBytes, first + k, width: width))
+            k += 1
+        }
     }
 
     /// binary16 bits to Float: one `vcvtph2ps` with F16C (the shared `HalfPrecision.float`
@@ -249,6 +274,16 @@ struct CSRAttentionSource: AttentionSource {
                         into out: UnsafeMutablePointer<Float>) {
         let d = headDim, m = v.m, chunks = d / m, s = v.sparsity
         forEachUnpackedBlock(v, head: g, lo, max(lo, min(hi, codedPositions))) { b0, b1, idx, w in
+            if let fixed = v.fixed {
+                // Fixed-point keys: row by row, as rows of one position's chunks are adjacent only.
+                for t in b0..<b1 {
+                    let row0 = (t * kvHeads + g) * chunks
+                    CSRKeyKernels.rows(fixed, m: m, sparsity: s, indices: idx + (t - b0) * chunks * s,
+                                       coefficients: v.coefficients8 + row0 * s, scales: v.scales + row0, unit: v.unit,
+                                       count: chunks, into: out + (t - lo) * d)
+                }
+                return
+            }
             for j in 0..<(b1 - b0) * chunks {
                 v.combine(indices: idx + j * s, weights: w + j * s, into: out + (b0 - lo) * d + j * m)
             }
@@ -292,6 +327,10 @@ struct CSRAttentionSource: AttentionSource {
     func scores(head g: Int, _ lo: Int, _ hi: Int, queries: UnsafePointer<UnsafePointer<Float>>, rows: Int,
                 scale: Float, into scores: UnsafeMutablePointer<Float>, stride: Int,
                 scratch: UnsafeMutablePointer<Float>) {
+        if keys.fixed != nil && headDim == 64 && ropeHalf == 32 {
+            return fixedPointScores(head: g, lo, hi, queries: queries, rows: rows, scale: scale, into: scores,
+                                    stride: stride, scratch: scratch)
+        }
         guard scoresInRegisters else {
             return scoresOfDecodedKeys(head: g, lo, hi, queries: queries, rows: rows, scale: scale, into: scores,
                                        stride: stride, scratch: scratch)
@@ -308,10 +347,8 @@ struct CSRAttentionSource: AttentionSource {
                         let n = min(8, hi - t0)
                         for j in 0..<n {
                             let t = t0 + j, row0 = (t * kvHeads + g) * chunks
-                            while gi < k.guardCount && Int(k.guardRows[gi]) < row0 { gi += 1 }
-                            let guarded = gi < k.guardCount && Int(k.guardRows[gi]) < row0 + chunks
                             let x: Row64
-                            if guarded || t >= codedPositions || (pendingKeys != nil && t >= pendingStart && t < pendingStart + pendingCount) {
+                            if readsExactly(t, rows: row0, chunks: chunks, guardIndex: &gi) {
                                 x = Row64(loading: keys(head: g, t, t + 1, scratch: scratch))
                             } else {
                                 k.unpackFast(rows: row0, count: chunks, indices: idx, weights: w)
@@ -320,14 +357,81 @@ struct CSRAttentionSource: AttentionSource {
                             }
                             for r in 0..<rows { partial[r * 8 + j] = x.partialDot(queries[r]) }
                         }
-                        for r in 0..<rows {
-                            let p = partial + r * 8
-                            let dots = transposedSums(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]) * scale
-                            let sr = scores + r * stride + t0 - lo
-                            for j in 0..<n { sr[j] = dots[j] }
-                        }
+                        Self.finish(partial, rows: rows, count: n, scale: scale, into: scores + t0 - lo, stride: stride)
                         t0 += n
                     }
+                }
+            }
+        }
+    }
+
+    /// Whether the key at position t (rows row0 ..< row0 + chunks) is read through ``keys``
+    /// rather than its codes: a guarded chunk, a position past the codes, or one of the
+    /// latest append's exact rows. `gi` walks the guard bank forward as positions do.
+    @inline(__always)
+    private func readsExactly(_ t: Int, rows row0: Int, chunks: Int, guardIndex gi: inout Int) -> Bool {
+        let k = keys
+        while gi < k.guardCount && Int(k.guardRows[gi]) < row0 { gi += 1 }
+        let guarded = gi < k.guardCount && Int(k.guardRows[gi]) < row0 + chunks
+        return guarded || t >= codedPositions || (pendingKeys != nil && t >= pendingStart && t < pendingStart + pendingCount)
+    }
+
+    /// Scores of n positions from their 8-lane partial products, `partial[r * 8 + j]`:
+    /// the eight finished together per query row, scaled, written to `scores + r * stride`.
+    @inline(__always)
+    private static func finish(_ partial: UnsafeMutablePointer<SIMD8<Float>>, rows: Int, count n: Int, scale: Float,
+                               into scores: UnsafeMutablePointer<Float>, stride: Int) {
+        for r in 0..<rows {
+            let p = partial + r * 8
+            let dots = transposedSums(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]) * scale
+            let sr = scores + r * stride
+            for j in 0..<n { sr[j] = dots[j] }
+        }
+    }
+
+    /// ``scores`` on fixed-point keys: eight positions at a time, the coded ones by the
+    /// `csr_keys.h` block kernel (exact int32 sums of the atom rows, then scale, RoPE and the
+    /// query products per lane), guarded and pending ones decoded through ``keys`` as in
+    /// ``scores``; then the eight partial sums per query row are finished together.
+    private func fixedPointScores(head g: Int, _ lo: Int, _ hi: Int, queries: UnsafePointer<UnsafePointer<Float>>,
+                                  rows: Int, scale: Float, into scores: UnsafeMutablePointer<Float>, stride: Int,
+                                  scratch: UnsafeMutablePointer<Float>) {
+        let k = keys, chunks = 64 / k.m, s = k.sparsity, perPosition = chunks * s
+        var gi = k.firstGuard(atOrAfter: lo * kvHeads * chunks)
+        let q = UnsafeRawPointer(queries).assumingMemoryBound(to: UnsafePointer<Float>?.self)
+        withUnsafeTemporaryAllocation(of: Int32.self, capacity: 8 * perPosition) { ib in
+            withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: rows * 8) { pb in
+                let idx = ib.baseAddress!, partial = pb.baseAddress!
+                partial.initialize(repeating: SIMD8(), count: rows * 8)
+                var block = sparsekv_key_block(
+                    atoms: k.fixed, m: k.m, s: s, idx: idx, coef: k.coefficients8, coefStride: kvHeads * perPosition,
+                    scales: k.scales, scaleStride: kvHeads * chunks, unit: k.unit, rope: ropeTable, queries: q, rows: rows,
+                    n: 0, skip: 0, partial: UnsafeMutableRawPointer(partial).assumingMemoryBound(to: Float.self))
+                var t0 = lo
+                while t0 < hi {
+                    let n = min(8, hi - t0)
+                    var skip: UInt32 = 0
+                    for j in 0..<n {
+                        let t = t0 + j, row0 = (t * kvHeads + g) * chunks
+                        if readsExactly(t, rows: row0, chunks: chunks, guardIndex: &gi) {
+                            skip |= 1 << j
+                            let x = Row64(loading: keys(head: g, t, t + 1, scratch: scratch))
+                            for r in 0..<rows { partial[r * 8 + j] = x.partialDot(queries[r]) }
+                        } else {
+                            k.unpackIndices(rows: row0, count: chunks, into: idx + j * perPosition)
+                        }
+                    }
+                    if skip != (1 << n) - 1 {
+                        let row0 = (t0 * kvHeads + g) * chunks
+                        block.coef = k.coefficients8 + row0 * s
+                        block.scales = k.scales + row0
+                        block.rope = ropeTable + t0 * 64
+                        block.n = n
+                        block.skip = skip
+                        withUnsafePointer(to: &block) { CSRKeyKernels.partials($0) }
+                    }
+                    Self.finish(partial, rows: rows, count: n, scale: scale, into: scores + t0 - lo, stride: stride)
+                    t0 += n
                 }
             }
         }

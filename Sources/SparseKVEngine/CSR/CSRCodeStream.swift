@@ -84,7 +84,14 @@ final class CSRCodeStream {
     /// dictionary file stores them, then the online atoms. Pursuit picks codes against the
     /// normalised fp32 dictionary; every read (fused attention, materialized rows, the
     /// encoder's own error checks) rebuilds from these, half the bytes to gather.
-    private(set) var atomBits: [UInt16]
+    private(set) var atomBits: [UInt16] {
+        didSet { fixedAtoms = fixedPoint ? FixedPointAtoms(bits: atomBits, m: m, sparsity: sparsity) : nil }
+    }
+    /// Keys with int8 coefficients read their rows from these instead of `atomBits`
+    /// (``FixedPointAtoms``); nil for values, fp16 coefficients, or atoms that do not fit.
+    private(set) var fixedAtoms: FixedPointAtoms?
+    /// Whether this stream rebuilds its rows from fixed-point atoms when it can.
+    private let fixedPoint: Bool
     /// The offline part of `atomBits`.
     private let offlineBits: [UInt16]
     /// The encoder over offline + online atoms when there are online atoms (nil: the
@@ -93,8 +100,10 @@ final class CSRCodeStream {
 
     /// - Parameter atomBits: the offline atoms as fp16 bits (the dictionary group's stored
     ///   atoms); nil rounds `offline`'s atoms.
+    /// - Parameter keys: a key stream, whose rows come from fixed-point atoms when its
+    ///   coefficients are int8 (``FixedPointAtoms``).
     init(offline: SparseDictionary, atomBits: [UInt16]? = nil, encoder: @escaping () throws -> MatchingPursuitEncoder,
-         settings: CSRSettings, sparsity: Int, entropyTable: FrequencyTable? = nil) {
+         settings: CSRSettings, sparsity: Int, entropyTable: FrequencyTable? = nil, keys: Bool = false) {
         m = offline.dimension
         self.sparsity = sparsity
         format = settings.coefficients
@@ -113,13 +122,15 @@ final class CSRCodeStream {
         offlineEncoderProvider = encoder
         offlineBits = atomBits ?? offline.atoms.map { HalfPrecision.bits($0) }
         self.atomBits = offlineBits
+        fixedPoint = keys && settings.coefficients == .int8
+        fixedAtoms = fixedPoint ? FixedPointAtoms(bits: offlineBits, m: m, sparsity: sparsity) : nil
     }
 
     /// An empty stream of this one's shape, settings and offline atoms, to parse a section
     /// into (``readRows(count:from:atomLimit:)``) without touching this one.
     func scratch() -> CSRCodeStream {
         CSRCodeStream(offline: offline, atomBits: offlineBits, encoder: { throw CSRError.badSettings("a scratch stream does not encode") },
-                      settings: settings, sparsity: sparsity, entropyTable: entropyTable)
+                      settings: settings, sparsity: sparsity, entropyTable: entropyTable, keys: fixedPoint)
     }
 
     /// Appends rows k ..< x.rows of `x`, a ``scratch()`` of this stream that parsed a
@@ -214,7 +225,8 @@ final class CSRCodeStream {
             var candidates: [(row: Int, error: Float)] = []
             var out = [Float](repeating: 0, count: m)
             for r in 0..<count {
-                reconstruct(idx[r * s..<(r + 1) * s], coef[r * s..<(r + 1) * s], into: &out)
+                let scale = format == .int8 ? HalfPrecision.float(scales[rows + r]) : 1
+                reconstruct(idx[r * s..<(r + 1) * s], coef[r * s..<(r + 1) * s], scale: scale, into: &out)
                 let rel = out.withUnsafeBufferPointer { Self.relativeError(x + r * m, $0.baseAddress!, m) }
                 if rel > guardError { candidates.append((r, rel)) }
             }
@@ -249,7 +261,8 @@ final class CSRCodeStream {
             var error = Float.infinity
             while k <= s {
                 Self.roundPrefix(coef, row: r, sparsity: s, pairs: k, format: format, levels: coefficientLevels, into: &rounded)
-                reconstruct(idx[r * s..<r * s + k], rounded[0..<k], into: &out)
+                let scale = format == .int8 ? Self.int8Scale(coef, row: r, sparsity: s, pairs: k, levels: coefficientLevels).0 : 1
+                reconstruct(idx[r * s..<r * s + k], rounded[0..<k], scale: scale, into: &out)
                 error = out.withUnsafeBufferPointer { Self.relativeError(xr, $0.baseAddress!, m) }
                 if error <= budget { break }
                 k += 1
@@ -348,8 +361,19 @@ final class CSRCodeStream {
         }
     }
 
-    /// Reconstruction of one row from codes already rounded to the stored format.
-    private func reconstruct(_ idx: ArraySlice<UInt16>, _ coef: ArraySlice<Float>, into out: inout [Float]) {
+    /// Reconstruction of one row from codes already rounded to the stored format, as reads
+    /// will see it. `scale` is the row's int8 scale: with fixed-point atoms the coefficients
+    /// are q * scale, products exact in fp32 (q of 8 bits, scale of 11), so q comes back exactly.
+    private func reconstruct(_ idx: ArraySlice<UInt16>, _ coef: ArraySlice<Float>, scale: Float, into out: inout [Float]) {
+        if let fixed = fixedAtoms {
+            let n = idx.count
+            let indices = idx.map { Int32($0) }
+            let q = coef.map { scale > 0 ? Int8(($0 / scale).rounded()) : 0 }
+            let bits = [HalfPrecision.bits(scale)]
+            CSRKeyKernels.rows(storageBase(fixed.atoms), m: m, sparsity: n, indices: indices, coefficients: q, scales: bits,
+                               unit: fixed.unit, count: 1, into: &out, level: .portable)
+            return
+        }
         for i in 0..<m { out[i] = 0 }
         for (j, c) in zip(idx, coef) {
             let base = Int(j) * m
@@ -459,6 +483,15 @@ final class CSRCodeStream {
     func decodeRow(_ r: Int, into out: UnsafeMutablePointer<Float>, atoms a: UnsafePointer<UInt16>,
                    indexBytes ib: UnsafePointer<UInt8>) {
         let s = sparsity, w = width
+        if let fixed = fixedAtoms {
+            withUnsafeTemporaryAllocation(of: Int32.self, capacity: s) { idx in
+                for k in 0..<s { idx[k] = Int32(Self.readIndex(ib, r * s + k, width: w)) }
+                CSRKeyKernels.rows(storageBase(fixed.atoms), m: m, sparsity: s, indices: idx.baseAddress!,
+                                   coefficients: storageBase(coefficients8) + r * s, scales: storageBase(scales) + r,
+                                   unit: fixed.unit, count: 1, into: out, level: .portable)
+            }
+            return
+        }
         out.initialize(repeating: 0, count: m)
         for k in 0..<s {
             let j = Self.readIndex(ib, r * s + k, width: w)

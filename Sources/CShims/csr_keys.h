@@ -1,0 +1,419 @@
+// CSR key scoring on fixed-point atoms (CSRCache+Attention.swift, CSRCodeStream.swift).
+//
+// A key stream with int8 coefficients rebuilds a row as w * sum_k q_k * A[a_k], where q_k are
+// the row's int8 coefficients, w = scale * 2^-shift (the row's fp16 scale) and A the atoms
+// as int16 fixed point (round(atom * 2^shift)). The sum is an exact int32, so every way of
+// computing it gives the same number; the float steps after it (convert, times w, RoPE, the
+// query dot) are written once per lane and done in the same order by the three versions
+// below (portable C, AVX2, AVX-512 VNNI), which therefore give the same bits.
+//
+// Stored order of a fixed-point atom row (m = 32 or 64 int16): in each 32-word block z, the
+// 128-bit lane L (words 8L ... 8L + 7) holds channels 32z + 4L ... 4L + 3, then 32z + 16 + 4L
+// ... 16 + 4L + 3. Interleaving two atoms' words (unpacklo/unpackhi_epi16) then puts
+// channels in natural order: in 512-bit registers, unpacklo of block z gives channels
+// 32z + 0 ... 15 and unpackhi 32z + 16 ... 31, each channel as the pair (A[c], B[c]) that one
+// vpdpwssd multiplies by the coefficients (qA, qB).
+//
+// Header only: Swift compiles these inline functions itself; the target attributes let the
+// AVX2 and AVX-512 versions be compiled into a build for any x86-64 CPU. They run only after
+// the CPU checks said yes.
+#pragma once
+#include <stdint.h>
+#include <math.h>
+#include "correlate_avx512.h"
+
+// The stored word position of channel c in a fixed-point atom row.
+static inline long sparsekv_fixed_position(long c) {
+    long z = c / 32, r = c % 32, high = r >= 16, within = high ? r - 16 : r;
+    return 32 * z + 8 * (within / 4) + 4 * high + within % 4;
+}
+
+// IEEE binary16 bits to float, exactly (what vcvtph2ps gives).
+static inline float sparsekv_half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1F, f = h & 0x3FF, bits;
+    if (e == 0) {
+        if (f == 0) { bits = sign; }
+        else {  // subnormal: f * 2^-24, exact in float
+            float v = (float)f * 0x1p-24f;
+            return (h >> 15) ? -v : v;
+        }
+    } else if (e == 31) {
+        bits = sign | 0x7F800000u | (f << 13);
+    } else {
+        bits = sign | ((e + 112) << 23) | (f << 13);
+    }
+    float out;
+    __builtin_memcpy(&out, &bits, 4);
+    return out;
+}
+
+// Exact int32 sums of one row chunk: sums[c] = sum_k q[k] * A[idx[k]][c] for the m channels
+// in natural order.
+static inline void sparsekv_fixed_sums(const int16_t *atoms, long m, long s, const int32_t *idx, const int8_t *q,
+                                       int32_t *sums) {
+    for (long c = 0; c < m; c++) sums[c] = 0;
+    for (long k = 0; k < s; k++) {
+        const int16_t *a = atoms + (long)idx[k] * m;
+        for (long c = 0; c < m; c++) sums[c] += (int32_t)q[k] * (int32_t)a[sparsekv_fixed_position(c)];
+    }
+}
+
+// Rows of one stream decoded to floats: out[r * m + c] = (float)sums * w_r, w_r = the row's
+// fp16 scale times unit. idx and q hold `rows` rows of s pairs one after another.
+static inline void sparsekv_fixed_rows(const int16_t *atoms, long m, long s, const int32_t *idx, const int8_t *q,
+                                       const uint16_t *scales, float unit, long rows, float *out) {
+#pragma clang fp contract(off)
+    int32_t sums[64];
+    for (long r = 0; r < rows; r++) {
+        sparsekv_fixed_sums(atoms, m, s, idx + r * s, q + r * s, sums);
+        float w = sparsekv_half_to_float(scales[r]) * unit;
+        for (long c = 0; c < m; c++) out[r * m + c] = (float)sums[c] * w;
+    }
+}
+
+// The arguments of the block kernels: n <= 8 positions of one KV head, 64 channels each
+// (64 / m chunks of s pairs), scored against `rows` query rows.
+//   idx      (n, 64 / m, s) atom indices, unpacked
+//   coef     int8 coefficients of the block's first position; position j's chunk c at
+//            coef + j * coefStride + c * s
+//   scales   fp16 row scales; position j's chunk c at scales[j * scaleStride + c]
+//   rope     the first position's 32 (cos, sin) pairs; position j's at rope + 64 * j
+//   queries  `rows` pointers to 64 floats
+//   skip     bit j set: position j is not computed (its partials are left as they are)
+//   partial  (rows, 8, 8) floats: partial[(r * 8 + j) * 8 + i] = lane i of position j's
+//            product with query row r, the sum of the channels c = i mod 8 (Row64.partialDot's lanes)
+// Per lane, in this order: x = (float)sum * w; RoPE x' = x * (cos, cos) + swap(x) * (-sin, sin),
+// products rounded apart; then for l in 0 ..< 16 the product chain
+// p[l] = q[l] x'[l], p[l] = fma(q[16k + l], x'[16k + l], p[l]) for k = 1, 2, 3, and the lane
+// i of the partial is p[i] + p[i + 8].
+typedef struct {
+    const int16_t *atoms;
+    long m, s;
+    const int32_t *idx;
+    const int8_t *coef;
+    long coefStride;
+    const uint16_t *scales;
+    long scaleStride;
+    float unit;
+    const float *rope;
+    const float *const *queries;
+    long rows, n;
+    unsigned skip;
+    float *partial;
+} sparsekv_key_block;
+
+// The portable version: the definition the vector versions are tested against.
+static inline void sparsekv_key_partials_portable(const sparsekv_key_block *b) {
+#pragma clang fp contract(off)
+    long chunks = 64 / b->m;
+    for (long j = 0; j < b->n; j++) {
+        if (b->skip >> j & 1) continue;
+        float x[64], y[64];
+        int32_t sums[64];
+        for (long c = 0; c < chunks; c++) {
+            sparsekv_fixed_sums(b->atoms, b->m, b->s, b->idx + (j * chunks + c) * b->s, b->coef + j * b->coefStride + c * b->s, sums);
+            float w = sparsekv_half_to_float(b->scales[j * b->scaleStride + c]) * b->unit;
+            for (long i = 0; i < b->m; i++) x[c * b->m + i] = (float)sums[i] * w;
+        }
+        const float *t = b->rope + 64 * j;
+        for (long p = 0; p < 32; p++) {
+            float cs = t[2 * p], sn = t[2 * p + 1], e = x[2 * p], o = x[2 * p + 1];
+            float a = e * cs, bb = o * -sn, c2 = o * cs, d = e * sn;
+            y[2 * p] = a + bb;
+            y[2 * p + 1] = c2 + d;
+        }
+        for (long r = 0; r < b->rows; r++) {
+            const float *q = b->queries[r];
+            float *out = b->partial + (r * 8 + j) * 8;
+            float p16[16];
+            for (long l = 0; l < 16; l++) {
+                float acc = q[l] * y[l];
+                for (long k = 1; k < 4; k++) acc = fmaf(q[16 * k + l], y[16 * k + l], acc);
+                p16[l] = acc;
+            }
+            for (long i = 0; i < 8; i++) out[i] = p16[i] + p16[i + 8];
+        }
+    }
+}
+
+#if defined(__x86_64__)
+
+// Whether this CPU runs AVX2, FMA and F16C (the AVX2 version), from CPUID and XCR0.
+static inline int sparsekv_cpu_has_avx2(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    if (!(c & (1u << 27)) || !(c & (1u << 12)) || !(c & (1u << 29))) return 0;  // OSXSAVE, FMA, F16C
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 0x6u) != 0x6u) return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (b & (1u << 5)) != 0;
+}
+
+// Whether this CPU runs the AVX-512 version: AVX-512F, BW and VNNI (CPUID leaf 7 EBX bits
+// 16 and 30, ECX bit 11), with the 512-bit registers saved by the OS.
+static inline int sparsekv_cpu_has_avx512vnni(void) {
+    if (!sparsekv_cpu_has_avx512f() || !sparsekv_cpu_has_avx2()) return 0;
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (b & (1u << 30)) && (c & (1u << 11));
+}
+
+// The coefficient pair (qa, qb) as one dword: qa in the low word, qb in the high.
+static inline int sparsekv_coefficient_pair(int8_t qa, int8_t qb) {
+    return (int)((uint32_t)(uint16_t)(int16_t)qa | ((uint32_t)(uint16_t)(int16_t)qb << 16));
+}
+
+#define SPARSEKV_AVX2_TARGET __attribute__((target("avx2,fma,f16c"), always_inline))
+
+// RoPE on 8 lanes (channels 8i ... 8i + 7) from the position's table.
+SPARSEKV_AVX2_TARGET
+static inline __m256 sparsekv_rotate8(__m256 x, const float *t) {
+#pragma clang fp contract(off)
+    __m256 u = _mm256_loadu_ps(t);
+    __m256 cs = _mm256_moveldup_ps(u), sn = _mm256_movehdup_ps(u);
+    sn = _mm256_xor_ps(sn, _mm256_setr_ps(-0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f));
+    __m256 swapped = _mm256_permute_ps(x, 0xB1);
+    return _mm256_add_ps(_mm256_mul_ps(x, cs), _mm256_mul_ps(swapped, sn));
+}
+
+// One 32-channel block's int32 sums over s pairs: lo gets channels 0 ... 7 and 8 ... 15
+// (l0, l1), hi 16 ... 23 and 24 ... 31 (h0, h1).
+SPARSEKV_AVX2_TARGET
+static inline void sparsekv_sums32_avx2(const int16_t *atoms, long m, long off, long s, const int32_t *idx, const int8_t *q,
+                                        __m256i *l0, __m256i *l1, __m256i *h0, __m256i *h1) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, b0 = a0, b1 = a0;
+    long k = 0;
+    for (; k + 1 < s; k += 2) {
+        const int16_t *A = atoms + (long)idx[k] * m + off, *B = atoms + (long)idx[k + 1] * m + off;
+        __m256i w = _mm256_set1_epi32(sparsekv_coefficient_pair(q[k], q[k + 1]));
+        __m256i x = _mm256_loadu_si256((const __m256i *)A), y = _mm256_loadu_si256((const __m256i *)B);
+        __m256i x2 = _mm256_loadu_si256((const __m256i *)(A + 16)), y2 = _mm256_loadu_si256((const __m256i *)(B + 16));
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(x, y), w));
+        b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(_mm256_unpackhi_epi16(x, y), w));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpacklo_epi16(x2, y2), w));
+        b1 = _mm256_add_epi32(b1, _mm256_madd_epi16(_mm256_unpackhi_epi16(x2, y2), w));
+    }
+    if (k < s) {
+        const int16_t *A = atoms + (long)idx[k] * m + off;
+        __m256i w = _mm256_set1_epi32(sparsekv_coefficient_pair(q[k], 0)), z = _mm256_setzero_si256();
+        __m256i x = _mm256_loadu_si256((const __m256i *)A), x2 = _mm256_loadu_si256((const __m256i *)(A + 16));
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(x, z), w));
+        b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(_mm256_unpackhi_epi16(x, z), w));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpacklo_epi16(x2, z), w));
+        b1 = _mm256_add_epi32(b1, _mm256_madd_epi16(_mm256_unpackhi_epi16(x2, z), w));
+    }
+    *l0 = a0; *l1 = a1; *h0 = b0; *h1 = b1;
+}
+
+// A 64-channel row's int32 sums over s pairs in one pass: v[i] gets channels 8i ... 8i + 7.
+SPARSEKV_AVX2_TARGET
+static inline void sparsekv_sums64_avx2(const int16_t *atoms, long s, const int32_t *idx, const int8_t *q, __m256i *v) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (long k = 0; k < s; k += 2) {
+        const int16_t *A = atoms + (long)idx[k] * 64, *B = A;
+        int8_t qb = 0;
+        if (k + 1 < s) {
+            B = atoms + (long)idx[k + 1] * 64;
+            qb = q[k + 1];
+        }
+        // A lone last pair goes with itself and a zero coefficient.
+        __m256i w = _mm256_set1_epi32(sparsekv_coefficient_pair(q[k], qb));
+#define SPARSEKV_QUARTER(o, lo8, hi8, lo8b, hi8b)                                                        \
+        {                                                                                              \
+            __m256i x = _mm256_loadu_si256((const __m256i *)(A + o)), y = _mm256_loadu_si256((const __m256i *)(B + o));           \
+            __m256i x2 = _mm256_loadu_si256((const __m256i *)(A + o + 16)), y2 = _mm256_loadu_si256((const __m256i *)(B + o + 16)); \
+            lo8 = _mm256_add_epi32(lo8, _mm256_madd_epi16(_mm256_unpacklo_epi16(x, y), w));            \
+            hi8 = _mm256_add_epi32(hi8, _mm256_madd_epi16(_mm256_unpackhi_epi16(x, y), w));            \
+            lo8b = _mm256_add_epi32(lo8b, _mm256_madd_epi16(_mm256_unpacklo_epi16(x2, y2), w));        \
+            hi8b = _mm256_add_epi32(hi8b, _mm256_madd_epi16(_mm256_unpackhi_epi16(x2, y2), w));        \
+        }
+        SPARSEKV_QUARTER(0, a0, a2, a1, a3)
+        SPARSEKV_QUARTER(32, a4, a6, a5, a7)
+#undef SPARSEKV_QUARTER
+    }
+    v[0] = a0; v[1] = a1; v[2] = a2; v[3] = a3; v[4] = a4; v[5] = a5; v[6] = a6; v[7] = a7;
+}
+
+// sparsekv_fixed_rows with 256-bit vectors (AVX2, FMA, F16C).
+__attribute__((target("avx2,fma,f16c")))
+static inline void sparsekv_fixed_rows_avx2(const int16_t *atoms, long m, long s, const int32_t *idx, const int8_t *q,
+                                            const uint16_t *scales, float unit, long rows, float *out) {
+#pragma clang fp contract(off)
+    for (long r = 0; r < rows; r++) {
+        __m256 w = _mm256_set1_ps(_cvtsh_ss(scales[r]) * unit);
+        for (long h = 0; h < m / 32; h++) {
+            __m256i v[4];  // channels 32h + 0-7, 8-15, 16-23, 24-31
+            sparsekv_sums32_avx2(atoms, m, 32 * h, s, idx + r * s, q + r * s, &v[0], &v[1], &v[2], &v[3]);
+            for (long i = 0; i < 4; i++) _mm256_storeu_ps(out + r * m + 32 * h + 8 * i, _mm256_mul_ps(_mm256_cvtepi32_ps(v[i]), w));
+        }
+    }
+}
+
+// sparsekv_key_partials_portable with 256-bit vectors (AVX2, FMA, F16C).
+__attribute__((target("avx2,fma,f16c")))
+static inline void sparsekv_key_partials_avx2(const sparsekv_key_block *b) {
+#pragma clang fp contract(off)
+    long chunks = 64 / b->m;
+    for (long j = 0; j < b->n; j++) {
+        if (b->skip >> j & 1) continue;
+        __m256i v[8];  // channels 8i ... 8i + 7
+        if (chunks == 1) sparsekv_sums64_avx2(b->atoms, b->s, b->idx + j * b->s, b->coef + j * b->coefStride, v);
+        else for (long h = 0; h < 2; h++) {
+            // Two chunks of 32 channels: chunk h holds channels 32h ... 32h + 31.
+            sparsekv_sums32_avx2(b->atoms, 32, 0, b->s, b->idx + (j * 2 + h) * b->s, b->coef + j * b->coefStride + h * b->s,
+                                 &v[4 * h], &v[4 * h + 1], &v[4 * h + 2], &v[4 * h + 3]);
+        }
+        const float *t = b->rope + 64 * j;
+        __m256 y[8];
+        for (long i = 0; i < 8; i++) {
+            long c = chunks == 2 ? i / 4 : 0;
+            __m256 w = _mm256_set1_ps(_cvtsh_ss(b->scales[j * b->scaleStride + c]) * b->unit);
+            y[i] = sparsekv_rotate8(_mm256_mul_ps(_mm256_cvtepi32_ps(v[i]), w), t + 8 * i);
+        }
+        for (long r = 0; r < b->rows; r++) {
+            const float *q = b->queries[r];
+            // p[l] for l < 8 (lo) and 8 <= l < 16 (hi): channels 16k + l over k.
+            __m256 lo = _mm256_mul_ps(_mm256_loadu_ps(q), y[0]), hi = _mm256_mul_ps(_mm256_loadu_ps(q + 8), y[1]);
+            for (long k = 1; k < 4; k++) {
+                lo = _mm256_fmadd_ps(_mm256_loadu_ps(q + 16 * k), y[2 * k], lo);
+                hi = _mm256_fmadd_ps(_mm256_loadu_ps(q + 16 * k + 8), y[2 * k + 1], hi);
+            }
+            _mm256_storeu_ps(b->partial + (r * 8 + j) * 8, _mm256_add_ps(lo, hi));
+        }
+    }
+}
+
+#define SPARSEKV_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c"), always_inline))
+
+// One 32-channel block's int32 sums over s pairs: lo gets channels 0 ... 15, hi 16 ... 31.
+// Two sets of accumulators (pairs of pairs alternate) keep two vpdpwssd chains in flight;
+// integer sums do not depend on the order.
+SPARSEKV_AVX512_TARGET
+static inline void sparsekv_sums32_avx512(const int16_t *atoms, long m, long off, long s, const int32_t *idx,
+                                          const int8_t *q, __m512i *lo, __m512i *hi) {
+    __m512i a0 = _mm512_setzero_si512(), b0 = a0, a1 = a0, b1 = a0;
+    long k = 0;
+    for (; k + 3 < s; k += 4) {
+        const int16_t *A = atoms + (long)idx[k] * m + off, *B = atoms + (long)idx[k + 1] * m + off;
+        const int16_t *C = atoms + (long)idx[k + 2] * m + off, *D = atoms + (long)idx[k + 3] * m + off;
+        __m512i x = _mm512_loadu_si512(A), y = _mm512_loadu_si512(B);
+        __m512i u = _mm512_loadu_si512(C), v = _mm512_loadu_si512(D);
+        __m512i w = _mm512_set1_epi32(sparsekv_coefficient_pair(q[k], q[k + 1]));
+        __m512i w2 = _mm512_set1_epi32(sparsekv_coefficient_pair(q[k + 2], q[k + 3]));
+        a0 = _mm512_dpwssd_epi32(a0, _mm512_unpacklo_epi16(x, y), w);
+        b0 = _mm512_dpwssd_epi32(b0, _mm512_unpackhi_epi16(x, y), w);
+        a1 = _mm512_dpwssd_epi32(a1, _mm512_unpacklo_epi16(u, v), w2);
+        b1 = _mm512_dpwssd_epi32(b1, _mm512_unpackhi_epi16(u, v), w2);
+    }
+    for (; k < s; k += 2) {
+        const int16_t *A = atoms + (long)idx[k] * m + off;
+        __m512i x = _mm512_loadu_si512(A), y = _mm512_setzero_si512();
+        int8_t qb = 0;
+        if (k + 1 < s) {
+            y = _mm512_loadu_si512(atoms + (long)idx[k + 1] * m + off);
+            qb = q[k + 1];
+        }
+        __m512i w = _mm512_set1_epi32(sparsekv_coefficient_pair(q[k], qb));
+        a0 = _mm512_dpwssd_epi32(a0, _mm512_unpacklo_epi16(x, y), w);
+        b0 = _mm512_dpwssd_epi32(b0, _mm512_unpackhi_epi16(x, y), w);
+    }
+    *lo = _mm512_add_epi32(a0, a1);
+    *hi = _mm512_add_epi32(b0, b1);
+}
+
+// A 64-channel row's int32 sums over s pairs in one pass: v0 ... v3 get channels 0-15,
+// 16-31, 32-47, 48-63. Pairs of pairs alternate between two sets of accumulators.
+SPARSEKV_AVX512_TARGET
+static inline void sparsekv_sums64_avx512(const int16_t *atoms, long s, const int32_t *idx, const int8_t *q,
+                                          __m512i *v0, __m512i *v1, __m512i *v2, __m512i *v3) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    long k = 0;
+    for (; k + 3 < s; k += 4) {
+        const int16_t *A = atoms + (long)idx[k] * 64, *B = atoms + (long)idx[k + 1] * 64;
+        const int16_t *C = atoms + (long)idx[k + 2] * 64, *D = atoms + (long)idx[k + 3] * 64;
+        __m512i w = _mm512_set1_epi32(sparsekv_coefficient_pair(q[k], q[k + 1]));
+        __m512i w2 = _mm512_set1_epi32(sparsekv_coefficient_pair(q[k + 2], q[k + 3]));
+        __m512i x = _mm512_loadu_si512(A), y = _mm512_loadu_si512(B);
+        __m512i x1 = _mm512_loadu_si512(A + 32), y1 = _mm512_loadu_si512(B + 32);
+        a0 = _mm512_dpwssd_epi32(a0, _mm512_unpacklo_epi16(x, y), w);
+        a1 = _mm512_dpwssd_epi32(a1, _mm512_unpackhi_epi16(x, y), w);
+        a2 = _mm512_dpwssd_epi32(a2, _mm512_unpacklo_epi16(x1, y1), w);
+        a3 = _mm512_dpwssd_epi32(a3, _mm512_unpackhi_epi16(x1, y1), w);
+        __m512i u = _mm512_loadu_si512(C), t = _mm512_loadu_si512(D);
+        __m512i u1 = _mm512_loadu_si512(C + 32), t1 = _mm512_loadu_si512(D + 32);
+        b0 = _mm512_dpwssd_epi32(b0, _mm512_unpacklo_epi16(u, t), w2);
+        b1 = _mm512_dpwssd_epi32(b1, _mm512_unpackhi_epi16(u, t), w2);
+        b2 = _mm512_dpwssd_epi32(b2, _mm512_unpacklo_epi16(u1, t1), w2);
+        b3 = _mm512_dpwssd_epi32(b3, _mm512_unpackhi_epi16(u1, t1), w2);
+    }
+    for (; k < s; k += 2) {
+        const int16_t *A = atoms + (long)idx[k] * 64;
+        __m512i x = _mm512_loadu_si512(A), x1 = _mm512_loadu_si512(A + 32), y = _mm512_setzero_si512(), y1 = y;
+        int8_t qb = 0;
+        if (k + 1 < s) {
+            const int16_t *B = atoms + (long)idx[k + 1] * 64;
+            y = _mm512_loadu_si512(B);
+            y1 = _mm512_loadu_si512(B + 32);
+            qb = q[k + 1];
+        }
+        __m512i w = _mm512_set1_epi32(sparsekv_coefficient_pair(q[k], qb));
+        a0 = _mm512_dpwssd_epi32(a0, _mm512_unpacklo_epi16(x, y), w);
+        a1 = _mm512_dpwssd_epi32(a1, _mm512_unpackhi_epi16(x, y), w);
+        a2 = _mm512_dpwssd_epi32(a2, _mm512_unpacklo_epi16(x1, y1), w);
+        a3 = _mm512_dpwssd_epi32(a3, _mm512_unpackhi_epi16(x1, y1), w);
+    }
+    *v0 = _mm512_add_epi32(a0, b0);
+    *v1 = _mm512_add_epi32(a1, b1);
+    *v2 = _mm512_add_epi32(a2, b2);
+    *v3 = _mm512_add_epi32(a3, b3);
+}
+
+// RoPE on 16 lanes (channels 16i ... 16i + 15) from the position's table.
+SPARSEKV_AVX512_TARGET
+static inline __m512 sparsekv_rotate16(__m512 x, const float *t) {
+#pragma clang fp contract(off)
+    __m512 u = _mm512_loadu_ps(t);
+    __m512 cs = _mm512_moveldup_ps(u), sn = _mm512_movehdup_ps(u);
+    sn = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(sn), _mm512_set1_epi64((long long)0x80000000ull)));
+    __m512 swapped = _mm512_permute_ps(x, 0xB1);
+    return _mm512_add_ps(_mm512_mul_ps(x, cs), _mm512_mul_ps(swapped, sn));
+}
+
+// sparsekv_key_partials_portable with 512-bit vectors and vpdpwssd.
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")))
+static inline void sparsekv_key_partials_avx512(const sparsekv_key_block *b) {
+#pragma clang fp contract(off)
+    long chunks = 64 / b->m;
+    for (long j = 0; j < b->n; j++) {
+        if (b->skip >> j & 1) continue;
+        __m512i v0, v1, v2, v3;  // channels 0-15, 16-31, 32-47, 48-63
+        const int32_t *ix = b->idx + j * chunks * b->s;
+        const int8_t *q = b->coef + j * b->coefStride;
+        if (chunks == 1) {
+            sparsekv_sums64_avx512(b->atoms, b->s, ix, q, &v0, &v1, &v2, &v3);
+        } else {
+            sparsekv_sums32_avx512(b->atoms, 32, 0, b->s, ix, q, &v0, &v1);
+            sparsekv_sums32_avx512(b->atoms, 32, 0, b->s, ix + b->s, q + b->s, &v2, &v3);
+        }
+        const uint16_t *sc = b->scales + j * b->scaleStride;
+        __m512 w0 = _mm512_set1_ps(_cvtsh_ss(sc[0]) * b->unit);
+        __m512 w1 = chunks == 2 ? _mm512_set1_ps(_cvtsh_ss(sc[1]) * b->unit) : w0;
+        const float *t = b->rope + 64 * j;
+        __m512 y0 = sparsekv_rotate16(_mm512_mul_ps(_mm512_cvtepi32_ps(v0), w0), t);
+        __m512 y1 = sparsekv_rotate16(_mm512_mul_ps(_mm512_cvtepi32_ps(v1), w0), t + 16);
+        __m512 y2 = sparsekv_rotate16(_mm512_mul_ps(_mm512_cvtepi32_ps(v2), w1), t + 32);
+        __m512 y3 = sparsekv_rotate16(_mm512_mul_ps(_mm512_cvtepi32_ps(v3), w1), t + 48);
+        for (long r = 0; r < b->rows; r++) {
+            const float *qr = b->queries[r];
+            __m512 p = _mm512_mul_ps(_mm512_loadu_ps(qr), y0);
+            p = _mm512_fmadd_ps(_mm512_loadu_ps(qr + 16), y1, p);
+            p = _mm512_fmadd_ps(_mm512_loadu_ps(qr + 32), y2, p);
+            p = _mm512_fmadd_ps(_mm512_loadu_ps(qr + 48), y3, p);
+            __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(p), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1)));
+            _mm256_storeu_ps(b->partial + (r * 8 + j) * 8, s8);
+        }
+    }
+}
+
+#endif  // __x86_64__

@@ -10,8 +10,10 @@ import Testing
 @Suite struct CSRFixedPointKeyTests {
     static let levels: [CSRKeyKernels.Level] = {
         var l: [CSRKeyKernels.Level] = [.portable]
+        #if arch(x86_64)
         if sparsekv_cpu_has_avx2() != 0 { l.append(.avx2) }
         if sparsekv_cpu_has_avx512vnni() != 0 { l.append(.avx512) }
+        #endif
         return l
     }()
 

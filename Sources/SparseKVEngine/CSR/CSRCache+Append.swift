@@ -91,7 +91,7 @@ extension CSRCache {
                             offline: offline, atomBits: stored.storedAtoms, encoder: { throw CSRError.badSettings("a scratch stream does not encode") }, settings: s,
                             sparsity: keys ? s.keySparsity(layer: layer) : s.valueSparsity(layer: layer),
                             entropyTable: keys ? codec.dictionary.entropyTables?.keys[group.group(ofLayer: layer)]
-                                : codec.dictionary.entropyTables?.values[group.group(ofLayer: layer)], keys: keys)
+                                : codec.dictionary.entropyTables?.values[group.group(ofLayer: layer)])
                         try scratch.readRows(count: codes.count * h.kvHeads * h.headDim / m, from: &r,
                                              atomLimit: offline.atomCount + s.onlineAtoms)
                     }

@@ -127,10 +127,11 @@ final class CSRCodeStream {
     }
 
     /// An empty stream of this one's shape, settings and offline atoms, to parse a section
-    /// into (``readRows(count:from:atomLimit:)``) without touching this one.
+    /// into (``readRows(count:from:atomLimit:)``) without touching this one. It only parses,
+    /// so it does not make fixed-point atoms (a replica makes one per layer and step).
     func scratch() -> CSRCodeStream {
         CSRCodeStream(offline: offline, atomBits: offlineBits, encoder: { throw CSRError.badSettings("a scratch stream does not encode") },
-                      settings: settings, sparsity: sparsity, entropyTable: entropyTable, keys: fixedPoint)
+                      settings: settings, sparsity: sparsity, entropyTable: entropyTable)
     }
 
     /// Appends rows k ..< x.rows of `x`, a ``scratch()`` of this stream that parsed a
@@ -367,11 +368,18 @@ final class CSRCodeStream {
     private func reconstruct(_ idx: ArraySlice<UInt16>, _ coef: ArraySlice<Float>, scale: Float, into out: inout [Float]) {
         if let fixed = fixedAtoms {
             let n = idx.count
-            let indices = idx.map { Int32($0) }
-            let q = coef.map { scale > 0 ? Int8(($0 / scale).rounded()) : 0 }
-            let bits = [HalfPrecision.bits(scale)]
-            CSRKeyKernels.rows(storageBase(fixed.atoms), m: m, sparsity: n, indices: indices, coefficients: q, scales: bits,
-                               unit: fixed.unit, count: 1, into: &out, level: .portable)
+            withUnsafeTemporaryAllocation(of: Int32.self, capacity: n) { indices in
+                withUnsafeTemporaryAllocation(of: Int8.self, capacity: n) { q in
+                    for (k, (j, c)) in zip(idx, coef).enumerated() {
+                        indices[k] = Int32(j)
+                        q[k] = scale > 0 ? Int8((c / scale).rounded()) : 0
+                    }
+                    var bits = HalfPrecision.bits(scale)
+                    CSRKeyKernels.rows(storageBase(fixed.atoms), m: m, sparsity: n, indices: indices.baseAddress!,
+                                       coefficients: q.baseAddress!, scales: &bits, unit: fixed.unit, count: 1, into: &out,
+                                       level: .portable)
+                }
+            }
             return
         }
         for i in 0..<m { out[i] = 0 }

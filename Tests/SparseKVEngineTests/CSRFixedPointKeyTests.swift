@@ -26,7 +26,7 @@ import Testing
     @Test func atomsAreTheFp16AtomsRoundedToFixedPoint() throws {
         let dict = try SparseDictionary(randomAtomCount: 64, dimension: 64, seed: 5)
         let bits = dict.atoms.map { HalfPrecision.bits($0) }
-        let fixed = try #require(FixedPointAtoms(bits: bits, m: 64, sparsity: 8))
+        let fixed = try #require(FixedPointAtoms(bits: bits, m: 64))
         // Unit atoms of 64 random channels stay below 1: shift 15.
         #expect(fixed.unit == 0x1p-15)
         var worst: Float = 0
@@ -41,10 +41,10 @@ import Testing
         // A value of 1 does not fit at 2^15: shift 14. A value of 2 fits nowhere; nor does m = 48.
         var one = bits
         one[3] = HalfPrecision.bits(1)
-        #expect(FixedPointAtoms(bits: one, m: 64, sparsity: 8)?.unit == 0x1p-14)
+        #expect(FixedPointAtoms(bits: one, m: 64)?.unit == 0x1p-14)
         one[3] = HalfPrecision.bits(-2)
-        #expect(FixedPointAtoms(bits: one, m: 64, sparsity: 8) == nil)
-        #expect(FixedPointAtoms(bits: Array(bits.prefix(48 * 10)), m: 48, sparsity: 8) == nil)
+        #expect(FixedPointAtoms(bits: one, m: 64) == nil)
+        #expect(FixedPointAtoms(bits: Array(bits.prefix(48 * 10)), m: 48) == nil)
     }
 
     /// The stored order puts channel c where `sparsekv_fixed_position` says, a permutation.
@@ -75,7 +75,7 @@ import Testing
             for s in [1, 2, 3, 5, 8, 16, 32] {
                 // Atoms over the whole int16 range: the largest sums the kernels can meet.
                 let bits = Self.atomBits(count: 40, m: m, limit: 0.99, seed: UInt64(m + s))
-                let fixed = try #require(FixedPointAtoms(bits: bits, m: m, sparsity: s))
+                let fixed = try #require(FixedPointAtoms(bits: bits, m: m))
                 let rows = 5, codes = Codes(positions: rows, chunks: 1, s: s, atoms: 40, seed: UInt64(s))
                 var expected = [Float](repeating: 0, count: rows * m)
                 for r in 0..<rows {
@@ -109,7 +109,7 @@ import Testing
             let chunks = 64 / m
             for s in [1, 3, 4, 6, 8, 16] {
                 let bits = Self.atomBits(count: 50, m: m, limit: 0.9, seed: UInt64(7 * m + s))
-                let fixed = try #require(FixedPointAtoms(bits: bits, m: m, sparsity: s))
+                let fixed = try #require(FixedPointAtoms(bits: bits, m: m))
                 // Two KV heads' rows interleaved, as a stream holds them; head 1 is scored.
                 let kvHeads = 2, head = 1, positions = 8
                 let codes = Codes(positions: positions * kvHeads, chunks: chunks, s: s, atoms: 50, seed: UInt64(m * s))
@@ -183,12 +183,17 @@ import Testing
         let int8 = try #require(try FusedAttentionTests.csrCodec(kvHeads: 2, int8: true).makeCache(geometry: g, rope: rope) as? CSRCache)
         let f16 = try #require(try FusedAttentionTests.csrCodec(kvHeads: 2, int8: false).makeCache(geometry: g, rope: rope) as? CSRCache)
         #expect(int8.keyStreams.allSatisfy { $0.fixedAtoms != nil })
+        // Every session's streams of a group share one copy of the offline atoms.
+        let again = try #require(int8.codec.makeCache(geometry: g, rope: rope) as CSRCache?)
+        #expect(storageBase(int8.keyStreams[0].fixedAtoms!.atoms) == storageBase(again.keyStreams[0].fixedAtoms!.atoms))
         #expect(int8.valueStreams.allSatisfy { $0.fixedAtoms == nil })
         #expect((f16.keyStreams + f16.valueStreams).allSatisfy { $0.fixedAtoms == nil })
 
         let rows = FusedAttentionTests.rows(40, width: 128, seed: 12)
         try rows.withUnsafeBufferPointer { try int8.append(layer: 0, keys: $0.baseAddress!, values: $0.baseAddress!, count: 40) }
         let stream = int8.keyStreams[0], fixed = try #require(stream.fixedAtoms)
+        // With online atoms the stream's own copy covers them too.
+        #expect(fixed.atoms.count == stream.atomBits.count)
         var got = [Float](repeating: 0, count: 64), worst: Float = 0
         for r in 0..<stream.rows {
             stream.atomBits.withUnsafeBufferPointer { a in

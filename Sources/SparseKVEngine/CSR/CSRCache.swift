@@ -52,7 +52,8 @@ public final class CSRCache: KVCache {
             let g = dict.keys.group(ofLayer: l), pairs = s.keySparsity(layer: l)
             return CSRCodeStream(offline: dict.keys.groups[g].dictionary, atomBits: dict.keys.groups[g].storedAtoms,
                                  encoder: { try codec.encoder(keys: true, group: g, sparsity: pairs) },
-                                 settings: s, sparsity: pairs, entropyTable: dict.entropyTables?.keys[g], keys: true)
+                                 settings: s, sparsity: pairs, entropyTable: dict.entropyTables?.keys[g],
+                                 fixedAtoms: codec.fixedKeyAtoms(group: g))
         }
         valueStreams = geometry.layers.map { l in
             let g = dict.values.group(ofLayer: l), pairs = s.valueSparsity(layer: l)

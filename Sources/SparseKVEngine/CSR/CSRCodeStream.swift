@@ -85,13 +85,16 @@ final class CSRCodeStream {
     /// normalised fp32 dictionary; every read (fused attention, materialized rows, the
     /// encoder's own error checks) rebuilds from these, half the bytes to gather.
     private(set) var atomBits: [UInt16] {
-        didSet { fixedAtoms = fixedPoint ? FixedPointAtoms(bits: atomBits, m: m, sparsity: sparsity) : nil }
+        didSet {
+            fixedAtoms = offlineFixedAtoms.flatMap { atomBits.count == offlineBits.count ? $0 : FixedPointAtoms(bits: atomBits, m: m) }
+        }
     }
     /// Keys with int8 coefficients read their rows from these instead of `atomBits`
     /// (``FixedPointAtoms``); nil for values, fp16 coefficients, or atoms that do not fit.
     private(set) var fixedAtoms: FixedPointAtoms?
-    /// Whether this stream rebuilds its rows from fixed-point atoms when it can.
-    private let fixedPoint: Bool
+    /// The offline atoms' fixed-point copy, shared by every session's stream of the group
+    /// (``CSRCodec/fixedKeyAtoms(group:)``); nil when this stream does not use fixed point.
+    private let offlineFixedAtoms: FixedPointAtoms?
     /// The offline part of `atomBits`.
     private let offlineBits: [UInt16]
     /// The encoder over offline + online atoms when there are online atoms (nil: the
@@ -100,10 +103,11 @@ final class CSRCodeStream {
 
     /// - Parameter atomBits: the offline atoms as fp16 bits (the dictionary group's stored
     ///   atoms); nil rounds `offline`'s atoms.
-    /// - Parameter keys: a key stream, whose rows come from fixed-point atoms when its
-    ///   coefficients are int8 (``FixedPointAtoms``).
+    /// - Parameter fixedAtoms: for a key stream with int8 coefficients, the fixed-point copy
+    ///   of the offline atoms its rows come from (``FixedPointAtoms``); with online atoms the
+    ///   stream makes its own copy of all of them.
     init(offline: SparseDictionary, atomBits: [UInt16]? = nil, encoder: @escaping () throws -> MatchingPursuitEncoder,
-         settings: CSRSettings, sparsity: Int, entropyTable: FrequencyTable? = nil, keys: Bool = false) {
+         settings: CSRSettings, sparsity: Int, entropyTable: FrequencyTable? = nil, fixedAtoms: FixedPointAtoms? = nil) {
         m = offline.dimension
         self.sparsity = sparsity
         format = settings.coefficients
@@ -122,8 +126,9 @@ final class CSRCodeStream {
         offlineEncoderProvider = encoder
         offlineBits = atomBits ?? offline.atoms.map { HalfPrecision.bits($0) }
         self.atomBits = offlineBits
-        fixedPoint = keys && settings.coefficients == .int8
-        fixedAtoms = fixedPoint ? FixedPointAtoms(bits: offlineBits, m: m, sparsity: sparsity) : nil
+        let fits = settings.coefficients == .int8 && sparsity <= FixedPointAtoms.maxSparsity && fixedAtoms?.atoms.count == offlineBits.count
+        offlineFixedAtoms = fits ? fixedAtoms : nil
+        self.fixedAtoms = offlineFixedAtoms
     }
 
     /// An empty stream of this one's shape, settings and offline atoms, to parse a section

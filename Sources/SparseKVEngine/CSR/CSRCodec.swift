@@ -14,6 +14,8 @@ public final class CSRCodec: @unchecked Sendable {
 
     private let lock = NSLock()
     private var ropeTables: [Int: [Float]] = [:]
+    /// Per key group, its offline atoms as fixed point (nil inside: they do not fit), made on first use.
+    private var keyFixedAtoms: [Int: FixedPointAtoms?] = [:]
 
     /// - Throws: `CSRError.badSettings` when a sparsity exceeds what the encoder supports
     ///   or a group's Gram matrix would be too large.
@@ -64,6 +66,20 @@ public final class CSRCodec: @unchecked Sendable {
         }
         if keys { keyEncoders[group][sparsity] = e } else { valueEncoders[group][sparsity] = e }
         return e
+    }
+
+    /// Key group `group`'s offline atoms as fixed point, which key streams with int8
+    /// coefficients read (``FixedPointAtoms``): one copy for every session and layer of the
+    /// group, made on first use; nil with fp16 coefficients or atoms that do not fit.
+    func fixedKeyAtoms(group: Int) -> FixedPointAtoms? {
+        guard settings.coefficients == .int8 else { return nil }
+        lock.lock()
+        defer { lock.unlock() }
+        if let f = keyFixedAtoms[group] { return f }
+        let g = dictionary.keys.groups[group]
+        let f = FixedPointAtoms(bits: g.storedAtoms, m: g.dictionary.dimension)
+        keyFixedAtoms[group] = .some(f)
+        return f
     }
 
     /// Bits of one stored index: ceil(log2(N + online atoms)).

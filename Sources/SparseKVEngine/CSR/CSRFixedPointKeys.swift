@@ -20,9 +20,12 @@ struct FixedPointAtoms {
     /// 2^-shift.
     let unit: Float
 
+    /// The most pairs a row may have: s * 128 * 32767 stays inside int32.
+    static let maxSparsity = 512
+
     /// nil when the atoms do not fit (a value of 2 or more, or not finite), or m is not 32 or 64.
-    init?(bits: [UInt16], m: Int, sparsity: Int) {
-        guard m == 32 || m == 64, bits.count % m == 0, sparsity <= 256 else { return nil }
+    init?(bits: [UInt16], m: Int) {
+        guard m == 32 || m == 64, bits.count % m == 0 else { return nil }
         var largest: Float = 0
         for b in bits {
             let x = abs(HalfPrecision.float(b))

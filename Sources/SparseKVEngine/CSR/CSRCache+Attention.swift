@@ -86,14 +86,21 @@ struct CSRStreamView {
     /// the coefficients).
     @inline(__always)
     func unpackIndices(rows row0: Int, count n: Int, into o: UnsafeMutablePointer<Int32>) {
-        let first = row0 * sparsity, total = n * sparsity
+        let first = row0 * sparsity, total = n * sparsity, mask = (1 << width) - 1
         var k = 0, bit = first * width
+        // Four indices per 8-byte read while they lie inside the index bytes, then one per read.
         if width <= 14 {
             while k + 4 <= total && (bit &>> 3) + 8 <= indexByteCount {
                 readFour(atBit: bit, into: o + k)
                 k += 4
                 bit += 4 * width
             }
+        }
+        while k < total && (bit &>> 3) + 8 <= indexByteCount {
+            let word = UnsafeRawPointer(indexBytes + (bit &>> 3)).loadUnaligned(as: UInt64.self)
+            o[k] = Int32(truncatingIfNeeded: Int(truncatingIfNeeded: UInt64(littleEndian: word) &>> UInt64(bit & 7)) & mask)
+            k += 1
+            bit += width
         }
         while k < total {
             o[k] = Int32(truncatingIfNeeded: CSRCodeStream.readIndex(indexBytes, first + k, width: width))
@@ -112,26 +119,8 @@ struct CSRStreamView {
     /// coefficient conversions out of the loop that gathers atom rows.
     @inline(__always)
     func unpack(rows row0: Int, count n: Int, indices o: UnsafeMutablePointer<Int32>, weights w: UnsafeMutablePointer<Float>) {
-        let s = sparsity, first = row0 * s, total = n * s, mask = (1 << width) - 1
-        var k = 0, bit = first * width
-        // Four indices per 8-byte read while they lie inside the index bytes, then one per read.
-        if width <= 14 {
-            while k + 4 <= total && (bit >> 3) + 8 <= indexByteCount {
-                readFour(atBit: bit, into: o + k)
-                k += 4
-                bit += 4 * width
-            }
-        }
-        while k < total && (bit >> 3) + 8 <= indexByteCount {
-            let word = UnsafeRawPointer(indexBytes + (bit >> 3)).loadUnaligned(as: UInt64.self)
-            o[k] = Int32(truncatingIfNeeded: Int(truncatingIfNeeded: UInt64(littleEndian: word) >> UInt64(bit & 7)) & mask)
-            k += 1
-            bit += width
-        }
-        while k < total {
-            o[k] = Int32(truncatingIfNeeded: CSRCodeStream.readIndex(indexBytes, first + k, width: width))
-            k += 1
-        }
+        let s = sparsity, first = row0 * s, total = n * s
+        unpackIndices(rows: row0, count: n, into: o)
         if int8 {
             for r in 0..<n {
                 let scale = Self.half(scales[row0 + r]), q = coefficients8 + first + r * s, wr = w + r * s

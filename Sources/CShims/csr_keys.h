@@ -242,11 +242,11 @@ static inline void sparsekv_fixed_rows_avx2(const int16_t *atoms, long m, long s
 #pragma clang fp contract(off)
     for (long r = 0; r < rows; r++) {
         __m256 w = _mm256_set1_ps(_cvtsh_ss(scales[r]) * unit);
-        for (long h = 0; h < m / 32; h++) {
-            __m256i v[4];  // channels 32h + 0-7, 8-15, 16-23, 24-31
-            sparsekv_sums32_avx2(atoms, m, 32 * h, s, idx + r * s, q + r * s, &v[0], &v[1], &v[2], &v[3]);
-            for (long i = 0; i < 4; i++) _mm256_storeu_ps(out + r * m + 32 * h + 8 * i, _mm256_mul_ps(_mm256_cvtepi32_ps(v[i]), w));
-        }
+        __m256i v[8];  // channels 8i ... 8i + 7
+        // A 64-channel row in one pass over its pairs, a 32-channel one as its block.
+        if (m == 64) sparsekv_sums64_avx2(atoms, s, idx + r * s, q + r * s, v);
+        else sparsekv_sums32_avx2(atoms, 32, 0, s, idx + r * s, q + r * s, &v[0], &v[1], &v[2], &v[3]);
+        for (long i = 0; i < m / 8; i++) _mm256_storeu_ps(out + r * m + 8 * i, _mm256_mul_ps(_mm256_cvtepi32_ps(v[i]), w));
     }
 }
 

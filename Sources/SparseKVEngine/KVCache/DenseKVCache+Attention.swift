@@ -7,6 +7,7 @@ extension DenseKVCache {
         let slots = (0..<geometry.kvHeads).map { rows(layer: layer, kvHead: $0) }
         let src = DenseAttentionSource<Element>(
             keys: slots.map { $0.keys.baseAddress }, values: slots.map { $0.values.baseAddress },
+            keyCounts: slots.map(\.keys.count), valueCounts: slots.map(\.values.count),
             headDim: geometry.headDim, rope: rotateOnRead ? rope : nil)
         fusedAttend(src, layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out)
     }
@@ -17,28 +18,35 @@ struct DenseAttentionSource<Element: DenseKVElement>: AttentionSource {
     /// [kvHead]: (count, d)
     let keys: [UnsafePointer<Element>?]
     let values: [UnsafePointer<Element>?]
+    /// Elements held at `keys[g]` and `values[g]` (how far a prefetch may reach).
+    let keyCounts: [Int], valueCounts: [Int]
     let headDim: Int
     /// Set when keys are stored pre-RoPE and must be rotated as they are read.
     let rope: RoPE?
 
     func keys(head g: Int, _ lo: Int, _ hi: Int, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
-        let p = rows(keys[g], lo, hi, scratch)
+        let p = rows(keys[g], count: keyCounts[g], lo, hi, scratch)
         guard let rope else { return p }
         for t in lo..<hi { rope.apply(scratch + (t - lo) * headDim, heads: 1, position: t) }
         return UnsafePointer(scratch)
     }
 
     func values(head g: Int, _ lo: Int, _ hi: Int, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
-        rows(values[g], lo, hi, scratch)
+        rows(values[g], count: valueCounts[g], lo, hi, scratch)
     }
 
     /// Rows lo ..< hi as fp32: in place for fp32 (unless they must be rotated), widened
-    /// into `scratch` for fp16.
+    /// into `scratch` for fp16. The block after them is prefetched (``Prefetch``): the
+    /// kernels read a head's rows front to back, a block at a time.
     @inline(__always)
-    private func rows(_ base: UnsafePointer<Element>?, _ lo: Int, _ hi: Int,
+    private func rows(_ base: UnsafePointer<Element>?, count held: Int, _ lo: Int, _ hi: Int,
                       _ scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
         guard let base else { return UnsafePointer(scratch) }
         let src = base + lo * headDim, count = (hi - lo) * headDim
+        if Prefetch.enabled {
+            let size = MemoryLayout<Element>.stride
+            Prefetch.range(UnsafeRawPointer(src + count), count * size, limit: UnsafeRawPointer(base + held))
+        }
         if Element.self == Float.self {
             let f = UnsafeRawPointer(src).assumingMemoryBound(to: Float.self)
             guard rope != nil else { return f }

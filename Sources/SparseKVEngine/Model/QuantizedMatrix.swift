@@ -1,4 +1,3 @@
-import CShims
 import Dispatch
 import Foundation
 
@@ -180,14 +179,14 @@ public struct QuantizedMatrix: Sendable {
     static let weightsPerThread = 128 * 1024
 
     /// How far ahead of the row being read ``rowRange`` asks for weights
-    /// (`sparsekv_prefetch`), in bytes; `SPARSEKV_PREFETCH_BYTES` sets it, 0 turns it off.
+    /// (``Prefetch``), in bytes; 0 when `SPARSEKV_PREFETCH=0` turns the hints off.
     ///
     /// A decode step streams all 96 MB of weights once. Without the hint a product ran as if
     /// its arithmetic and its memory reads took turns (the hardware prefetcher stops at each
     /// 4 KB page of the file mapping): `QuantizedMatVecBench.fullDecodeStep`, three rounds
     /// alternating, took 20.2-20.8 ms on one thread and 11.5-11.7 ms on two without it,
     /// 12.3-16.5 and 6.6-10.2 ms asking 4 KB ahead (2 and 8 KB did no better end to end).
-    static let prefetchBytes = max(0, Int(ProcessInfo.processInfo.environment["SPARSEKV_PREFETCH_BYTES"] ?? "") ?? 4096)
+    static let prefetchBytes = Prefetch.enabled ? 4096 : 0
 
     private func rowRange(_ range: Range<Int>, _ x: Input, _ y: UnsafeMutablePointer<Float>) {
         let nb = cols / 32
@@ -197,9 +196,9 @@ public struct QuantizedMatrix: Sendable {
             let ahead = Self.prefetchBytes, start = base + range.lowerBound * rowBytes
             let end = base + range.upperBound * rowBytes
             // The range's first rows, then each row's successor `ahead` bytes on.
-            if ahead > 0 { sparsekv_prefetch(start, min(ahead, end - start)) }
+            if ahead > 0 { Prefetch.range(start, ahead, limit: end) }
             @inline(__always) func prefetch(after row: UnsafeRawPointer) {
-                if ahead > 0, row + ahead < end { sparsekv_prefetch(row + ahead, min(rowBytes, end - (row + ahead))) }
+                if ahead > 0 { Prefetch.range(row + ahead, rowBytes, limit: end) }
             }
             if type == .q4_1 {
                 for r in range {

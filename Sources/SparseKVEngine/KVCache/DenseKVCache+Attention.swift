@@ -37,7 +37,9 @@ struct DenseAttentionSource<Element: DenseKVElement>: AttentionSource {
 
     /// Rows lo ..< hi as fp32: in place for fp32 (unless they must be rotated), widened
     /// into `scratch` for fp16. The block after them is prefetched (``Prefetch``): the
-    /// kernels read a head's rows front to back, a block at a time.
+    /// kernels read a head's rows front to back, a block at a time. (fp16 attention at
+    /// 4,096 tokens measured the same with and without it on this project's machine, where
+    /// the hardware prefetcher follows these streams; it costs a few hints per block.)
     @inline(__always)
     private func rows(_ base: UnsafePointer<Element>?, count held: Int, _ lo: Int, _ hi: Int,
                       _ scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {

@@ -5,10 +5,8 @@ extension DenseKVCache {
                        into out: UnsafeMutablePointer<Float>) throws {
         try requireLayer(layer)
         let slots = (0..<geometry.kvHeads).map { rows(layer: layer, kvHead: $0) }
-        let src = DenseAttentionSource<Element>(
-            keys: slots.map { $0.keys.baseAddress }, values: slots.map { $0.values.baseAddress },
-            keyCounts: slots.map(\.keys.count), valueCounts: slots.map(\.values.count),
-            headDim: geometry.headDim, rope: rotateOnRead ? rope : nil)
+        let src = DenseAttentionSource<Element>(keys: slots.map(\.keys), values: slots.map(\.values),
+                                                headDim: geometry.headDim, rope: rotateOnRead ? rope : nil)
         fusedAttend(src, layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out)
     }
 }
@@ -16,23 +14,21 @@ extension DenseKVCache {
 /// A dense cache's rows of one layer, per KV head.
 struct DenseAttentionSource<Element: DenseKVElement>: AttentionSource {
     /// [kvHead]: (count, d)
-    let keys: [UnsafePointer<Element>?]
-    let values: [UnsafePointer<Element>?]
-    /// Elements held at `keys[g]` and `values[g]` (how far a prefetch may reach).
-    let keyCounts: [Int], valueCounts: [Int]
+    let keys: [UnsafeBufferPointer<Element>]
+    let values: [UnsafeBufferPointer<Element>]
     let headDim: Int
     /// Set when keys are stored pre-RoPE and must be rotated as they are read.
     let rope: RoPE?
 
     func keys(head g: Int, _ lo: Int, _ hi: Int, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
-        let p = rows(keys[g], count: keyCounts[g], lo, hi, scratch)
+        let p = rows(keys[g], lo, hi, scratch)
         guard let rope else { return p }
         for t in lo..<hi { rope.apply(scratch + (t - lo) * headDim, heads: 1, position: t) }
         return UnsafePointer(scratch)
     }
 
     func values(head g: Int, _ lo: Int, _ hi: Int, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
-        rows(values[g], count: valueCounts[g], lo, hi, scratch)
+        rows(values[g], lo, hi, scratch)
     }
 
     /// Rows lo ..< hi as fp32: in place for fp32 (unless they must be rotated), widened
@@ -41,13 +37,13 @@ struct DenseAttentionSource<Element: DenseKVElement>: AttentionSource {
     /// 4,096 tokens measured the same with and without it on this project's machine, where
     /// the hardware prefetcher follows these streams; it costs a few hints per block.)
     @inline(__always)
-    private func rows(_ base: UnsafePointer<Element>?, count held: Int, _ lo: Int, _ hi: Int,
+    private func rows(_ held: UnsafeBufferPointer<Element>, _ lo: Int, _ hi: Int,
                       _ scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
-        guard let base else { return UnsafePointer(scratch) }
+        guard let base = held.baseAddress else { return UnsafePointer(scratch) }
         let src = base + lo * headDim, count = (hi - lo) * headDim
         if Prefetch.enabled {
             let size = MemoryLayout<Element>.stride
-            Prefetch.range(UnsafeRawPointer(src + count), count * size, limit: UnsafeRawPointer(base + held))
+            Prefetch.range(UnsafeRawPointer(src + count), count * size, limit: UnsafeRawPointer(base + held.count))
         }
         if Element.self == Float.self {
             let f = UnsafeRawPointer(src).assumingMemoryBound(to: Float.self)

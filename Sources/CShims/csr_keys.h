@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <math.h>
 #include "correlate_avx512.h"
+#include "csr_codes.h"
 
 // The stored word position of channel c in a fixed-point atom row.
 static inline long sparsekv_fixed_position(long c) {
@@ -416,4 +417,86 @@ static inline void sparsekv_key_partials_avx512(const sparsekv_key_block *b) {
     }
 }
 
+
+// The eight partial sums of a block's position j against query row r (partial[(r * 8 + j) *
+// 8 ...]) finished as `transposedSums` (DotsOfEight.swift) finishes them, the same adds in
+// the same order: lanes j of ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7)).
+SPARSEKV_AVX2_TARGET
+static inline __m256 sparsekv_fold8_avx2(const float *p) {
+    __m256 s0 = _mm256_loadu_ps(p), s1 = _mm256_loadu_ps(p + 8), s2 = _mm256_loadu_ps(p + 16), s3 = _mm256_loadu_ps(p + 24);
+    __m256 s4 = _mm256_loadu_ps(p + 32), s5 = _mm256_loadu_ps(p + 40), s6 = _mm256_loadu_ps(p + 48), s7 = _mm256_loadu_ps(p + 56);
+#define SPARSEKV_HALVES(a, b) _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31))
+#define SPARSEKV_PAIRS(a, b) _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_hadd_ps(a, b)), 0xD8))
+    __m256 p01 = SPARSEKV_HALVES(s0, s1), p23 = SPARSEKV_HALVES(s2, s3), p45 = SPARSEKV_HALVES(s4, s5), p67 = SPARSEKV_HALVES(s6, s7);
+    __m256 out = SPARSEKV_PAIRS(SPARSEKV_PAIRS(p01, p23), SPARSEKV_PAIRS(p45, p67));
+#undef SPARSEKV_HALVES
+#undef SPARSEKV_PAIRS
+    return out;
+}
+
+// Scores of n <= 8 positions from their partial sums: scores[r * stride + j].
+__attribute__((target("avx2,fma,f16c")))
+static inline void sparsekv_finish_avx2(const float *partial, long rows, long n, float scale, float *scores, long stride) {
+    float out[8];
+    for (long r = 0; r < rows; r++) {
+        _mm256_storeu_ps(out, _mm256_mul_ps(sparsekv_fold8_avx2(partial + r * 64), _mm256_set1_ps(scale)));
+        for (long j = 0; j < n; j++) scores[r * stride + j] = out[j];
+    }
+}
+
 #endif  // __x86_64__
+
+// The same finish one position at a time (the portable version).
+static inline float sparsekv_fold8(const float *s) {
+#pragma clang fp contract(off)
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
+// A run of positions whose keys are all codes (no guard rows, not the latest append's exact
+// rows), scored in blocks of eight: each block's indices are unpacked, its partial products
+// formed by the level's block kernel and finished into scores[r * stride + t] = scale *
+// (query row r . key t). The block's coef, scales, rope, idx, n and skip are set here; the
+// rest of `block` is the run's: coef, scales and rope point at position 0's, and idx at room
+// for 8 * (64 / m) * s indices.
+typedef struct {
+    sparsekv_key_block block;
+    const uint8_t *indexBytes;
+    long indexByteCount, width, kvHeads, head;
+    float scale;
+    float *scores;
+    long stride;
+    int level;  // 0 portable, 1 AVX2, 2 AVX-512 VNNI (CSRKeyKernels.Level)
+} sparsekv_key_run;
+
+static inline void sparsekv_key_scores(const sparsekv_key_run *a, long t0, long t1) {
+#pragma clang fp contract(off)
+    sparsekv_key_block b = a->block;
+    long chunks = 64 / b.m, s = b.s, perPosition = chunks * s, rows = b.rows;
+    int32_t *idx = (int32_t *)a->block.idx;
+    for (long b0 = t0; b0 < t1; b0 += 8) {
+        long n = t1 - b0 < 8 ? t1 - b0 : 8, row0 = (b0 * a->kvHeads + a->head) * chunks;
+        for (long j = 0; j < n; j++) {
+            long first = ((b0 + j) * a->kvHeads + a->head) * chunks * s;
+            sparsekv_unpack_indices(a->indexBytes, a->indexByteCount, a->width, first, perPosition, idx + j * perPosition);
+        }
+        b.coef = a->block.coef + row0 * s;
+        b.scales = a->block.scales + row0;
+        b.rope = a->block.rope + b0 * 64;
+        b.n = n;
+        b.skip = 0;
+#if defined(__x86_64__)
+        if (a->level == 2) sparsekv_key_partials_avx512(&b);
+        else if (a->level == 1) sparsekv_key_partials_avx2(&b);
+        else sparsekv_key_partials_portable(&b);
+        if (a->level > 0) {
+            sparsekv_finish_avx2(b.partial, rows, n, a->scale, a->scores + b0, a->stride);
+            continue;
+        }
+#else
+        sparsekv_key_partials_portable(&b);
+#endif
+        for (long r = 0; r < rows; r++) {
+            for (long j = 0; j < n; j++) a->scores[r * a->stride + b0 + j] = sparsekv_fold8(b.partial + (r * 8 + j) * 8) * a->scale;
+        }
+    }
+}

@@ -90,7 +90,7 @@ import Testing
                 }
                 for level in Self.levels {
                     var got = [Float](repeating: .nan, count: rows * m)
-                    CSRKeyKernels.rows(storageBase(fixed.atoms), m: m, sparsity: s, indices: storageBase(codes.idx),
+                    CSRKeyKernels.rows(fixed.atoms.baseAddress, m: m, sparsity: s, indices: storageBase(codes.idx),
                                        coefficients: storageBase(codes.coef), scales: storageBase(codes.scales), unit: fixed.unit,
                                        count: rows, into: &got, level: level)
                     #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "m \(m) s \(s) \(level)")
@@ -128,10 +128,10 @@ import Testing
                         let qp = queries.map { storageBase($0) }
                         qp.withUnsafeBufferPointer { q in
                             var b = sparsekv_key_block(
-                                atoms: storageBase(fixed.atoms), m: m, s: s, idx: storageBase(idx),
+                                atoms: fixed.atoms.baseAddress, m: m, s: s, idx: storageBase(idx),
                                 coef: storageBase(codes.coef) + head * chunks * s, coefStride: kvHeads * chunks * s,
                                 scales: storageBase(codes.scales) + head * chunks, scaleStride: kvHeads * chunks,
-                                unit: fixed.unit, rope: storageBase(table) + first * 64,
+                                unit: fixed.unit, rope: table.baseAddress + first * 64,
                                 queries: UnsafeRawPointer(q.baseAddress!).assumingMemoryBound(to: UnsafePointer<Float>?.self),
                                 rows: rows, n: n, skip: skip, partial: &partial)
                             withUnsafePointer(to: &b) { CSRKeyKernels.partials($0, level: level) }
@@ -185,7 +185,7 @@ import Testing
         #expect(int8.keyStreams.allSatisfy { $0.fixedAtoms != nil })
         // Every session's streams of a group share one copy of the offline atoms.
         let again = try #require(int8.codec.makeCache(geometry: g, rope: rope) as CSRCache?)
-        #expect(storageBase(int8.keyStreams[0].fixedAtoms!.atoms) == storageBase(again.keyStreams[0].fixedAtoms!.atoms))
+        #expect(int8.keyStreams[0].fixedAtoms!.atoms.baseAddress == again.keyStreams[0].fixedAtoms!.atoms.baseAddress)
         #expect(int8.valueStreams.allSatisfy { $0.fixedAtoms == nil })
         #expect((f16.keyStreams + f16.valueStreams).allSatisfy { $0.fixedAtoms == nil })
 

@@ -23,7 +23,7 @@ extension CSRCache {
             keys: CSRStreamView(ks), values: CSRStreamView(vs), kvHeads: geometry.kvHeads, headDim: geometry.headDim,
             codedPositions: codedTokens(s), pendingStart: p?.start ?? 0, pendingCount: p?.count ?? 0,
             pendingKeys: p.map { storageBase($0.keys) }, pendingValues: p.map { storageBase($0.values) },
-            ropeTable: storageBase(ropeTable), ropeHalf: rope.ropeDimension / 2)
+            ropeTable: ropeTable.baseAddress, ropeHalf: rope.ropeDimension / 2)
         guard let inverse = keyScales?[s].inverse else {
             return withExtendedLifetime((ks, vs, p, ropeTable)) {
                 fusedAttend(src, layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out)
@@ -78,7 +78,7 @@ struct CSRStreamView {
         guardRows = storageBase(s.guardRows)
         guardCount = s.guardRows.count
         guardValues = storageBase(s.guardValues)
-        fixed = s.fixedAtoms.map { storageBase($0.atoms) }
+        fixed = s.fixedAtoms.map { $0.atoms.baseAddress }
         unit = s.fixedAtoms?.unit ?? 0
     }
 
@@ -382,48 +382,77 @@ struct CSRAttentionSource: AttentionSource {
     /// `csr_keys.h` block kernel (exact int32 sums of the atom rows, then scale, RoPE and the
     /// query products per lane), guarded and pending ones decoded through ``keys`` as in
     /// ``scores``; then the eight partial sums per query row are finished together.
+    ///
+    /// The query rows are copied to 64-byte boundaries first: the kernel reads each row once
+    /// per position in 64-byte loads, and rows of an `Array` start halfway into a line.
     private func fixedPointScores(head g: Int, _ lo: Int, _ hi: Int, queries: UnsafePointer<UnsafePointer<Float>>,
                                   rows: Int, scale: Float, into scores: UnsafeMutablePointer<Float>, stride: Int,
                                   scratch: UnsafeMutablePointer<Float>) {
+        withUnsafeTemporaryAllocation(byteCount: rows * 64 * MemoryLayout<Float>.stride, alignment: 64) { qb in
+            let aligned = qb.baseAddress!.bindMemory(to: Float.self, capacity: rows * 64)
+            withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: rows) { qp in
+                for r in 0..<rows {
+                    (aligned + r * 64).update(from: queries[r], count: 64)
+                    qp[r] = UnsafePointer(aligned + r * 64)
+                }
+                fixedPointScores(head: g, lo, hi, alignedQueries: UnsafePointer(qp.baseAddress!), rows: rows, scale: scale,
+                                 into: scores, stride: stride, scratch: scratch)
+            }
+        }
+    }
+
+    private func fixedPointScores(head g: Int, _ lo: Int, _ hi: Int, alignedQueries queries: UnsafePointer<UnsafePointer<Float>>,
+                                  rows: Int, scale: Float, into scores: UnsafeMutablePointer<Float>, stride: Int,
+                                  scratch: UnsafeMutablePointer<Float>) {
         let k = keys, chunks = 64 / k.m, s = k.sparsity, perPosition = chunks * s
-        var gi = k.firstGuard(atOrAfter: lo * kvHeads * chunks)
+        var gi = k.firstGuard(atOrAfter: lo * kvHeads * chunks), gs = gi
         let q = UnsafeRawPointer(queries).assumingMemoryBound(to: UnsafePointer<Float>?.self)
         withUnsafeTemporaryAllocation(of: Int32.self, capacity: 8 * perPosition) { ib in
             withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: rows * 8) { pb in
-                let idx = ib.baseAddress!, partial = pb.baseAddress!
+                let partial = pb.baseAddress!
                 partial.initialize(repeating: SIMD8(), count: rows * 8)
-                var block = sparsekv_key_block(
-                    atoms: k.fixed, m: k.m, s: s, idx: idx, coef: k.coefficients8, coefStride: kvHeads * perPosition,
-                    scales: k.scales, scaleStride: kvHeads * chunks, unit: k.unit, rope: ropeTable, queries: q, rows: rows,
-                    n: 0, skip: 0, partial: UnsafeMutableRawPointer(partial).assumingMemoryBound(to: Float.self))
-                var t0 = lo
-                while t0 < hi {
-                    let n = min(8, hi - t0)
-                    var skip: UInt32 = 0
-                    for j in 0..<n {
-                        let t = t0 + j, row0 = (t * kvHeads + g) * chunks
-                        if readsExactly(t, rows: row0, chunks: chunks, guardIndex: &gi) {
-                            skip |= 1 << j
-                            let x = Row64(loading: keys(head: g, t, t + 1, scratch: scratch))
-                            for r in 0..<rows { partial[r * 8 + j] = x.partialDot(queries[r]) }
-                        } else {
-                            k.unpackIndices(rows: row0, count: chunks, into: idx + j * perPosition)
-                        }
+                var run = sparsekv_key_run(
+                    block: sparsekv_key_block(
+                        atoms: k.fixed, m: k.m, s: s, idx: ib.baseAddress!, coef: k.coefficients8,
+                        coefStride: kvHeads * perPosition, scales: k.scales, scaleStride: kvHeads * chunks, unit: k.unit,
+                        rope: ropeTable, queries: q, rows: rows, n: 0, skip: 0,
+                        partial: UnsafeMutableRawPointer(partial).assumingMemoryBound(to: Float.self)),
+                    indexBytes: k.indexBytes, indexByteCount: k.indexByteCount, width: k.width, kvHeads: kvHeads, head: g,
+                    scale: scale, scores: scores - lo, stride: stride, level: Int32(CSRKeyKernels.level.rawValue))
+                var t = lo
+                while t < hi {
+                    if readsExactly(t, rows: (t * kvHeads + g) * chunks, chunks: chunks, guardIndex: &gi) {
+                        let x = Row64(loading: keys(head: g, t, t + 1, scratch: scratch))
+                        for r in 0..<rows { partial[r * 8] = x.partialDot(queries[r]) }
+                        Self.finish(partial, rows: rows, count: 1, scale: scale, into: scores + t - lo, stride: stride)
+                        t += 1
+                        continue
                     }
-                    if skip != (1 << n) - 1 {
-                        let row0 = (t0 * kvHeads + g) * chunks
-                        block.coef = k.coefficients8 + row0 * s
-                        block.scales = k.scales + row0
-                        block.rope = ropeTable + t0 * 64
-                        block.n = n
-                        block.skip = skip
-                        withUnsafePointer(to: &block) { CSRKeyKernels.partials($0) }
-                    }
-                    Self.finish(partial, rows: rows, count: n, scale: scale, into: scores + t0 - lo, stride: stride)
-                    t0 += n
+                    let end = codedRunEnd(k, exact: pendingKeys != nil, head: g, from: t, hi, guardIndex: gi, scan: &gs)
+                    sparsekv_key_scores(&run, t, end)
+                    t = end
                 }
             }
         }
+    }
+
+    /// The end of the run of positions from t (< hi, itself held as codes) whose rows in
+    /// `v` are all codes: the next position of head g with a guarded row, the first of the
+    /// latest append's exact rows (when `exact`), the end of the codes, or hi. `gs` walks
+    /// the guard bank forward from `gi`, the first guard entry at or after t's rows.
+    @inline(__always)
+    private func codedRunEnd(_ v: CSRStreamView, exact: Bool, head g: Int, from t: Int, _ hi: Int, guardIndex gi: Int,
+                             scan gs: inout Int) -> Int {
+        let chunks = headDim / v.m
+        var end = min(hi, max(t + 1, codedPositions))
+        if exact && pendingStart > t { end = min(end, pendingStart) }
+        gs = max(gs, gi)
+        while gs < v.guardCount {
+            let headRow = Int(v.guardRows[gs]) / chunks  // position * kvHeads + head
+            if headRow % kvHeads == g { return min(end, headRow / kvHeads) }
+            gs += 1
+        }
+        return end
     }
 
     func values(head g: Int, _ lo: Int, _ hi: Int, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
@@ -502,8 +531,15 @@ struct CSRAttentionSource: AttentionSource {
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: perPosition) { wb in
                     let acc4 = buf.baseAddress!, idx = ib.baseAddress!, cw = wb.baseAddress!
                     acc4.initialize(repeating: SIMD4(), count: dense)
-                    var gi = v.firstGuard(atOrAfter: (lo * kvHeads + g) * chunks)
-                    for t in lo..<hi {
+                    var gi = v.firstGuard(atOrAfter: (lo * kvHeads + g) * chunks), gs = gi
+                    var run = sparsekv_value_run(
+                        indexBytes: v.indexBytes, indexByteCount: v.indexByteCount, width: v.width, s: s, chunks: chunks,
+                        kvHeads: kvHeads, head: g, atoms: a, coef: v.coefficients8, scales: v.scales, weights: p,
+                        stride: stride, rows: rows, lo: lo,
+                        acc4: UnsafeMutableRawPointer(acc4).assumingMemoryBound(to: sparsekv_float4.self))
+                    var t = lo
+                    while t < hi {
+                        defer { t += 1 }
                         if let exact = pendingValues, t >= pendingStart, t < pendingStart + pendingCount {
                             let x = exact + (t - pendingStart) * kvHeads * d + g * d
                             for r in 0..<rows { Kernels.axpy(p[r * stride + t - lo], x, acc + r * w + dense, d) }
@@ -511,7 +547,16 @@ struct CSRAttentionSource: AttentionSource {
                         }
                         let weight = weight(t - lo), row0 = (t * kvHeads + g) * chunks
                         while gi < v.guardCount && Int(v.guardRows[gi]) < row0 { gi += 1 }
-                        if gi < v.guardCount && Int(v.guardRows[gi]) < row0 + chunks {
+                        let guarded = gi < v.guardCount && Int(v.guardRows[gi]) < row0 + chunks
+                        if v.int8 && !guarded {
+                            // A run of positions held as codes only goes to csr_values.h.
+                            let end = codedRunEnd(v, exact: pendingValues != nil, head: g, from: t, hi, guardIndex: gi,
+                                                  scan: &gs)
+                            CSRKeyKernels.accumulateValues(&run, t, end)
+                            t = end - 1
+                            continue
+                        }
+                        if guarded {
                             // A guarded chunk goes in channel space; its position's other chunks as codes.
                             for c in 0..<chunks {
                                 if gi < v.guardCount && Int(v.guardRows[gi]) == row0 + c {
@@ -544,9 +589,26 @@ struct CSRAttentionSource: AttentionSource {
     func finish(head g: Int, acc: UnsafePointer<Float>, rows: Int, scale: UnsafePointer<Float>,
                 into out: UnsafeMutablePointer<Float>, outStride: Int) {
         let v = values, d = headDim, m = v.m, chunks = d / m, a = v.atomCount, w = accumulatorWidth
+        for r in 0..<rows { (out + r * outStride).update(from: acc + r * w + chunks * a, count: d) }
+        #if arch(x86_64)
+        if CSRKeyKernels.level == .avx512 && (m == 32 || m == 64) {
+            // Up to four rows in one pass over the atoms (the same sums, row by row).
+            let bits = UnsafeRawPointer(v.atoms).assumingMemoryBound(to: UInt16.self)
+            var r0 = 0
+            while r0 < rows {
+                let k = min(4, rows - r0)
+                for c in 0..<chunks {
+                    sparsekv_half_atoms_product_avx512(bits, a, m, acc + r0 * w + c * a, w, k, out + r0 * outStride + c * m,
+                                                       outStride)
+                }
+                r0 += k
+            }
+            for r in 0..<rows { Kernels.scale(out + r * outStride, count: d, by: scale[r]) }
+            return
+        }
+        #endif
         for r in 0..<rows {
             let o = out + r * outStride, ar = acc + r * w
-            o.update(from: ar + chunks * a, count: d)
             for c in 0..<chunks {
                 let oc = o + c * m, weights = ar + c * a
                 Kernels.sumOfHalfRows(count: a, dim: m, weights: weights, rows: v.atoms, indices: nil, into: oc, fromZero: false)

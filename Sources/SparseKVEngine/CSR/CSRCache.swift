@@ -33,8 +33,9 @@ public final class CSRCache: KVCache {
     /// positions start ..< start + n.
     var pending: [ExactRows?]
     typealias ExactRows = (start: Int, count: Int, keys: [Float], values: [Float], rounded: Int)
-    /// (capacity, ropeDimension / 2, 2) cos, sin
-    let ropeTable: [Float]
+    /// (capacity, ropeDimension / 2, 2) cos, sin; 64-byte aligned, as the key kernels read a
+    /// position's 64 floats in 64-byte loads
+    let ropeTable: AlignedFloats
     /// [layer - first]: with a query-aware key metric, sqrt(w) and w^{-1/2} per channel of a
     /// key row (kvHeads * headDim). Keys enter the streams (and `pending`) scaled by the
     /// first; reads unscale them, and attention scales the queries by the second.

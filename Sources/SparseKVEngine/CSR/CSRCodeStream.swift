@@ -380,7 +380,7 @@ final class CSRCodeStream {
                         q[k] = scale > 0 ? Int8((c / scale).rounded()) : 0
                     }
                     var bits = HalfPrecision.bits(scale)
-                    CSRKeyKernels.rows(storageBase(fixed.atoms), m: m, sparsity: n, indices: indices.baseAddress!,
+                    CSRKeyKernels.rows(fixed.atoms.baseAddress, m: m, sparsity: n, indices: indices.baseAddress!,
                                        coefficients: q.baseAddress!, scales: &bits, unit: fixed.unit, count: 1, into: &out,
                                        level: .portable)
                 }
@@ -499,7 +499,7 @@ final class CSRCodeStream {
         if let fixed = fixedAtoms {
             withUnsafeTemporaryAllocation(of: Int32.self, capacity: s) { idx in
                 for k in 0..<s { idx[k] = Int32(Self.readIndex(ib, r * s + k, width: w)) }
-                CSRKeyKernels.rows(storageBase(fixed.atoms), m: m, sparsity: s, indices: idx.baseAddress!,
+                CSRKeyKernels.rows(fixed.atoms.baseAddress, m: m, sparsity: s, indices: idx.baseAddress!,
                                    coefficients: storageBase(coefficients8) + r * s, scales: storageBase(scales) + r,
                                    unit: fixed.unit, count: 1, into: out, level: .portable)
             }

@@ -13,7 +13,7 @@ public final class CSRCodec: @unchecked Sendable {
     private var valueEncoders: [[Int: MatchingPursuitEncoder]]
 
     private let lock = NSLock()
-    private var ropeTables: [Int: [Float]] = [:]
+    private var ropeTables: [Int: AlignedFloats] = [:]
     /// Per key group, its offline atoms as fixed point (nil inside: they do not fit), made on first use.
     private var keyFixedAtoms: [Int: FixedPointAtoms?] = [:]
 
@@ -95,17 +95,18 @@ public final class CSRCodec: @unchecked Sendable {
     /// cos and sin of every (position, channel pair) for positions 0 ..< capacity:
     /// (capacity, ropeDimension / 2, 2), computed as `RoPE.apply` computes them, so a
     /// key restored from its code is rotated exactly as the dense caches rotate it.
-    func ropeTable(_ rope: RoPE, capacity: Int) -> [Float] {
+    func ropeTable(_ rope: RoPE, capacity: Int) -> AlignedFloats {
         lock.lock()
         defer { lock.unlock() }
         if let t = ropeTables[capacity] { return t }
         let half = rope.ropeDimension / 2
-        var t = [Float](repeating: 0, count: capacity * half * 2)
-        for p in 0..<capacity {
-            for i in 0..<half {
-                let theta = Double(p) * Double(rope.invFreq[i])
-                t[(p * half + i) * 2] = Float(cos(theta))
-                t[(p * half + i) * 2 + 1] = Float(sin(theta))
+        let t = AlignedFloats(count: capacity * half * 2) { t in
+            for p in 0..<capacity {
+                for i in 0..<half {
+                    let theta = Double(p) * Double(rope.invFreq[i])
+                    t[(p * half + i) * 2] = Float(cos(theta))
+                    t[(p * half + i) * 2 + 1] = Float(sin(theta))
+                }
             }
         }
         ropeTables[capacity] = t

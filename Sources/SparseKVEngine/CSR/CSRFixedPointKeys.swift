@@ -15,8 +15,9 @@ import SparseCoding
 /// 14 (|x| < 2). The fixed-point value is within 2^-(shift+1) of the fp16 atom value; atoms
 /// are unit vectors, whose typical value (1/8 at m = 64) fp16 holds to 2^-14.
 struct FixedPointAtoms {
-    /// (atoms, m) in the stored order of `csr_keys.h` (`sparsekv_fixed_position`).
-    let atoms: [Int16]
+    /// (atoms, m) in the stored order of `csr_keys.h` (`sparsekv_fixed_position`), on a
+    /// 64-byte boundary so that the kernels' 64-byte loads of an atom row stay inside lines.
+    let atoms: AlignedBuffer<Int16>
     /// 2^-shift.
     let unit: Float
 
@@ -47,7 +48,7 @@ struct FixedPointAtoms {
                 out[a * m + sparsekv_fixed_position(c)] = Int16((HalfPrecision.float(bits[a * m + c]) * factor).rounded())
             }
         }
-        atoms = out
+        atoms = AlignedBuffer(out)
         unit = 1 / factor
     }
 
@@ -69,6 +70,29 @@ enum CSRKeyKernels {
         #endif
         return .portable
     }()
+
+    /// Whether the AVX-512 VBMI index unpacking and value accumulation (`csr_values.h`) run:
+    /// the CPU has them and `SPARSEKV_AVX512=0` is not set.
+    static let vbmi: Bool = {
+        #if arch(x86_64)
+        return sparsekv_cpu_has_avx512vbmi() != 0 && ProcessInfo.processInfo.environment["SPARSEKV_AVX512"] != "0"
+        #else
+        return false
+        #endif
+    }()
+
+    /// The attention weights of positions t0 ..< t1 added into atom space
+    /// (`sparsekv_value_accumulate`), with AVX-512 VBMI for rows of at most 16 pairs,
+    /// indices of at most 16 bits and at most 4 chunks. Both give the same bits.
+    @inline(__always)
+    static func accumulateValues(_ run: UnsafePointer<sparsekv_value_run>, _ t0: Int, _ t1: Int) {
+        #if arch(x86_64)
+        if vbmi && run.pointee.s <= 16 && run.pointee.width <= 16 && run.pointee.chunks <= 4 {
+            return sparsekv_value_accumulate_avx512(run, t0, t1)
+        }
+        #endif
+        sparsekv_value_accumulate(run, t0, t1)
+    }
 
     /// Partial query products of a block of positions (`sparsekv_key_block`), at `level`.
     @inline(__always)

@@ -32,8 +32,9 @@ typedef struct {
 
 static inline void sparsekv_value_accumulate(const sparsekv_value_run *a, long t0, long t1) {
 #pragma clang fp contract(off)
-    long s = a->s, chunks = a->chunks, w = a->width;
+    long s = a->s, chunks = a->chunks;
     const float *p = a->weights - a->lo;
+    int32_t ib[64];
     for (long t = t0; t < t1; t++) {
         sparsekv_float4 weight = {p[t], 0, 0, 0};
         if (a->rows > 1) weight.y = p[a->stride + t];
@@ -45,25 +46,13 @@ static inline void sparsekv_value_accumulate(const sparsekv_value_run *a, long t
             float scale = sparsekv_half_bits_to_float(a->scales[row]);
             const int8_t *q = a->coef + first;
             sparsekv_float4 *base = a->acc4 + c * a->atoms;
-            long k = 0, bit = first * w;
-            uint64_t mask = (1ull << w) - 1;
-            // Indices four at a time from one 8-byte read while w <= 14 and it stays inside.
-            if (w <= 14) {
-                for (; k + 4 <= s && (bit >> 3) + 8 <= a->indexByteCount; k += 4, bit += 4 * w) {
-                    uint64_t word;
-                    memcpy(&word, a->indexBytes + (bit >> 3), 8);
-                    word >>= (bit & 7);
-                    for (long i = 0; i < 4; i++) {
-                        long atom = (long)((word >> (i * w)) & mask);
-                        float cw = (float)q[k + i] * scale;
-                        base[atom] = base[atom] + weight * cw;
-                    }
+            for (long k0 = 0; k0 < s; k0 += 64) {
+                long n = s - k0 < 64 ? s - k0 : 64;
+                sparsekv_unpack_indices(a->indexBytes, a->indexByteCount, a->width, first + k0, n, ib);
+                for (long k = 0; k < n; k++) {
+                    float cw = (float)q[k0 + k] * scale;
+                    base[ib[k]] = base[ib[k]] + weight * cw;
                 }
-            }
-            for (; k < s; k++) {
-                long atom = sparsekv_read_index(a->indexBytes, a->indexByteCount, w, first + k);
-                float cw = (float)q[k] * scale;
-                base[atom] = base[atom] + weight * cw;
             }
         }
     }

@@ -378,10 +378,11 @@ struct CSRAttentionSource: AttentionSource {
         }
     }
 
-    /// ``scores`` on fixed-point keys: eight positions at a time, the coded ones by the
-    /// `csr_keys.h` block kernel (exact int32 sums of the atom rows, then scale, RoPE and the
-    /// query products per lane), guarded and pending ones decoded through ``keys`` as in
-    /// ``scores``; then the eight partial sums per query row are finished together.
+    /// ``scores`` on fixed-point keys. Runs of positions held as codes go to
+    /// `sparsekv_key_scores` (`csr_keys.h`): eight positions at a time, indices unpacked,
+    /// exact int32 sums of the atom rows, then scale, RoPE and the query products per lane,
+    /// and the eight partial sums per query row finished as ``finish`` finishes them.
+    /// Guarded and pending positions are decoded through ``keys`` one at a time.
     ///
     /// The query rows are copied to 64-byte boundaries first: the kernel reads each row once
     /// per position in 64-byte loads, and rows of an `Array` start halfway into a line.

@@ -105,17 +105,8 @@ static inline void sparsekv_value_accumulate_avx512(const sparsekv_value_run *a,
     }
 }
 
-#endif  // __x86_64__
-
-#if defined(__x86_64__)
-
-// The dictionary product that turns atom-space accumulators into channels, for `rows` <= 4
-// query rows in one pass over the fp16 atoms (each atom row converted once for all of them):
-// out[r * outStride + i] += sum over atoms j in order of w[r * wStride + j] * atom[j][i],
-// one fused multiply-add per atom and lane from out's value, as `Kernels.sumOfHalfRows`
-// does row by row (the same bits). m = 32 or 64 channels; rows 1 ... 4.
-// With `rows` and `lanes` constants once inlined, the loops unroll and the accumulators
-// stay in registers.
+// sparsekv_half_atoms_product_avx512 with `rows` and `lanes` (16-channel vectors per atom
+// row) constants once inlined: the loops unroll and the accumulators stay in registers.
 __attribute__((target("avx512f,f16c,fma"), always_inline))
 static inline void sparsekv_half_atoms_product_fixed(const uint16_t *atoms, long count, const float *w, long wStride,
                                                      float *out, long outStride, const long rows, const long lanes) {
@@ -135,6 +126,11 @@ static inline void sparsekv_half_atoms_product_fixed(const uint16_t *atoms, long
         for (long i = 0; i < lanes; i++) _mm512_storeu_ps(out + r * outStride + 16 * i, acc[r][i]);
 }
 
+// The dictionary product that turns atom-space accumulators into channels, for `rows` <= 4
+// query rows in one pass over the fp16 atoms (each atom row converted once for all of them):
+// out[r * outStride + i] += sum over atoms j in order of w[r * wStride + j] * atom[j][i],
+// one fused multiply-add per atom and lane from out's value, as `Kernels.sumOfHalfRows`
+// does row by row (the same bits). m = 32 or 64 channels; rows 1 ... 4.
 __attribute__((target("avx512f,f16c,fma")))
 static inline void sparsekv_half_atoms_product_avx512(const uint16_t *atoms, long count, long m, const float *w, long wStride,
                                                       long rows, float *out, long outStride) {

@@ -546,17 +546,18 @@ struct CSRAttentionSource: AttentionSource {
                             for r in 0..<rows { Kernels.axpy(p[r * stride + t - lo], x, acc + r * w + dense, d) }
                             continue
                         }
-                        let weight = weight(t - lo), row0 = (t * kvHeads + g) * chunks
+                        let row0 = (t * kvHeads + g) * chunks
                         while gi < v.guardCount && Int(v.guardRows[gi]) < row0 { gi += 1 }
                         let guarded = gi < v.guardCount && Int(v.guardRows[gi]) < row0 + chunks
                         if v.int8 && !guarded {
                             // A run of positions held as codes only goes to csr_values.h.
                             let end = codedRunEnd(v, exact: pendingValues != nil, head: g, from: t, hi, guardIndex: gi,
                                                   scan: &gs)
-                            CSRKeyKernels.accumulateValues(&run, t, end)
+                            CSRValueKernels.accumulate(&run, t, end)
                             t = end - 1
                             continue
                         }
+                        let weight = weight(t - lo)
                         if guarded {
                             // A guarded chunk goes in channel space; its position's other chunks as codes.
                             for c in 0..<chunks {
@@ -592,7 +593,7 @@ struct CSRAttentionSource: AttentionSource {
         let v = values, d = headDim, m = v.m, chunks = d / m, a = v.atomCount, w = accumulatorWidth
         for r in 0..<rows { (out + r * outStride).update(from: acc + r * w + chunks * a, count: d) }
         #if arch(x86_64)
-        if CSRKeyKernels.level == .avx512 && (m == 32 || m == 64) {
+        if CSRValueKernels.avx512 && (m == 32 || m == 64) {
             // Up to four rows in one pass over the atoms (the same sums, row by row).
             let bits = UnsafeRawPointer(v.atoms).assumingMemoryBound(to: UInt16.self)
             var r0 = 0

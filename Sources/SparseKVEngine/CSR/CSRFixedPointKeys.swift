@@ -71,29 +71,6 @@ enum CSRKeyKernels {
         return .portable
     }()
 
-    /// Whether the AVX-512 VBMI index unpacking and value accumulation (`csr_values.h`) run:
-    /// the CPU has them and `SPARSEKV_AVX512=0` is not set.
-    static let vbmi: Bool = {
-        #if arch(x86_64)
-        return sparsekv_cpu_has_avx512vbmi() != 0 && ProcessInfo.processInfo.environment["SPARSEKV_AVX512"] != "0"
-        #else
-        return false
-        #endif
-    }()
-
-    /// The attention weights of positions t0 ..< t1 added into atom space
-    /// (`sparsekv_value_accumulate`), with AVX-512 VBMI for rows of at most 16 pairs,
-    /// indices of at most 16 bits and at most 4 chunks. Both give the same bits.
-    @inline(__always)
-    static func accumulateValues(_ run: UnsafePointer<sparsekv_value_run>, _ t0: Int, _ t1: Int) {
-        #if arch(x86_64)
-        if vbmi && run.pointee.s <= 16 && run.pointee.width <= 16 && run.pointee.chunks <= 4 {
-            return sparsekv_value_accumulate_avx512(run, t0, t1)
-        }
-        #endif
-        sparsekv_value_accumulate(run, t0, t1)
-    }
-
     /// Partial query products of a block of positions (`sparsekv_key_block`), at `level`.
     @inline(__always)
     static func partials(_ b: UnsafePointer<sparsekv_key_block>, level: Level = level) {
@@ -119,5 +96,42 @@ enum CSRKeyKernels {
         }
         #endif
         sparsekv_fixed_rows(atoms, m, s, indices, coefficients, scales, unit, count, out)
+    }
+}
+
+/// The kernels of `csr_values.h` (CSR values in atom space), chosen once from the CPU.
+/// `SPARSEKV_AVX512=0` keeps AVX-512 off, as for the key kernels.
+enum CSRValueKernels {
+    private static let avx512Allowed = ProcessInfo.processInfo.environment["SPARSEKV_AVX512"] != "0"
+
+    /// Whether the AVX-512 VBMI index unpacking and accumulation run.
+    static let vbmi: Bool = {
+        #if arch(x86_64)
+        return sparsekv_cpu_has_avx512vbmi() != 0 && avx512Allowed
+        #else
+        return false
+        #endif
+    }()
+
+    /// Whether the AVX-512 dictionary product of several rows runs.
+    static let avx512: Bool = {
+        #if arch(x86_64)
+        return sparsekv_cpu_has_avx512f() != 0 && sparsekv_cpu_has_avx2() != 0 && avx512Allowed
+        #else
+        return false
+        #endif
+    }()
+
+    /// The attention weights of positions t0 ..< t1 added into atom space
+    /// (`sparsekv_value_accumulate`), with AVX-512 VBMI for rows of at most 16 pairs,
+    /// indices of at most 16 bits and at most 4 chunks. Both give the same bits.
+    @inline(__always)
+    static func accumulate(_ run: UnsafePointer<sparsekv_value_run>, _ t0: Int, _ t1: Int) {
+        #if arch(x86_64)
+        if vbmi && run.pointee.s <= 16 && run.pointee.width <= 16 && run.pointee.chunks <= 4 {
+            return sparsekv_value_accumulate_avx512(run, t0, t1)
+        }
+        #endif
+        sparsekv_value_accumulate(run, t0, t1)
     }
 }

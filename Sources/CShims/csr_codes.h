@@ -20,10 +20,22 @@ static inline long sparsekv_read_index(const uint8_t *bytes, long count, long w,
 }
 
 // IEEE binary16 bits to float, exactly (what vcvtph2ps gives).
-static inline float sparsekv_half_bits_to_float(uint16_t h) {
-    _Float16 x;
-    memcpy(&x, &h, 2);
-    return (float)x;
+static inline float sparsekv_half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1F, f = h & 0x3FF, bits;
+    if (e == 0) {
+        if (f == 0) { bits = sign; }
+        else {  // subnormal: f * 2^-24, exact in float
+            float v = (float)f * 0x1p-24f;
+            return (h >> 15) ? -v : v;
+        }
+    } else if (e == 31) {
+        bits = sign | 0x7F800000u | (f << 13);
+    } else {
+        bits = sign | ((e + 112) << 23) | (f << 13);
+    }
+    float out;
+    __builtin_memcpy(&out, &bits, 4);
+    return out;
 }
 
 // Indices first ... first + n - 1 into out: four from one 8-byte read while the width is at

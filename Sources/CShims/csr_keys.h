@@ -29,25 +29,6 @@ static inline long sparsekv_fixed_position(long c) {
     return 32 * z + 8 * (within / 4) + 4 * high + within % 4;
 }
 
-// IEEE binary16 bits to float, exactly (what vcvtph2ps gives).
-static inline float sparsekv_half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1F, f = h & 0x3FF, bits;
-    if (e == 0) {
-        if (f == 0) { bits = sign; }
-        else {  // subnormal: f * 2^-24, exact in float
-            float v = (float)f * 0x1p-24f;
-            return (h >> 15) ? -v : v;
-        }
-    } else if (e == 31) {
-        bits = sign | 0x7F800000u | (f << 13);
-    } else {
-        bits = sign | ((e + 112) << 23) | (f << 13);
-    }
-    float out;
-    __builtin_memcpy(&out, &bits, 4);
-    return out;
-}
-
 // Exact int32 sums of one row chunk: sums[c] = sum_k q[k] * A[idx[k]][c] for the m channels
 // in natural order.
 static inline void sparsekv_fixed_sums(const int16_t *atoms, long m, long s, const int32_t *idx, const int8_t *q,

@@ -43,7 +43,7 @@ static inline void sparsekv_value_accumulate(const sparsekv_value_run *a, long t
         long row0 = (t * a->kvHeads + a->head) * chunks;
         for (long c = 0; c < chunks; c++) {
             long row = row0 + c, first = row * s;
-            float scale = sparsekv_half_bits_to_float(a->scales[row]);
+            float scale = sparsekv_half_to_float(a->scales[row]);
             const int8_t *q = a->coef + first;
             sparsekv_float4 *base = a->acc4 + c * a->atoms;
             for (long k0 = 0; k0 < s; k0 += 64) {
@@ -89,7 +89,7 @@ static inline void sparsekv_value_accumulate_avx512(const sparsekv_value_run *a,
                 long row = row0 + c, first = row * s;
                 _mm512_store_si512(ib[j * chunks + c], sparsekv_indices16_avx512(a->indexBytes, a->indexByteCount, w, first, s));
                 __m512i q = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, a->coef + first));
-                __m512 scale = _mm512_set1_ps(sparsekv_half_bits_to_float(a->scales[row]));
+                __m512 scale = _mm512_set1_ps(sparsekv_half_to_float(a->scales[row]));
                 _mm512_store_ps(wb[j * chunks + c], _mm512_mul_ps(_mm512_cvtepi32_ps(q), scale));
             }
         }

@@ -12,8 +12,8 @@ static inline void sparsekv_spin_pause(void) {
 }
 
 // Asks for the 64-byte lines of [p, p + bytes) to be brought into the cache ahead of their
-// reads (Prefetch.swift: the quantized products' weights and a dense cache's rows, which
-// stream from memory). A hint only: no fault, no effect on results.
+// reads (Prefetch.swift: the quantized products' weights, which stream from memory). A
+// hint only: no fault, no effect on results.
 static inline void sparsekv_prefetch(const void *p, long bytes) {
     const char *c = (const char *)p;
     for (long o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 0, 3);

@@ -83,29 +83,10 @@ struct CSRStreamView {
     }
 
     /// The atom indices of rows row0 ..< row0 + n, `sparsity` per row (``unpack`` without
-    /// the coefficients).
+    /// the coefficients): `sparsekv_unpack_indices` (`csr_codes.h`), as the C kernels read them.
     @inline(__always)
     func unpackIndices(rows row0: Int, count n: Int, into o: UnsafeMutablePointer<Int32>) {
-        let first = row0 * sparsity, total = n * sparsity, mask = (1 << width) - 1
-        var k = 0, bit = first * width
-        // Four indices per 8-byte read while they lie inside the index bytes, then one per read.
-        if width <= 14 {
-            while k + 4 <= total && (bit &>> 3) + 8 <= indexByteCount {
-                readFour(atBit: bit, into: o + k)
-                k += 4
-                bit += 4 * width
-            }
-        }
-        while k < total && (bit &>> 3) + 8 <= indexByteCount {
-            let word = UnsafeRawPointer(indexBytes + (bit &>> 3)).loadUnaligned(as: UInt64.self)
-            o[k] = Int32(truncatingIfNeeded: Int(truncatingIfNeeded: UInt64(littleEndian: word) &>> UInt64(bit & 7)) & mask)
-            k += 1
-            bit += width
-        }
-        while k < total {
-            o[k] = Int32(truncatingIfNeeded: CSRCodeStream.readIndex(indexBytes, first + k, width: width))
-            k += 1
-        }
+        sparsekv_unpack_indices(indexBytes, indexByteCount, width, row0 * sparsity, n * sparsity, o)
     }
 
     /// binary16 bits to Float: one `vcvtph2ps` with F16C (the shared `HalfPrecision.float`
@@ -130,67 +111,6 @@ struct CSRStreamView {
             let q = coefficients16 + first
             for k in 0..<total { w[k] = Self.half(q[k]) }
         }
-    }
-
-    /// Four consecutive indices starting at bit `bit`, from one 8-byte read: after a shift of
-    /// at most 7 bits, 57 bits hold four indices of up to 14 bits. The caller checks the
-    /// width and that the read stays inside the index bytes. Masking shifts (`&>>`): every
-    /// amount is below 64, and Swift's smart shifts cost a compare and a select each (the
-    /// -Ounchecked build drops overflow checks, not those).
-    @inline(__always)
-    private func readFour(atBit bit: Int, into o: UnsafeMutablePointer<Int32>) {
-        let w = UInt64(width), mask = (1 &<< w) - 1
-        let word = UInt64(littleEndian: UnsafeRawPointer(indexBytes + (bit &>> 3)).loadUnaligned(as: UInt64.self))
-            &>> UInt64(bit & 7)
-        o[0] = Int32(truncatingIfNeeded: word & mask)
-        o[1] = Int32(truncatingIfNeeded: (word &>> w) & mask)
-        o[2] = Int32(truncatingIfNeeded: (word &>> (2 * w)) & mask)
-        o[3] = Int32(truncatingIfNeeded: (word &>> (3 * w)) & mask)
-    }
-
-    /// `unpack` for the decode loops' common case, small enough to inline into them: a whole
-    /// multiple of 4 pairs per row, indices of at most 14 bits, one 8-byte read per four, int8
-    /// coefficients converted 8 at a time (the same products). Otherwise, and for the last
-    /// rows, whose 8-byte reads would pass the end, it calls `unpack`, kept out of line so
-    /// this stays small.
-    @inline(__always)
-    func unpackFast(rows row0: Int, count n: Int, indices o: UnsafeMutablePointer<Int32>,
-                    weights w: UnsafeMutablePointer<Float>) {
-        let s = sparsity, first = row0 * s, total = n * s
-        let lastBit = (first + total - 4) * width
-        guard width <= 14, int8, s & 3 == 0, (lastBit &>> 3) + 8 <= indexByteCount else {
-            return unpackOutOfLine(rows: row0, count: n, indices: o, weights: w)
-        }
-        var bit = first * width, k = 0
-        repeat {
-            readFour(atBit: bit, into: o + k)
-            k += 4
-            bit += 4 * width
-        } while k < total
-        let raw = UnsafeMutableRawPointer(w)
-        for r in 0..<n {
-            let scale = Self.half(scales[row0 + r]), q = UnsafeRawPointer(coefficients8 + first + r * s)
-            var j = 0
-            while j + 8 <= s {
-                let c = q.loadUnaligned(fromByteOffset: j, as: SIMD8<Int8>.self)
-                raw.storeBytes(of: SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: c)) * scale,
-                               toByteOffset: (r * s + j) * 4, as: SIMD8<Float>.self)
-                j += 8
-            }
-            if j < s {
-                let c = q.loadUnaligned(fromByteOffset: j, as: SIMD4<Int8>.self)
-                raw.storeBytes(of: SIMD4<Float>(SIMD4<Int32>(truncatingIfNeeded: c)) * scale,
-                               toByteOffset: (r * s + j) * 4, as: SIMD4<Float>.self)
-            }
-        }
-    }
-
-    /// `unpack` as a call, for `unpackFast`'s rare cases: inlined there, its general loops
-    /// kept `unpackFast` from inlining into the per-position loops.
-    @inline(never)
-    private func unpackOutOfLine(rows row0: Int, count n: Int, indices o: UnsafeMutablePointer<Int32>,
-                                 weights w: UnsafeMutablePointer<Float>) {
-        unpack(rows: row0, count: n, indices: o, weights: w)
     }
 
     /// One row (m floats) from its unpacked pairs, ignoring the guard bank; the sum stays
@@ -340,7 +260,7 @@ struct CSRAttentionSource: AttentionSource {
                             if readsExactly(t, rows: row0, chunks: chunks, guardIndex: &gi) {
                                 x = Row64(loading: keys(head: g, t, t + 1, scratch: scratch))
                             } else {
-                                k.unpackFast(rows: row0, count: chunks, indices: idx, weights: w)
+                                k.unpack(rows: row0, count: chunks, indices: idx, weights: w)
                                 x = Row64(summing: k.atoms, m: k.m, sparsity: s, indices: idx, weights: w)
                                     .rotated(by: ropeTable + t * ropeHalf * 2)
                             }
@@ -573,7 +493,7 @@ struct CSRAttentionSource: AttentionSource {
                             }
                             continue
                         }
-                        v.unpackFast(rows: row0, count: chunks, indices: idx, weights: cw)
+                        v.unpack(rows: row0, count: chunks, indices: idx, weights: cw)
                         for c in 0..<chunks {
                             let base = acc4 + c * a, ij = idx + c * s, wj = cw + c * s
                             for k in 0..<s { base[Int(ij[k])] += weight * wj[k] }

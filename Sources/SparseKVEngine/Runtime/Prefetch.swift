@@ -1,10 +1,10 @@
 import CShims
 import Foundation
 
-/// Software prefetch for the loops that stream memory in a decode step: the weights of the
-/// quantized products and the rows of a KV cache. Each asks for its data a few KB before
-/// it reads it, because the hardware prefetcher stops at every 4 KB page and a loop's
-/// reads and arithmetic then take turns. Hints only: they change no result.
+/// Software prefetch for the loop that streams most memory in a decode step: the weights of
+/// the quantized products. It asks for them a few KB before it reads them, because the
+/// hardware prefetcher stops at every 4 KB page of the file mapping and the reads and the
+/// arithmetic then take turns. Hints only: they change no result.
 enum Prefetch {
     /// `SPARSEKV_PREFETCH=0` turns every hint off (to measure what they bring).
     static let enabled = ProcessInfo.processInfo.environment["SPARSEKV_PREFETCH"] != "0"

@@ -11,7 +11,7 @@ public struct ReceivedMessage: Sendable {
     public let wireBytes: Int
     /// The header, when it passed its own checks (also for some refused messages).
     public let header: WireHeader?
-    public let result: Result<WireMessage, WireError>
+    public private(set) var result: Result<WireMessage, WireError>
 
     public init(routingID: [UInt8]?, peer: String, wireBytes: Int, header: WireHeader?, result: Result<WireMessage, WireError>) {
         self.routingID = routingID
@@ -23,4 +23,14 @@ public struct ReceivedMessage: Sendable {
 
     /// The decoded message, or the ``WireError`` that refused it.
     public func message() throws -> WireMessage { try result.get() }
+
+    /// The result taken out: afterwards this value keeps who sent the message, its size and
+    /// header, and its result says the message was taken. The caller's copy of the message is
+    /// then the only one, so a large body (hidden states) can be changed in place rather than
+    /// copied first.
+    public mutating func takeResult() -> Result<WireMessage, WireError> {
+        let taken = result
+        result = .failure(.invalidField(kind: header?.kind ?? .error, field: "message", reason: "taken by the receiver"))
+        return taken
+    }
 }

@@ -178,9 +178,10 @@ public final class Worker {
                     logger.warning("\(m.kind) from the coordinator on the registration link, ignored")
                 }
             }
-            guard let received = try router.receive(timeout: .milliseconds(200)) else { continue }
-            let message: WireMessage
-            switch received.result {
+            guard var received = try router.receive(timeout: .milliseconds(200)) else { continue }
+            // The message is taken out of `received`, so `handle` holds its only copy.
+            var message: WireMessage
+            switch received.takeResult() {
             case .success(let m): message = m
             case .failure(let e):
                 logger.warning("refused a message from \(received.peer): \(e.localizedDescription)")
@@ -188,20 +189,23 @@ public final class Worker {
                                                 requestID: received.header?.requestID ?? 0), timeout: .zero)
                 continue
             }
+            // `handle` may take the body out of `message` (hidden states), so the error path
+            // keeps what it needs first.
+            let kind = message.kind, requestID = message.requestID, sessionID = message.sessionID
             do {
-                if try handle(message, from: received) == .stop { return }
+                if try handle(&message, from: received) == .stop { return }
             } catch {
-                logger.error("\(message.kind) from \(received.peer) failed: \(error.localizedDescription)")
+                logger.error("\(kind) from \(received.peer) failed: \(error.localizedDescription)")
                 let code: WireErrorCode = (error as? WorkerFailure)?.code ?? .internalError
-                let session = message.kind.sessionRule == .required ? message.sessionID : 0
+                let session = kind.sessionRule == .required ? sessionID : 0
                 let answer = WireMessage(.error(ErrorBody(code: code, message: clip("\(configuration.id): \(error.localizedDescription)"))),
-                                         requestID: message.requestID, sessionID: session)
+                                         requestID: requestID, sessionID: session)
                 // A failed pipeline step or KV transfer is the coordinator's to know, whoever
                 // passed the states or the payload on; the sender of a transfer hears too.
-                if message.kind == .activations || message.kind == .kvTransfer {
+                if kind == .activations || kind == .kvTransfer {
                     do { try up.send(answer, timeout: .seconds(5)) } catch { logger.warning("could not tell the coordinator: \(error)") }
                 }
-                if message.kind != .activations, !(message.kind == .kvTransfer && received.peer == coordinatorPeerID) {
+                if kind != .activations, !(kind == .kvTransfer && received.peer == coordinatorPeerID) {
                     reply(to: received, answer)
                 }
             }
@@ -211,14 +215,17 @@ public final class Worker {
 
     private enum Next { case keepServing, stop }
 
-    private func handle(_ m: WireMessage, from received: ReceivedMessage) throws -> Next {
+    /// Carries out one message. Hidden states are taken out of `m` (``runLayers(taking:)``).
+    private func handle(_ m: inout WireMessage, from received: ReceivedMessage) throws -> Next {
+        if case .activations = m.body {
+            try runLayers(taking: &m)
+            return .keepServing
+        }
         switch m.body {
         case .shardAssignment(let a):
             try assign(a)
         case .dictionary(let d):
             try installDictionary(d)
-        case .activations(let a):
-            try runLayers(a, message: m)
         case .dropSession:
             sessions[m.sessionID] = nil
             replicas[m.sessionID] = nil
@@ -337,7 +344,16 @@ public final class Worker {
 
     // MARK: - Pipeline
 
-    private func runLayers(_ a: ActivationsBody, message m: WireMessage) throws {
+    /// Runs this worker's layers on the hidden states in `message` and sends them on. The
+    /// states are taken out of the message (its body becomes a ping) and changed in place:
+    /// with the message's own copy gone, a long prompt's states are not copied before the
+    /// layers run.
+    private func runLayers(taking message: inout WireMessage) throws {
+        guard case .activations(var a) = message.body else { return }
+        let m = WireMessage(.ping(nonce: 0), requestID: message.requestID, sessionID: message.sessionID)
+        message = m
+        var hidden = a.hidden
+        a.hidden = []
         guard let assignment, let cacheType, !segments.isEmpty else {
             throw WorkerFailure(code: .unexpectedMessage, message: "activations before the shard (and its dictionary) is ready")
         }
@@ -375,7 +391,6 @@ public final class Worker {
             }
             return cache
         }
-        var hidden = a.hidden
         for (segment, cache) in zip(segments, caches) {
             try segment.model.forward(&hidden, count: a.tokenCount, layers: segment.layers, cache: cache)
         }

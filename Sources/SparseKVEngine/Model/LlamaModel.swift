@@ -151,17 +151,19 @@ public final class LlamaModel: Sendable {
         t = profile?.lap(.elementwise, since: t) ?? 0
         try cache.append(layer: l, keys: ws.k, values: ws.v, count: n)
 
+        // xb is free once q, k and v are made, and q once attention has read it: the
+        // attention output goes to xb and its projection to q (no third buffer of a long batch).
         if Self.materializedAttention {
             try cache.referenceAttend(layer: l, queries: ws.q, count: n, heads: c.headCount,
-                                      scale: 1 / Float(hd).squareRoot(), into: ws.att)
+                                      scale: 1 / Float(hd).squareRoot(), into: ws.xb)
         } else {
             try cache.attend(layer: l, queries: ws.q, count: n, heads: c.headCount, scale: 1 / Float(hd).squareRoot(),
-                             into: ws.att)
+                             into: ws.xb)
         }
         t = profile?.lap(.attention, since: t) ?? 0
-        w.wo.apply(ws.att, count: n, into: ws.xb, tile: ws.tile)
+        w.wo.apply(ws.xb, count: n, into: ws.q, tile: ws.tile)
         t = profile?.lap(.projections, since: t) ?? 0
-        Kernels.add(x, ws.xb, count: n * dim)
+        Kernels.add(x, ws.q, count: n * dim)
 
         // MARK: feed-forward (SwiGLU)
         w.ffnNorm.withUnsafeBufferPointer { Kernels.rmsNorm(x, weight: $0.baseAddress!, rows: n, dim: dim, eps: c.rmsEpsilon, into: ws.xb) }
@@ -212,12 +214,10 @@ public final class LlamaModel: Sendable {
 
 /// Scratch buffers of one forward call, sized for n tokens.
 private final class Workspace {
-    /// (n, dim)
+    /// (n, dim) normed states, then the attention output (n, heads * headDim)
     let xb: UnsafeMutablePointer<Float>
-    /// (n, heads * headDim)
+    /// (n, heads * headDim) queries, then the attention projection (n, dim)
     let q: UnsafeMutablePointer<Float>
-    /// (n, heads * headDim) attention output
-    let att: UnsafeMutablePointer<Float>
     /// (n, kvDim) each
     let k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>
     /// (ffnRows, ffn) each
@@ -229,9 +229,9 @@ private final class Workspace {
 
     init(config c: LlamaConfig, tokens n: Int, ffnRows: Int, tileFloats: Int) {
         self.ffnRows = ffnRows
-        xb = .allocate(capacity: n * c.embeddingLength)
-        q = .allocate(capacity: n * c.headCount * c.headDim)
-        att = .allocate(capacity: n * c.headCount * c.headDim)
+        let rows = max(c.embeddingLength, c.headCount * c.headDim)
+        xb = .allocate(capacity: n * rows)
+        q = .allocate(capacity: n * rows)
         k = .allocate(capacity: n * c.kvDim)
         v = .allocate(capacity: n * c.kvDim)
         gate = .allocate(capacity: ffnRows * c.feedForwardLength)
@@ -240,7 +240,7 @@ private final class Workspace {
     }
 
     deinit {
-        for p in [xb, q, att, k, v, gate, up] { p.deallocate() }
+        for p in [xb, q, k, v, gate, up] { p.deallocate() }
         tile?.deallocate()
     }
 }

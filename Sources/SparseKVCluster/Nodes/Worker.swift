@@ -112,9 +112,21 @@ public final class Worker {
             throw NodeError.badConfiguration("the worker listens on \(boundEndpoint), which peers cannot connect to; give --advertise tcp://HOST:PORT")
         }
         ownEndpoint = endpoint.description
-        try up.send(WireMessage(.register(RegisterBody(
+        let register = WireMessage(.register(RegisterBody(
             workerID: configuration.id, peerEndpoint: endpoint, memoryBudgetBytes: configuration.memoryBudgetBytes,
-            modelFingerprint: base.fingerprint)), requestID: 1), timeout: .seconds(10))
+            modelFingerprint: base.fingerprint)), requestID: 1)
+        // The send waits while no link is up; a refused key can take the link down before
+        // it is tried, so a refused handshake is checked for while it waits.
+        let sendDeadline = ContinuousClock.now + .seconds(10)
+        while true {
+            do {
+                try up.send(register, timeout: .milliseconds(200))
+                break
+            } catch ZMQError.timedOut {
+                try up.checkHandshakes()
+                if ContinuousClock.now >= sendDeadline { throw ZMQError.timedOut(operation: "the registration send to \(configuration.coordinator)") }
+            }
+        }
         let deadline = ContinuousClock.now + configuration.registrationTimeout
         registration: while true {
             if stop.isRaised { throw NodeError.stopped }

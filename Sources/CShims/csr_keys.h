@@ -447,7 +447,28 @@ typedef struct {
     float *scores;
     long stride;
     int level;  // 0 portable, 1 AVX2, 2 AVX-512 VNNI (CSRKeyKernels.Level)
+    int vbmi;   // 1: indices unpacked with vpermb (s <= 16, width <= 16, AVX-512 VBMI checked)
 } sparsekv_key_run;
+
+#if defined(__x86_64__)
+// The indices of positions b0 ... b0 + n - 1 of the run's head into idx ((n, 64 / m, s)),
+// each row's s at once with vpermb (sparsekv_indices16_avx512): the values
+// sparsekv_unpack_indices gives. A whole block is unpacked before the block kernel reads an
+// index back: a scalar load right after the vector store that wrote it would wait for the
+// store to reach the cache.
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl")))
+static inline void sparsekv_key_indices_avx512(const sparsekv_key_run *a, long b0, long n, int32_t *idx) {
+    long chunks = 64 / a->block.m, s = a->block.s;
+    __mmask16 lanes = (__mmask16)((1u << s) - 1);
+    for (long j = 0; j < n; j++) {
+        long row0 = ((b0 + j) * a->kvHeads + a->head) * chunks;
+        for (long c = 0; c < chunks; c++) {
+            __m512i v = sparsekv_indices16_avx512(a->indexBytes, a->indexByteCount, a->width, (row0 + c) * s, s);
+            _mm512_mask_storeu_epi32(idx + (j * chunks + c) * s, lanes, v);
+        }
+    }
+}
+#endif
 
 static inline void sparsekv_key_scores(const sparsekv_key_run *a, long t0, long t1) {
 #pragma clang fp contract(off)
@@ -456,6 +477,10 @@ static inline void sparsekv_key_scores(const sparsekv_key_run *a, long t0, long 
     int32_t *idx = (int32_t *)a->block.idx;
     for (long b0 = t0; b0 < t1; b0 += 8) {
         long n = t1 - b0 < 8 ? t1 - b0 : 8, row0 = (b0 * a->kvHeads + a->head) * chunks;
+#if defined(__x86_64__)
+        if (a->vbmi) sparsekv_key_indices_avx512(a, b0, n, idx);
+        else
+#endif
         for (long j = 0; j < n; j++) {
             long first = ((b0 + j) * a->kvHeads + a->head) * chunks * s;
             sparsekv_unpack_indices(a->indexBytes, a->indexByteCount, a->width, first, perPosition, idx + j * perPosition);

@@ -66,6 +66,15 @@ static inline void sparsekv_value_accumulate(const sparsekv_value_run *a, long t
 // are unpacked into a small buffer before their pairs are added, in order: a load of one
 // index right after the 64-byte store that wrote it waits for the store to reach the cache,
 // and in between the eight stores have time to get there.
+// One row's s pairs added into its chunk's accumulators, in order; s a constant once inlined
+// (8 and 16 below), so the loop unrolls.
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl"), always_inline))
+static inline void sparsekv_value_add_pairs(sparsekv_float4 *base, const int32_t *ix, const float *cw, sparsekv_float4 weight,
+                                            const long s) {
+#pragma clang fp contract(off)
+    for (long k = 0; k < s; k++) base[ix[k]] = base[ix[k]] + weight * cw[k];
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl")))
 static inline void sparsekv_value_accumulate_avx512(const sparsekv_value_run *a, long t0, long t1) {
 #pragma clang fp contract(off)
@@ -99,7 +108,9 @@ static inline void sparsekv_value_accumulate_avx512(const sparsekv_value_run *a,
                 sparsekv_float4 *base = a->acc4 + c * a->atoms;
                 const int32_t *ix = ib[j * chunks + c];
                 const float *cw = wb[j * chunks + c];
-                for (long k = 0; k < s; k++) base[ix[k]] = base[ix[k]] + weight * cw[k];
+                if (s == 8) sparsekv_value_add_pairs(base, ix, cw, weight, 8);
+                else if (s == 16) sparsekv_value_add_pairs(base, ix, cw, weight, 16);
+                else sparsekv_value_add_pairs(base, ix, cw, weight, s);
             }
         }
     }

@@ -37,7 +37,7 @@ import Testing
         }
     }
 
-    /// Scores of a run at every level equal the block kernel's partials finished by
+    /// Scores of a run at every level, with either index unpacking, equal the block kernel's partials finished by
     /// `transposedSums` and scaled, bit for bit, for runs that start and end off the
     /// blocks of eight.
     @Test func keyRunScoresAreTheBlockKernelsFinished() throws {
@@ -89,33 +89,36 @@ import Testing
                     }
                     b0 += n
                 }
+                let unpackings = sparsekv_cpu_has_avx512vbmi() != 0 ? [Int32(0), 1] : [0]
                 for level in CSRFixedPointKeyTests.levels {
-                    var scores = [Float](repeating: 0, count: rows * positions)
-                    var idxRoom = [Int32](repeating: 0, count: 8 * chunks * s)
-                    var partial = [Float](repeating: 0, count: rows * 64)
-                    qp.withUnsafeBufferPointer { q in
-                        idxRoom.withUnsafeMutableBufferPointer { ib in
-                            partial.withUnsafeMutableBufferPointer { pb in
-                                scores.withUnsafeMutableBufferPointer { sb in
-                                    var run = sparsekv_key_run(
-                                        block: sparsekv_key_block(
-                                            atoms: fixed.atoms.baseAddress, m: m, s: s, idx: ib.baseAddress!,
-                                            coef: storageBase(coef), coefStride: kvHeads * chunks * s,
-                                            scales: storageBase(scales), scaleStride: kvHeads * chunks, unit: fixed.unit,
-                                            rope: table.baseAddress,
-                                            queries: UnsafeRawPointer(q.baseAddress!)
-                                                .assumingMemoryBound(to: UnsafePointer<Float>?.self),
-                                            rows: rows, n: 0, skip: 0, partial: pb.baseAddress!),
-                                        indexBytes: storageBase(bytes), indexByteCount: bytes.count, width: width,
-                                        kvHeads: kvHeads, head: head, scale: scale, scores: sb.baseAddress!, stride: positions,
-                                        level: Int32(level.rawValue))
-                                    sparsekv_key_scores(&run, t0, t1)
+                    for vbmi in unpackings {
+                        var scores = [Float](repeating: 0, count: rows * positions)
+                        var idxRoom = [Int32](repeating: 0, count: 8 * chunks * s)
+                        var partial = [Float](repeating: 0, count: rows * 64)
+                        qp.withUnsafeBufferPointer { q in
+                            idxRoom.withUnsafeMutableBufferPointer { ib in
+                                partial.withUnsafeMutableBufferPointer { pb in
+                                    scores.withUnsafeMutableBufferPointer { sb in
+                                        var run = sparsekv_key_run(
+                                            block: sparsekv_key_block(
+                                                atoms: fixed.atoms.baseAddress, m: m, s: s, idx: ib.baseAddress!,
+                                                coef: storageBase(coef), coefStride: kvHeads * chunks * s,
+                                                scales: storageBase(scales), scaleStride: kvHeads * chunks, unit: fixed.unit,
+                                                rope: table.baseAddress,
+                                                queries: UnsafeRawPointer(q.baseAddress!)
+                                                    .assumingMemoryBound(to: UnsafePointer<Float>?.self),
+                                                rows: rows, n: 0, skip: 0, partial: pb.baseAddress!),
+                                            indexBytes: storageBase(bytes), indexByteCount: bytes.count, width: width,
+                                            kvHeads: kvHeads, head: head, scale: scale, scores: sb.baseAddress!, stride: positions,
+                                            level: Int32(level.rawValue), vbmi: vbmi)
+                                        sparsekv_key_scores(&run, t0, t1)
+                                    }
                                 }
                             }
                         }
+                        #expect(scores.map(\.bitPattern) == expected.map(\.bitPattern), "m \(m) s \(s) level \(level) vbmi \(vbmi)")
+                        withExtendedLifetime(queries) {}  // qp points into them
                     }
-                    #expect(scores.map(\.bitPattern) == expected.map(\.bitPattern), "m \(m) s \(s) level \(level)")
-                    withExtendedLifetime(queries) {}  // qp points into them
                 }
             }
         }

@@ -113,6 +113,10 @@ enum CSRValueKernels {
         #endif
     }()
 
+    /// Whether rows of `sparsity` pairs of `width`-bit indices are unpacked with vpermb
+    /// (`sparsekv_indices16_avx512`), the values and key runs alike.
+    static func unpacksWithVBMI(sparsity: Int, width: Int) -> Bool { vbmi && sparsity <= 16 && width <= 16 }
+
     /// Whether the AVX-512 dictionary product of several rows runs.
     static let avx512: Bool = {
         #if arch(x86_64)
@@ -128,7 +132,7 @@ enum CSRValueKernels {
     @inline(__always)
     static func accumulate(_ run: UnsafePointer<sparsekv_value_run>, _ t0: Int, _ t1: Int) {
         #if arch(x86_64)
-        if vbmi && run.pointee.s <= 16 && run.pointee.width <= 16 && run.pointee.chunks <= 4 {
+        if unpacksWithVBMI(sparsity: run.pointee.s, width: run.pointee.width) && run.pointee.chunks <= 4 {
             return sparsekv_value_accumulate_avx512(run, t0, t1)
         }
         #endif

@@ -161,6 +161,33 @@ enum CSRFixture {
         #expect(maxAbsDiff(Array(lk[0..<12 * F.d]), dk) > 0.1)
     }
 
+    /// Once the forward pass has attended (`finishedAttending`), the latest append's exact
+    /// rows are gone and its tokens read from their codes, as after the next append; the
+    /// attention of a later step is the same either way. A `recent=` buffer keeps its rows.
+    @Test func finishedAttendingDropsTheLatestExactRows() throws {
+        let codec = try F.randomCodec(atoms: 8, seed: 5)
+        let k = F.rows(12, seed: 6), v = F.rows(12, seed: 7), next = (F.rows(1, seed: 8), F.rows(1, seed: 9))
+        let kept = codec.makeCache(geometry: F.geometry, rope: F.rope), dropped = codec.makeCache(geometry: F.geometry, rope: F.rope)
+        for c in [kept, dropped] { try F.fill(c, k, v, batch: 12) }
+        let (exactK, _) = F.read(kept, layer: 1, head: 0)
+        for layer in F.geometry.layers { dropped.finishedAttending(layer: layer) }
+        let (codedK, codedV) = F.read(dropped, layer: 1, head: 0)
+        #expect(maxAbsDiff(codedK, exactK) > 0.1, "read from codes once attended")
+        try F.fill(kept, next.0, next.1, batch: 1)
+        let (laterK, laterV) = F.read(kept, layer: 1, head: 0)
+        #expect(Array(laterK[0..<12 * F.d]) == codedK && Array(laterV[0..<12 * F.d]) == codedV)
+        try F.fill(dropped, next.0, next.1, batch: 1)
+        let (a, b) = (F.read(kept, layer: 1, head: 0), F.read(dropped, layer: 1, head: 0))
+        #expect(a.0 == b.0 && a.1 == b.1, "the next step reads the same cache")
+
+        let buffered = try F.randomCodec(atoms: 8, seed: 5) { $0.recentTokens = 4 }.makeCache(geometry: F.geometry, rope: F.rope)
+        try F.fill(buffered, k, v, batch: 12)
+        let before = F.read(buffered, layer: 1, head: 0)
+        for layer in F.geometry.layers { buffered.finishedAttending(layer: layer) }
+        let after = F.read(buffered, layer: 1, head: 0)
+        #expect(before.0 == after.0 && before.1 == after.1)
+    }
+
     /// `k@L=S`: a layer's keys take their own number of pairs, which its codes, byte count,
     /// transfer and replica stream follow; the other layers keep `k=`.
     @Test func sparsityAllocatedPerLayer() throws {

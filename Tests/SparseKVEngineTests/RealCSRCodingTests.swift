@@ -33,6 +33,7 @@ struct RealCSRCodingTests {
         let budget: Float = 0.1
         let codec = try CSRCodec(dictionary: dict, settings: try CSRSettings(parsing: "csr:err=\(budget),coef=i8", valueChunks: 2))
         let cache = try #require(model.makeCache(.csr(codec), capacity: 256) as? CSRCache)
+        cache.keepsLatestExactRows = true
         var counts: [Int: Int] = [:], guarded = 0, rows = 0
         try Self.run(try Self.tokens("cfi-ch4.txt", count: 160), batches: [128, 16, 16], cache: cache) { c in
             // The latest append is still held exactly: the originals of its rows.

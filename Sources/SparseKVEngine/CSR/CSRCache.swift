@@ -32,6 +32,8 @@ public final class CSRCache: KVCache {
     /// already in stored form),
     /// positions start ..< start + n.
     var pending: [ExactRows?]
+    /// Keep the latest append's exact rows after its attention (tests compare codes with them).
+    var keepsLatestExactRows = false
     typealias ExactRows = (start: Int, count: Int, keys: [Float], values: [Float], rounded: Int)
     /// (capacity, ropeDimension / 2, 2) cos, sin; 64-byte aligned, as the key kernels read a
     /// position's 64 floats in 64-byte loads
@@ -162,6 +164,15 @@ public final class CSRCache: KVCache {
         let done = min(b, max(a, p.rounded * width))
         func stored(_ x: [Float]) -> [Float] { Array(x[a..<done]) + form.stored(x[done..<b]) }
         return (positions.lowerBound, positions.count, stored(p.keys), stored(p.values), positions.count)
+    }
+
+    /// Without a `recent=` buffer the exact rows serve only the attention of the append
+    /// that made them (its tokens see each other exactly); a 512-token prefill chunk's are
+    /// 0.8 MB a layer of SmolLM2, which stayed until the next append. With a buffer they
+    /// hold the buffer and stay.
+    public func finishedAttending(layer: Int) {
+        guard codec.settings.recentTokens == 0, !keepsLatestExactRows, geometry.layers.contains(layer) else { return }
+        pending[layer - geometry.layers.lowerBound] = nil
     }
 
     /// Rows of the `recent=` buffer that are stored (and counted): the tokens not coded yet,

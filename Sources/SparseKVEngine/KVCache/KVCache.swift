@@ -59,6 +59,12 @@ public protocol KVCache: AnyObject {
     func attend(layer: Int, queries: UnsafePointer<Float>, count n: Int, heads: Int, scale: Float,
                 into out: UnsafeMutablePointer<Float>) throws
 
+    /// Said by the forward pass once the attention of `layer`'s newest tokens is done: a
+    /// cache may drop what only that attention reads (CSR: the latest append's exact rows,
+    /// which the next append replaces anyway). Reads after it see the layer as the next
+    /// step's attention will. The default keeps everything.
+    func finishedAttending(layer: Int)
+
     /// Every byte this cache holds for `layer` (codes, scales, windows, ...).
     func byteCount(layer: Int) -> Int
 
@@ -82,6 +88,8 @@ public protocol KVCache: AnyObject {
 }
 
 extension KVCache {
+    public func finishedAttending(layer: Int) {}
+
     public func attend(layer: Int, queries: UnsafePointer<Float>, count n: Int, heads: Int, scale: Float,
                        into out: UnsafeMutablePointer<Float>) throws {
         try referenceAttend(layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out)

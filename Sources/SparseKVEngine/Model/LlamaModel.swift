@@ -160,6 +160,7 @@ public final class LlamaModel: Sendable {
             try cache.attend(layer: l, queries: ws.q, count: n, heads: c.headCount, scale: 1 / Float(hd).squareRoot(),
                              into: ws.xb)
         }
+        cache.finishedAttending(layer: l)
         t = profile?.lap(.attention, since: t) ?? 0
         w.wo.apply(ws.xb, count: n, into: ws.q, tile: ws.tile)
         t = profile?.lap(.projections, since: t) ?? 0

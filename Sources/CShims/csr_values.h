@@ -60,12 +60,6 @@ static inline void sparsekv_value_accumulate(const sparsekv_value_run *a, long t
 
 #if defined(__x86_64__)
 
-// sparsekv_value_accumulate for rows of at most 16 pairs, indices of at most 16 bits and at
-// most 4 chunks per position: a row's indices come from one vpermb and its coefficients
-// from one conversion and one multiply by the scale (the same products). Eight positions
-// are unpacked into a small buffer before their pairs are added, in order: a load of one
-// index right after the 64-byte store that wrote it waits for the store to reach the cache,
-// and in between the eight stores have time to get there.
 // One row's s pairs added into its chunk's accumulators, in order; s a constant once inlined
 // (8 and 16 below), so the loop unrolls.
 __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl"), always_inline))
@@ -75,6 +69,12 @@ static inline void sparsekv_value_add_pairs(sparsekv_float4 *base, const int32_t
     for (long k = 0; k < s; k++) base[ix[k]] = base[ix[k]] + weight * cw[k];
 }
 
+// sparsekv_value_accumulate for rows of at most 16 pairs, indices of at most 16 bits and at
+// most 4 chunks per position: a row's indices come from one vpermb and its coefficients
+// from one conversion and one multiply by the scale (the same products). Eight positions
+// are unpacked into a small buffer before their pairs are added, in order: a load of one
+// index right after the 64-byte store that wrote it waits for the store to reach the cache,
+// and in between the eight stores have time to get there.
 __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl")))
 static inline void sparsekv_value_accumulate_avx512(const sparsekv_value_run *a, long t0, long t1) {
 #pragma clang fp contract(off)

@@ -79,6 +79,20 @@ import Testing
         #expect(pull.counters.snapshot().byPeer["worker-a"]?.activations.receivedBytes == UInt64(total))
     }
 
+    /// `takeResult` hands over the decoded message and leaves the envelope (sender, size,
+    /// header) with a result that says the message was taken.
+    @Test func takingTheResultLeavesTheEnvelope() throws {
+        let ctx = try ZMQContext()
+        let (coordinator, worker) = try pair(ctx)
+        let m = try #require(try Samples.all().first { $0.kind == .activations })
+        let sent = try worker.send(m, timeout: Self.wait)
+        var received = try #require(try coordinator.receive(timeout: Self.wait))
+        #expect(try received.takeResult().get() == m)
+        #expect(throws: WireError.self) { try received.message() }
+        #expect(received.peer == "worker-a" && received.wireBytes == sent && received.header?.kind == .activations)
+        #expect(received.routingID == Array("worker-a".utf8))
+    }
+
     @Test func routingIDRules() throws {
         let ctx = try ZMQContext()
         let (coordinator, worker) = try pair(ctx)

@@ -340,7 +340,7 @@ struct CSRAttentionSource: AttentionSource {
                         partial: UnsafeMutableRawPointer(partial).assumingMemoryBound(to: Float.self)),
                     indexBytes: k.indexBytes, indexByteCount: k.indexByteCount, width: k.width, kvHeads: kvHeads, head: g,
                     scale: scale, scores: scores - lo, stride: stride, level: Int32(CSRKeyKernels.level.rawValue),
-                    vbmi: CSRValueKernels.unpacksWithVBMI(sparsity: s, width: k.width) ? 1 : 0)
+                    vbmi: CSRIndexUnpacking.usesVBMI(sparsity: s, width: k.width) ? 1 : 0)
                 var t = lo
                 while t < hi {
                     if readsExactly(t, rows: (t * kvHeads + g) * chunks, chunks: chunks, guardIndex: &gi) {

@@ -99,23 +99,26 @@ enum CSRKeyKernels {
     }
 }
 
-/// The kernels of `csr_values.h` (CSR values in atom space), chosen once from the CPU.
-/// `SPARSEKV_AVX512=0` keeps AVX-512 off, as for the key kernels.
-enum CSRValueKernels {
-    private static let avx512Allowed = ProcessInfo.processInfo.environment["SPARSEKV_AVX512"] != "0"
-
-    /// Whether the AVX-512 VBMI index unpacking and accumulation run.
+/// The index unpacking of `csr_codes.h`, shared by the key and value runs: with vpermb
+/// (`sparsekv_indices16_avx512`) when the CPU has AVX-512 VBMI and `SPARSEKV_AVX512=0` is
+/// not set, else 8-byte reads (`sparsekv_unpack_indices`); the same values either way.
+enum CSRIndexUnpacking {
     static let vbmi: Bool = {
         #if arch(x86_64)
-        return sparsekv_cpu_has_avx512vbmi() != 0 && avx512Allowed
+        return sparsekv_cpu_has_avx512vbmi() != 0 && ProcessInfo.processInfo.environment["SPARSEKV_AVX512"] != "0"
         #else
         return false
         #endif
     }()
 
-    /// Whether rows of `sparsity` pairs of `width`-bit indices are unpacked with vpermb
-    /// (`sparsekv_indices16_avx512`), the values and key runs alike.
-    static func unpacksWithVBMI(sparsity: Int, width: Int) -> Bool { vbmi && sparsity <= 16 && width <= 16 }
+    /// Whether rows of `sparsity` pairs of `width`-bit indices are unpacked with vpermb.
+    static func usesVBMI(sparsity: Int, width: Int) -> Bool { vbmi && sparsity <= 16 && width <= 16 }
+}
+
+/// The kernels of `csr_values.h` (CSR values in atom space), chosen once from the CPU.
+/// `SPARSEKV_AVX512=0` keeps AVX-512 off, as for the key kernels.
+enum CSRValueKernels {
+    private static let avx512Allowed = ProcessInfo.processInfo.environment["SPARSEKV_AVX512"] != "0"
 
     /// Whether the AVX-512 dictionary product of several rows runs.
     static let avx512: Bool = {
@@ -132,7 +135,7 @@ enum CSRValueKernels {
     @inline(__always)
     static func accumulate(_ run: UnsafePointer<sparsekv_value_run>, _ t0: Int, _ t1: Int) {
         #if arch(x86_64)
-        if unpacksWithVBMI(sparsity: run.pointee.s, width: run.pointee.width) && run.pointee.chunks <= 4 {
+        if CSRIndexUnpacking.usesVBMI(sparsity: run.pointee.s, width: run.pointee.width) && run.pointee.chunks <= 4 {
             return sparsekv_value_accumulate_avx512(run, t0, t1)
         }
         #endif

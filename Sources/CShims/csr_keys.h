@@ -62,12 +62,14 @@ static inline void sparsekv_fixed_rows(const int16_t *atoms, long m, long s, con
 //   rope     the first position's 32 (cos, sin) pairs; position j's at rope + 64 * j
 //   queries  `rows` pointers to 64 floats
 //   skip     bit j set: position j is not computed (its partials are left as they are)
-//   partial  (rows, 8, 8) floats: partial[(r * 8 + j) * 8 + i] = lane i of position j's
-//            product with query row r, the sum of the channels c = i mod 8 (Row64.partialDot's lanes)
+//   partial  (rows, 8, 16) floats: partial[(r * 8 + j) * 16 + l] = p[l], lane l of position j's
+//            product with query row r, the sum of the channels c = l mod 16
 // Per lane, in this order: x = (float)sum * w; RoPE x' = x * (cos, cos) + swap(x) * (-sin, sin),
 // products rounded apart; then for l in 0 ..< 16 the product chain
-// p[l] = q[l] x'[l], p[l] = fma(q[16k + l], x'[16k + l], p[l]) for k = 1, 2, 3, and the lane
-// i of the partial is p[i] + p[i + 8].
+// p[l] = q[l] x'[l], p[l] = fma(q[16k + l], x'[16k + l], p[l]) for k = 1, 2, 3. The finish
+// (sparsekv_fold16) adds p[i] + p[i + 8], Row64.partialDot's lane i, then folds the eight: the
+// kernels store the 16 lanes as they are, so that the AVX-512 one needs no shuffle per
+// position and query row for that add.
 typedef struct {
     const int16_t *atoms;
     long m, s;
@@ -106,14 +108,12 @@ static inline void sparsekv_key_partials_portable(const sparsekv_key_block *b) {
         }
         for (long r = 0; r < b->rows; r++) {
             const float *q = b->queries[r];
-            float *out = b->partial + (r * 8 + j) * 8;
-            float p16[16];
+            float *out = b->partial + (r * 8 + j) * 16;
             for (long l = 0; l < 16; l++) {
                 float acc = q[l] * y[l];
                 for (long k = 1; k < 4; k++) acc = fmaf(q[16 * k + l], y[16 * k + l], acc);
-                p16[l] = acc;
+                out[l] = acc;
             }
-            for (long i = 0; i < 8; i++) out[i] = p16[i] + p16[i + 8];
         }
     }
 }
@@ -261,7 +261,8 @@ static inline void sparsekv_key_partials_avx2(const sparsekv_key_block *b) {
                 lo = _mm256_fmadd_ps(_mm256_loadu_ps(q + 16 * k), y[2 * k], lo);
                 hi = _mm256_fmadd_ps(_mm256_loadu_ps(q + 16 * k + 8), y[2 * k + 1], hi);
             }
-            _mm256_storeu_ps(b->partial + (r * 8 + j) * 8, _mm256_add_ps(lo, hi));
+            _mm256_storeu_ps(b->partial + (r * 8 + j) * 16, lo);
+            _mm256_storeu_ps(b->partial + (r * 8 + j) * 16 + 8, hi);
         }
     }
 }
@@ -362,11 +363,17 @@ static inline __m512 sparsekv_rotate16(__m512 x, const float *t) {
     return _mm512_add_ps(_mm512_mul_ps(x, cs), _mm512_mul_ps(swapped, sn));
 }
 
-// sparsekv_key_partials_portable with 512-bit vectors and vpdpwssd.
-__attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")))
-static inline void sparsekv_key_partials_avx512(const sparsekv_key_block *b) {
+// sparsekv_key_partials_portable with 512-bit vectors and vpdpwssd, with the number of query
+// rows R (1 ... 4) a constant once inlined: the row loop unrolls and the rows' 4 x R query
+// vectors are loaded once per block and stay in registers. R = 0: b->rows rows, read from
+// memory per position.
+SPARSEKV_AVX512_TARGET
+static inline void sparsekv_key_partials_avx512_rows(const sparsekv_key_block *b, const long R) {
 #pragma clang fp contract(off)
-    long chunks = 64 / b->m;
+    long chunks = 64 / b->m, rows = R > 0 ? R : b->rows;
+    __m512 qv[4][4];
+    for (long r = 0; r < R; r++)
+        for (long i = 0; i < 4; i++) qv[r][i] = _mm512_loadu_ps(b->queries[r] + 16 * i);
     for (long j = 0; j < b->n; j++) {
         if (b->skip >> j & 1) continue;
         __m512i v0, v1, v2, v3;  // channels 0-15, 16-31, 32-47, 48-63
@@ -386,26 +393,43 @@ static inline void sparsekv_key_partials_avx512(const sparsekv_key_block *b) {
         __m512 y1 = sparsekv_rotate16(_mm512_mul_ps(_mm512_cvtepi32_ps(v1), w0), t + 16);
         __m512 y2 = sparsekv_rotate16(_mm512_mul_ps(_mm512_cvtepi32_ps(v2), w1), t + 32);
         __m512 y3 = sparsekv_rotate16(_mm512_mul_ps(_mm512_cvtepi32_ps(v3), w1), t + 48);
-        for (long r = 0; r < b->rows; r++) {
+        for (long r = 0; r < rows; r++) {
             const float *qr = b->queries[r];
-            __m512 p = _mm512_mul_ps(_mm512_loadu_ps(qr), y0);
-            p = _mm512_fmadd_ps(_mm512_loadu_ps(qr + 16), y1, p);
-            p = _mm512_fmadd_ps(_mm512_loadu_ps(qr + 32), y2, p);
-            p = _mm512_fmadd_ps(_mm512_loadu_ps(qr + 48), y3, p);
-            __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(p), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1)));
-            _mm256_storeu_ps(b->partial + (r * 8 + j) * 8, s8);
+            __m512 q0 = R > 0 ? qv[r][0] : _mm512_loadu_ps(qr), q1 = R > 0 ? qv[r][1] : _mm512_loadu_ps(qr + 16);
+            __m512 q2 = R > 0 ? qv[r][2] : _mm512_loadu_ps(qr + 32), q3 = R > 0 ? qv[r][3] : _mm512_loadu_ps(qr + 48);
+            __m512 p = _mm512_mul_ps(q0, y0);
+            p = _mm512_fmadd_ps(q1, y1, p);
+            p = _mm512_fmadd_ps(q2, y2, p);
+            p = _mm512_fmadd_ps(q3, y3, p);
+            _mm512_storeu_ps(b->partial + (r * 8 + j) * 16, p);
         }
     }
 }
 
+// The AVX-512 block kernel: up to 4 query rows (a decode step of one token has 3 per KV
+// head) with the row count fixed, more (several tokens at once) with the rows read per
+// position.
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")))
+static inline void sparsekv_key_partials_avx512(const sparsekv_key_block *b) {
+    switch (b->rows) {
+    case 1: sparsekv_key_partials_avx512_rows(b, 1); break;
+    case 2: sparsekv_key_partials_avx512_rows(b, 2); break;
+    case 3: sparsekv_key_partials_avx512_rows(b, 3); break;
+    case 4: sparsekv_key_partials_avx512_rows(b, 4); break;
+    default: sparsekv_key_partials_avx512_rows(b, 0); break;
+    }
+}
 
-// The eight partial sums of a block's position j against query row r (partial[(r * 8 + j) *
-// 8 ...]) finished as `transposedSums` (DotsOfEight.swift) finishes them, the same adds in
-// the same order: lanes j of ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7)).
+// The products of a block's eight positions against query row r (partial + r * 128) finished:
+// position j's eight partial sums s_j = lanes 0 ... 7 + lanes 8 ... 15 of its product
+// (Row64.partialDot's lanes), then folded as `transposedSums` (DotsOfEight.swift) folds them,
+// the same adds in the same order: lane j of ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7)).
 SPARSEKV_AVX2_TARGET
-static inline __m256 sparsekv_fold8_avx2(const float *p) {
-    __m256 s0 = _mm256_loadu_ps(p), s1 = _mm256_loadu_ps(p + 8), s2 = _mm256_loadu_ps(p + 16), s3 = _mm256_loadu_ps(p + 24);
-    __m256 s4 = _mm256_loadu_ps(p + 32), s5 = _mm256_loadu_ps(p + 40), s6 = _mm256_loadu_ps(p + 48), s7 = _mm256_loadu_ps(p + 56);
+static inline __m256 sparsekv_fold16_avx2(const float *p) {
+#define SPARSEKV_HALF_SUM(j) _mm256_add_ps(_mm256_loadu_ps(p + 16 * j), _mm256_loadu_ps(p + 16 * j + 8))
+    __m256 s0 = SPARSEKV_HALF_SUM(0), s1 = SPARSEKV_HALF_SUM(1), s2 = SPARSEKV_HALF_SUM(2), s3 = SPARSEKV_HALF_SUM(3);
+    __m256 s4 = SPARSEKV_HALF_SUM(4), s5 = SPARSEKV_HALF_SUM(5), s6 = SPARSEKV_HALF_SUM(6), s7 = SPARSEKV_HALF_SUM(7);
+#undef SPARSEKV_HALF_SUM
 #define SPARSEKV_HALVES(a, b) _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31))
 #define SPARSEKV_PAIRS(a, b) _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_hadd_ps(a, b)), 0xD8))
     __m256 p01 = SPARSEKV_HALVES(s0, s1), p23 = SPARSEKV_HALVES(s2, s3), p45 = SPARSEKV_HALVES(s4, s5), p67 = SPARSEKV_HALVES(s6, s7);
@@ -415,21 +439,23 @@ static inline __m256 sparsekv_fold8_avx2(const float *p) {
     return out;
 }
 
-// Scores of n <= 8 positions from their partial sums: scores[r * stride + j].
+// Scores of n <= 8 positions from their products: scores[r * stride + j].
 __attribute__((target("avx2,fma,f16c")))
 static inline void sparsekv_finish_avx2(const float *partial, long rows, long n, float scale, float *scores, long stride) {
     float out[8];
     for (long r = 0; r < rows; r++) {
-        _mm256_storeu_ps(out, _mm256_mul_ps(sparsekv_fold8_avx2(partial + r * 64), _mm256_set1_ps(scale)));
+        _mm256_storeu_ps(out, _mm256_mul_ps(sparsekv_fold16_avx2(partial + r * 128), _mm256_set1_ps(scale)));
         for (long j = 0; j < n; j++) scores[r * stride + j] = out[j];
     }
 }
 
 #endif  // __x86_64__
 
-// The same finish one position at a time (the portable version).
-static inline float sparsekv_fold8(const float *s) {
+// The same finish one position at a time (the portable version), from its 16 lanes p.
+static inline float sparsekv_fold16(const float *p) {
 #pragma clang fp contract(off)
+    float s[8];
+    for (long i = 0; i < 8; i++) s[i] = p[i] + p[i + 8];
     return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 }
 
@@ -502,7 +528,7 @@ static inline void sparsekv_key_scores(const sparsekv_key_run *a, long t0, long 
         sparsekv_key_partials_portable(&b);
 #endif
         for (long r = 0; r < rows; r++) {
-            for (long j = 0; j < n; j++) a->scores[r * a->stride + b0 + j] = sparsekv_fold8(b.partial + (r * 8 + j) * 8) * a->scale;
+            for (long j = 0; j < n; j++) a->scores[r * a->stride + b0 + j] = sparsekv_fold16(b.partial + (r * 8 + j) * 16) * a->scale;
         }
     }
 }

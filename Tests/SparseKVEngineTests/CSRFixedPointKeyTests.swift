@@ -124,7 +124,7 @@ import Testing
                     let skip = UInt32.random(in: 0..<256, using: &g) & ~1  // position 0 always scored
                     var results: [[Float]] = []
                     for level in Self.levels {
-                        var partial = [Float](repeating: -7, count: rows * 64)
+                        var partial = [Float](repeating: -7, count: rows * 128)
                         let qp = queries.map { storageBase($0) }
                         qp.withUnsafeBufferPointer { q in
                             var b = sparsekv_key_block(
@@ -144,7 +144,7 @@ import Testing
                     let partial = results[0]
                     for j in 0..<8 {
                         for r in 0..<rows {
-                            let lanes = partial[(r * 8 + j) * 8..<(r * 8 + j + 1) * 8]
+                            let lanes = partial[(r * 8 + j) * 16..<(r * 8 + j + 1) * 16]
                             if j >= n || skip >> j & 1 == 1 {
                                 #expect(lanes.allSatisfy { $0 == -7 }, "position \(j) is left as it was")
                                 continue

@@ -69,7 +69,7 @@ import Testing
                         let first = ((b0 + j) * kvHeads + head) * chunks * s
                         blockIdx += idx[first..<first + chunks * s].map { Int32($0) }
                     }
-                    var partial = [SIMD8<Float>](repeating: SIMD8(), count: rows * 8)
+                    var partial = [SIMD8<Float>](repeating: SIMD8(), count: rows * 16)
                     qp.withUnsafeBufferPointer { q in
                         partial.withUnsafeMutableBytes { pb in
                             var b = sparsekv_key_block(
@@ -83,7 +83,8 @@ import Testing
                         }
                     }
                     for r in 0..<rows {
-                        let p = Array(partial[r * 8..<r * 8 + 8])
+                        // Position j's 16 product lanes are two SIMD8s; their sum is its partial sums.
+                        let p = (0..<8).map { j in partial[(r * 8 + j) * 2] + partial[(r * 8 + j) * 2 + 1] }
                         let dots = transposedSums(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]) * scale
                         for j in 0..<n { expected[r * positions + b0 + j] = dots[j] }
                     }
@@ -94,7 +95,7 @@ import Testing
                     for vbmi in unpackings {
                         var scores = [Float](repeating: 0, count: rows * positions)
                         var idxRoom = [Int32](repeating: 0, count: 8 * chunks * s)
-                        var partial = [Float](repeating: 0, count: rows * 64)
+                        var partial = [Float](repeating: 0, count: rows * 128)
                         qp.withUnsafeBufferPointer { q in
                             idxRoom.withUnsafeMutableBufferPointer { ib in
                                 partial.withUnsafeMutableBufferPointer { pb in

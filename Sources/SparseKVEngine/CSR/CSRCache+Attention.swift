@@ -329,9 +329,11 @@ struct CSRAttentionSource: AttentionSource {
         var gi = k.firstGuard(atOrAfter: lo * kvHeads * chunks), gs = gi
         let q = UnsafeRawPointer(queries).assumingMemoryBound(to: UnsafePointer<Float>?.self)
         withUnsafeTemporaryAllocation(of: Int32.self, capacity: 8 * perPosition) { ib in
-            withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: rows * 8) { pb in
+            // The kernels' products, (rows, 8, 16) floats; a guarded position's partial sums,
+            // `partial[r * 8]`, reuse the room.
+            withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: rows * 16) { pb in
                 let partial = pb.baseAddress!
-                partial.initialize(repeating: SIMD8(), count: rows * 8)
+                partial.initialize(repeating: SIMD8(), count: rows * 16)
                 var run = sparsekv_key_run(
                     block: sparsekv_key_block(
                         atoms: k.fixed, m: k.m, s: s, idx: ib.baseAddress!, coef: k.coefficients8,

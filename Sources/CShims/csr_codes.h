@@ -60,11 +60,13 @@ static inline void sparsekv_unpack_indices(const uint8_t *bytes, long count, lon
 
 #if defined(__x86_64__)
 
-// Whether this CPU runs the AVX-512 index unpacking below: AVX-512F, BW, VL and VBMI
-// (vpermb; CPUID leaf 7 EBX bits 30 and 31, ECX bit 1).
+// Whether this CPU runs the AVX-512 index unpacking below and the value run built on it:
+// AVX-512F, BW, VL and VBMI (vpermb; CPUID leaf 7 EBX bits 30 and 31, ECX bit 1), and F16C
+// (leaf 1 ECX bit 29: the value run converts its fp16 scales with it).
 static inline int sparsekv_cpu_has_avx512vbmi(void) {
     if (!sparsekv_cpu_has_avx512f()) return 0;
     unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29))) return 0;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
     return (b & (1u << 30)) && (b & (1u << 31)) && (c & (1u << 1));
 }

@@ -118,7 +118,9 @@ import Testing
                     let row0 = (j * kvHeads + head) * chunks
                     idx += codes.idx[row0 * s..<(row0 + chunks) * s]
                 }
-                for rows in 1...4 {
+                // 1 ... 4 rows: the AVX-512 kernel with the row count fixed; 6 and 12 (a decode
+                // step of 2 and 4 tokens): the same kernel with the rows read per position.
+                for rows in [1, 2, 3, 4, 6, 12] {
                     let queries = (0..<rows).map { _ in (0..<64).map { _ in Float.random(in: -2...2, using: &g) } }
                     let first = Int.random(in: 0..<800, using: &g), n = Int.random(in: 1...8, using: &g)
                     let skip = UInt32.random(in: 0..<256, using: &g) & ~1  // position 0 always scored

@@ -2,6 +2,10 @@ import CShims
 import Foundation
 import SparseCoding
 
+/// Whether the CSR kernels below may use AVX-512 at all: `SPARSEKV_AVX512=0` keeps it off
+/// for the key kernels, the index unpacking and the value kernels alike.
+private let avx512Allowed = ProcessInfo.processInfo.environment["SPARSEKV_AVX512"] != "0"
+
 /// A key stream's atoms as int16 fixed point, for keys with int8 coefficients.
 ///
 /// Such a key row is w * Σ_k q_k A[a_k]: q_k its int8 coefficients, w its fp16 scale times
@@ -63,7 +67,7 @@ enum CSRKeyKernels {
 
     static let level: Level = {
         #if arch(x86_64)
-        if sparsekv_cpu_has_avx512vnni() != 0 && ProcessInfo.processInfo.environment["SPARSEKV_AVX512"] != "0" {
+        if sparsekv_cpu_has_avx512vnni() != 0 && avx512Allowed {
             return .avx512
         }
         if sparsekv_cpu_has_avx2() != 0 { return .avx2 }
@@ -105,7 +109,7 @@ enum CSRKeyKernels {
 enum CSRIndexUnpacking {
     static let vbmi: Bool = {
         #if arch(x86_64)
-        return sparsekv_cpu_has_avx512vbmi() != 0 && ProcessInfo.processInfo.environment["SPARSEKV_AVX512"] != "0"
+        return sparsekv_cpu_has_avx512vbmi() != 0 && avx512Allowed
         #else
         return false
         #endif
@@ -118,8 +122,6 @@ enum CSRIndexUnpacking {
 /// The kernels of `csr_values.h` (CSR values in atom space), chosen once from the CPU.
 /// `SPARSEKV_AVX512=0` keeps AVX-512 off, as for the key kernels.
 enum CSRValueKernels {
-    private static let avx512Allowed = ProcessInfo.processInfo.environment["SPARSEKV_AVX512"] != "0"
-
     /// Whether the AVX-512 dictionary product of several rows runs.
     static let avx512: Bool = {
         #if arch(x86_64)

@@ -3,9 +3,9 @@ import Testing
 
 /// The pursuit's argmax kernels against a scalar scan: the first index of the largest
 /// |value|, NaNs never chosen (0 when all are NaN), and axpyArgmaxAbs's y = y + a x bit
-/// for bit as a scalar loop computes it. Lengths cover whole blocks of 16, a last block of
-/// 8, and tails of 1-7; ties are planted in the same lane, in the two halves of a block,
-/// across blocks and in the tail.
+/// for bit as a scalar loop computes it; axpyArgmaxAbsPair as two single calls. Lengths
+/// cover whole blocks of 16, a last block of 8, and tails of 1-7; ties are planted in the
+/// same lane, in the two halves of a block, across blocks and in the tail.
 @Suite struct ArgmaxKernelTests {
     static func reference(_ y: [Float]) -> Int {
         var best: Float = -1, index = 0
@@ -21,7 +21,7 @@ import Testing
         func random() -> [Float] { (0..<n).map { _ in rng.nextUnitFloat() * 2 - 1 } }
         var out = [random()]
         guard n > 1 else { return out }
-        for pair in [(0, n - 1), (n / 2, n / 3), (n - 1, n - 2), (8, 0), (16, 24), (3, 3 + 16)] where pair.0 < n && pair.1 < n {
+        for pair in [(0, n - 1), (n / 2, n / 3), (n - 1, n - 2), (8, 0), (16, 24), (3, 3 + 16), (40, 8), (33, 1), (64 + 5, 32 + 13)] where pair.0 < n && pair.1 < n {
             var v = random()
             v[pair.0] = 5
             v[pair.1] = -5
@@ -65,6 +65,32 @@ import Testing
                     x.withUnsafeBufferPointer { PursuitKernels.axpyArgmaxAbs(yp.baseAddress!, 0, $0.baseAddress!, n) }
                 }
                 #expect(unchanged == Self.reference(v), "n \(n), a = 0")
+            }
+        }
+    }
+
+    @Test func axpyArgmaxAbsPairIsTwoSingleCalls() {
+        var rng = Xoshiro256StarStar(seed: 33)
+        for n in Array(1...70) + [512, 1024, 1031] {
+            let vs = Self.vectors(n, rng: &rng)
+            for (k, v) in vs.enumerated() {
+                let w = vs[(k + 1) % vs.count]
+                let x = (0..<n).map { _ in rng.nextUnitFloat() * 2 - 1 }, u = (0..<n).map { _ in rng.nextUnitFloat() * 2 - 1 }
+                let a = rng.nextUnitFloat() * 2 - 1, b = rng.nextUnitFloat() * 2 - 1
+                var y1 = v, z1 = w, y2 = v, z2 = w
+                let single = (y1.withUnsafeMutableBufferPointer { p in x.withUnsafeBufferPointer { PursuitKernels.axpyArgmaxAbs(p.baseAddress!, a, $0.baseAddress!, n) } },
+                              z1.withUnsafeMutableBufferPointer { p in u.withUnsafeBufferPointer { PursuitKernels.axpyArgmaxAbs(p.baseAddress!, b, $0.baseAddress!, n) } })
+                let pair = y2.withUnsafeMutableBufferPointer { yp in
+                    z2.withUnsafeMutableBufferPointer { zp in
+                        x.withUnsafeBufferPointer { xp in
+                            u.withUnsafeBufferPointer { up in
+                                PursuitKernels.axpyArgmaxAbsPair(yp.baseAddress!, a, xp.baseAddress!, zp.baseAddress!, b, up.baseAddress!, n)
+                            }
+                        }
+                    }
+                }
+                #expect(pair == single, "n \(n)")
+                #expect(y2.map(\.bitPattern) == y1.map(\.bitPattern) && z2.map(\.bitPattern) == z1.map(\.bitPattern), "n \(n)")
             }
         }
     }

@@ -461,6 +461,57 @@ enum CSRFixture {
         }
     }
 
+    /// A decode step's pursuit run beside its attention (`appendAndAttend`) gives the
+    /// attention output and the stored codes of an append followed by an attention, bit for
+    /// bit, on two compute threads and on one (which makes the two calls).
+    @Test func decodeStepAttendedBesideItsCodingIsAppendThenAttend() throws {
+        let tweaks: [(inout CSRSettings) -> Void] = [
+            { $0.keySparsity = 3 },
+            { $0.keySparsity = 4; $0.valueSparsity = 2; $0.coefficients = .int8; $0.guardFraction = 0.2; $0.guardError = 0.3 },
+        ]
+        let before = ComputeThreads.count
+        defer { ComputeThreads.set(before) }
+        for threads in [2, 1] {
+            ComputeThreads.set(threads)
+            for (i, tweak) in tweaks.enumerated() {
+                let codec = try F.randomCodec(atoms: 60, seed: 70 + UInt64(i), tweak)
+                let beside = codec.makeCache(geometry: F.geometry, rope: F.rope)
+                let serial = codec.makeCache(geometry: F.geometry, rope: F.rope)
+                let w = F.geometry.rowWidth, heads = 2 * F.geometry.kvHeads
+                let k = F.rows(60, seed: 71), v = F.rows(60, seed: 72), q = F.rows(8, seed: 73) + F.rows(8, seed: 74)
+                for c in [beside, serial] { try F.fill(c, Array(k[0..<40 * w]), Array(v[0..<40 * w]), batch: 40) }
+                var t = 40
+                for n in [1, 1, 3, 1, 4, 2, 1] {
+                    var a = [Float](repeating: 0, count: n * heads * F.d), b = a
+                    for layer in F.geometry.layers {
+                        try k.withUnsafeBufferPointer { kp in
+                            try v.withUnsafeBufferPointer { vp in
+                                try q.withUnsafeBufferPointer { qp in
+                                    let kr = kp.baseAddress! + t * w, vr = vp.baseAddress! + t * w
+                                    try a.withUnsafeMutableBufferPointer {
+                                        try beside.appendAndAttend(layer: layer, keys: kr, values: vr, count: n, queries: qp.baseAddress!,
+                                                                   heads: heads, scale: 0.25, into: $0.baseAddress!)
+                                    }
+                                    try serial.append(layer: layer, keys: kr, values: vr, count: n)
+                                    try b.withUnsafeMutableBufferPointer {
+                                        try serial.attend(layer: layer, queries: qp.baseAddress!, count: n, heads: heads, scale: 0.25,
+                                                          into: $0.baseAddress!)
+                                    }
+                                }
+                            }
+                        }
+                        beside.finishedAttending(layer: layer)
+                        serial.finishedAttending(layer: layer)
+                        #expect(a.map(\.bitPattern) == b.map(\.bitPattern), "threads \(threads), settings \(i), token \(t), layer \(layer)")
+                    }
+                    t += n
+                    #expect(beside.count(layer: 1) == t)
+                    #expect(try beside.serialize(layers: 0..<2) == serial.serialize(layers: 0..<2), "threads \(threads), settings \(i), token \(t)")
+                }
+            }
+        }
+    }
+
     @Test func guardBankKeepsTheWorstVectorsExactly() throws {
         // One random atom per vector fits badly; guard everything above 1% error.
         let codec = try F.randomCodec(atoms: 8, seed: 26) { $0.keySparsity = 1; $0.guardFraction = 1; $0.guardError = 0.01 }

@@ -34,17 +34,32 @@ enum FusedAttention {
     /// - Parameters:
     ///   - queries: (n, heads * d), RoPE applied.
     ///   - out: (n, heads * d).
+    ///   - beside: work that runs in the same parallel loop as a decode step's units, before
+    ///     them (a batch runs it in a loop of its own first).
     static func run<S: AttentionSource>(_ src: S, queries q: UnsafePointer<Float>, count n: Int, start: Int,
                                         heads: Int, kvHeads: Int, scale: Float, into out: UnsafeMutablePointer<Float>,
-                                        threads: Int = ComputeThreads.count) {
-        guard n > 0 else { return }
+                                        threads: Int = ComputeThreads.count, beside: BesideUnits? = nil) {
+        guard n > 0 else {
+            for u in 0..<(beside?.count ?? 0) { beside?.run(u) }
+            return
+        }
         if n <= decodeTokens {
             decode(src, queries: q, count: n, start: start, heads: heads, kvHeads: kvHeads, scale: scale, into: out,
-                   threads: threads)
+                   threads: threads, beside: beside)
         } else {
+            if let beside { ComputePool.shared.perform(iterations: beside.count, threads: threads, beside.run) }
             prefill(src, queries: q, count: n, start: start, heads: heads, kvHeads: kvHeads, scale: scale, into: out,
                     threads: threads)
         }
+    }
+
+    /// Units of other work for a decode step's parallel loop, independent of its attention
+    /// (CSR: the pursuit of the step's new rows, whose codes this step's attention does not
+    /// read). They take the loop's first iterations, so the longest, put first, starts first,
+    /// and the threads that are not on them take the attention units meanwhile.
+    struct BesideUnits: Sendable {
+        let count: Int
+        let run: @Sendable (Int) -> Void
     }
 
     // MARK: - Decode
@@ -122,7 +137,7 @@ enum FusedAttention {
 
     private static func decode<S: AttentionSource>(_ src: S, queries q: UnsafePointer<Float>, count n: Int, start: Int,
                                                    heads: Int, kvHeads: Int, scale: Float,
-                                                   into out: UnsafeMutablePointer<Float>, threads: Int) {
+                                                   into out: UnsafeMutablePointer<Float>, threads: Int, beside: BesideUnits?) {
         let d = src.headDim, group = heads / kvHeads, total = start + n
         let parts = threads > 1 && total >= minParallelPositions ? min(threads, max(1, total / 256)) : 1
         let span = (total + parts - 1) / parts, rows = n * group, width = src.accumulatorWidth
@@ -133,10 +148,14 @@ enum FusedAttention {
             let job = DecodeJob(src: src, q: q, n: n, start: start, group: group, qDim: heads * d, d: d, scale: scale,
                                 parts: parts, total: total, buffers: buffers, unitFloats: unitFloats, span: span,
                                 rows: rows, width: width, out: out)
-            if units == 1 || threads == 1 {
+            let first = beside?.count ?? 0
+            if first + units == 1 || threads == 1 {
+                for u in 0..<first { beside?.run(u) }
                 for u in 0..<units { job.run(unit: u) }
             } else {
-                ComputePool.shared.perform(iterations: units, threads: threads) { job.run(unit: $0) }
+                ComputePool.shared.perform(iterations: first + units, threads: threads) { u in
+                    if u < first { beside?.run(u) } else { job.run(unit: u - first) }
+                }
             }
             // Merging a head in atom space ends in a dictionary product (about 200k multiply-adds
             // for 3 rows of 1,024 atoms of 64): the heads then go to the threads as well.

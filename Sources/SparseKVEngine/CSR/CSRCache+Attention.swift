@@ -15,6 +15,49 @@ import SparseCoding
 extension CSRCache {
     public func attend(layer: Int, queries: UnsafePointer<Float>, count n: Int, heads: Int, scale: Float,
                        into out: UnsafeMutablePointer<Float>) throws {
+        try attend(layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out, beside: nil)
+    }
+
+    /// A decode step's pursuit runs beside its attention: the step's new rows are read
+    /// exactly (the latest append's exact rows), so the attention does not read their codes,
+    /// which are stored once both are done. The same codes and the same attention as
+    /// ``append(layer:keys:values:count:)`` then ``attend(layer:queries:count:heads:scale:into:)``.
+    /// Other appends (a batch, one thread, a `recent=` buffer, online atoms still to choose)
+    /// make the two calls.
+    public func appendAndAttend(layer: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, count n: Int,
+                                queries: UnsafePointer<Float>, heads: Int, scale: Float, into out: UnsafeMutablePointer<Float>) throws {
+        try requireLayer(layer)
+        let s = layer - geometry.layers.lowerBound, start = counts[s], ks = keyStreams[s], vs = valueStreams[s]
+        guard n > 0, n <= FusedAttention.decodeTokens, ComputeThreads.count > 1, codec.settings.recentTokens == 0,
+              ks.codesApart, vs.codesApart, codedTokens(s) == start, start + n <= geometry.capacity else {
+            try append(layer: layer, keys: k, values: v, count: n)
+            return try attend(layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out)
+        }
+        let width = geometry.rowWidth
+        var keys = Array(UnsafeBufferPointer(start: k, count: n * width))
+        if let scales = keyScales?[s].forward {
+            keys.withUnsafeMutableBufferPointer { CSRKeyMetric.scaleRows($0.baseAddress!, rows: n, by: scales) }
+        }
+        let values = Array(UnsafeBufferPointer(start: v, count: n * width))
+        let coding = try keys.withUnsafeBufferPointer { kp in
+            try values.withUnsafeBufferPointer { try DecodeCoding(ks, kp.baseAddress!, vs, $0.baseAddress!, width: n * width) }
+        }
+        let before = pending[s]
+        pending[s] = Self.exactRows(keeping: before, from: start + n, width: width, form: bufferForm,
+                                    appending: (start, n, keys, values, 0))
+        counts[s] = start + n
+        do {
+            try attend(layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out,
+                       beside: .init(count: coding.units, run: coding.run))
+            try coding.store()
+        } catch {
+            (pending[s], counts[s]) = (before, start)
+            throw error
+        }
+    }
+
+    private func attend(layer: Int, queries: UnsafePointer<Float>, count n: Int, heads: Int, scale: Float,
+                        into out: UnsafeMutablePointer<Float>, beside: FusedAttention.BesideUnits?) throws {
         try requireLayer(layer)
         let s = layer - geometry.layers.lowerBound
         let ks = keyStreams[s], vs = valueStreams[s], p = pending[s]
@@ -26,7 +69,7 @@ extension CSRCache {
             ropeTable: ropeTable.baseAddress, ropeHalf: rope.ropeDimension / 2)
         guard let inverse = keyScales?[s].inverse else {
             return withExtendedLifetime((ks, vs, p, ropeTable)) {
-                fusedAttend(src, layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out)
+                fusedAttend(src, layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out, beside: beside)
             }
         }
         // Keys are held as sqrt(w) ⊙ k (CSRKeyMetric): q·R(k) = (q ⊙ w^{-1/2})·R(sqrt(w) ⊙ k).
@@ -40,7 +83,8 @@ extension CSRCache {
         }
         withExtendedLifetime((ks, vs, p, ropeTable)) {
             scaled.withUnsafeBufferPointer {
-                fusedAttend(src, layer: layer, queries: $0.baseAddress!, count: n, heads: heads, scale: scale, into: out)
+                fusedAttend(src, layer: layer, queries: $0.baseAddress!, count: n, heads: heads, scale: scale, into: out,
+                            beside: beside)
             }
         }
     }

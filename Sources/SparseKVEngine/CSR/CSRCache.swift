@@ -223,39 +223,13 @@ public final class CSRCache: KVCache {
 
     /// A decode step's keys and values (`width` floats each) coded on the compute threads,
     /// then stored. The pursuit is most of an append's time and would otherwise keep the
-    /// other threads idle between the step's products: each stream's rows are shared out as
-    /// two units. A row's pairs do not depend on the rows coded with it, so the codes are
-    /// the ones a serial append stores.
+    /// other threads idle between the step's products (``DecodeCoding``). A row's pairs do
+    /// not depend on the rows coded with it, so the codes are the ones a serial append stores.
     static func appendCodedTogether(_ ks: CSRCodeStream, _ k: UnsafePointer<Float>, _ vs: CSRCodeStream,
                                     _ v: UnsafePointer<Float>, width: Int, threads: Int) throws {
-        let keyRows = width / ks.m, valueRows = width / vs.m
-        var ki = [UInt16](repeating: 0, count: keyRows * ks.sparsity), kc = [Float](repeating: 0, count: keyRows * ks.sparsity)
-        var vi = [UInt16](repeating: 0, count: valueRows * vs.sparsity), vc = [Float](repeating: 0, count: valueRows * vs.sparsity)
-        // Two units per stream: rows of a unit step together, reading the dictionary once per
-        // step for all of them (keys: 256 KB of atoms, from L2), and the two threads share
-        // each stream.
-        let perKeyUnit = max(1, (keyRows + 1) / 2), perValueUnit = max(1, (valueRows + 1) / 2)
-        let keyUnits = (keyRows + perKeyUnit - 1) / perKeyUnit
-        let units = keyUnits + (valueRows + perValueUnit - 1) / perValueUnit
-        let keyEncoder = try ks.pursuitEncoder(), valueEncoder = try vs.pursuitEncoder()
-        ki.withUnsafeMutableBufferPointer { kip in
-            kc.withUnsafeMutableBufferPointer { kcp in
-                vi.withUnsafeMutableBufferPointer { vip in
-                    vc.withUnsafeMutableBufferPointer { vcp in
-                        let keys = CodingJob(encoder: keyEncoder, vectors: k, indices: kip.baseAddress!, coefficients: kcp.baseAddress!)
-                        let values = CodingJob(encoder: valueEncoder, vectors: v, indices: vip.baseAddress!,
-                                               coefficients: vcp.baseAddress!)
-                        ComputePool.shared.perform(iterations: units, threads: threads) { u in
-                            if u < keyUnits { return keys.code(rows: u * perKeyUnit..<min(keyRows, (u + 1) * perKeyUnit)) }
-                            let r0 = (u - keyUnits) * perValueUnit
-                            values.code(rows: r0..<min(valueRows, r0 + perValueUnit))
-                        }
-                    }
-                }
-            }
-        }
-        try ks.append(k, count: keyRows, coded: &ki, &kc)
-        try vs.append(v, count: valueRows, coded: &vi, &vc)
+        let coding = try DecodeCoding(ks, k, vs, v, width: width)
+        ComputePool.shared.perform(iterations: coding.units, threads: threads) { coding.run(unit: $0) }
+        try coding.store()
     }
 
     // MARK: - Reading
@@ -373,17 +347,69 @@ public final class CSRCache: KVCache {
     }
 }
 
-/// One stream's part of ``CSRCache/appendCodedTogether``. Safe to send: the encoder and
-/// the vectors are only read, and each unit writes only its own rows' pairs.
-private struct CodingJob: @unchecked Sendable {
-    let encoder: MatchingPursuitEncoder
-    /// (rows, m) in, (rows, s) out
-    let vectors: UnsafePointer<Float>
-    let indices: UnsafeMutablePointer<UInt16>, coefficients: UnsafeMutablePointer<Float>
+/// The pursuit of a decode step's new rows as units for the compute threads, and the
+/// stores of their pairs once all have run (``CSRCache/appendCodedTogether`` and
+/// ``CSRCache/appendAndAttend``, where the units run beside the step's attention units).
+/// The keys' rows are one unit and the values' two: rows of a unit step together, reading
+/// the dictionary once per step for all of them (keys: 256 KB of atoms), so a key row
+/// more in a unit costs little, while a second key unit would read all the atoms again on
+/// the other core. The key unit, the longest, is unit 0, so that it starts first.
+///
+/// Safe to send: the encoders and the rows are only read, and each unit writes only its
+/// own rows' pairs; `store` runs after every unit.
+final class DecodeCoding: @unchecked Sendable {
+    let units: Int
+    private let ks: CSRCodeStream, vs: CSRCodeStream
+    private let keyEncoder: MatchingPursuitEncoder, valueEncoder: MatchingPursuitEncoder
+    private let keyRows: Int, valueRows: Int, perValueUnit: Int
+    /// (rows, m) the rows to code, copied; (rows, s) their pairs. Raw storage: the units
+    /// write disjoint rows of it at once.
+    private let keys: UnsafeMutableBufferPointer<Float>, values: UnsafeMutableBufferPointer<Float>
+    private let ki: UnsafeMutableBufferPointer<UInt16>, kc: UnsafeMutableBufferPointer<Float>
+    private let vi: UnsafeMutableBufferPointer<UInt16>, vc: UnsafeMutableBufferPointer<Float>
 
-    func code(rows r: Range<Int>) {
+    init(_ ks: CSRCodeStream, _ k: UnsafePointer<Float>, _ vs: CSRCodeStream, _ v: UnsafePointer<Float>, width: Int) throws {
+        (self.ks, self.vs) = (ks, vs)
+        keyEncoder = try ks.pursuitEncoder()
+        valueEncoder = try vs.pursuitEncoder()
+        keyRows = width / ks.m
+        valueRows = width / vs.m
+        perValueUnit = max(1, (valueRows + 1) / 2)
+        units = 1 + (valueRows + perValueUnit - 1) / perValueUnit
+        keys = .allocate(capacity: width)
+        _ = keys.initialize(from: UnsafeBufferPointer(start: k, count: width))
+        values = .allocate(capacity: width)
+        _ = values.initialize(from: UnsafeBufferPointer(start: v, count: width))
+        ki = .allocate(capacity: keyRows * ks.sparsity)
+        kc = .allocate(capacity: keyRows * ks.sparsity)
+        vi = .allocate(capacity: valueRows * vs.sparsity)
+        vc = .allocate(capacity: valueRows * vs.sparsity)
+    }
+
+    deinit {
+        for p in [keys, values, kc, vc] { p.deallocate() }
+        ki.deallocate()
+        vi.deallocate()
+    }
+
+    /// Codes unit u's rows: the keys (u = 0) or a part of the values.
+    func run(unit u: Int) {
+        if u == 0 { return Self.code(keyEncoder, keys, rows: 0..<keyRows, ki, kc) }
+        let r0 = (u - 1) * perValueUnit
+        Self.code(valueEncoder, values, rows: r0..<min(valueRows, r0 + perValueUnit), vi, vc)
+    }
+
+    /// Appends the pairs to the streams (with their guard checks, as a serial append).
+    func store() throws {
+        var (kIndices, kCoefficients) = (Array(ki), Array(kc)), (vIndices, vCoefficients) = (Array(vi), Array(vc))
+        try ks.append(keys.baseAddress!, count: keyRows, coded: &kIndices, &kCoefficients)
+        try vs.append(values.baseAddress!, count: valueRows, coded: &vIndices, &vCoefficients)
+    }
+
+    private static func code(_ encoder: MatchingPursuitEncoder, _ x: UnsafeMutableBufferPointer<Float>, rows r: Range<Int>,
+                             _ indices: UnsafeMutableBufferPointer<UInt16>, _ coefficients: UnsafeMutableBufferPointer<Float>) {
         let m = encoder.dictionary.dimension, s = encoder.options.sparsity
-        encoder.encode(count: r.count, vectors: vectors + r.lowerBound * m, indices: indices + r.lowerBound * s,
-                       coefficients: coefficients + r.lowerBound * s)
+        encoder.encode(count: r.count, vectors: x.baseAddress! + r.lowerBound * m, indices: indices.baseAddress! + r.lowerBound * s,
+                       coefficients: coefficients.baseAddress! + r.lowerBound * s)
     }
 }

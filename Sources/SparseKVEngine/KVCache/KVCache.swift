@@ -59,6 +59,13 @@ public protocol KVCache: AnyObject {
     func attend(layer: Int, queries: UnsafePointer<Float>, count n: Int, heads: Int, scale: Float,
                 into out: UnsafeMutablePointer<Float>) throws
 
+    /// ``append(layer:keys:values:count:)`` of `n` tokens, then ``attend(layer:queries:count:heads:scale:into:)``
+    /// of them: what the forward pass does at each layer. A cache may overlap the two (CSR:
+    /// a decode step's pursuit runs beside its attention); the result is the same. The
+    /// default makes the two calls.
+    func appendAndAttend(layer: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, count n: Int,
+                         queries: UnsafePointer<Float>, heads: Int, scale: Float, into out: UnsafeMutablePointer<Float>) throws
+
     /// Said by the forward pass once the attention of `layer`'s newest tokens is done: a
     /// cache may drop what only that attention reads (CSR: the latest append's exact rows,
     /// which the next append replaces anyway). Reads after it see the layer as the next
@@ -89,6 +96,12 @@ public protocol KVCache: AnyObject {
 
 extension KVCache {
     public func finishedAttending(layer: Int) {}
+
+    public func appendAndAttend(layer: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, count n: Int,
+                                queries: UnsafePointer<Float>, heads: Int, scale: Float, into out: UnsafeMutablePointer<Float>) throws {
+        try append(layer: layer, keys: keys, values: values, count: n)
+        try attend(layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out)
+    }
 
     public func attend(layer: Int, queries: UnsafePointer<Float>, count n: Int, heads: Int, scale: Float,
                        into out: UnsafeMutablePointer<Float>) throws {
@@ -135,9 +148,10 @@ extension KVCache {
     /// ``FusedAttention`` on `source`, this cache's layer `layer` in its own format, for the
     /// n newest tokens.
     func fusedAttend<S: AttentionSource>(_ source: S, layer: Int, queries: UnsafePointer<Float>, count n: Int, heads: Int,
-                                         scale: Float, into out: UnsafeMutablePointer<Float>) {
+                                         scale: Float, into out: UnsafeMutablePointer<Float>,
+                                         beside: FusedAttention.BesideUnits? = nil) {
         FusedAttention.run(source, queries: queries, count: n, start: count(layer: layer) - n, heads: heads,
-                           kvHeads: geometry.kvHeads, scale: scale, into: out)
+                           kvHeads: geometry.kvHeads, scale: scale, into: out, beside: beside)
     }
 
     /// Bytes over all layers of the cache.

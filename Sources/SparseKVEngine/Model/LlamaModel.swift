@@ -149,16 +149,15 @@ public final class LlamaModel: Sendable {
         t = profile?.lap(.projections, since: t) ?? 0
         rope.apply(ws.q, rows: n, heads: c.headCount, startPosition: start)
         t = profile?.lap(.elementwise, since: t) ?? 0
-        try cache.append(layer: l, keys: ws.k, values: ws.v, count: n)
-
         // xb is free once q, k and v are made, and q once attention has read it: the
         // attention output goes to xb and its projection to q (no third buffer of a long batch).
         if Self.materializedAttention {
+            try cache.append(layer: l, keys: ws.k, values: ws.v, count: n)
             try cache.referenceAttend(layer: l, queries: ws.q, count: n, heads: c.headCount,
                                       scale: 1 / Float(hd).squareRoot(), into: ws.xb)
         } else {
-            try cache.attend(layer: l, queries: ws.q, count: n, heads: c.headCount, scale: 1 / Float(hd).squareRoot(),
-                             into: ws.xb)
+            try cache.appendAndAttend(layer: l, keys: ws.k, values: ws.v, count: n, queries: ws.q, heads: c.headCount,
+                                      scale: 1 / Float(hd).squareRoot(), into: ws.xb)
         }
         cache.finishedAttending(layer: l)
         t = profile?.lap(.attention, since: t) ?? 0

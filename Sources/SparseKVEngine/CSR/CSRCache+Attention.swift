@@ -33,11 +33,7 @@ extension CSRCache {
             try append(layer: layer, keys: k, values: v, count: n)
             return try attend(layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out)
         }
-        let width = geometry.rowWidth
-        var keys = Array(UnsafeBufferPointer(start: k, count: n * width))
-        if let scales = keyScales?[s].forward {
-            keys.withUnsafeMutableBufferPointer { CSRKeyMetric.scaleRows($0.baseAddress!, rows: n, by: scales) }
-        }
+        let width = geometry.rowWidth, keys = keysToCode(layer: s, k, count: n)
         let values = Array(UnsafeBufferPointer(start: v, count: n * width))
         let coding = try keys.withUnsafeBufferPointer { kp in
             try values.withUnsafeBufferPointer { try DecodeCoding(ks, kp.baseAddress!, vs, $0.baseAddress!, width: n * width) }

@@ -87,10 +87,7 @@ public final class CSRCache: KVCache {
         }
         guard n > 0 else { return }
         let width = geometry.rowWidth, recent = codec.settings.recentTokens
-        var keys = Array(UnsafeBufferPointer(start: k, count: n * width))
-        if let scales = keyScales?[s].forward {
-            keys.withUnsafeMutableBufferPointer { CSRKeyMetric.scaleRows($0.baseAddress!, rows: n, by: scales) }
-        }
+        let keys = keysToCode(layer: s, k, count: n)
         let values = Array(UnsafeBufferPointer(start: v, count: n * width))
         // The first append (the prompt) chooses the online atoms, also when a buffer holds all of it.
         let ks = keyStreams[s], vs = valueStreams[s]
@@ -118,6 +115,16 @@ public final class CSRCache: KVCache {
         pending[s] = Self.exactRows(keeping: pending[s], from: end, width: width, form: bufferForm,
                                     appending: (start, n, keys, values, 0))
         counts[s] = start + n
+    }
+
+    /// `n` tokens' keys (pre-RoPE) as layer slot `s`'s streams code and hold them: scaled
+    /// by the key metric when the dictionary has one.
+    func keysToCode(layer s: Int, _ k: UnsafePointer<Float>, count n: Int) -> [Float] {
+        var keys = Array(UnsafeBufferPointer(start: k, count: n * geometry.rowWidth))
+        if let scales = keyScales?[s].forward {
+            keys.withUnsafeMutableBufferPointer { CSRKeyMetric.scaleRows($0.baseAddress!, rows: n, by: scales) }
+        }
+        return keys
     }
 
     /// Codes `tokens` tokens' rows (pre-RoPE keys, scaled) onto layer slot `s`'s streams.

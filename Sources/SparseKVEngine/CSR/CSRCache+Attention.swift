@@ -27,17 +27,14 @@ extension CSRCache {
     public func appendAndAttend(layer: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, count n: Int,
                                 queries: UnsafePointer<Float>, heads: Int, scale: Float, into out: UnsafeMutablePointer<Float>) throws {
         try requireLayer(layer)
-        let s = layer - geometry.layers.lowerBound, start = counts[s], ks = keyStreams[s], vs = valueStreams[s]
-        guard n > 0, n <= FusedAttention.decodeTokens, ComputeThreads.count > 1, codec.settings.recentTokens == 0,
-              ks.codesApart, vs.codesApart, codedTokens(s) == start, start + n <= geometry.capacity else {
+        let s = layer - geometry.layers.lowerBound, start = counts[s]
+        guard n > 0, codec.settings.recentTokens == 0, codesOnThreads(layer: s, tokens: n), start + n <= geometry.capacity else {
             try append(layer: layer, keys: k, values: v, count: n)
             return try attend(layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out)
         }
         let width = geometry.rowWidth, keys = keysToCode(layer: s, k, count: n)
         let values = Array(UnsafeBufferPointer(start: v, count: n * width))
-        let coding = try keys.withUnsafeBufferPointer { kp in
-            try values.withUnsafeBufferPointer { try DecodeCoding(ks, kp.baseAddress!, vs, $0.baseAddress!, width: n * width) }
-        }
+        let coding = try DecodeCoding(keyStreams[s], keys: keys, valueStreams[s], values: values)
         let before = pending[s]
         pending[s] = Self.exactRows(keeping: before, from: start + n, width: width, form: bufferForm,
                                     appending: (start, n, keys, values, 0))

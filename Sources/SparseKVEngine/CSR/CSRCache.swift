@@ -131,17 +131,17 @@ public final class CSRCache: KVCache {
     /// (n, kvHeads, headDim) is (n * kvHeads * s_n, headDim / s_n): rows in (token, head, chunk) order.
     private func code(layer s: Int, keys: [Float], values: [Float], tokens n: Int) throws {
         let width = n * geometry.rowWidth, ks = keyStreams[s], vs = valueStreams[s]
-        try keys.withUnsafeBufferPointer { kp in
-            try values.withUnsafeBufferPointer { vp in
-                let k = kp.baseAddress!, v = vp.baseAddress!
-                if n <= FusedAttention.decodeTokens && ComputeThreads.count > 1 && ks.codesApart && vs.codesApart {
-                    try Self.appendCodedTogether(ks, k, vs, v, width: width, threads: ComputeThreads.count)
-                } else {
-                    try ks.append(k, count: width / ks.m)
-                    try vs.append(v, count: width / vs.m)
-                }
-            }
+        if codesOnThreads(layer: s, tokens: n) {
+            return try Self.appendCodedTogether(ks, keys: keys, vs, values: values, threads: ComputeThreads.count)
         }
+        try keys.withUnsafeBufferPointer { try ks.append($0.baseAddress!, count: width / ks.m) }
+        try values.withUnsafeBufferPointer { try vs.append($0.baseAddress!, count: width / vs.m) }
+    }
+
+    /// Whether `n` new tokens of layer slot `s` are coded as ``DecodeCoding``'s units on the
+    /// compute threads: a decode step's few tokens, two threads or more, online atoms settled.
+    func codesOnThreads(layer s: Int, tokens n: Int) -> Bool {
+        n <= FusedAttention.decodeTokens && ComputeThreads.count > 1 && keyStreams[s].codesApart && valueStreams[s].codesApart
     }
 
     /// Tokens of layer slot `s` whose codes the streams hold: all of them without
@@ -232,11 +232,18 @@ public final class CSRCache: KVCache {
     /// then stored. The pursuit is most of an append's time and would otherwise keep the
     /// other threads idle between the step's products (``DecodeCoding``). A row's pairs do
     /// not depend on the rows coded with it, so the codes are the ones a serial append stores.
-    static func appendCodedTogether(_ ks: CSRCodeStream, _ k: UnsafePointer<Float>, _ vs: CSRCodeStream,
-                                    _ v: UnsafePointer<Float>, width: Int, threads: Int) throws {
-        let coding = try DecodeCoding(ks, k, vs, v, width: width)
+    static func appendCodedTogether(_ ks: CSRCodeStream, keys: [Float], _ vs: CSRCodeStream, values: [Float],
+                                    threads: Int) throws {
+        let coding = try DecodeCoding(ks, keys: keys, vs, values: values)
         ComputePool.shared.perform(iterations: coding.units, threads: threads) { coding.run(unit: $0) }
         try coding.store()
+    }
+
+    /// ``appendCodedTogether(_:keys:_:values:threads:)`` on `width` floats of keys and of values.
+    static func appendCodedTogether(_ ks: CSRCodeStream, _ k: UnsafePointer<Float>, _ vs: CSRCodeStream,
+                                    _ v: UnsafePointer<Float>, width: Int, threads: Int) throws {
+        try appendCodedTogether(ks, keys: Array(UnsafeBufferPointer(start: k, count: width)),
+                                vs, values: Array(UnsafeBufferPointer(start: v, count: width)), threads: threads)
     }
 
     // MARK: - Reading
@@ -369,24 +376,20 @@ final class DecodeCoding: @unchecked Sendable {
     private let ks: CSRCodeStream, vs: CSRCodeStream
     private let keyEncoder: MatchingPursuitEncoder, valueEncoder: MatchingPursuitEncoder
     private let keyRows: Int, valueRows: Int, perValueUnit: Int
-    /// (rows, m) the rows to code, copied; (rows, s) their pairs. Raw storage: the units
-    /// write disjoint rows of it at once.
-    private let keys: UnsafeMutableBufferPointer<Float>, values: UnsafeMutableBufferPointer<Float>
+    /// (rows, m) the rows to code, only read
+    private let keys: [Float], values: [Float]
+    /// (rows, s) their pairs. Raw storage: the units write disjoint rows of it at once.
     private let ki: UnsafeMutableBufferPointer<UInt16>, kc: UnsafeMutableBufferPointer<Float>
     private let vi: UnsafeMutableBufferPointer<UInt16>, vc: UnsafeMutableBufferPointer<Float>
 
-    init(_ ks: CSRCodeStream, _ k: UnsafePointer<Float>, _ vs: CSRCodeStream, _ v: UnsafePointer<Float>, width: Int) throws {
-        (self.ks, self.vs) = (ks, vs)
+    init(_ ks: CSRCodeStream, keys: [Float], _ vs: CSRCodeStream, values: [Float]) throws {
+        (self.ks, self.vs, self.keys, self.values) = (ks, vs, keys, values)
         keyEncoder = try ks.pursuitEncoder()
         valueEncoder = try vs.pursuitEncoder()
-        keyRows = width / ks.m
-        valueRows = width / vs.m
+        keyRows = keys.count / ks.m
+        valueRows = values.count / vs.m
         perValueUnit = max(1, (valueRows + 1) / 2)
         units = 1 + (valueRows + perValueUnit - 1) / perValueUnit
-        keys = .allocate(capacity: width)
-        _ = keys.initialize(from: UnsafeBufferPointer(start: k, count: width))
-        values = .allocate(capacity: width)
-        _ = values.initialize(from: UnsafeBufferPointer(start: v, count: width))
         ki = .allocate(capacity: keyRows * ks.sparsity)
         kc = .allocate(capacity: keyRows * ks.sparsity)
         vi = .allocate(capacity: valueRows * vs.sparsity)
@@ -394,7 +397,8 @@ final class DecodeCoding: @unchecked Sendable {
     }
 
     deinit {
-        for p in [keys, values, kc, vc] { p.deallocate() }
+        kc.deallocate()
+        vc.deallocate()
         ki.deallocate()
         vi.deallocate()
     }
@@ -409,14 +413,16 @@ final class DecodeCoding: @unchecked Sendable {
     /// Appends the pairs to the streams (with their guard checks, as a serial append).
     func store() throws {
         var (kIndices, kCoefficients) = (Array(ki), Array(kc)), (vIndices, vCoefficients) = (Array(vi), Array(vc))
-        try ks.append(keys.baseAddress!, count: keyRows, coded: &kIndices, &kCoefficients)
-        try vs.append(values.baseAddress!, count: valueRows, coded: &vIndices, &vCoefficients)
+        try keys.withUnsafeBufferPointer { try ks.append($0.baseAddress!, count: keyRows, coded: &kIndices, &kCoefficients) }
+        try values.withUnsafeBufferPointer { try vs.append($0.baseAddress!, count: valueRows, coded: &vIndices, &vCoefficients) }
     }
 
-    private static func code(_ encoder: MatchingPursuitEncoder, _ x: UnsafeMutableBufferPointer<Float>, rows r: Range<Int>,
+    private static func code(_ encoder: MatchingPursuitEncoder, _ x: [Float], rows r: Range<Int>,
                              _ indices: UnsafeMutableBufferPointer<UInt16>, _ coefficients: UnsafeMutableBufferPointer<Float>) {
         let m = encoder.dictionary.dimension, s = encoder.options.sparsity
-        encoder.encode(count: r.count, vectors: x.baseAddress! + r.lowerBound * m, indices: indices.baseAddress! + r.lowerBound * s,
-                       coefficients: coefficients.baseAddress! + r.lowerBound * s)
+        x.withUnsafeBufferPointer {
+            encoder.encode(count: r.count, vectors: $0.baseAddress! + r.lowerBound * m, indices: indices.baseAddress! + r.lowerBound * s,
+                           coefficients: coefficients.baseAddress! + r.lowerBound * s)
+        }
     }
 }

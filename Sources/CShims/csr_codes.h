@@ -58,6 +58,16 @@ static inline void sparsekv_unpack_indices(const uint8_t *bytes, long count, lon
     for (; k < n; k++) out[k] = (int32_t)sparsekv_read_index(bytes, count, w, first + k);
 }
 
+// Lane offsets in bits for unpacking the indices of one or two positions of pp contiguous
+// indices each, `stride` indices apart, in one vector: lane i < pp gets index i of the first
+// position, lanes pp ... 2pp - 1 those of the second. Returns 1 when the two fit one unpack
+// (2pp <= 16 lanes, every offset inside its 64-byte read: see sparsekv_indices_at_avx512),
+// else 0 (lanes from pp on are then not used).
+static inline int sparsekv_position_offsets(long pp, long stride, long w, int32_t *offs) {
+    for (long i = 0; i < 16; i++) offs[i] = (int32_t)((i / pp * stride + i % pp) * w);
+    return 2 * pp <= 16 && (stride + pp) * w <= 480;
+}
+
 #if defined(__x86_64__)
 
 // Whether this CPU runs the AVX-512 index unpacking below and the value run built on it:
@@ -73,23 +83,33 @@ static inline int sparsekv_cpu_has_avx512vbmi(void) {
 
 #define SPARSEKV_VBMI_TARGET __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl"), always_inline))
 
-// Indices first ... first + n - 1 (n <= 16, width w <= 16) in the lanes of one vector: the
-// bytes that hold them are read with a masked load (nothing past them, so nothing past the
-// end of the stream), vpermb gives each lane the 4 bytes from the one holding its first
-// bit, and a shift and a mask leave the index. Lanes from n on are 0.
+// The indices at bits bit0 + off[i] of a stream, one per lane i in `lanes` (widths of at
+// most 16 bits): the bytes from bit0's on, `span` bits of them, are read with a masked load
+// (nothing past them), vpermb gives each lane the 4 bytes from the one holding its first
+// bit, and a shift and a mask leave the index. Every lane's offset plus 31 must stay inside
+// the 64 bytes read (off[i] <= 480). Lanes outside `lanes` are 0.
 SPARSEKV_VBMI_TARGET
-static inline __m512i sparsekv_indices16_avx512(const uint8_t *bytes, long count, long w, long first, long n) {
-    long bit = first * w, byte = bit >> 3, r0 = bit & 7;
-    long need = (r0 + n * w + 7) >> 3;
+static inline __m512i sparsekv_indices_at_avx512(const uint8_t *bytes, long count, long w, long bit0, long span, __m512i off,
+                                                 __mmask16 lanes) {
+    long byte = bit0 >> 3, r0 = bit0 & 7;
+    long need = (r0 + span + 7) >> 3;
     if (need > count - byte) need = count - byte;
     __m512i data = _mm512_maskz_loadu_epi8(need >= 64 ? ~0ull : (1ull << need) - 1, bytes + byte);
-    __m512i bits = _mm512_add_epi32(_mm512_set1_epi32((int)r0),
-                                    _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                                       _mm512_set1_epi32((int)w)));
-    __m512i sel = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(bits, 3), _mm512_set1_epi32(0x01010101)),
-                                   _mm512_set1_epi32(0x03020100));
+    __m512i bits = _mm512_add_epi32(_mm512_set1_epi32((int)r0), off);
+    // Each lane's byte number copied into its four bytes, plus 0, 1, 2, 3: vpermb's selector.
+    __m512i low = _mm512_setr_epi32(0, 0x04040404, 0x08080808, 0x0C0C0C0C, 0, 0x04040404, 0x08080808, 0x0C0C0C0C,
+                                    0, 0x04040404, 0x08080808, 0x0C0C0C0C, 0, 0x04040404, 0x08080808, 0x0C0C0C0C);
+    __m512i sel = _mm512_add_epi8(_mm512_shuffle_epi8(_mm512_srli_epi32(bits, 3), low), _mm512_set1_epi32(0x03020100));
     __m512i v = _mm512_srlv_epi32(_mm512_permutexvar_epi8(sel, data), _mm512_and_si512(bits, _mm512_set1_epi32(7)));
-    return _mm512_maskz_and_epi32((__mmask16)((1u << n) - 1), v, _mm512_set1_epi32((1 << w) - 1));
+    return _mm512_maskz_and_epi32(lanes, v, _mm512_set1_epi32((1 << w) - 1));
+}
+
+// Indices first ... first + n - 1 (n <= 16, width w <= 16) in the lanes of one vector
+// (sparsekv_indices_at_avx512 at offsets 0, w, 2w, ...). Lanes from n on are 0.
+SPARSEKV_VBMI_TARGET
+static inline __m512i sparsekv_indices16_avx512(const uint8_t *bytes, long count, long w, long first, long n) {
+    __m512i off = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)w));
+    return sparsekv_indices_at_avx512(bytes, count, w, first * w, n * w, off, (__mmask16)((1u << n) - 1));
 }
 
 #endif  // __x86_64__

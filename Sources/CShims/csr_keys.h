@@ -477,19 +477,35 @@ typedef struct {
 } sparsekv_key_run;
 
 #if defined(__x86_64__)
-// The indices of positions b0 ... b0 + n - 1 of the run's head into idx ((n, 64 / m, s)),
-// each row's s at once with vpermb (sparsekv_indices16_avx512): the values
-// sparsekv_unpack_indices gives. A whole block is unpacked before the block kernel reads an
-// index back: a scalar load right after the vector store that wrote it would wait for the
-// store to reach the cache.
+// The indices of positions b0 ... b0 + n - 1 of the run's head into idx ((n, 64 / m, s)):
+// the values sparsekv_unpack_indices gives. A position's chunk rows are contiguous in the
+// stream, so with at most 16 pairs a position one vpermb unpack reads all of them, and two
+// positions' when `two` (csr:8's keys: 8 pairs of 10 bits, 24 pairs apart), at the lane
+// offsets `offs` (sparsekv_position_offsets); else one per chunk row. A whole block is
+// unpacked before the block kernel reads an index back: a scalar load right after the
+// vector store that wrote it would wait for the store to reach the cache.
 __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl")))
-static inline void sparsekv_key_indices_avx512(const sparsekv_key_run *a, long b0, long n, int32_t *idx) {
-    long chunks = 64 / a->block.m, s = a->block.s;
+static inline void sparsekv_key_indices_avx512(const sparsekv_key_run *a, long b0, long n, int32_t *idx, const int32_t *offs,
+                                               int two) {
+    long chunks = 64 / a->block.m, s = a->block.s, pp = chunks * s, w = a->width;
+    if (pp <= 16) {
+        __m512i off = _mm512_loadu_si512(offs);
+        __mmask16 one = (__mmask16)((1u << pp) - 1), both = two ? (__mmask16)((1u << (2 * pp)) - 1) : one;
+        long stride = a->kvHeads * pp;
+        for (long j = 0; j < n; j += two ? 2 : 1) {
+            long first = ((b0 + j) * a->kvHeads + a->head) * pp;
+            int pair = two && j + 1 < n;
+            __m512i v = sparsekv_indices_at_avx512(a->indexBytes, a->indexByteCount, w, first * w,
+                                                   (pair ? stride + pp : pp) * w, off, pair ? both : one);
+            _mm512_mask_storeu_epi32(idx + j * pp, pair ? both : one, v);
+        }
+        return;
+    }
     __mmask16 lanes = (__mmask16)((1u << s) - 1);
     for (long j = 0; j < n; j++) {
         long row0 = ((b0 + j) * a->kvHeads + a->head) * chunks;
         for (long c = 0; c < chunks; c++) {
-            __m512i v = sparsekv_indices16_avx512(a->indexBytes, a->indexByteCount, a->width, (row0 + c) * s, s);
+            __m512i v = sparsekv_indices16_avx512(a->indexBytes, a->indexByteCount, w, (row0 + c) * s, s);
             _mm512_mask_storeu_epi32(idx + (j * chunks + c) * s, lanes, v);
         }
     }
@@ -501,10 +517,14 @@ static inline void sparsekv_key_scores(const sparsekv_key_run *a, long t0, long 
     sparsekv_key_block b = a->block;
     long chunks = 64 / b.m, s = b.s, perPosition = chunks * s, rows = b.rows;
     int32_t *idx = (int32_t *)a->block.idx;
+#if defined(__x86_64__)
+    int32_t offs[16];
+    int two = sparsekv_position_offsets(perPosition, a->kvHeads * perPosition, a->width, offs);
+#endif
     for (long b0 = t0; b0 < t1; b0 += 8) {
         long n = t1 - b0 < 8 ? t1 - b0 : 8, row0 = (b0 * a->kvHeads + a->head) * chunks;
 #if defined(__x86_64__)
-        if (a->vbmi) sparsekv_key_indices_avx512(a, b0, n, idx);
+        if (a->vbmi) sparsekv_key_indices_avx512(a, b0, n, idx, offs, two);
         else
 #endif
         for (long j = 0; j < n; j++) {

@@ -119,6 +119,64 @@ static inline void sparsekv_value_accumulate_avx512(const sparsekv_value_run *a,
     }
 }
 
+// sparsekv_value_accumulate for positions of at most 16 pairs in all (chunks * s <= 16),
+// indices of at most 16 bits: a position's pairs are contiguous in the stream, so one
+// unpack serves all its chunks, and two positions when both fit one 64-byte read (csr:8's
+// values: 2 chunks of 4 pairs). The unpacked index of chunk c's pair is offset by c * atoms,
+// so the adds address acc4 directly; a position's coefficients are converted in one vector
+// (each lane times its chunk's scale, the same products). The adds are
+// sparsekv_value_accumulate's, in its order: positions in order, each position's chunks in
+// order, each chunk's pairs in order. With few pairs a position, the work around the adds
+// (an unpack per chunk row, its lane offsets multiplied out each time, the chunk's
+// accumulators looked up per row) took most of a run's time: in a C harness, 8,192
+// positions of one head, 2 chunks of 4 pairs (csr:8's values) took 148 µs row by row and
+// 70-75 µs this way, 2 chunks of 8 (csr:16's) 167-178 -> 120-132 µs.
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,f16c")))
+static inline void sparsekv_value_accumulate_positions_avx512(const sparsekv_value_run *a, long t0, long t1) {
+#pragma clang fp contract(off)
+    long s = a->s, chunks = a->chunks, w = a->width, pp = s * chunks, stride = a->kvHeads * pp;
+    const float *p = a->weights - a->lo;
+    int32_t offs[16], lift[16], chunkOf[16];
+    int two = sparsekv_position_offsets(pp, stride, w, offs);
+    for (long i = 0; i < 16; i++) {
+        lift[i] = (int32_t)(i % pp / s * a->atoms);
+        chunkOf[i] = (int32_t)(i % pp / s);
+    }
+    __m512i off = _mm512_loadu_si512(offs), up = _mm512_loadu_si512(lift), chunkLane = _mm512_loadu_si512(chunkOf);
+    __mmask16 one = (__mmask16)((1u << pp) - 1), both = two ? (__mmask16)((1u << (2 * pp)) - 1) : one;
+    __mmask8 chunkMask = (__mmask8)((1u << chunks) - 1);
+    int32_t ib[8 * 16 + 16] __attribute__((aligned(64)));
+    float wb[8 * 16 + 16] __attribute__((aligned(64)));
+    sparsekv_float4 weights[8];
+    for (long b0 = t0; b0 < t1; b0 += 8) {
+        long n = t1 - b0 < 8 ? t1 - b0 : 8;
+        for (long j = 0; j < n; j++) {
+            long t = b0 + j, row0 = (t * a->kvHeads + a->head) * chunks, first = row0 * s;
+            if (!(j & 1) || !two) {
+                int pair = two && j + 1 < n;
+                __m512i v = sparsekv_indices_at_avx512(a->indexBytes, a->indexByteCount, w, first * w,
+                                                       (pair ? stride + pp : pp) * w, off, pair ? both : one);
+                _mm512_mask_storeu_epi32(ib + j * pp, pair ? both : one, _mm512_add_epi32(v, up));
+            }
+            sparsekv_float4 weight = {p[t], 0, 0, 0};
+            if (a->rows > 1) weight.y = p[a->stride + t];
+            if (a->rows > 2) weight.z = p[2 * a->stride + t];
+            if (a->rows > 3) weight.w = p[3 * a->stride + t];
+            weights[j] = weight;
+            __m512i q = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(one, a->coef + first));
+            __m512 sc = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_maskz_loadu_epi16(chunkMask, a->scales + row0)));
+            _mm512_mask_storeu_ps(wb + j * pp, one, _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_permutexvar_ps(chunkLane, sc)));
+        }
+        for (long j = 0; j < n; j++) {
+            const int32_t *ix = ib + j * pp;
+            const float *cw = wb + j * pp;
+            if (pp == 8) sparsekv_value_add_pairs(a->acc4, ix, cw, weights[j], 8);
+            else if (pp == 16) sparsekv_value_add_pairs(a->acc4, ix, cw, weights[j], 16);
+            else sparsekv_value_add_pairs(a->acc4, ix, cw, weights[j], pp);
+        }
+    }
+}
+
 // sparsekv_half_atoms_product_avx512 with `rows` and `lanes` (16-channel vectors per atom
 // row) constants once inlined: the loops unroll and the accumulators stay in registers.
 __attribute__((target("avx512f,f16c,fma"), always_inline))

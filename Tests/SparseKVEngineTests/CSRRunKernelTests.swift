@@ -131,49 +131,53 @@ import Testing
         var g = SeededGenerator(seed: 12)
         let kvHeads = 3, head = 1, positions = 30, atoms = 40, width = 6
         for chunks in [1, 2] {
-            for s in [3, 8, 16] {
+            for s in [3, 4, 8, 16] {
                 for rows in 1...4 {
-                    let rowCount = positions * kvHeads * chunks
-                    // Repeated atoms within a row and across rows: the adds must stay in order.
-                    let idx = (0..<rowCount * s).map { _ in Int.random(in: 0..<atoms, using: &g) }
-                    let bytes = Self.pack(idx, width: width)
-                    let coef = (0..<rowCount * s).map { _ in Int8.random(in: -127...127, using: &g) }
-                    let scales = (0..<rowCount).map { _ in HalfPrecision.bits(Float.random(in: 0.01...0.1, using: &g)) }
-                    let lo = 2, stride = positions
-                    let weights = (0..<rows * stride).map { _ in Float.random(in: 0...1, using: &g) }
-                    let (t0, t1) = (5, 27)
-                    var expected = [SIMD4<Float>](repeating: SIMD4(), count: chunks * atoms)
-                    for t in t0..<t1 {
-                        var w = SIMD4<Float>()
-                        for r in 0..<rows { w[r] = weights[r * stride + t - lo] }
-                        for c in 0..<chunks {
-                            let row = (t * kvHeads + head) * chunks + c
-                            let sc = HalfPrecision.float(scales[row])
-                            for k in 0..<s {
-                                expected[c * atoms + idx[row * s + k]] += w * (Float(coef[row * s + k]) * sc)
+                    for (t0, t1) in [(5, 27), (4, 27)] {
+                        let rowCount = positions * kvHeads * chunks
+                        // Repeated atoms within a row and across rows: the adds must stay in order.
+                        let idx = (0..<rowCount * s).map { _ in Int.random(in: 0..<atoms, using: &g) }
+                        let bytes = Self.pack(idx, width: width)
+                        let coef = (0..<rowCount * s).map { _ in Int8.random(in: -127...127, using: &g) }
+                        let scales = (0..<rowCount).map { _ in HalfPrecision.bits(Float.random(in: 0.01...0.1, using: &g)) }
+                        let lo = 2, stride = positions
+                        let weights = (0..<rows * stride).map { _ in Float.random(in: 0...1, using: &g) }
+                        var expected = [SIMD4<Float>](repeating: SIMD4(), count: chunks * atoms)
+                        for t in t0..<t1 {
+                            var w = SIMD4<Float>()
+                            for r in 0..<rows { w[r] = weights[r * stride + t - lo] }
+                            for c in 0..<chunks {
+                                let row = (t * kvHeads + head) * chunks + c
+                                let sc = HalfPrecision.float(scales[row])
+                                for k in 0..<s {
+                                    expected[c * atoms + idx[row * s + k]] += w * (Float(coef[row * s + k]) * sc)
+                                }
                             }
                         }
-                    }
-                    var kernels: [(String, (UnsafePointer<sparsekv_value_run>, Int, Int) -> Void)] = [
-                        ("portable", { sparsekv_value_accumulate($0, $1, $2) })
-                    ]
-                    #if arch(x86_64)
-                    if sparsekv_cpu_has_avx512vbmi() != 0 {
-                        kernels.append(("avx512", { sparsekv_value_accumulate_avx512($0, $1, $2) }))
-                    }
-                    #endif
-                    for (name, kernel) in kernels {
-                        var acc = [SIMD4<Float>](repeating: SIMD4(), count: chunks * atoms)
-                        acc.withUnsafeMutableBytes { ab in
-                            var run = sparsekv_value_run(
-                                indexBytes: storageBase(bytes), indexByteCount: bytes.count, width: width, s: s,
-                                chunks: chunks, kvHeads: kvHeads, head: head, atoms: atoms, coef: storageBase(coef),
-                                scales: storageBase(scales), weights: storageBase(weights), stride: stride, rows: rows, lo: lo,
-                                acc4: ab.baseAddress!.assumingMemoryBound(to: sparsekv_float4.self))
-                            kernel(&run, t0, t1)
+                        var kernels: [(String, (UnsafePointer<sparsekv_value_run>, Int, Int) -> Void)] = [
+                            ("portable", { sparsekv_value_accumulate($0, $1, $2) })
+                        ]
+                        #if arch(x86_64)
+                        if sparsekv_cpu_has_avx512vbmi() != 0 {
+                            kernels.append(("avx512", { sparsekv_value_accumulate_avx512($0, $1, $2) }))
+                            if chunks * s <= 16 {
+                                kernels.append(("avx512 positions", { sparsekv_value_accumulate_positions_avx512($0, $1, $2) }))
+                            }
                         }
-                        let same = zip(acc, expected).allSatisfy { a, e in (0..<4).allSatisfy { a[$0].bitPattern == e[$0].bitPattern } }
-                        #expect(same, "\(name) chunks \(chunks) s \(s) rows \(rows)")
+                        #endif
+                        for (name, kernel) in kernels {
+                            var acc = [SIMD4<Float>](repeating: SIMD4(), count: chunks * atoms)
+                            acc.withUnsafeMutableBytes { ab in
+                                var run = sparsekv_value_run(
+                                    indexBytes: storageBase(bytes), indexByteCount: bytes.count, width: width, s: s,
+                                    chunks: chunks, kvHeads: kvHeads, head: head, atoms: atoms, coef: storageBase(coef),
+                                    scales: storageBase(scales), weights: storageBase(weights), stride: stride, rows: rows, lo: lo,
+                                    acc4: ab.baseAddress!.assumingMemoryBound(to: sparsekv_float4.self))
+                                kernel(&run, t0, t1)
+                            }
+                            let same = zip(acc, expected).allSatisfy { a, e in (0..<4).allSatisfy { a[$0].bitPattern == e[$0].bitPattern } }
+                            #expect(same, "\(name) chunks \(chunks) s \(s) rows \(rows) positions \(t0)..<\(t1)")
+                        }
                     }
                 }
             }

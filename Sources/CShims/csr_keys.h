@@ -8,11 +8,19 @@
 // below (portable C, AVX2, AVX-512 VNNI), which therefore give the same bits.
 //
 // Stored order of a fixed-point atom row (m = 32 or 64 int16): in each 32-word block z, the
-// 128-bit lane L (words 8L ... 8L + 7) holds channels 32z + 4L ... 4L + 3, then 32z + 16 + 4L
-// ... 16 + 4L + 3. Interleaving two atoms' words (unpacklo/unpackhi_epi16) then puts
-// channels in natural order: in 512-bit registers, unpacklo of block z gives channels
-// 32z + 0 ... 15 and unpackhi 32z + 16 ... 31, each channel as the pair (A[c], B[c]) that one
-// vpdpwssd multiplies by the coefficients (qA, qB).
+// 128-bit lane L (words 8L ... 8L + 7) holds the even channels 32z + 8L, + 2, + 4, + 6, then
+// the odd ones 32z + 8L + 1, + 3, + 5, + 7. Interleaving two atoms' words
+// (unpacklo/unpackhi_epi16) then splits a block's RoPE pairs: in 512-bit registers, unpacklo
+// of block z gives the even channels 32z + 2i of its 16 pairs (lane i) and unpackhi the odd
+// ones 32z + 2i + 1, each channel as the pair (A[c], B[c]) that one vpdpwssd multiplies by
+// the coefficients (qA, qB). RoPE then needs no shuffle: a pair's two channels sit in the
+// same lane of two registers.
+//
+// Split order of a 64-channel row (the rotated key, the query rows, the RoPE table row):
+// position i holds channel sparsekv_split_channel(i): the even channels of pairs 0 ... 15,
+// their odd channels, the even channels of pairs 16 ... 31, their odd channels. A RoPE table
+// row in split order is (cos of pairs 0 ... 15, their sin, cos of pairs 16 ... 31, their
+// sin).
 //
 // Header only: Swift compiles these inline functions itself; the target attributes let the
 // AVX2 and AVX-512 versions be compiled into a build for any x86-64 CPU. They run only after
@@ -25,8 +33,13 @@
 
 // The stored word position of channel c in a fixed-point atom row.
 static inline long sparsekv_fixed_position(long c) {
-    long z = c / 32, r = c % 32, high = r >= 16, within = high ? r - 16 : r;
-    return 32 * z + 8 * (within / 4) + 4 * high + within % 4;
+    long z = c / 32, r = c % 32;
+    return 32 * z + 8 * (r / 8) + 4 * (r % 2) + r % 8 / 2;
+}
+
+// The channel at position i (0 ... 63) of a row in split order.
+static inline long sparsekv_split_channel(long i) {
+    return 32 * (i / 32) + 2 * (i % 16) + i % 32 / 16;
 }
 
 // Exact int32 sums of one row chunk: sums[c] = sum_k q[k] * A[idx[k]][c] for the m channels
@@ -59,17 +72,18 @@ static inline void sparsekv_fixed_rows(const int16_t *atoms, long m, long s, con
 //   coef     int8 coefficients of the block's first position; position j's chunk c at
 //            coef + j * coefStride + c * s
 //   scales   fp16 row scales; position j's chunk c at scales[j * scaleStride + c]
-//   rope     the first position's 32 (cos, sin) pairs; position j's at rope + 64 * j
-//   queries  `rows` pointers to 64 floats
+//   rope     the first position's RoPE row in split order (64 floats: cos and sin of its
+//            32 pairs); position j's at rope + 64 * j
+//   queries  `rows` pointers to 64 floats in split order
 //   skip     bit j set: position j is not computed (its partials are left as they are)
 //   partial  (rows, 8, 16) floats: partial[(r * 8 + j) * 16 + l] = p[l], lane l of position j's
-//            product with query row r, the sum of the channels c = l mod 16
-// Per lane, in this order: x = (float)sum * w; RoPE x' = x * (cos, cos) + swap(x) * (-sin, sin),
-// products rounded apart; then for l in 0 ..< 16 the product chain
-// p[l] = q[l] x'[l], p[l] = fma(q[16k + l], x'[16k + l], p[l]) for k = 1, 2, 3. The finish
-// (sparsekv_fold16) adds p[i] + p[i + 8], Row64.partialDot's lane i, then folds the eight: the
-// kernels store the 16 lanes as they are, so that the AVX-512 one needs no shuffle per
-// position and query row for that add.
+//            product with query row r, the sum over the split positions i = l mod 16
+// Per lane, in this order: x = (float)sum * w; RoPE on each pair (e, o) with its (cos, sin):
+// e' = e cos - o sin, o' = o cos + e sin, products rounded apart; then, with x' and the query
+// in split order, for l in 0 ..< 16 the product chain p[l] = q[l] x'[l],
+// p[l] = fma(q[16k + l], x'[16k + l], p[l]) for k = 1, 2, 3. The finish (sparsekv_fold16)
+// adds p[i] + p[i + 8], then folds the eight: the kernels store the 16 lanes as they are, so
+// that the AVX-512 one needs no shuffle per position and query row for that add.
 typedef struct {
     const int16_t *atoms;
     long m, s;
@@ -99,12 +113,14 @@ static inline void sparsekv_key_partials_portable(const sparsekv_key_block *b) {
             float w = sparsekv_half_to_float(b->scales[j * b->scaleStride + c]) * b->unit;
             for (long i = 0; i < b->m; i++) x[c * b->m + i] = (float)sums[i] * w;
         }
+        // y: the rotated row in split order.
         const float *t = b->rope + 64 * j;
         for (long p = 0; p < 32; p++) {
-            float cs = t[2 * p], sn = t[2 * p + 1], e = x[2 * p], o = x[2 * p + 1];
-            float a = e * cs, bb = o * -sn, c2 = o * cs, d = e * sn;
-            y[2 * p] = a + bb;
-            y[2 * p + 1] = c2 + d;
+            long ie = 32 * (p / 16) + p % 16, io = ie + 16;
+            float cs = t[ie], sn = t[io], e = x[2 * p], o = x[2 * p + 1];
+            float a = e * cs, bb = o * sn, c2 = o * cs, d = e * sn;
+            y[ie] = a - bb;
+            y[io] = c2 + d;
         }
         for (long r = 0; r < b->rows; r++) {
             const float *q = b->queries[r];
@@ -148,19 +164,18 @@ static inline int sparsekv_coefficient_pair(int8_t qa, int8_t qb) {
 
 #define SPARSEKV_AVX2_TARGET __attribute__((target("avx2,fma,f16c"), always_inline))
 
-// RoPE on 8 lanes (channels 8i ... 8i + 7) from the position's table.
+// RoPE on 8 pairs: e holds their even channels and o their odd ones (split order); cs and sn
+// point at their cos and sin in the position's table row. e' = e cos - o sin, o' = o cos + e sin.
 SPARSEKV_AVX2_TARGET
-static inline __m256 sparsekv_rotate8(__m256 x, const float *t) {
+static inline void sparsekv_rotate8_pairs(__m256 *e, __m256 *o, const float *cs, const float *sn) {
 #pragma clang fp contract(off)
-    __m256 u = _mm256_loadu_ps(t);
-    __m256 cs = _mm256_moveldup_ps(u), sn = _mm256_movehdup_ps(u);
-    sn = _mm256_xor_ps(sn, _mm256_setr_ps(-0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f));
-    __m256 swapped = _mm256_permute_ps(x, 0xB1);
-    return _mm256_add_ps(_mm256_mul_ps(x, cs), _mm256_mul_ps(swapped, sn));
+    __m256 c = _mm256_loadu_ps(cs), s = _mm256_loadu_ps(sn), x = *e, y = *o;
+    *e = _mm256_sub_ps(_mm256_mul_ps(x, c), _mm256_mul_ps(y, s));
+    *o = _mm256_add_ps(_mm256_mul_ps(y, c), _mm256_mul_ps(x, s));
 }
 
-// One 32-channel block's int32 sums over s pairs: lo gets channels 0 ... 7 and 8 ... 15
-// (l0, l1), hi 16 ... 23 and 24 ... 31 (h0, h1).
+// One 32-channel block's int32 sums over s pairs, in split order: lo gets the even channels
+// of pairs 0 ... 7 and 8 ... 15 (l0, l1), hi their odd channels (h0, h1).
 SPARSEKV_AVX2_TARGET
 static inline void sparsekv_sums32_avx2(const int16_t *atoms, long m, long off, long s, const int32_t *idx, const int8_t *q,
                                         __m256i *l0, __m256i *l1, __m256i *h0, __m256i *h1) {
@@ -188,7 +203,8 @@ static inline void sparsekv_sums32_avx2(const int16_t *atoms, long m, long off, 
     *l0 = a0; *l1 = a1; *h0 = b0; *h1 = b1;
 }
 
-// A 64-channel row's int32 sums over s pairs in one pass: v[i] gets channels 8i ... 8i + 7.
+// A 64-channel row's int32 sums over s pairs in one pass, in split order: v[i] gets split
+// positions 8i ... 8i + 7.
 SPARSEKV_AVX2_TARGET
 static inline void sparsekv_sums64_avx2(const int16_t *atoms, long s, const int32_t *idx, const int8_t *q, __m256i *v) {
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
@@ -224,11 +240,20 @@ static inline void sparsekv_fixed_rows_avx2(const int16_t *atoms, long m, long s
 #pragma clang fp contract(off)
     for (long r = 0; r < rows; r++) {
         __m256 w = _mm256_set1_ps(_cvtsh_ss(scales[r]) * unit);
-        __m256i v[8];  // channels 8i ... 8i + 7
+        __m256i v[8];  // split positions 8i ... 8i + 7
         // A 64-channel row in one pass over its pairs, a 32-channel one as its block.
         if (m == 64) sparsekv_sums64_avx2(atoms, s, idx + r * s, q + r * s, v);
         else sparsekv_sums32_avx2(atoms, 32, 0, s, idx + r * s, q + r * s, &v[0], &v[1], &v[2], &v[3]);
-        for (long i = 0; i < m / 8; i++) _mm256_storeu_ps(out + r * m + 8 * i, _mm256_mul_ps(_mm256_cvtepi32_ps(v[i]), w));
+        // Each 32-channel block (v[4z] ... v[4z + 3]: even channels of 8 + 8 pairs, then odd)
+        // back to natural order: pairs 8h ... 8h + 7 are channels 32z + 16h ... + 15.
+        for (long z = 0; z < m / 32; z++) {
+            for (long h = 0; h < 2; h++) {
+                __m256 e = _mm256_mul_ps(_mm256_cvtepi32_ps(v[4 * z + h]), w), o = _mm256_mul_ps(_mm256_cvtepi32_ps(v[4 * z + 2 + h]), w);
+                __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
+                _mm256_storeu_ps(out + r * m + 32 * z + 16 * h, _mm256_permute2f128_ps(lo, hi, 0x20));
+                _mm256_storeu_ps(out + r * m + 32 * z + 16 * h + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+            }
+        }
     }
 }
 
@@ -239,10 +264,10 @@ static inline void sparsekv_key_partials_avx2(const sparsekv_key_block *b) {
     long chunks = 64 / b->m;
     for (long j = 0; j < b->n; j++) {
         if (b->skip >> j & 1) continue;
-        __m256i v[8];  // channels 8i ... 8i + 7
+        __m256i v[8];  // split positions 8i ... 8i + 7
         if (chunks == 1) sparsekv_sums64_avx2(b->atoms, b->s, b->idx + j * b->s, b->coef + j * b->coefStride, v);
         else for (long h = 0; h < 2; h++) {
-            // Two chunks of 32 channels: chunk h holds channels 32h ... 32h + 31.
+            // Two chunks of 32 channels: chunk h holds split positions 32h ... 32h + 31.
             sparsekv_sums32_avx2(b->atoms, 32, 0, b->s, b->idx + (j * 2 + h) * b->s, b->coef + j * b->coefStride + h * b->s,
                                  &v[4 * h], &v[4 * h + 1], &v[4 * h + 2], &v[4 * h + 3]);
         }
@@ -251,8 +276,10 @@ static inline void sparsekv_key_partials_avx2(const sparsekv_key_block *b) {
         for (long i = 0; i < 8; i++) {
             long c = chunks == 2 ? i / 4 : 0;
             __m256 w = _mm256_set1_ps(_cvtsh_ss(b->scales[j * b->scaleStride + c]) * b->unit);
-            y[i] = sparsekv_rotate8(_mm256_mul_ps(_mm256_cvtepi32_ps(v[i]), w), t + 8 * i);
+            y[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(v[i]), w);
         }
+        // y[i] (i = 0, 1, 4, 5) holds even channels and y[i + 2] the odd ones of the same pairs.
+        for (long i = 0; i < 8; i += i % 4 == 1 ? 3 : 1) sparsekv_rotate8_pairs(&y[i], &y[i + 2], t + 8 * i, t + 8 * i + 16);
         for (long r = 0; r < b->rows; r++) {
             const float *q = b->queries[r];
             // p[l] for l < 8 (lo) and 8 <= l < 16 (hi): channels 16k + l over k.
@@ -269,7 +296,8 @@ static inline void sparsekv_key_partials_avx2(const sparsekv_key_block *b) {
 
 #define SPARSEKV_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c"), always_inline))
 
-// One 32-channel block's int32 sums over s pairs: lo gets channels 0 ... 15, hi 16 ... 31.
+// One 32-channel block's int32 sums over s pairs, in split order: lo gets the even channels
+// of its 16 pairs, hi the odd ones.
 // Two sets of accumulators (pairs of pairs alternate) keep two vpdpwssd chains in flight;
 // integer sums do not depend on the order.
 SPARSEKV_AVX512_TARGET
@@ -305,7 +333,7 @@ static inline void sparsekv_sums32_avx512(const int16_t *atoms, long m, long off
     *hi = _mm512_add_epi32(b0, b1);
 }
 
-// A 64-channel row's int32 sums over s pairs in one pass: v0 ... v3 get channels 0-15,
+// A 64-channel row's int32 sums over s pairs in one pass: v0 ... v3 get split positions 0-15,
 // 16-31, 32-47, 48-63. Pairs of pairs alternate between two sets of accumulators.
 SPARSEKV_AVX512_TARGET
 static inline void sparsekv_sums64_avx512(const int16_t *atoms, long s, const int32_t *idx, const int8_t *q,
@@ -352,15 +380,14 @@ static inline void sparsekv_sums64_avx512(const int16_t *atoms, long s, const in
     *v3 = _mm512_add_epi32(a3, b3);
 }
 
-// RoPE on 16 lanes (channels 16i ... 16i + 15) from the position's table.
+// RoPE on 16 pairs: e holds their even channels and o their odd ones (split order), t their
+// cos (16 floats) then sin. e' = e cos - o sin, o' = o cos + e sin.
 SPARSEKV_AVX512_TARGET
-static inline __m512 sparsekv_rotate16(__m512 x, const float *t) {
+static inline void sparsekv_rotate16_pairs(__m512 *e, __m512 *o, const float *t) {
 #pragma clang fp contract(off)
-    __m512 u = _mm512_loadu_ps(t);
-    __m512 cs = _mm512_moveldup_ps(u), sn = _mm512_movehdup_ps(u);
-    sn = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(sn), _mm512_set1_epi64((long long)0x80000000ull)));
-    __m512 swapped = _mm512_permute_ps(x, 0xB1);
-    return _mm512_add_ps(_mm512_mul_ps(x, cs), _mm512_mul_ps(swapped, sn));
+    __m512 c = _mm512_loadu_ps(t), s = _mm512_loadu_ps(t + 16), x = *e, y = *o;
+    *e = _mm512_sub_ps(_mm512_mul_ps(x, c), _mm512_mul_ps(y, s));
+    *o = _mm512_add_ps(_mm512_mul_ps(y, c), _mm512_mul_ps(x, s));
 }
 
 // sparsekv_key_partials_portable with 512-bit vectors and vpdpwssd, with the number of query
@@ -376,7 +403,7 @@ static inline void sparsekv_key_partials_avx512_rows(const sparsekv_key_block *b
         for (long i = 0; i < 4; i++) qv[r][i] = _mm512_loadu_ps(b->queries[r] + 16 * i);
     for (long j = 0; j < b->n; j++) {
         if (b->skip >> j & 1) continue;
-        __m512i v0, v1, v2, v3;  // channels 0-15, 16-31, 32-47, 48-63
+        __m512i v0, v1, v2, v3;  // split positions 0-15, 16-31, 32-47, 48-63
         const int32_t *ix = b->idx + j * chunks * b->s;
         const int8_t *q = b->coef + j * b->coefStride;
         if (chunks == 1) {
@@ -389,10 +416,10 @@ static inline void sparsekv_key_partials_avx512_rows(const sparsekv_key_block *b
         __m512 w0 = _mm512_set1_ps(_cvtsh_ss(sc[0]) * b->unit);
         __m512 w1 = chunks == 2 ? _mm512_set1_ps(_cvtsh_ss(sc[1]) * b->unit) : w0;
         const float *t = b->rope + 64 * j;
-        __m512 y0 = sparsekv_rotate16(_mm512_mul_ps(_mm512_cvtepi32_ps(v0), w0), t);
-        __m512 y1 = sparsekv_rotate16(_mm512_mul_ps(_mm512_cvtepi32_ps(v1), w0), t + 16);
-        __m512 y2 = sparsekv_rotate16(_mm512_mul_ps(_mm512_cvtepi32_ps(v2), w1), t + 32);
-        __m512 y3 = sparsekv_rotate16(_mm512_mul_ps(_mm512_cvtepi32_ps(v3), w1), t + 48);
+        __m512 y0 = _mm512_mul_ps(_mm512_cvtepi32_ps(v0), w0), y1 = _mm512_mul_ps(_mm512_cvtepi32_ps(v1), w0);
+        __m512 y2 = _mm512_mul_ps(_mm512_cvtepi32_ps(v2), w1), y3 = _mm512_mul_ps(_mm512_cvtepi32_ps(v3), w1);
+        sparsekv_rotate16_pairs(&y0, &y1, t);
+        sparsekv_rotate16_pairs(&y2, &y3, t + 32);
         for (long r = 0; r < rows; r++) {
             const float *qr = b->queries[r];
             __m512 q0 = R > 0 ? qv[r][0] : _mm512_loadu_ps(qr), q1 = R > 0 ? qv[r][1] : _mm512_loadu_ps(qr + 16);

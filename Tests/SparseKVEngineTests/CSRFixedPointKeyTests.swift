@@ -47,15 +47,22 @@ import Testing
         #expect(FixedPointAtoms(bits: Array(bits.prefix(48 * 10)), m: 48) == nil)
     }
 
-    /// The stored order puts channel c where `sparsekv_fixed_position` says, a permutation.
-    @Test func storedOrderIsAPermutation() {
+    /// The stored order puts channel c where `sparsekv_fixed_position` says, a permutation;
+    /// the split order is one too.
+    @Test func storedAndSplitOrdersArePermutations() {
         for m in [32, 64] {
             let positions = (0..<m).map { sparsekv_fixed_position($0) }
             #expect(Set(positions) == Set(0..<m))
         }
-        // Lane 1 of the first 32-word block holds channels 4 ... 7, then 20 ... 23.
-        #expect((8..<16).map { p in (0..<64).first { sparsekv_fixed_position($0) == p }! } == [4, 5, 6, 7, 20, 21, 22, 23])
+        // Lane 1 of the first 32-word block holds the even channels 8 ... 14, then the odd 9 ... 15.
+        #expect((8..<16).map { p in (0..<64).first { sparsekv_fixed_position($0) == p }! } == [8, 10, 12, 14, 9, 11, 13, 15])
+        #expect(Set((0..<64).map { sparsekv_split_channel($0) }) == Set(0..<64))
+        // Even channels of pairs 0 ..< 16, their odd channels, then pairs 16 ..< 32 alike.
+        #expect([0, 1, 15, 16, 17, 31, 32, 48, 63].map { sparsekv_split_channel($0) } == [0, 2, 30, 1, 3, 31, 32, 33, 63])
     }
+
+    /// A row (64 floats) in split order.
+    static func split(_ row: [Float]) -> [Float] { (0..<64).map { row[sparsekv_split_channel($0)] } }
 
     /// Random codes for `positions` positions of `chunks` chunks of s pairs.
     struct Codes {
@@ -103,7 +110,8 @@ import Testing
     /// float64 score of the same rows: fixed-point sums, scale, RoPE, query dot.
     @Test func blockKernelsAgreeAndScoreTheRotatedRows() throws {
         let rope = RoPE(headDim: 64, ropeDimension: 64, base: 10000)
-        let table = try FusedAttentionTests.csrCodec(kvHeads: 1, int8: true).ropeTable(rope, capacity: 900)
+        let codec = try FusedAttentionTests.csrCodec(kvHeads: 1, int8: true)
+        let table = codec.ropeTable(rope, capacity: 900), splitTable = codec.splitRopeTable(rope, capacity: 900)
         var g = SeededGenerator(seed: 9)
         for m in [32, 64] {
             let chunks = 64 / m
@@ -127,17 +135,19 @@ import Testing
                     var results: [[Float]] = []
                     for level in Self.levels {
                         var partial = [Float](repeating: -7, count: rows * 128)
-                        let qp = queries.map { storageBase($0) }
+                        let split = queries.map(Self.split)
+                        let qp = split.map { storageBase($0) }
                         qp.withUnsafeBufferPointer { q in
                             var b = sparsekv_key_block(
                                 atoms: fixed.atoms.baseAddress, m: m, s: s, idx: storageBase(idx),
                                 coef: storageBase(codes.coef) + head * chunks * s, coefStride: kvHeads * chunks * s,
                                 scales: storageBase(codes.scales) + head * chunks, scaleStride: kvHeads * chunks,
-                                unit: fixed.unit, rope: table.baseAddress + first * 64,
+                                unit: fixed.unit, rope: splitTable.baseAddress + first * 64,
                                 queries: UnsafeRawPointer(q.baseAddress!).assumingMemoryBound(to: UnsafePointer<Float>?.self),
                                 rows: rows, n: n, skip: skip, partial: &partial)
                             withUnsafePointer(to: &b) { CSRKeyKernels.partials($0, level: level) }
                         }
+                        withExtendedLifetime(split) {}  // qp points into the rows
                         results.append(partial)
                     }
                     for r in results.dropFirst() {

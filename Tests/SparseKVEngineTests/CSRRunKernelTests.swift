@@ -42,7 +42,7 @@ import Testing
     /// blocks of eight.
     @Test func keyRunScoresAreTheBlockKernelsFinished() throws {
         let rope = RoPE(headDim: 64, ropeDimension: 64, base: 10000)
-        let table = try FusedAttentionTests.csrCodec(kvHeads: 1, int8: true).ropeTable(rope, capacity: 64)
+        let table = try FusedAttentionTests.csrCodec(kvHeads: 1, int8: true).splitRopeTable(rope, capacity: 64)
         var g = SeededGenerator(seed: 11)
         let kvHeads = 3, head = 2, positions = 40, atomCount = 50, width = 6, scale: Float = 0.125
         for m in [32, 64] {
@@ -56,7 +56,9 @@ import Testing
                 let coef = (0..<rowCount * s).map { _ in Int8.random(in: -127...127, using: &g) }
                 let scales = (0..<rowCount).map { _ in HalfPrecision.bits(Float.random(in: 0.01...0.1, using: &g)) }
                 let rows = 3
-                let queries = (0..<rows).map { _ in (0..<64).map { _ in Float.random(in: -2...2, using: &g) } }
+                let queries = (0..<rows).map { _ in
+                    CSRFixedPointKeyTests.split((0..<64).map { _ in Float.random(in: -2...2, using: &g) })
+                }
                 let qp = queries.map { storageBase($0) }
                 let (t0, t1) = (3, 37)
                 // The reference: block kernel at the portable level, finished in Swift.

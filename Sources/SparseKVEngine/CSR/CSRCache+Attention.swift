@@ -59,9 +59,9 @@ extension CSRCache {
             keys: CSRStreamView(ks), values: CSRStreamView(vs), kvHeads: geometry.kvHeads, headDim: geometry.headDim,
             codedPositions: codedTokens(s), pendingStart: p?.start ?? 0, pendingCount: p?.count ?? 0,
             pendingKeys: p.map { storageBase($0.keys) }, pendingValues: p.map { storageBase($0.values) },
-            ropeTable: ropeTable.baseAddress, ropeHalf: rope.ropeDimension / 2)
+            ropeTable: ropeTable.baseAddress, ropeHalf: rope.ropeDimension / 2, splitRopeTable: splitRopeTable?.baseAddress)
         guard let inverse = keyScales?[s].inverse else {
-            return withExtendedLifetime((ks, vs, p, ropeTable)) {
+            return withExtendedLifetime((ks, vs, p, ropeTable, splitRopeTable)) {
                 fusedAttend(src, layer: layer, queries: queries, count: n, heads: heads, scale: scale, into: out, beside: beside)
             }
         }
@@ -74,7 +74,7 @@ extension CSRCache {
                 for i in 0..<d { scaled[row + i] *= inverse[g + i] }
             }
         }
-        withExtendedLifetime((ks, vs, p, ropeTable)) {
+        withExtendedLifetime((ks, vs, p, ropeTable, splitRopeTable)) {
             scaled.withUnsafeBufferPointer {
                 fusedAttend(src, layer: layer, queries: $0.baseAddress!, count: n, heads: heads, scale: scale, into: out,
                             beside: beside)
@@ -188,6 +188,8 @@ struct CSRAttentionSource: AttentionSource {
     /// (capacity, half, 2) cos, sin
     let ropeTable: UnsafePointer<Float>
     let ropeHalf: Int
+    /// (capacity, 64) the table in split order (`csr_keys.h`), for the fixed-point key kernels
+    let splitRopeTable: UnsafePointer<Float>?
 
     /// Runs `body(b0, b1, indices, weights)` on blocks of at most `blockPositions` positions
     /// of lo ..< hi, head g, with the pairs of each block unpacked (position t's chunks at
@@ -273,9 +275,9 @@ struct CSRAttentionSource: AttentionSource {
     func scores(head g: Int, _ lo: Int, _ hi: Int, queries: UnsafePointer<UnsafePointer<Float>>, rows: Int,
                 scale: Float, into scores: UnsafeMutablePointer<Float>, stride: Int,
                 scratch: UnsafeMutablePointer<Float>) {
-        if keys.fixed != nil && headDim == 64 && ropeHalf == 32 {
+        if keys.fixed != nil && headDim == 64 && ropeHalf == 32, let splitRopeTable {
             return fixedPointScores(head: g, lo, hi, queries: queries, rows: rows, scale: scale, into: scores,
-                                    stride: stride, scratch: scratch)
+                                    stride: stride, scratch: scratch, splitRope: splitRopeTable)
         }
         guard scoresInRegisters else {
             return scoresOfDecodedKeys(head: g, lo, hi, queries: queries, rows: rows, scale: scale, into: scores,
@@ -341,30 +343,33 @@ struct CSRAttentionSource: AttentionSource {
     /// and the eight partial sums per query row finished as ``finish`` finishes them.
     /// Guarded and pending positions are decoded through ``keys`` one at a time.
     ///
-    /// The query rows are copied to 64-byte boundaries first: the kernel reads each row once
-    /// per position in 64-byte loads, and rows of an `Array` start halfway into a line.
+    /// The kernels take the query rows in split order (a pair's two channels 16 apart, as
+    /// the rotated key's and the RoPE table's), copied to 64-byte boundaries: the kernel reads
+    /// each row in 64-byte loads, and rows of an `Array` start halfway into a line. Guarded
+    /// and pending positions are scored from the rows as given.
     private func fixedPointScores(head g: Int, _ lo: Int, _ hi: Int, queries: UnsafePointer<UnsafePointer<Float>>,
                                   rows: Int, scale: Float, into scores: UnsafeMutablePointer<Float>, stride: Int,
-                                  scratch: UnsafeMutablePointer<Float>) {
+                                  scratch: UnsafeMutablePointer<Float>, splitRope: UnsafePointer<Float>) {
         withUnsafeTemporaryAllocation(byteCount: rows * 64 * MemoryLayout<Float>.stride, alignment: 64) { qb in
-            let aligned = qb.baseAddress!.bindMemory(to: Float.self, capacity: rows * 64)
+            let split = qb.baseAddress!.bindMemory(to: Float.self, capacity: rows * 64)
             withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: rows) { qp in
                 for r in 0..<rows {
-                    (aligned + r * 64).update(from: queries[r], count: 64)
-                    qp[r] = UnsafePointer(aligned + r * 64)
+                    for i in 0..<64 { split[r * 64 + i] = queries[r][sparsekv_split_channel(i)] }
+                    qp[r] = UnsafePointer(split + r * 64)
                 }
-                fixedPointScores(head: g, lo, hi, alignedQueries: UnsafePointer(qp.baseAddress!), rows: rows, scale: scale,
-                                 into: scores, stride: stride, scratch: scratch)
+                fixedPointScores(head: g, lo, hi, queries: queries, splitQueries: UnsafePointer(qp.baseAddress!), rows: rows,
+                                 scale: scale, into: scores, stride: stride, scratch: scratch, splitRope: splitRope)
             }
         }
     }
 
-    private func fixedPointScores(head g: Int, _ lo: Int, _ hi: Int, alignedQueries queries: UnsafePointer<UnsafePointer<Float>>,
-                                  rows: Int, scale: Float, into scores: UnsafeMutablePointer<Float>, stride: Int,
-                                  scratch: UnsafeMutablePointer<Float>) {
+    private func fixedPointScores(head g: Int, _ lo: Int, _ hi: Int, queries: UnsafePointer<UnsafePointer<Float>>,
+                                  splitQueries: UnsafePointer<UnsafePointer<Float>>, rows: Int, scale: Float,
+                                  into scores: UnsafeMutablePointer<Float>, stride: Int, scratch: UnsafeMutablePointer<Float>,
+                                  splitRope: UnsafePointer<Float>) {
         let k = keys, chunks = 64 / k.m, s = k.sparsity, perPosition = chunks * s
         var gi = k.firstGuard(atOrAfter: lo * kvHeads * chunks), gs = gi
-        let q = UnsafeRawPointer(queries).assumingMemoryBound(to: UnsafePointer<Float>?.self)
+        let q = UnsafeRawPointer(splitQueries).assumingMemoryBound(to: UnsafePointer<Float>?.self)
         withUnsafeTemporaryAllocation(of: Int32.self, capacity: 8 * perPosition) { ib in
             // The kernels' products, (rows, 8, 16) floats; a guarded position's partial sums,
             // `partial[r * 8]`, reuse the room.
@@ -375,7 +380,7 @@ struct CSRAttentionSource: AttentionSource {
                     block: sparsekv_key_block(
                         atoms: k.fixed, m: k.m, s: s, idx: ib.baseAddress!, coef: k.coefficients8,
                         coefStride: kvHeads * perPosition, scales: k.scales, scaleStride: kvHeads * chunks, unit: k.unit,
-                        rope: ropeTable, queries: q, rows: rows, n: 0, skip: 0,
+                        rope: splitRope, queries: q, rows: rows, n: 0, skip: 0,
                         partial: UnsafeMutableRawPointer(partial).assumingMemoryBound(to: Float.self)),
                     indexBytes: k.indexBytes, indexByteCount: k.indexByteCount, width: k.width, kvHeads: kvHeads, head: g,
                     scale: scale, scores: scores - lo, stride: stride, level: Int32(CSRKeyKernels.level.rawValue),

@@ -38,6 +38,9 @@ public final class CSRCache: KVCache {
     /// (capacity, ropeDimension / 2, 2) cos, sin; 64-byte aligned, as the key kernels read a
     /// position's 64 floats in 64-byte loads
     let ropeTable: AlignedFloats
+    /// The same table in the split order the fixed-point key kernels read (`csr_keys.h`):
+    /// int8 key coefficients, 64-channel heads, 32 rotated pairs; else nil.
+    let splitRopeTable: AlignedFloats?
     /// [layer - first]: with a query-aware key metric, sqrt(w) and w^{-1/2} per channel of a
     /// key row (kvHeads * headDim). Keys enter the streams (and `pending`) scaled by the
     /// first; reads unscale them, and attention scales the queries by the second.
@@ -68,6 +71,8 @@ public final class CSRCache: KVCache {
         counts = Array(repeating: 0, count: geometry.layers.count)
         pending = Array(repeating: nil, count: geometry.layers.count)
         ropeTable = codec.ropeTable(rope, capacity: geometry.capacity)
+        splitRopeTable = s.coefficients == .int8 && geometry.headDim == 64 && rope.ropeDimension == 64
+            ? codec.splitRopeTable(rope, capacity: geometry.capacity) : nil
         keyScales = dict.keyMetric.map { m in
             geometry.layers.map { (forward: m.channelScales(layer: $0), inverse: m.channelScales(layer: $0, inverse: true)) }
         }

@@ -14,6 +14,7 @@ public final class CSRCodec: @unchecked Sendable {
 
     private let lock = NSLock()
     private var ropeTables: [Int: AlignedFloats] = [:]
+    private var splitRopeTables: [Int: AlignedFloats] = [:]
     /// Per key group, its offline atoms as fixed point (nil inside: they do not fit), made on first use.
     private var keyFixedAtoms: [Int: FixedPointAtoms?] = [:]
 
@@ -111,5 +112,30 @@ public final class CSRCodec: @unchecked Sendable {
         }
         ropeTables[capacity] = t
         return t
+    }
+
+    /// ``ropeTable(_:capacity:)`` with each 64-float position row in the split order of
+    /// `csr_keys.h` (cos of pairs 0 ..< 16, their sin, cos of pairs 16 ..< 32, their sin), as
+    /// the fixed-point key kernels read it: a position's pairs then rotate without lane
+    /// shuffles. 64-channel rotations (32 pairs) only.
+    func splitRopeTable(_ rope: RoPE, capacity: Int) -> AlignedFloats {
+        precondition(rope.ropeDimension == 64, "the split RoPE table is for 32 pairs")
+        let t = ropeTable(rope, capacity: capacity)
+        lock.lock()
+        defer { lock.unlock() }
+        if let split = splitRopeTables[capacity] { return split }
+        let split = AlignedFloats(count: capacity * 64) { out in
+            t.withUnsafeBufferPointer { tb in
+                for p in 0..<capacity {
+                    for i in 0..<32 {
+                        let at = p * 64 + 32 * (i / 16) + i % 16
+                        out[at] = tb[p * 64 + 2 * i]
+                        out[at + 16] = tb[p * 64 + 2 * i + 1]
+                    }
+                }
+            }
+        }
+        splitRopeTables[capacity] = split
+        return split
     }
 }

@@ -119,8 +119,9 @@ static inline void sparsekv_value_accumulate_avx512(const sparsekv_value_run *a,
     }
 }
 
-// sparsekv_value_accumulate for positions of at most 16 pairs in all (chunks * s <= 16),
-// indices of at most 16 bits: a position's pairs are contiguous in the stream, so one
+// sparsekv_value_accumulate for positions of at most 16 pairs in all (chunks * s <= 16) in at
+// most 4 chunks (their fp16 scales are converted 4 at a time), indices of at most 16 bits:
+// a position's pairs are contiguous in the stream, so one
 // unpack serves all its chunks, and two positions when both fit one 64-byte read (csr:8's
 // values: 2 chunks of 4 pairs). The unpacked index of chunk c's pair is offset by c * atoms,
 // so the adds address acc4 directly; a position's coefficients are converted in one vector

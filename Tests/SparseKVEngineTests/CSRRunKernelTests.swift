@@ -132,7 +132,7 @@ import Testing
     @Test func valueRunAccumulatesEveryPairInOrder() {
         var g = SeededGenerator(seed: 12)
         let kvHeads = 3, head = 1, positions = 30, atoms = 40, width = 6
-        for chunks in [1, 2] {
+        for chunks in [1, 2, 4] {
             for s in [3, 4, 8, 16] {
                 for rows in 1...4 {
                     for (t0, t1) in [(5, 27), (4, 27)] {

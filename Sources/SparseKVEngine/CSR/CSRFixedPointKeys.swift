@@ -132,16 +132,16 @@ enum CSRValueKernels {
     }()
 
     /// The attention weights of positions t0 ..< t1 added into atom space
-    /// (`sparsekv_value_accumulate`), with AVX-512 VBMI for indices of at most 16 bits:
-    /// a position at a time when its chunks hold at most 16 pairs in all, else row by row
-    /// for rows of at most 16 pairs and at most 4 chunks. All give the same bits.
+    /// (`sparsekv_value_accumulate`), with AVX-512 VBMI for indices of at most 16 bits and
+    /// at most 4 chunks: a position at a time when its chunks hold at most 16 pairs in all,
+    /// else row by row for rows of at most 16 pairs. All give the same bits.
     @inline(__always)
     static func accumulate(_ run: UnsafePointer<sparsekv_value_run>, _ t0: Int, _ t1: Int) {
         #if arch(x86_64)
         let r = run.pointee
-        if CSRIndexUnpacking.usesVBMI(sparsity: r.s, width: r.width) {
+        if CSRIndexUnpacking.usesVBMI(sparsity: r.s, width: r.width) && r.chunks <= 4 {
             if r.s * r.chunks <= 16 { return sparsekv_value_accumulate_positions_avx512(run, t0, t1) }
-            if r.chunks <= 4 { return sparsekv_value_accumulate_avx512(run, t0, t1) }
+            return sparsekv_value_accumulate_avx512(run, t0, t1)
         }
         #endif
         sparsekv_value_accumulate(run, t0, t1)

@@ -1,3 +1,4 @@
+import CShims
 import Foundation
 import Testing
 @testable import SparseKVEngine
@@ -61,6 +62,29 @@ import Testing
         #expect(c.byteCount(layer: 1) == 2 * perHead)
         let fp16Bytes = 2 * 2 * tokens * Self.d * 2 * 2  // layers * heads * tokens * d * (K, V) * 2 bytes
         #expect(c.byteCount == 2 * 2 * perHead && c.byteCount < fp16Bytes)
+    }
+
+    /// 4-bit codes widened 16 at a time (AVX2) and one byte at a time give the same floats:
+    /// every byte value, low nibble first, at lengths that leave a tail.
+    @Test func unpackedFourBitCodesAreTheNibbles() {
+        let tail: [UInt8] = (0..<21).map { UInt8(($0 * 37 + 11) % 256) }
+        let bytes: [UInt8] = (0..<256).map { UInt8($0) } + tail
+        for n in [1, 7, 8, 9, 32, 277] {
+            let expected: [Float] = bytes.prefix(n).flatMap { (b: UInt8) -> [Float] in [Float(b & 15), Float(b >> 4)] }
+            var portable = [Float](repeating: -1, count: 2 * n)
+            sparsekv_kivi_unpack4(bytes, n, &portable)
+            #expect(portable == expected, "\(n) bytes")
+            var viaSwift = [Float](repeating: -1, count: 2 * n)
+            KIVICodes.unpack(bytes, count: 2 * n, bits: 4, into: &viaSwift)
+            #expect(viaSwift == expected, "\(n) bytes through KIVICodes")
+            #if arch(x86_64)
+            if sparsekv_cpu_has_avx2() != 0 {
+                var wide = [Float](repeating: -1, count: 2 * n)
+                sparsekv_kivi_unpack4_avx2(bytes, n, &wide)
+                #expect(wide == expected, "\(n) bytes, AVX2")
+            }
+            #endif
+        }
     }
 
     @Test func serializationRoundTripsAndRejectsDamage() throws {

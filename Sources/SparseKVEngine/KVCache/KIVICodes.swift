@@ -1,7 +1,10 @@
+import CShims
+
 /// Unpacking KIVI's packed codes for the fused attention kernels: a table per code width
 /// gives the floats of every possible byte, so a row of 64 4-bit codes is 32 table
-/// reads of 8 bytes instead of 64 shifts, masks and conversions; the affine step
-/// (minimum + scale * code) then runs on 8 channels at a time.
+/// reads of 8 bytes instead of 64 shifts, masks and conversions (with AVX2, 4-bit codes
+/// are split, widened and converted 16 at a time instead, `kivi_codes.h`); the affine
+/// step (minimum + scale * code) then runs on 8 channels at a time.
 ///
 /// The results equal `KIVICache.decode`'s element for element: the same code values, and
 /// the same multiply then add, each rounded.
@@ -11,6 +14,15 @@ enum KIVICodes {
         let c0 = Float(b & 3), c1 = Float((b >> 2) & 3), c2 = Float((b >> 4) & 3), c3 = Float(b >> 6)
         return SIMD4(c0, c1, c2, c3)
     }
+    /// Whether 4-bit codes are widened by `sparsekv_kivi_unpack4_avx2` (`kivi_codes.h`), 16
+    /// at a time, instead of through the table: the same floats.
+    static let avx2: Bool = {
+        #if arch(x86_64)
+        return sparsekv_cpu_has_avx2() != 0
+        #else
+        return false
+        #endif
+    }()
     /// Byte b's two 4-bit codes, low nibble first.
     private static let table4: [SIMD2<Float>] = (0..<256).map { (b: Int) -> SIMD2<Float> in
         SIMD2(Float(b & 15), Float(b >> 4))
@@ -23,6 +35,9 @@ enum KIVICodes {
         let raw = UnsafeMutableRawPointer(out)
         switch bits {
         case 4:
+            #if arch(x86_64)
+            if avx2 { return sparsekv_kivi_unpack4_avx2(bytes, count / 2, out) }
+            #endif
             table4.withUnsafeBufferPointer { t in
                 for i in 0..<count / 2 { raw.storeBytes(of: t[Int(bytes[i])], toByteOffset: i * 8, as: SIMD2<Float>.self) }
             }

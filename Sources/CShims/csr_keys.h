@@ -278,8 +278,11 @@ static inline void sparsekv_key_partials_avx2(const sparsekv_key_block *b) {
             __m256 w = _mm256_set1_ps(_cvtsh_ss(b->scales[j * b->scaleStride + c]) * b->unit);
             y[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(v[i]), w);
         }
-        // y[i] (i = 0, 1, 4, 5) holds even channels and y[i + 2] the odd ones of the same pairs.
-        for (long i = 0; i < 8; i += i % 4 == 1 ? 3 : 1) sparsekv_rotate8_pairs(&y[i], &y[i + 2], t + 8 * i, t + 8 * i + 16);
+        // In each 32-channel block z, y[4z + h] holds the even channels of pairs 16z + 8h ...
+        // + 7 and y[4z + 2 + h] their odd ones; their cos and sin are 16 apart in the table row.
+        for (long z = 0; z < 2; z++)
+            for (long h = 0; h < 2; h++)
+                sparsekv_rotate8_pairs(&y[4 * z + h], &y[4 * z + 2 + h], t + 32 * z + 8 * h, t + 32 * z + 8 * h + 16);
         for (long r = 0; r < b->rows; r++) {
             const float *q = b->queries[r];
             // p[l] for l < 8 (lo) and 8 <= l < 16 (hi): channels 16k + l over k.

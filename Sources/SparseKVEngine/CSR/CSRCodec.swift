@@ -1,3 +1,4 @@
+import CShims
 import Foundation
 import SparseCoding
 
@@ -117,7 +118,8 @@ public final class CSRCodec: @unchecked Sendable {
     /// ``ropeTable(_:capacity:)`` with each 64-float position row in the split order of
     /// `csr_keys.h` (cos of pairs 0 ..< 16, their sin, cos of pairs 16 ..< 32, their sin), as
     /// the fixed-point key kernels read it: a position's pairs then rotate without lane
-    /// shuffles. 64-channel rotations (32 pairs) only.
+    /// shuffles. 64-channel rotations (32 pairs) only. A row of the (cos, sin) table holds
+    /// pair c / 2's cos at c for even c and its sin at odd c, so it permutes as a key row does.
     func splitRopeTable(_ rope: RoPE, capacity: Int) -> AlignedFloats {
         precondition(rope.ropeDimension == 64, "the split RoPE table is for 32 pairs")
         let t = ropeTable(rope, capacity: capacity)
@@ -127,11 +129,7 @@ public final class CSRCodec: @unchecked Sendable {
         let split = AlignedFloats(count: capacity * 64) { out in
             t.withUnsafeBufferPointer { tb in
                 for p in 0..<capacity {
-                    for i in 0..<32 {
-                        let at = p * 64 + 32 * (i / 16) + i % 16
-                        out[at] = tb[p * 64 + 2 * i]
-                        out[at + 16] = tb[p * 64 + 2 * i + 1]
-                    }
+                    for i in 0..<64 { out[p * 64 + i] = tb[p * 64 + sparsekv_split_channel(i)] }
                 }
             }
         }

@@ -64,6 +64,90 @@ import Testing
         #expect(c.byteCount == 2 * 2 * perHead && c.byteCount < fp16Bytes)
     }
 
+    /// KIVI's quantization written out plainly, one code at a time: asymmetric, `bits` bits,
+    /// an fp16 scale ((max - min) / levels) and minimum per group, round half away from zero.
+    static func plainQuantized(_ x: [Float], bits: Int) -> (codes: [UInt8], scale: Float16, zero: Float16) {
+        let lo = x.min()!, hi = x.max()!, levels = Float((1 << bits) - 1)
+        let scale = Float16((hi - lo) / levels), zero = Float16(lo)
+        let codes = x.map { v -> UInt8 in
+            guard Float(scale) > 0 else { return 0 }
+            return UInt8(min(levels, max(0, ((v - Float(zero)) / Float(scale)).rounded())))
+        }
+        return (codes, scale, zero)
+    }
+
+    static func plainPacked(_ codes: [UInt8], bits: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: codes.count * bits / 8)
+        for (i, c) in codes.enumerated() { out[i * bits / 8] |= c << UInt8(i * bits % 8) }
+        return out
+    }
+
+    /// Appends of uneven sizes (a prompt chunk, single tokens, another chunk): every stored
+    /// code, scale and minimum is KIVI's quantization of the rotated fp16 rows, group by
+    /// group, and the window keeps the rest, cut where the window rule cuts it.
+    @Test(arguments: [2, 4, 8])
+    func storedGroupsAreThePlainQuantizationOfTheRows(bits: Int) throws {
+        let window = 40, d = Self.d, g = KIVICache.group
+        let chunks = [150, 1, 1, 37] + Array(repeating: 1, count: 30) + [90, 1]
+        let total = chunks.reduce(0, +)
+        let c = KIVICache(geometry: Self.geometry, rope: Self.rope, bits: bits, window: window)
+        let k = Self.rows(total, seed: 21), v = Self.rows(total, seed: 22)
+        var start = 0, groups = 0
+        for n in chunks {
+            // The window rule: before an append, groups of 32 go while it holds window + 32 or more.
+            while start - groups * g >= window + g { groups += 1 }
+            for layer in 0..<2 {
+                try k.withUnsafeBufferPointer { kp in
+                    try v.withUnsafeBufferPointer { vp in
+                        try c.append(layer: layer, keys: kp.baseAddress! + start * 128, values: vp.baseAddress! + start * 128, count: n)
+                    }
+                }
+            }
+            start += n
+        }
+        for layer in 0..<2 {
+            for h in 0..<2 {
+                let slot = c.slots[layer * 2 + h]
+                #expect(slot.groups == groups)
+                // Rotated keys and values as the window stores them (fp16).
+                var keys: [Float] = [], values: [Float] = []
+                for t in 0..<total {
+                    var key = Array(k[t * 128 + h * d..<t * 128 + (h + 1) * d])
+                    key.withUnsafeMutableBufferPointer { Self.rope.apply($0.baseAddress!, heads: 1, position: t) }
+                    for i in 0..<d {
+                        keys.append(Float(Float16(key[i])))
+                        values.append(Float(Float16(v[t * 128 + h * d + i])))
+                    }
+                }
+                var keyCodes: [UInt8] = [], keyParams: [Float16] = [], valueCodes: [UInt8] = [], valueParams: [Float16] = []
+                for grp in 0..<groups {
+                    var codes = [UInt8](repeating: 0, count: g * d), scales: [Float16] = [], zeros: [Float16] = []
+                    for ch in 0..<d {
+                        let q = Self.plainQuantized((0..<g).map { keys[(grp * g + $0) * d + ch] }, bits: bits)
+                        for t in 0..<g { codes[t * d + ch] = q.codes[t] }
+                        scales.append(q.scale)
+                        zeros.append(q.zero)
+                    }
+                    keyCodes += Self.plainPacked(codes, bits: bits)
+                    keyParams += scales + zeros
+                    for t in grp * g..<(grp + 1) * g {
+                        let parts = (0..<d / g).map { Self.plainQuantized(Array(values[t * d + $0 * g..<t * d + ($0 + 1) * g]), bits: bits) }
+                        valueCodes += Self.plainPacked(parts.flatMap(\.codes), bits: bits)
+                        valueParams += parts.map(\.scale) + parts.map(\.zero)
+                    }
+                }
+                #expect(slot.keyCodes == keyCodes, "layer \(layer) head \(h)")
+                #expect(slot.keyParams == keyParams)
+                #expect(slot.valueCodes == valueCodes)
+                #expect(slot.valueParams == valueParams)
+                let quantized = groups * g * d
+                let recentK: [Float] = slot.recentK.map { Float($0) }, recentV: [Float] = slot.recentV.map { Float($0) }
+                #expect(recentK == Array(keys[quantized...]))
+                #expect(recentV == Array(values[quantized...]))
+            }
+        }
+    }
+
     /// 4-bit codes widened 16 at a time (AVX2) and one byte at a time give the same floats:
     /// every byte value, low nibble first, at lengths that leave a tail.
     @Test func unpackedFourBitCodesAreTheNibbles() {

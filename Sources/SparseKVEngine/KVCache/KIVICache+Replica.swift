@@ -73,7 +73,7 @@ extension KIVICache {
                 let slot = slots[firstSlot + i]
                 slot.recentK += x.keys
                 slot.recentV += x.values
-                while slot.groups < x.groups { quantizeOldestGroup(slot) }
+                quantizeOldestGroups(slot, count: x.groups - slot.groups)
             }
             for layer in h.layers { counts[layer - geometry.layers.lowerBound] = first + h.tokenCount }
             return (first, h.tokenCount)

@@ -68,16 +68,22 @@ public final class KIVICache: KVCache {
         guard start + n <= geometry.capacity else {
             throw KVCacheError.full(layer: layer, capacity: geometry.capacity, needed: start + n)
         }
-        var row = [Float](repeating: 0, count: d)
-        for h in 0..<geometry.kvHeads {
-            let slot = slots[s * geometry.kvHeads + h]
-            while slot.recentK.count >= (window + Self.group) * d { quantizeOldestGroup(slot) }
-            for t in 0..<n {
-                for i in 0..<d { row[i] = k[t * width + h * d + i] }
-                row.withUnsafeMutableBufferPointer { rope.apply($0.baseAddress!, heads: 1, position: start + t) }
-                for i in 0..<d {
-                    slot.recentK.append(Float16(row[i]))
-                    slot.recentV.append(Float16(v[t * width + h * d + i]))
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: n * d) { rows in
+            withUnsafeTemporaryAllocation(of: Float16.self, capacity: n * d) { halves in
+                let x = rows.baseAddress!, h16 = halves.baseAddress!
+                for h in 0..<geometry.kvHeads {
+                    let slot = slots[s * geometry.kvHeads + h]
+                    quantizeOldestGroups(slot, count: settlingGroups(slot))
+                    for t in 0..<n {
+                        (x + t * d).update(from: k + t * width + h * d, count: d)
+                        rope.apply(x + t * d, heads: 1, position: start + t)
+                    }
+                    for i in 0..<n * d { h16[i] = Float16(x[i]) }
+                    slot.recentK.append(contentsOf: UnsafeBufferPointer(start: h16, count: n * d))
+                    for t in 0..<n {
+                        for i in 0..<d { h16[t * d + i] = Float16(v[t * width + h * d + i]) }
+                    }
+                    slot.recentV.append(contentsOf: UnsafeBufferPointer(start: h16, count: n * d))
                 }
             }
         }
@@ -85,9 +91,8 @@ public final class KIVICache: KVCache {
     }
 
     /// Asymmetric quantization parameters of `x`: fp16 scale and minimum.
-    static func params(_ x: ArraySlice<Float>, bits: Int) -> (scale: Float16, zero: Float16) {
-        let lo = x.min() ?? 0, hi = x.max() ?? 0
-        return (Float16((hi - lo) / Float((1 << bits) - 1)), Float16(lo))
+    static func params(lo: Float, hi: Float, bits: Int) -> (scale: Float16, zero: Float16) {
+        (Float16((hi - lo) / Float((1 << bits) - 1)), Float16(lo))
     }
 
     static func code(_ x: Float, _ p: (scale: Float16, zero: Float16), bits: Int) -> UInt8 {
@@ -97,11 +102,9 @@ public final class KIVICache: KVCache {
         return UInt8(min(Float((1 << bits) - 1), max(0, q)))
     }
 
-    /// Packs codes `bits` each, least significant first.
-    static func pack(_ codes: [UInt8], bits: Int) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: (codes.count * bits + 7) / 8)
-        for (i, c) in codes.enumerated() { out[i * bits / 8] |= c << UInt8((i * bits) % 8) }
-        return out
+    /// Packs `count` codes `bits` each, least significant first, into zeroed bytes.
+    static func pack(_ codes: UnsafePointer<UInt8>, count: Int, bits: Int, into out: UnsafeMutablePointer<UInt8>) {
+        for i in 0..<count { out[i * bits / 8] |= codes[i] << UInt8((i * bits) % 8) }
     }
 
     @inline(__always)
@@ -109,25 +112,71 @@ public final class KIVICache: KVCache {
         (bytes[i * bits / 8] >> UInt8((i * bits) % 8)) & UInt8((1 << bits) - 1)
     }
 
-    func quantizeOldestGroup(_ slot: Slot) {
-        let d = geometry.headDim, g = Self.group
-        let keys = slot.recentK[0..<g * d].map { Float($0) }, values = slot.recentV[0..<g * d].map { Float($0) }
-        slot.recentK.removeFirst(g * d)
-        slot.recentV.removeFirst(g * d)
-        // Keys: one (scale, min) per channel over the 32 tokens.
-        let kp = (0..<d).map { c in Self.params((0..<g).map { keys[$0 * d + c] }[...], bits: bits) }
-        var kc = [UInt8](repeating: 0, count: g * d)
-        for t in 0..<g { for c in 0..<d { kc[t * d + c] = Self.code(keys[t * d + c], kp[c], bits: bits) } }
-        slot.keyCodes += Self.pack(kc, bits: bits)
-        slot.keyParams += kp.map(\.scale) + kp.map(\.zero)
-        // Values: one (scale, min) per 32 channels of each token.
-        for t in 0..<g {
-            let vp = (0..<d / g).map { Self.params(values[t * d + $0 * g..<t * d + ($0 + 1) * g], bits: bits) }
-            let vc = (0..<d).map { Self.code(values[t * d + $0], vp[$0 / g], bits: bits) }
-            slot.valueCodes += Self.pack(vc, bits: bits)
-            slot.valueParams += vp.map(\.scale) + vp.map(\.zero)
+    /// Groups the window holds beyond its bound (window + 32 tokens or more): what the next
+    /// append quantizes first.
+    func settlingGroups(_ slot: Slot) -> Int {
+        max(0, (slot.recentK.count / geometry.headDim - window) / Self.group)
+    }
+
+    /// Quantizes the oldest `count` groups of 32 tokens of the fp16 window, then drops them
+    /// from it at once. Works on raw storage: after a prompt chunk the first append
+    /// quantizes all of the chunk but the window (hundreds of groups over a layer's heads),
+    /// and one shift of the window per group would grow with the chunk.
+    func quantizeOldestGroups(_ slot: Slot, count: Int) {
+        guard count > 0 else { return }
+        let d = geometry.headDim, g = Self.group, bits = self.bits, vg = d / g
+        let groupBytes = g * d * bits / 8, rowBytes = d * bits / 8
+        let codeBase = slot.keyCodes.count, keyParamBase = slot.keyParams.count
+        let valueCodeBase = slot.valueCodes.count, valueParamBase = slot.valueParams.count
+        slot.keyCodes.append(contentsOf: repeatElement(0, count: count * groupBytes))
+        slot.keyParams.append(contentsOf: repeatElement(0, count: count * 2 * d))
+        slot.valueCodes.append(contentsOf: repeatElement(0, count: count * groupBytes))
+        slot.valueParams.append(contentsOf: repeatElement(0, count: count * g * 2 * vg))
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: g * d) { xs in
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: g * d) { cs in
+                let x = xs.baseAddress!, codes = cs.baseAddress!
+                for j in 0..<count {
+                    // Keys: one (scale, min) per channel over the 32 tokens.
+                    slot.recentK.withUnsafeBufferPointer { Kernels.widen($0.baseAddress! + j * g * d, count: g * d, into: x) }
+                    slot.keyParams.withUnsafeMutableBufferPointer { kp in
+                        let p = kp.baseAddress! + keyParamBase + j * 2 * d
+                        for c in 0..<d {
+                            var lo = x[c], hi = x[c]
+                            for t in 1..<g { lo = min(lo, x[t * d + c]); hi = max(hi, x[t * d + c]) }
+                            let q = Self.params(lo: lo, hi: hi, bits: bits)
+                            p[c] = q.scale
+                            p[d + c] = q.zero
+                            for t in 0..<g { codes[t * d + c] = Self.code(x[t * d + c], q, bits: bits) }
+                        }
+                    }
+                    slot.keyCodes.withUnsafeMutableBufferPointer {
+                        Self.pack(codes, count: g * d, bits: bits, into: $0.baseAddress! + codeBase + j * groupBytes)
+                    }
+                    // Values: one (scale, min) per 32 channels of each token.
+                    slot.recentV.withUnsafeBufferPointer { Kernels.widen($0.baseAddress! + j * g * d, count: g * d, into: x) }
+                    slot.valueParams.withUnsafeMutableBufferPointer { vp in
+                        for t in 0..<g {
+                            let p = vp.baseAddress! + valueParamBase + (j * g + t) * 2 * vg
+                            for b in 0..<vg {
+                                let row = x + t * d + b * g
+                                var lo = row[0], hi = row[0]
+                                for i in 1..<g { lo = min(lo, row[i]); hi = max(hi, row[i]) }
+                                let q = Self.params(lo: lo, hi: hi, bits: bits)
+                                p[b] = q.scale
+                                p[vg + b] = q.zero
+                                for i in 0..<g { codes[t * d + b * g + i] = Self.code(row[i], q, bits: bits) }
+                            }
+                        }
+                    }
+                    slot.valueCodes.withUnsafeMutableBufferPointer {
+                        Self.pack(codes, count: g * d, bits: bits, into: $0.baseAddress! + valueCodeBase + j * g * rowBytes)
+                    }
+                }
+            }
         }
-        slot.groups += 1
+        slot.recentK.removeFirst(count * g * d)
+        slot.recentV.removeFirst(count * g * d)
+        slot.groups += count
     }
 
     // MARK: - Reading
@@ -227,7 +276,7 @@ public final class KIVICache: KVCache {
         for layer in layers {
             for h in 0..<geometry.kvHeads {
                 let slot = slots[(layer - geometry.layers.lowerBound) * geometry.kvHeads + h]
-                while slot.recentK.count >= (window + Self.group) * d { quantizeOldestGroup(slot) }
+                quantizeOldestGroups(slot, count: settlingGroups(slot))
             }
         }
         var w = BinaryWriter(capacity: 64 + layers.reduce(0) { $0 + byteCount(layer: $1) } + 16 * layers.count * geometry.kvHeads)

@@ -90,7 +90,8 @@ public final class KIVICache: KVCache {
         counts[s] = start + n
     }
 
-    /// Asymmetric quantization parameters of `x`: fp16 scale and minimum.
+    /// Asymmetric quantization parameters of a group whose values span lo ... hi: fp16
+    /// scale and minimum.
     static func params(lo: Float, hi: Float, bits: Int) -> (scale: Float16, zero: Float16) {
         (Float16((hi - lo) / Float((1 << bits) - 1)), Float16(lo))
     }
@@ -120,8 +121,8 @@ public final class KIVICache: KVCache {
 
     /// Quantizes the oldest `count` groups of 32 tokens of the fp16 window, then drops them
     /// from it at once. Works on raw storage: after a prompt chunk the first append
-    /// quantizes all of the chunk but the window (hundreds of groups over a layer's heads),
-    /// and one shift of the window per group would grow with the chunk.
+    /// quantizes all of the chunk but the window (12 groups per head after 512 tokens, 251
+    /// after 8,160), and a shift of the window per group would cost as much as the chunk.
     func quantizeOldestGroups(_ slot: Slot, count: Int) {
         guard count > 0 else { return }
         let d = geometry.headDim, g = Self.group, bits = self.bits, vg = d / g

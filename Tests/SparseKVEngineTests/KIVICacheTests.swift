@@ -148,6 +148,55 @@ import Testing
         }
     }
 
+    /// The code kernels (portable C, and AVX2 eight at a time) against KIVI's definition in
+    /// Swift, value for value: values at, just below and just above every half step, past
+    /// both ends, NaN and infinities; scales of 0, below 0 and NaN; random scales and
+    /// minimums; lengths that leave a tail.
+    @Test func codesAreThePlainDefinitionAtHalvesEndsAndBadScales() {
+        var x: [Float] = [], scale: [Float] = [], zero: [Float] = []
+        for k in -3...260 {
+            let half: Float = 0.5
+            for delta in [-half, half.nextDown, 0, half, half.nextUp] {
+                x.append(Float(k) + delta)
+                scale.append(1)
+                zero.append(0)
+            }
+        }
+        for v: Float in [.nan, .infinity, -.infinity, 1e30, -1e30, -0.0, 0.3] {
+            for s: Float in [1, 0, -1, .nan, 1e-30] {
+                x.append(v)
+                scale.append(s)
+                zero.append(0)
+            }
+        }
+        var g = SeededGenerator(seed: 5)
+        for _ in 0..<300 {
+            x.append(Float.random(in: -4...4, using: &g))
+            scale.append(Float(Float16(Float.random(in: 0...0.6, using: &g))))
+            zero.append(Float(Float16(Float.random(in: -4...0, using: &g))))
+        }
+        for bits in [2, 4, 8] {
+            let levels = Float((1 << bits) - 1)
+            let expected: [UInt8] = x.indices.map { i in
+                guard scale[i] > 0 else { return 0 }
+                let q = ((x[i] - zero[i]) / scale[i]).rounded()
+                return UInt8(min(levels, max(0, q)))
+            }
+            for n in [x.count, x.count - 3, 7] {
+                var portable = [UInt8](repeating: 99, count: n)
+                sparsekv_kivi_codes(x, scale, zero, n, levels, &portable)
+                #expect(portable == Array(expected.prefix(n)), "\(bits) bits, \(n) values")
+                #if arch(x86_64)
+                if sparsekv_cpu_has_avx2() != 0 {
+                    var wide = [UInt8](repeating: 99, count: n)
+                    sparsekv_kivi_codes_avx2(x, scale, zero, n, levels, &wide)
+                    #expect(wide == Array(expected.prefix(n)), "\(bits) bits, \(n) values, AVX2")
+                }
+                #endif
+            }
+        }
+    }
+
     /// 4-bit codes widened 16 at a time (AVX2) and one byte at a time give the same floats:
     /// every byte value, low nibble first, at lengths that leave a tail.
     @Test func unpackedFourBitCodesAreTheNibbles() {

@@ -1,3 +1,5 @@
+import CShims
+
 /// KIVI (Liu et al., 2024), the quantized-cache baseline the CSR paper compares against.
 ///
 /// Keys are quantized per channel over groups of 32 tokens, values per token over
@@ -96,16 +98,35 @@ public final class KIVICache: KVCache {
         (Float16((hi - lo) / Float((1 << bits) - 1)), Float16(lo))
     }
 
-    static func code(_ x: Float, _ p: (scale: Float16, zero: Float16), bits: Int) -> UInt8 {
-        let scale = Float(p.scale)
-        guard scale > 0 else { return 0 }
-        let q = ((x - Float(p.zero)) / scale).rounded()
-        return UInt8(min(Float((1 << bits) - 1), max(0, q)))
+    /// Packs `count` codes `bits` each, least significant first, into zeroed bytes; a byte
+    /// at a time for 2, 4 and 8 bits (`count` filling whole bytes).
+    static func pack(_ codes: UnsafePointer<UInt8>, count: Int, bits: Int, into out: UnsafeMutablePointer<UInt8>) {
+        switch bits {
+        case 8:
+            out.update(from: codes, count: count)
+        case 4 where count % 2 == 0:
+            for j in 0..<count / 2 { out[j] = codes[2 * j] | codes[2 * j + 1] << 4 }
+        case 2 where count % 4 == 0:
+            for j in 0..<count / 4 {
+                let c = codes + 4 * j
+                out[j] = c[0] | c[1] << 2 | c[2] << 4 | c[3] << 6
+            }
+        default:
+            for i in 0..<count { out[i * bits / 8] |= codes[i] << UInt8((i * bits) % 8) }
+        }
     }
 
-    /// Packs `count` codes `bits` each, least significant first, into zeroed bytes.
-    static func pack(_ codes: UnsafePointer<UInt8>, count: Int, bits: Int, into out: UnsafeMutablePointer<UInt8>) {
-        for i in 0..<count { out[i * bits / 8] |= codes[i] << UInt8((i * bits) % 8) }
+    /// KIVI's codes of `count` values, each with its own scale and minimum (fp16, widened):
+    /// (x - minimum) / scale rounded half away from zero, clamped to 0 ... 2^bits - 1 (NaN to
+    /// 0); 0 where the scale is not positive (`kivi_codes.h`, 8 at a time with AVX2).
+    @inline(__always)
+    static func codes(_ x: UnsafePointer<Float>, scale: UnsafePointer<Float>, zero: UnsafePointer<Float>, count: Int,
+                      bits: Int, into out: UnsafeMutablePointer<UInt8>) {
+        let levels = Float((1 << bits) - 1)
+        #if arch(x86_64)
+        if KIVICodes.avx2 { return sparsekv_kivi_codes_avx2(x, scale, zero, count, levels, out) }
+        #endif
+        sparsekv_kivi_codes(x, scale, zero, count, levels, out)
     }
 
     @inline(__always)
@@ -120,9 +141,9 @@ public final class KIVICache: KVCache {
     }
 
     /// Quantizes the oldest `count` groups of 32 tokens of the fp16 window, then drops them
-    /// from it at once. Works on raw storage: after a prompt chunk the first append
-    /// quantizes all of the chunk but the window (12 groups per head after 512 tokens, 251
-    /// after 8,160), and a shift of the window per group would cost as much as the chunk.
+    /// from it at once. Works on raw storage: after a prompt batch (512 tokens) the next
+    /// append quantizes all of it but the window, 12 groups per head, in one decode step, and
+    /// a shift of the window per group would cost as much as the batch each time.
     func quantizeOldestGroups(_ slot: Slot, count: Int) {
         guard count > 0 else { return }
         let d = geometry.headDim, g = Self.group, bits = self.bits, vg = d / g
@@ -133,21 +154,35 @@ public final class KIVICache: KVCache {
         slot.keyParams.append(contentsOf: repeatElement(0, count: count * 2 * d))
         slot.valueCodes.append(contentsOf: repeatElement(0, count: count * groupBytes))
         slot.valueParams.append(contentsOf: repeatElement(0, count: count * g * 2 * vg))
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: g * d) { xs in
+        // x: a group's rows; params: per channel (keys) or per value of a block (values), the
+        // widened scales then minimums.
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: g * d + 2 * d) { xs in
             withUnsafeTemporaryAllocation(of: UInt8.self, capacity: g * d) { cs in
-                let x = xs.baseAddress!, codes = cs.baseAddress!
+                let x = xs.baseAddress!, params = x + g * d, codes = cs.baseAddress!
                 for j in 0..<count {
                     // Keys: one (scale, min) per channel over the 32 tokens.
                     slot.recentK.withUnsafeBufferPointer { Kernels.widen($0.baseAddress! + j * g * d, count: g * d, into: x) }
                     slot.keyParams.withUnsafeMutableBufferPointer { kp in
-                        let p = kp.baseAddress! + keyParamBase + j * 2 * d
-                        for c in 0..<d {
-                            var lo = x[c], hi = x[c]
-                            for t in 1..<g { lo = min(lo, x[t * d + c]); hi = max(hi, x[t * d + c]) }
-                            let q = Self.params(lo: lo, hi: hi, bits: bits)
-                            p[c] = q.scale
-                            p[d + c] = q.zero
-                            for t in 0..<g { codes[t * d + c] = Self.code(x[t * d + c], q, bits: bits) }
+                        let p = UnsafeMutableRawPointer(kp.baseAddress! + keyParamBase + j * 2 * d)
+                        let xr = UnsafeRawPointer(x)
+                        // 16 channels at a time; min and max as Swift.min and Swift.max take them.
+                        for c in stride(from: 0, to: d, by: 16) {
+                            var lo = xr.loadUnaligned(fromByteOffset: c * 4, as: SIMD16<Float>.self), hi = lo
+                            for t in 1..<g {
+                                let v = xr.loadUnaligned(fromByteOffset: (t * d + c) * 4, as: SIMD16<Float>.self)
+                                lo.replace(with: v, where: v .< lo)
+                                hi.replace(with: v, where: v .>= hi)
+                            }
+                            let scale = SIMD16<Float16>((hi - lo) / Float((1 << bits) - 1)), zero = SIMD16<Float16>(lo)
+                            p.storeBytes(of: scale, toByteOffset: c * 2, as: SIMD16<Float16>.self)
+                            p.storeBytes(of: zero, toByteOffset: (d + c) * 2, as: SIMD16<Float16>.self)
+                            UnsafeMutableRawPointer(params).storeBytes(of: SIMD16<Float>(scale), toByteOffset: c * 4,
+                                                                       as: SIMD16<Float>.self)
+                            UnsafeMutableRawPointer(params).storeBytes(of: SIMD16<Float>(zero), toByteOffset: (d + c) * 4,
+                                                                       as: SIMD16<Float>.self)
+                        }
+                        for t in 0..<g {
+                            Self.codes(x + t * d, scale: params, zero: params + d, count: d, bits: bits, into: codes + t * d)
                         }
                     }
                     slot.keyCodes.withUnsafeMutableBufferPointer {
@@ -165,7 +200,9 @@ public final class KIVICache: KVCache {
                                 let q = Self.params(lo: lo, hi: hi, bits: bits)
                                 p[b] = q.scale
                                 p[vg + b] = q.zero
-                                for i in 0..<g { codes[t * d + b * g + i] = Self.code(row[i], q, bits: bits) }
+                                params.update(repeating: Float(q.scale), count: g)
+                                (params + g).update(repeating: Float(q.zero), count: g)
+                                Self.codes(row, scale: params, zero: params + g, count: g, bits: bits, into: codes + t * d + b * g)
                             }
                         }
                     }

@@ -34,8 +34,8 @@ static inline void sparsekv_kivi_unpack4_avx2(const uint8_t *bytes, long n, floa
 
 // KIVI's codes of n values, each with its own scale and minimum (fp16 values, widened):
 // (x - zero) / scale rounded half away from zero, clamped to 0 ... levels (NaN to 0); 0
-// where the scale is not positive. The same division, rounding and clamping as
-// KIVICache's scalar definition, value for value.
+// where the scale is not positive: KIVI's definition (as KIVICacheTests writes it in
+// Swift), value for value.
 static inline void sparsekv_kivi_codes(const float *x, const float *scale, const float *zero, long n, float levels,
                                        uint8_t *out) {
     for (long i = 0; i < n; i++) {

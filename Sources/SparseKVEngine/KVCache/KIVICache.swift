@@ -165,7 +165,8 @@ public final class KIVICache: KVCache {
                     slot.keyParams.withUnsafeMutableBufferPointer { kp in
                         let p = UnsafeMutableRawPointer(kp.baseAddress! + keyParamBase + j * 2 * d)
                         let xr = UnsafeRawPointer(x)
-                        // 16 channels at a time; min and max as Swift.min and Swift.max take them.
+                        // 16 channels at a time, each lane's minimum and maximum kept as Swift.min and
+                        // Swift.max keep them (the earlier of equal values, the later).
                         for c in stride(from: 0, to: d, by: 16) {
                             var lo = xr.loadUnaligned(fromByteOffset: c * 4, as: SIMD16<Float>.self), hi = lo
                             for t in 1..<g {

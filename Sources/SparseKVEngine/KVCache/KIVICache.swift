@@ -1,5 +1,3 @@
-import CShims
-
 /// KIVI (Liu et al., 2024), the quantized-cache baseline the CSR paper compares against.
 ///
 /// Keys are quantized per channel over groups of 32 tokens, values per token over
@@ -98,37 +96,6 @@ public final class KIVICache: KVCache {
         (Float16((hi - lo) / Float((1 << bits) - 1)), Float16(lo))
     }
 
-    /// Packs `count` codes `bits` each, least significant first, into zeroed bytes; a byte
-    /// at a time for 2, 4 and 8 bits (`count` filling whole bytes).
-    static func pack(_ codes: UnsafePointer<UInt8>, count: Int, bits: Int, into out: UnsafeMutablePointer<UInt8>) {
-        switch bits {
-        case 8:
-            out.update(from: codes, count: count)
-        case 4 where count % 2 == 0:
-            for j in 0..<count / 2 { out[j] = codes[2 * j] | codes[2 * j + 1] << 4 }
-        case 2 where count % 4 == 0:
-            for j in 0..<count / 4 {
-                let c = codes + 4 * j
-                out[j] = c[0] | c[1] << 2 | c[2] << 4 | c[3] << 6
-            }
-        default:
-            for i in 0..<count { out[i * bits / 8] |= codes[i] << UInt8((i * bits) % 8) }
-        }
-    }
-
-    /// KIVI's codes of `count` values, each with its own scale and minimum (fp16, widened):
-    /// (x - minimum) / scale rounded half away from zero, clamped to 0 ... 2^bits - 1 (NaN to
-    /// 0); 0 where the scale is not positive (`kivi_codes.h`, 8 at a time with AVX2).
-    @inline(__always)
-    static func codes(_ x: UnsafePointer<Float>, scale: UnsafePointer<Float>, zero: UnsafePointer<Float>, count: Int,
-                      bits: Int, into out: UnsafeMutablePointer<UInt8>) {
-        let levels = Float((1 << bits) - 1)
-        #if arch(x86_64)
-        if KIVICodes.avx2 { return sparsekv_kivi_codes_avx2(x, scale, zero, count, levels, out) }
-        #endif
-        sparsekv_kivi_codes(x, scale, zero, count, levels, out)
-    }
-
     @inline(__always)
     static func unpack(_ bytes: UnsafeBufferPointer<UInt8>, _ i: Int, bits: Int) -> UInt8 {
         (bytes[i * bits / 8] >> UInt8((i * bits) % 8)) & UInt8((1 << bits) - 1)
@@ -183,11 +150,11 @@ public final class KIVICache: KVCache {
                                                                        as: SIMD16<Float>.self)
                         }
                         for t in 0..<g {
-                            Self.codes(x + t * d, scale: params, zero: params + d, count: d, bits: bits, into: codes + t * d)
+                            KIVICodes.codes(x + t * d, scale: params, zero: params + d, count: d, bits: bits, into: codes + t * d)
                         }
                     }
                     slot.keyCodes.withUnsafeMutableBufferPointer {
-                        Self.pack(codes, count: g * d, bits: bits, into: $0.baseAddress! + codeBase + j * groupBytes)
+                        KIVICodes.pack(codes, count: g * d, bits: bits, into: $0.baseAddress! + codeBase + j * groupBytes)
                     }
                     // Values: one (scale, min) per 32 channels of each token.
                     slot.recentV.withUnsafeBufferPointer { Kernels.widen($0.baseAddress! + j * g * d, count: g * d, into: x) }
@@ -203,12 +170,12 @@ public final class KIVICache: KVCache {
                                 p[vg + b] = q.zero
                                 params.update(repeating: Float(q.scale), count: g)
                                 (params + g).update(repeating: Float(q.zero), count: g)
-                                Self.codes(row, scale: params, zero: params + g, count: g, bits: bits, into: codes + t * d + b * g)
+                                KIVICodes.codes(row, scale: params, zero: params + g, count: g, bits: bits, into: codes + t * d + b * g)
                             }
                         }
                     }
                     slot.valueCodes.withUnsafeMutableBufferPointer {
-                        Self.pack(codes, count: g * d, bits: bits, into: $0.baseAddress! + valueCodeBase + j * g * rowBytes)
+                        KIVICodes.pack(codes, count: g * d, bits: bits, into: $0.baseAddress! + valueCodeBase + j * g * rowBytes)
                     }
                 }
             }

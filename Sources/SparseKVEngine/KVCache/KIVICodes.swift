@@ -1,6 +1,7 @@
 import CShims
 
-/// Unpacking KIVI's packed codes for the fused attention kernels: a table per code width
+/// KIVI's code format: unpacking packed codes for the fused attention kernels, and (an
+/// extension below) making and packing them when groups are quantized. A table per code width
 /// gives the floats of every possible byte, so a row of 64 4-bit codes is 32 table
 /// reads of 8 bytes instead of 64 shifts, masks and conversions (with AVX2, 4-bit codes
 /// are split, widened and converted 16 at a time instead, `kivi_codes.h`); the affine
@@ -14,8 +15,8 @@ enum KIVICodes {
         let c0 = Float(b & 3), c1 = Float((b >> 2) & 3), c2 = Float((b >> 4) & 3), c3 = Float(b >> 6)
         return SIMD4(c0, c1, c2, c3)
     }
-    /// Whether 4-bit codes are widened by `sparsekv_kivi_unpack4_avx2` (`kivi_codes.h`), 16
-    /// at a time, instead of through the table: the same floats.
+    /// Whether the AVX2 kernels of `kivi_codes.h` run: 4-bit codes widened 16 at a time
+    /// instead of through the table, and codes made 8 at a time. The same results.
     static let avx2: Bool = {
         #if arch(x86_64)
         return sparsekv_cpu_has_avx2() != 0
@@ -84,5 +85,40 @@ enum KIVICodes {
             x[i] = offset + scale * x[i]
             i += 1
         }
+    }
+}
+
+// MARK: - Making codes (KIVICache.quantizeOldestGroups)
+
+extension KIVICodes {
+    /// Packs `count` codes `bits` each, least significant first, into zeroed bytes; a byte
+    /// at a time for 2, 4 and 8 bits (`count` filling whole bytes).
+    static func pack(_ codes: UnsafePointer<UInt8>, count: Int, bits: Int, into out: UnsafeMutablePointer<UInt8>) {
+        switch bits {
+        case 8:
+            out.update(from: codes, count: count)
+        case 4 where count % 2 == 0:
+            for j in 0..<count / 2 { out[j] = codes[2 * j] | codes[2 * j + 1] << 4 }
+        case 2 where count % 4 == 0:
+            for j in 0..<count / 4 {
+                let c = codes + 4 * j
+                out[j] = c[0] | c[1] << 2 | c[2] << 4 | c[3] << 6
+            }
+        default:
+            for i in 0..<count { out[i * bits / 8] |= codes[i] << UInt8((i * bits) % 8) }
+        }
+    }
+
+    /// KIVI's codes of `count` values, each with its own scale and minimum (fp16, widened):
+    /// (x - minimum) / scale rounded half away from zero, clamped to 0 ... 2^bits - 1 (NaN to
+    /// 0); 0 where the scale is not positive (`kivi_codes.h`, 8 at a time with AVX2).
+    @inline(__always)
+    static func codes(_ x: UnsafePointer<Float>, scale: UnsafePointer<Float>, zero: UnsafePointer<Float>, count: Int,
+                      bits: Int, into out: UnsafeMutablePointer<UInt8>) {
+        let levels = Float((1 << bits) - 1)
+        #if arch(x86_64)
+        if avx2 { return sparsekv_kivi_codes_avx2(x, scale, zero, count, levels, out) }
+        #endif
+        sparsekv_kivi_codes(x, scale, zero, count, levels, out)
     }
 }

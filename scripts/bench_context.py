@@ -24,7 +24,15 @@ reports/speed.svg (decode and prefill tok/s against context, one line per cache 
 llama.cpp). Progress goes to stderr.
 
   scripts/bench_context.py [--lengths 512 2048 4096 8192] [--kv fp32 fp16 ...] [--repeats 3]
-                           [--gen-tokens 32] [--bin .build/release/sparsekv] [--out reports]
+                           [--rounds 1] [--gen-tokens 32] [--bin .build/release/sparsekv] [--out reports]
+
+--rounds N runs each length's cells (our caches, then llama.cpp) N times in turn, each time a
+fresh process with its warm-up, R counted runs and its profiled run, and reports per cell the
+median of all N * R counted runs (the profile: the mean of its N profiled runs; peak RSS: the
+largest). This VM's speed drifts by 10-25% over minutes; in turns, a slow phase falls on every
+cell of a round instead of on whichever cells ran in it, so the comparisons within a length
+(csr:8 against fp16, ours against llama.cpp) are fairer. `--rounds 3 --repeats 1` costs about
+1.5 times a `--repeats 3` run (each process prefills for its warm-up and profile as well).
 
 `make bench-context` runs the defaults. Measure on an idle machine: with other processes
 competing for the 2 cores the figures mean little (the load average is recorded). The full
@@ -91,6 +99,28 @@ def ours(args, length, kv):
             "peakRSSkB": rss, "decodeProfile": r["decodeProfile"],
             "decodeStepMilliseconds": r["decodeStepMilliseconds"], "threads": r["threads"],
             "blasCore": r["blasCore"], "seconds": round(seconds, 1)}
+
+
+def merged(rounds):
+    """One cell from its rounds (the same command run len(rounds) times): every counted run
+    pooled for the medians, the profile averaged, the largest peak RSS."""
+    if len(rounds) == 1:
+        return rounds[0]
+    r = dict(rounds[0])
+    for key in ("prefillRuns", "decodeRuns"):
+        r[key] = [x for one in rounds for x in one[key]]
+    r["prefillTokensPerSecond"] = statistics.median(r["prefillRuns"])
+    r["decodeTokensPerSecond"] = statistics.median(r["decodeRuns"])
+    r["repeats"] = len(r["decodeRuns"])
+    r["rounds"] = len(rounds)
+    r["peakRSSkB"] = max(one["peakRSSkB"] for one in rounds)
+    r["seconds"] = round(sum(one["seconds"] for one in rounds), 1)
+    if "decodeProfile" in r:
+        r["decodeStepMillisecondsRounds"] = [one["decodeStepMilliseconds"] for one in rounds]
+        r["decodeStepMilliseconds"] = statistics.mean(r["decodeStepMillisecondsRounds"])
+        parts = {p for one in rounds for p in one["decodeProfile"]}
+        r["decodeProfile"] = {p: statistics.mean(one["decodeProfile"].get(p, 0) for one in rounds) for p in parts}
+    return r
 
 
 def llama_available():
@@ -176,8 +206,12 @@ def markdown(report):
     have_llama = any(r["engine"] == "llama.cpp" for r in rows)
     lines = ["# Speed and memory against context length", "",
              f"Measured on {report['machine']} with `scripts/bench_context.py` ({THREADS} threads; "
-             f"{report['genTokens']} decoded tokens after the prompt; medians of {report['repeats']} runs after a warm-up; "
-             f"load average before/after {report['loadavgBefore']} / {report['loadavgAfter']}). Each cell is its own process; "
+             f"{report['genTokens']} decoded tokens after the prompt; "
+             + (f"medians of {report['repeats']} runs after a warm-up; " if report.get("rounds", 1) == 1 else
+                f"{report['rounds']} rounds, each running every cell of a length in turn (a process with a warm-up, "
+                f"{report['repeats']} counted run(s) and a profiled run): medians of the {report['rounds'] * report['repeats']} "
+                "counted runs, profiles averaged over the rounds; ")
+             + f"load average before/after {report['loadavgBefore']} / {report['loadavgAfter']}). Each cell is its own process; "
              "peak RSS is its ru_maxrss; llama.cpp runs right after our caches at each length. KV bytes: the cache after prompt + decoded tokens"
              + ("; llama.cpp's are its f16 K/V allocated for n_ctx = prompt + decoded tokens, and its peak RSS "
                 "includes the Python interpreter (llama-cpp-python)." if have_llama else
@@ -282,14 +316,16 @@ def main():
     ap.add_argument("--lengths", type=int, nargs="+", default=LENGTHS)
     ap.add_argument("--kv", nargs="+", default=CACHES)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1, help="run each length's cells in turn this many times, fresh processes each time, and pool the "
+                         "counted runs (default 1)")
     ap.add_argument("--gen-tokens", type=int, default=32)
     ap.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "sparsekv"))
     ap.add_argument("--out", default=os.path.join(ROOT, "reports"))
     ap.add_argument("--no-llama", action="store_true", help="skip llama.cpp even when llama-cpp-python is installed")
     ap.add_argument("--llama-cell", type=int, help=argparse.SUPPRESS)  # internal: one llama.cpp cell
     args = ap.parse_args()
-    if args.repeats < 1 or args.gen_tokens < 1 or args.gen_tokens >= CONTEXT or any(n < 1 for n in args.lengths):
-        ap.error("--repeats, --gen-tokens and --lengths must be >= 1 (and --gen-tokens < the context)")
+    if args.repeats < 1 or args.rounds < 1 or args.gen_tokens < 1 or args.gen_tokens >= CONTEXT or any(n < 1 for n in args.lengths):
+        ap.error("--repeats, --rounds, --gen-tokens and --lengths must be >= 1 (and --gen-tokens < the context)")
     if args.llama_cell is not None:
         llama_cell(args.llama_cell, args.gen_tokens, args.repeats)
         return
@@ -300,24 +336,28 @@ def main():
     if not with_llama:
         log("llama.cpp: " + ("skipped (--no-llama)" if args.no_llama else "llama-cpp-python not installed; no baseline in this run"))
     t0, load_before = time.time(), os.getloadavg()
-    rows = []
     # llama.cpp's cell right after ours at each length: this VM's speed drifts by 10-25% within
     # the hour a run takes, and a ratio should compare cells measured minutes apart, not 40.
-    cells = [(L, kv) for L in args.lengths for kv in list(args.kv) + ([None] if with_llama else [])]
-    for i, (length, kv) in enumerate(cells):
+    # With --rounds, each length's cells run in turn, round after round.
+    kvs = list(args.kv) + ([None] if with_llama else [])
+    cells = [(L, rnd, kv) for L in args.lengths for rnd in range(args.rounds) for kv in kvs]
+    done = {}
+    for i, (length, rnd, kv) in enumerate(cells):
         name = kv or "llama.cpp"
-        log(f"[{i + 1}/{len(cells)}] {length} tokens, {name} ...")
+        turn = f", round {rnd + 1}/{args.rounds}" if args.rounds > 1 else ""
+        log(f"[{i + 1}/{len(cells)}] {length} tokens, {name}{turn} ...")
         r = ours(args, length, kv) if kv else llama(args, length)
-        rows.append(r)
-        log(f"[{i + 1}/{len(cells)}] {length} tokens, {name}: prefill {r['prefillTokensPerSecond']:.1f} tok/s, "
+        done.setdefault((length, name), []).append(r)
+        log(f"[{i + 1}/{len(cells)}] {length} tokens, {name}{turn}: prefill {r['prefillTokensPerSecond']:.1f} tok/s, "
             f"decode {r['decodeTokensPerSecond']:.1f} tok/s, KV {(r.get('kvCacheBytes') or 0) / 1e6:.1f} MB, "
             f"peak RSS {r['peakRSSkB'] / 1024:.0f} MB ({r['seconds']:.0f} s)")
+    rows = [merged(rounds) for rounds in done.values()]
     order = {L: i for i, L in enumerate(args.lengths)}
     rows.sort(key=lambda r: (order[r["length"]], r["engine"] != "sparsekv"))
     add_ratios(rows)
     report = {
         "machine": machine(), "threads": THREADS, "lengths": args.lengths, "caches": args.kv,
-        "genTokens": args.gen_tokens, "repeats": args.repeats, "context": CONTEXT,
+        "genTokens": args.gen_tokens, "repeats": args.repeats, "rounds": args.rounds, "context": CONTEXT,
         "loadavgBefore": [round(x, 2) for x in load_before], "loadavgAfter": [round(x, 2) for x in os.getloadavg()],
         "llamaCpp": with_llama, "rows": rows,
         "decodeProfileAt": profile_at(rows, PROFILE_LENGTH if PROFILE_LENGTH in args.lengths else args.lengths[-1]),

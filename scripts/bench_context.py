@@ -31,8 +31,9 @@ fresh process with its warm-up, R counted runs and its profiled run, and reports
 median of all N * R counted runs (the profile: the mean of its N profiled runs; peak RSS: the
 largest). This VM's speed drifts by 10-25% over minutes; in turns, a slow phase falls on every
 cell of a round instead of on whichever cells ran in it, so the comparisons within a length
-(csr:8 against fp16, ours against llama.cpp) are fairer. `--rounds 3 --repeats 1` costs about
-1.5 times a `--repeats 3` run (each process prefills for its warm-up and profile as well).
+(csr:8 against fp16, ours against llama.cpp) are fairer. `--rounds 3 --repeats 1` took 45
+minutes on the 2-core Xeon where a `--repeats 3` run took 25 (each process also prefills for
+its warm-up and its profile). A length or cache given twice counts once.
 
 `make bench-context` runs the defaults. Measure on an idle machine: with other processes
 competing for the 2 cores the figures mean little (the load average is recorded). The full
@@ -212,7 +213,8 @@ def markdown(report):
                 f"{report['repeats']} counted run(s) and a profiled run): medians of the {report['rounds'] * report['repeats']} "
                 "counted runs, profiles averaged over the rounds; ")
              + f"load average before/after {report['loadavgBefore']} / {report['loadavgAfter']}). Each cell is its own process; "
-             "peak RSS is its ru_maxrss; llama.cpp runs right after our caches at each length. KV bytes: the cache after prompt + decoded tokens"
+             "peak RSS is its ru_maxrss; llama.cpp runs right after our caches at each length"
+             + (" (in each round)" if report.get("rounds", 1) > 1 else "") + ". KV bytes: the cache after prompt + decoded tokens"
              + ("; llama.cpp's are its f16 K/V allocated for n_ctx = prompt + decoded tokens, and its peak RSS "
                 "includes the Python interpreter (llama-cpp-python)." if have_llama else
                 ". llama-cpp-python was not installed: no llama.cpp baseline in this run."), ""]
@@ -329,6 +331,8 @@ def main():
     if args.llama_cell is not None:
         llama_cell(args.llama_cell, args.gen_tokens, args.repeats)
         return
+    # A cell's rounds are pooled by (length, cache): a repeated one would be pooled as more rounds.
+    args.lengths, args.kv = list(dict.fromkeys(args.lengths)), list(dict.fromkeys(args.kv))
     if not os.access(args.bin, os.X_OK):
         sys.exit(f"error: {args.bin} not found; build it first (swift build -c release, or make build)")
 

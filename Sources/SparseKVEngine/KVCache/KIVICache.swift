@@ -96,11 +96,6 @@ public final class KIVICache: KVCache {
         (Float16((hi - lo) / Float((1 << bits) - 1)), Float16(lo))
     }
 
-    @inline(__always)
-    static func unpack(_ bytes: UnsafeBufferPointer<UInt8>, _ i: Int, bits: Int) -> UInt8 {
-        (bytes[i * bits / 8] >> UInt8((i * bits) % 8)) & UInt8((1 << bits) - 1)
-    }
-
     /// Groups the window holds beyond its bound (window + 32 tokens or more): what the next
     /// append quantizes first.
     func settlingGroups(_ slot: Slot) -> Int {
@@ -201,7 +196,7 @@ public final class KIVICache: KVCache {
                     let p = grp * 2 * d
                     for t in 0..<g {
                         for c in 0..<d {
-                            let q = Float(Self.unpack(codes, t * d + c, bits: bits))
+                            let q = Float(KIVICodes.code(codes, at: t * d + c, bits: bits))
                             keys[(grp * g + t) * d + c] = Float(slot.keyParams[p + d + c]) + Float(slot.keyParams[p + c]) * q
                         }
                     }
@@ -210,7 +205,7 @@ public final class KIVICache: KVCache {
                     let codes = UnsafeBufferPointer(rebasing: vc[t * valueRowBytes..<(t + 1) * valueRowBytes])
                     let p = t * 2 * vg
                     for c in 0..<d {
-                        let q = Float(Self.unpack(codes, c, bits: bits))
+                        let q = Float(KIVICodes.code(codes, at: c, bits: bits))
                         values[t * d + c] = Float(slot.valueParams[p + vg + c / g]) + Float(slot.valueParams[p + c / g]) * q
                     }
                 }

@@ -88,9 +88,15 @@ enum KIVICodes {
     }
 }
 
-// MARK: - Making codes (KIVICache.quantizeOldestGroups)
+// MARK: - Codes one at a time, and making codes (KIVICache.quantizeOldestGroups)
 
 extension KIVICodes {
+    /// Code `i` of packed codes, `bits` each (KIVICache.decode reads them one at a time).
+    @inline(__always)
+    static func code(_ bytes: UnsafeBufferPointer<UInt8>, at i: Int, bits: Int) -> UInt8 {
+        (bytes[i * bits / 8] >> UInt8((i * bits) % 8)) & UInt8((1 << bits) - 1)
+    }
+
     /// Packs `count` codes `bits` each, least significant first, into zeroed bytes; a byte
     /// at a time for 2, 4 and 8 bits (`count` filling whole bytes).
     static func pack(_ codes: UnsafePointer<UInt8>, count: Int, bits: Int, into out: UnsafeMutablePointer<UInt8>) {
